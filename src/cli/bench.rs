@@ -1,0 +1,109 @@
+//! `gitcanary bench sync`: generates a repository of N objects in M files, then times
+//! the first sync into the local target, a no-op resync (with its object-write count),
+//! and a one-file change, and reports peak RSS.
+
+use crate::config::Config;
+use crate::source::seed;
+use crate::sync::reconcile::Reconciler;
+use clap::Subcommand;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Benchmarks.
+#[derive(Subcommand, Debug)]
+pub enum Which {
+    /// Sync a generated repository into the local target.
+    Sync {
+        /// Objects to generate.
+        #[arg(long, default_value_t = 10_000)]
+        objects: usize,
+        /// Files to spread them over.
+        #[arg(long, default_value_t = 1_000)]
+        files: usize,
+    },
+}
+
+/// Writes `files` manifest files holding `objects` objects (ConfigMaps, Services and
+/// Deployments in turn) under `dir`; `variant` changes the ConfigMaps' data.
+pub fn generate(dir: &Path, objects: usize, files: usize, variant: &str) -> std::io::Result<()> {
+    let per_file = objects.div_ceil(files.max(1));
+    let mut n = 0;
+    for f in 0..files {
+        let mut text = String::new();
+        for _ in 0..per_file {
+            if n == objects {
+                break;
+            }
+            let ns = format!("team-{}", f % 20);
+            let name = format!("app-{n}");
+            let _ = match n % 3 {
+                0 => write!(text, "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n    app: {name}\ndata:\n  LOG_LEVEL: info\n  VARIANT: \"{variant}\"\n  GREETING: hello from {name}\n"),
+                1 => write!(text, "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  selector:\n    app: {name}\n  ports:\n    - name: http\n      port: 80\n      targetPort: http\n"),
+                _ => write!(text, "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels:\n    app: {name}\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n        - name: app\n          image: ghcr.io/stefanprodan/podinfo:6.0.{n}\n          ports:\n            - name: http\n              containerPort: 9898\n          readinessProbe:\n            httpGet:\n              path: /readyz\n              port: http\n          resources:\n            requests:\n              cpu: 100m\n              memory: 64Mi\n"),
+            };
+            n += 1;
+        }
+        let sub = dir.join(format!("apps/group-{}", f / 100));
+        std::fs::create_dir_all(&sub)?;
+        std::fs::write(sub.join(format!("file-{f}.yaml")), text)?;
+    }
+    Ok(())
+}
+
+/// Peak resident set size of this process in bytes (Linux `VmHWM`).
+pub fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+/// Runs a benchmark.
+pub fn bench(which: Which) -> anyhow::Result<ExitCode> {
+    let Which::Sync { objects, files } = which;
+    let work = std::env::temp_dir().join(format!("gitcanary-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    let tree = work.join("tree");
+    let remote = work.join("remote.git");
+    generate(&tree, objects, files, "a")?;
+    seed::commit_dir(&remote, &tree, "main", "bench: initial", ("bench", "bench@localhost"))?;
+    let cfg = Config::parse(
+        &format!("source:\n  url: {}\ntarget:\n  local:\n    stateDir: {}\n", remote.display(), work.join("state").display()),
+        &work,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let rss_before = peak_rss().unwrap_or(0);
+    let mut rec = Reconciler::open(cfg, true)?;
+
+    let t = Instant::now();
+    let first = rec.sync_once()?;
+    let first_time = t.elapsed();
+
+    let t = Instant::now();
+    let noop = rec.sync_once()?;
+    let noop_time = t.elapsed();
+
+    // Change one file (the ConfigMaps in it) and resync.
+    std::fs::write(
+        tree.join("apps/group-0/file-0.yaml"),
+        std::fs::read_to_string(tree.join("apps/group-0/file-0.yaml"))?.replace("VARIANT: \"a\"", "VARIANT: \"b\""),
+    )?;
+    seed::commit_dir(&remote, &tree, "main", "bench: change one file", ("bench", "bench@localhost"))?;
+    let t = Instant::now();
+    let one = rec.sync_once()?;
+    let one_time = t.elapsed();
+    let rss = peak_rss().unwrap_or(0);
+    let _ = std::fs::remove_dir_all(&work);
+
+    let mb = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!("gitcanary bench sync: {objects} objects in {files} files");
+    println!("  first sync:        {:>8.1} ms  ({} created, {} object writes)", first_time.as_secs_f64() * 1e3, first.applied.created, first.applied.writes);
+    println!("  no-op resync:      {:>8.1} ms  ({} object writes, {} of {} files from the parse cache)", noop_time.as_secs_f64() * 1e3, noop.applied.writes, noop.files.1, noop.files.0);
+    println!("  one-file change:   {:>8.1} ms  ({} configured, {} object writes)", one_time.as_secs_f64() * 1e3, one.applied.updated, one.applied.writes);
+    println!("  peak RSS:          {:>8.1} MB  (before the reconciler: {:.1} MB)", mb(rss), mb(rss_before));
+    println!("  targets:           first < 3000 ms, no-op < 300 ms with 0 writes, peak RSS < 60 MB");
+    let ok = first_time.as_millis() < 3000 && noop_time.as_millis() < 300 && noop.applied.writes == 0 && mb(rss) < 60.0;
+    println!("  result:            {}", if ok { "all targets met" } else { "TARGET MISSED" });
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,110 @@
+//! `gitcanary get sources|objects`: reads the state dir, so it works while `run` is
+//! active (every file it reads is replaced atomically).
+
+use crate::cli::output::{self, Format};
+use crate::config::Config;
+use crate::source::status;
+use crate::target::local::LocalStore;
+use crate::util::time::{rfc3339_secs, unix_now};
+use clap::Subcommand;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// What to list.
+#[derive(Subcommand, Debug)]
+pub enum What {
+    /// The Git source: URL, branch, fetched and applied revisions, readiness.
+    Sources {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
+    /// Objects applied to the target.
+    Objects {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
+}
+
+fn short_rev(rev: &Option<String>) -> String {
+    match rev {
+        Some(r) => match r.split_once("@sha1:") {
+            Some((b, sha)) => format!("{b}@sha1:{}", &sha[..sha.len().min(12)]),
+            None => r.clone(),
+        },
+        None => "-".into(),
+    }
+}
+
+/// Runs `get`.
+pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(config)?;
+    let state = cfg.state_dir();
+    match what {
+        What::Sources { output: fmt } => {
+            let st = status::read(&state)?.unwrap_or_else(|| status::SourceStatus {
+                name: cfg.source.name.clone(),
+                url: crate::source::git::redact_url(&cfg.source.url),
+                branch: cfg.source.branch.clone(),
+                message: "not synced yet".into(),
+                ..Default::default()
+            });
+            if fmt == Format::Table {
+                let ready = if st.ready { "True" } else if st.last_attempt_at.is_none() { "Unknown" } else { "False" };
+                let fetched = st.fetched_at.map(|t| crate::util::time::age(t, unix_now())).unwrap_or_else(|| "-".into());
+                print!(
+                    "{}",
+                    output::table(
+                        &["NAME", "URL", "BRANCH", "FETCHED", "LAST FETCH", "REVISION", "SUSPENDED", "READY", "MESSAGE"],
+                        &[vec![
+                            st.name.clone(),
+                            st.url.clone(),
+                            st.branch.clone(),
+                            short_rev(&st.fetched_revision),
+                            fetched,
+                            short_rev(&st.applied_revision),
+                            "False".into(),
+                            ready.into(),
+                            st.message.clone(),
+                        ]]
+                    )
+                );
+            } else {
+                let mut v = serde_json::to_value(&st)?;
+                for k in ["fetchedAt", "appliedAt", "lastErrorAt", "lastAttemptAt"] {
+                    if let Some(t) = v[k].as_f64() {
+                        v[k] = rfc3339_secs(t).into();
+                    }
+                }
+                v["suspended"] = false.into();
+                output::print_value(fmt, &serde_json::Value::Array(vec![v]));
+            }
+        }
+        What::Objects { output: fmt } => {
+            let inv = LocalStore::open(&state)?.read_inventory()?;
+            if fmt == Format::Table {
+                let rows: Vec<Vec<String>> = inv
+                    .entries
+                    .iter()
+                    .map(|(k, e)| {
+                        let ns = if k.namespace.is_empty() { "-".into() } else { k.namespace.clone() };
+                        vec![k.kind.clone(), ns, k.name.clone(), e.revision[..e.revision.len().min(12)].to_string(), e.file.clone()]
+                    })
+                    .collect();
+                print!("{}", output::table(&["KIND", "NAMESPACE", "NAME", "REVISION", "SOURCE"], &rows));
+            } else {
+                let items: Vec<serde_json::Value> = inv
+                    .entries
+                    .iter()
+                    .map(|(k, e)| {
+                        serde_json::json!({"apiVersion": e.api_version, "kind": k.kind, "namespace": k.namespace,
+                            "name": k.name, "revision": e.revision, "hash": e.hash, "source": e.file})
+                    })
+                    .collect();
+                output::print_value(fmt, &serde_json::Value::Array(items));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

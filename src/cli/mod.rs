@@ -1,0 +1,100 @@
+//! The command line: one file per command group. Commands load the config, call into
+//! the library and print; exit codes follow Flux (`diff`: 0 none, 1 changes, 2 error).
+
+mod bench;
+mod demo;
+mod get;
+pub mod output;
+mod run;
+mod sync;
+mod validate;
+
+use crate::config::Config;
+use crate::util::logging::{self, LogFormat};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// gitcanary: GitOps sync and progressive delivery in one small binary.
+#[derive(Parser, Debug)]
+#[command(name = "gitcanary", version, about)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, env = "GITCANARY_CONFIG", default_value = "gitcanary.yaml")]
+    pub config: PathBuf,
+    /// Log level or filter directive (error, warn, info, debug, trace).
+    #[arg(long, global = true, default_value = "info")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Reconcile until SIGINT or SIGTERM.
+    Run,
+    /// Fetch, plan and apply once, then exit (non-zero on failure).
+    Sync {
+        /// Run a single sync (the only mode; kept for Flux-style muscle memory).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Check a repository folder offline and print every error.
+    Validate {
+        /// Repository folder (default: the current folder).
+        dir: Option<PathBuf>,
+        /// Sub-folder to load, as `source.path` would.
+        #[arg(long, default_value = "")]
+        path: String,
+    },
+    /// Show what the next sync would change (exit 0: nothing, 1: changes, 2: error).
+    Diff,
+    /// Show sources or objects.
+    Get {
+        /// What to show.
+        #[command(subcommand)]
+        what: get::What,
+    },
+    /// Seed a local Git repository from examples-repo and reconcile it.
+    Demo(demo::DemoArgs),
+    /// Benchmarks.
+    Bench {
+        /// Which benchmark.
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+}
+
+/// Parses arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.log_level, cli.log_format);
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run => run::run(load_config(&cli.config)?),
+        Command::Sync { .. } => sync::sync_once(load_config(&cli.config)?),
+        Command::Diff => sync::diff(load_config(&cli.config)?),
+        Command::Validate { dir, path } => validate::validate(dir.unwrap_or_else(|| ".".into()), &path),
+        Command::Get { what } => get::get(&cli.config, what),
+        Command::Demo(args) => demo::demo(args),
+        Command::Bench { which } => bench::bench(which),
+    }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}

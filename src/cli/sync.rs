@@ -1,0 +1,93 @@
+//! `gitcanary sync --once` and `gitcanary diff`.
+
+use crate::cli::output;
+use crate::config::Config;
+use crate::sync::reconcile::{self, Reconciler};
+use crate::sync::Op;
+use crate::target::{local::LocalStore, Target};
+use std::process::ExitCode;
+
+/// One sync; exit 0 on success, 1 on failure.
+pub fn sync_once(cfg: Config) -> anyhow::Result<ExitCode> {
+    let interval = cfg.source.interval;
+    let mut rec = Reconciler::open(cfg, true)?;
+    let result = rec.sync_once();
+    reconcile::log_result(&result, interval);
+    Ok(match result {
+        Ok(r) => {
+            println!(
+                "applied {}: {} created, {} configured, {} pruned, {} unchanged",
+                r.revision, r.applied.created, r.applied.updated, r.applied.pruned, r.applied.unchanged
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sync failed: {e}");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// Prints what the next sync would change; exit 0 nothing, 1 changes, 2 error.
+pub fn diff(cfg: Config) -> anyhow::Result<ExitCode> {
+    let store = LocalStore::open(&cfg.state_dir())?;
+    let mut rec = Reconciler::open(cfg, false)?;
+    let preview = match rec.preview() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut changed = false;
+    for a in &preview.plan.actions {
+        match a.op {
+            Op::Unchanged => continue,
+            Op::Create => println!("► {} created", a.key),
+            Op::Prune => println!("► {} deleted", a.key),
+            Op::Orphan => println!("► {} no longer managed (pruning disabled)", a.key),
+            Op::Update => {
+                println!("► {} drifted", a.key);
+                let old = store.get(&a.key)?.unwrap_or_default();
+                let new = a.desired.map(|i| preview.desired[i].value()).unwrap_or_default();
+                print!("{}", line_diff(&output::yaml(&old), &output::yaml(&new)));
+            }
+        }
+        changed = true;
+    }
+    Ok(if changed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// A minimal line diff (LCS) showing removed and added lines.
+pub fn line_diff(old: &str, new: &str) -> String {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, String::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            out.push_str(&format!("  - {}\n", a[i]));
+            i += 1;
+        } else {
+            out.push_str(&format!("  + {}\n", b[j]));
+            j += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn diff_shows_changed_lines() {
+        assert_eq!(super::line_diff("a: 1\nb: 2\n", "a: 1\nb: 3\n"), "  - b: 2\n  + b: 3\n");
+    }
+}

@@ -1,0 +1,286 @@
+//! The `gitcanary.yaml` config. Unknown keys are errors that name the key and line.
+//! Secrets are never written here: the config names environment variables and files.
+
+use crate::manifest::de::{from_node, DeError};
+use crate::manifest::yaml::parse_documents;
+use crate::util::duration;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Errors loading the config.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("{path}:{message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// `line:col: field: what`.
+        message: String,
+    },
+}
+
+/// Result with the config error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The whole config.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// The Git repository to follow.
+    pub source: SourceConfig,
+    /// Where to apply.
+    #[serde(default)]
+    pub target: TargetConfig,
+    /// Git identity for commits gitcanary makes.
+    #[serde(default)]
+    pub git: GitConfig,
+    /// The HTTP server for `/metrics`, `/healthz` and push webhooks.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Folder of the config file; relative paths in it are taken from here.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `source:`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SourceConfig {
+    /// Name shown by `get sources`; Flux bootstraps the cluster repo as `flux-system`.
+    #[serde(default = "default_source_name")]
+    pub name: String,
+    /// https, ssh, `file://` or a local path.
+    pub url: String,
+    /// Branch to follow.
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// Sub-folder to sync.
+    #[serde(default)]
+    pub path: String,
+    /// Fetch interval.
+    #[serde(default = "default_interval", with = "duration::serde_go")]
+    pub interval: Duration,
+    /// Credentials.
+    #[serde(default)]
+    pub auth: Option<Auth>,
+}
+
+/// `source.auth`: exactly one of `ssh` or `https`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Auth {
+    /// SSH key authentication.
+    pub ssh: Option<SshAuth>,
+    /// HTTPS token or username/password.
+    pub https: Option<HttpsAuth>,
+}
+
+/// `source.auth.ssh`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SshAuth {
+    /// Private key file (ed25519 or RSA).
+    pub private_key_file: PathBuf,
+    /// `known_hosts` file the server's host key must be in.
+    pub known_hosts_file: PathBuf,
+    /// Env var holding the key's passphrase, if any.
+    pub passphrase_env: Option<String>,
+}
+
+/// `source.auth.https`: a token, or a username and password, each from an env var.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpsAuth {
+    /// Env var holding a token (sent as the password).
+    pub token_env: Option<String>,
+    /// Env var holding the username.
+    pub username_env: Option<String>,
+    /// Env var holding the password.
+    pub password_env: Option<String>,
+}
+
+/// `target:`; the local target is the default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TargetConfig {
+    /// The embedded local target.
+    pub local: Option<LocalTarget>,
+    /// A Kubernetes cluster (not yet supported).
+    pub kubernetes: Option<KubeTarget>,
+}
+
+/// `target.local`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LocalTarget {
+    /// State folder; defaults to `.gitcanary` beside the config file.
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `target.kubernetes`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubeTarget {
+    /// kubeconfig context.
+    pub context: Option<String>,
+}
+
+/// `git:`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GitConfig {
+    /// Commit author.
+    #[serde(default)]
+    pub author: Author,
+}
+
+/// `git.author`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Author {
+    /// Name.
+    pub name: String,
+    /// Email.
+    pub email: String,
+}
+
+impl Default for Author {
+    fn default() -> Self {
+        Author { name: "gitcanary".into(), email: "gitcanary@localhost".into() }
+    }
+}
+
+/// `server:`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServerConfig {
+    /// Listen address; port 0 picks a free port.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Env var holding the push-webhook secret; without it `/hook` is disabled.
+    pub webhook_secret_env: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: default_listen(), webhook_secret_env: None }
+    }
+}
+
+fn default_source_name() -> String {
+    "flux-system".into()
+}
+fn default_branch() -> String {
+    "main".into()
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_listen() -> String {
+    "127.0.0.1:9797".into()
+}
+
+impl Config {
+    /// Loads and validates the config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), source })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::parse(&text, &base).map_err(|message| Error::Invalid { path: path.into(), message })
+    }
+
+    /// Parses config text; relative paths are taken from `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, String> {
+        let docs = parse_documents(text).map_err(|e| format!("{e}"))?;
+        let root = docs.into_iter().next().map(|d| d.root).ok_or_else(|| "1:1: the config is empty".to_string())?;
+        let mut cfg: Config = from_node(&root, "").map_err(|e: DeError| e.to_string())?;
+        cfg.base_dir = base_dir.to_path_buf();
+        cfg.validate(&root)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, root: &crate::manifest::yaml::Node) -> Result<(), String> {
+        let at = |path: &[&str]| root.path(path).map(|n| format!("{}: ", n.pos)).unwrap_or_default();
+        if self.source.url.trim().is_empty() {
+            return Err(format!("{}source.url: must not be empty", at(&["source", "url"])));
+        }
+        if self.source.interval < Duration::from_secs(1) {
+            return Err(format!("{}source.interval: must be at least 1s", at(&["source", "interval"])));
+        }
+        if let Some(auth) = &self.source.auth {
+            match (&auth.ssh, &auth.https) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(format!("{}source.auth: set exactly one of ssh or https", at(&["source", "auth"])))
+                }
+                (None, Some(h)) => {
+                    let pair = (h.username_env.is_some(), h.password_env.is_some());
+                    if h.token_env.is_none() && pair != (true, true) || h.token_env.is_some() && pair != (false, false) {
+                        return Err(format!(
+                            "{}source.auth.https: set tokenEnv, or both usernameEnv and passwordEnv",
+                            at(&["source", "auth", "https"])
+                        ));
+                    }
+                }
+                (Some(_), None) => {}
+            }
+        }
+        if self.target.local.is_some() && self.target.kubernetes.is_some() {
+            return Err(format!("{}target: set only one of local or kubernetes", at(&["target"])));
+        }
+        Ok(())
+    }
+
+    /// Resolves a path from the config against its folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    /// The local state dir.
+    pub fn state_dir(&self) -> PathBuf {
+        let dir = self.target.local.as_ref().and_then(|l| l.state_dir.clone()).unwrap_or_else(|| ".gitcanary".into());
+        self.resolve(&dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply() {
+        let c = Config::parse("source:\n  url: /tmp/repo\n", Path::new("/etc/gc")).unwrap();
+        assert_eq!(c.source.branch, "main");
+        assert_eq!(c.source.interval, Duration::from_secs(60));
+        assert_eq!(c.source.name, "flux-system");
+        assert_eq!(c.state_dir(), PathBuf::from("/etc/gc/.gitcanary"));
+        assert_eq!(c.git.author.name, "gitcanary");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let e = Config::parse("source:\n  url: x\n  brnch: dev\n", Path::new(".")).unwrap_err();
+        assert!(e.starts_with("3:3: source.brnch: unknown field `brnch`"), "{e}");
+        let e = Config::parse("source:\n  url: x\n  interval: 5\n", Path::new(".")).unwrap_err();
+        assert_eq!(e, "3:13: source.interval: expected a string, found integer (quote the value)");
+        let e = Config::parse("source:\n  url: x\n  interval: 5y\n", Path::new(".")).unwrap_err();
+        assert!(e.starts_with("3:13: source.interval: invalid duration"), "{e}");
+        let e = Config::parse("source:\n  url: x\n  auth:\n    https:\n      password: hunter2\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("source.auth.https.password: unknown field"), "{e}");
+        assert!(!e.contains("hunter2"), "secret echoed: {e}");
+        let e = Config::parse("source:\n  url: x\n  auth: {https: {usernameEnv: U}}\n", Path::new(".")).unwrap_err();
+        assert!(e.contains("set tokenEnv, or both usernameEnv and passwordEnv"), "{e}");
+    }
+}

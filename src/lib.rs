@@ -1,0 +1,14 @@
+//! gitcanary: a GitOps reconciler with an embedded canary analysis engine.
+//!
+//! Each subsystem lives in its own module; the pure deciding code (`sync::plan`,
+//! `manifest` validation) is kept apart from the executors that touch Git and disk.
+
+pub mod cli;
+pub mod config;
+pub mod manifest;
+pub mod metrics;
+pub mod server;
+pub mod source;
+pub mod sync;
+pub mod target;
+pub mod util;

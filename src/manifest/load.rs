@@ -1,0 +1,388 @@
+//! Turns a repository revision into the list of desired objects, or the list of every
+//! error in it. Walks `*.yaml`/`*.yml` recursively as Flux does: folders holding a
+//! `Chart.yaml` are charts and skipped, `.sourceignore` files are honoured, and a folder
+//! with a `kustomization.yaml` contributes only its `resources`.
+
+use super::object::{is_cluster_scoped, ManifestError, Object, ObjectKey, Origin};
+use super::snapshot::{join, parent, resolve, Entry, Snapshot};
+use super::yaml::{parse_documents, Node, Pos, Value};
+use super::{kustomize, schema};
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use ignore::Match;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// Annotations that make gitcanary skip an object.
+pub const IGNORE_ANNOTATIONS: [&str; 2] = ["fluxcd.io/ignore", "gitcanary.io/ignore"];
+
+/// Flux's default exclusions (source-controller), relative to the repository root.
+const DEFAULT_IGNORES: &[&str] = &[
+    ".git/", ".gitignore", ".gitmodules", ".gitattributes", "*.jpg", "*.jpeg", "*.gif", "*.png", "*.wmv",
+    "*.flv", "*.tar.gz", "*.zip", ".github/", ".circleci/", ".travis.yml", ".gitlab-ci.yml", "appveyor.yml",
+    ".drone.yml", "cloudbuild.yaml", "codeship-services.yml", "codeship-steps.yml", "**/.goreleaser.yml",
+    "**/.sops.yaml", "**/.flux.yaml",
+];
+
+const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+/// The result of loading a revision.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Desired objects, in the order found.
+    pub objects: Vec<Object>,
+    /// Every error found; a revision with any error must not be applied.
+    pub errors: Vec<ManifestError>,
+    /// Manifest files read (cache hits included).
+    pub files: usize,
+    /// Files whose parse came from the cache.
+    pub cache_hits: usize,
+}
+
+#[derive(Default)]
+struct FileResult {
+    objects: Vec<Object>,
+    errors: Vec<ManifestError>,
+}
+
+/// Parse results kept between syncs, keyed by file, content id and kustomize context,
+/// so a resync re-parses only the files that changed.
+#[derive(Default)]
+pub struct Cache {
+    map: HashMap<String, (Arc<FileResult>, u64)>,
+    generation: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Context {
+    namespace: Option<String>,
+    images: Vec<kustomize::ImageOverride>,
+}
+
+impl Context {
+    fn fingerprint(&self) -> String {
+        format!("{:?}|{:?}", self.namespace, self.images)
+    }
+}
+
+struct Walker<'a> {
+    snap: &'a dyn Snapshot,
+    cache: Option<&'a mut Cache>,
+    out: Loaded,
+    visited_dirs: HashSet<String>,
+}
+
+/// Loads every object under `root` (a repo-relative folder) of a snapshot.
+pub fn load(snap: &dyn Snapshot, root: &str, cache: Option<&mut Cache>) -> Loaded {
+    let mut w = Walker { snap, cache, out: Loaded::default(), visited_dirs: HashSet::new() };
+    if let Some(c) = w.cache.as_deref_mut() {
+        c.generation += 1;
+    }
+    let root_norm = join("", root);
+    match root_norm.map(|r| resolve(snap, &r)) {
+        None => w.error_no_pos(root, "path escapes the repository".into()),
+        Some(Err(e)) => w.error_no_pos(root, e),
+        Some(Ok(root)) => match snap.entry(&root) {
+            Some(Entry::Dir) => {
+                let ignores = w.ancestor_ignores(&root);
+                w.walk_dir(&root, &root, &ignores, &Context::default());
+            }
+            Some(_) => w.load_file(&root, &Context::default()),
+            None => w.error_no_pos(&root, "path not found in the repository".into()),
+        },
+    }
+    if let Some(c) = w.cache.as_deref_mut() {
+        let gen = c.generation;
+        c.map.retain(|_, (_, g)| *g == gen);
+    }
+    let mut out = w.out;
+    find_duplicates(&mut out);
+    out
+}
+
+fn find_duplicates(out: &mut Loaded) {
+    let mut seen: HashMap<&ObjectKey, &Origin> = HashMap::with_capacity(out.objects.len());
+    let mut dups = Vec::new();
+    for o in &out.objects {
+        if let Some(first) = seen.insert(&o.key, &o.origin) {
+            dups.push(ManifestError {
+                file: o.origin.file.clone(),
+                pos: Some(Pos { line: o.origin.line, col: 1, offset: 0 }),
+                field: None,
+                message: format!("{} is defined twice: first at {first}, again at {}", o.key, o.origin),
+            });
+            seen.insert(&o.key, first);
+        }
+    }
+    out.errors.extend(dups);
+}
+
+impl Walker<'_> {
+    fn error_no_pos(&mut self, file: &str, message: String) {
+        self.out.errors.push(ManifestError { file: file.to_string(), pos: None, field: None, message });
+    }
+
+    fn sourceignore(&self, dir: &str) -> Option<Gitignore> {
+        let path = join(dir, ".sourceignore")?;
+        let text = self.snap.read(&path).ok()?;
+        let mut b = GitignoreBuilder::new(format!("/repo/{dir}"));
+        for line in String::from_utf8_lossy(&text).lines() {
+            let _ = b.add_line(None, line);
+        }
+        b.build().ok()
+    }
+
+    /// The default exclusions plus `.sourceignore` of every folder above `root`.
+    fn ancestor_ignores(&self, root: &str) -> Vec<Gitignore> {
+        let mut b = GitignoreBuilder::new("/repo");
+        for line in DEFAULT_IGNORES {
+            let _ = b.add_line(None, line);
+        }
+        let mut stack: Vec<Gitignore> = b.build().into_iter().collect();
+        let mut dir = String::new();
+        for part in root.split('/').filter(|p| !p.is_empty()) {
+            stack.extend(self.sourceignore(&dir));
+            dir = if dir.is_empty() { part.to_string() } else { format!("{dir}/{part}") };
+        }
+        stack
+    }
+
+    fn ignored(stack: &[Gitignore], path: &str, is_dir: bool) -> bool {
+        let abs = format!("/repo/{path}");
+        for gi in stack.iter().rev() {
+            match gi.matched_path_or_any_parents(&abs, is_dir) {
+                Match::Ignore(_) => return true,
+                Match::Whitelist(_) => return false,
+                Match::None => {}
+            }
+        }
+        false
+    }
+
+    fn walk_dir(&mut self, dir: &str, root: &str, parent_ignores: &[Gitignore], ctx: &Context) {
+        if !self.visited_dirs.insert(dir.to_string()) {
+            return;
+        }
+        if let Some(k) = KUSTOMIZATION_FILES.iter().filter_map(|f| join(dir, f)).find(|p| self.snap.entry(p).is_some()) {
+            self.kustomize(&k, ctx);
+            return;
+        }
+        if dir != root && self.snap.entry(&format!("{dir}/Chart.yaml")).is_some() {
+            return;
+        }
+        let mut ignores = parent_ignores.to_vec();
+        ignores.extend(self.sourceignore(dir));
+        for name in self.snap.children(dir) {
+            let path = if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") };
+            let entry = self.snap.entry(&path);
+            let target = match &entry {
+                Some(Entry::Symlink(_)) => match resolve(self.snap, &path) {
+                    Ok(t) => Some((t.clone(), self.snap.entry(&t))),
+                    Err(e) => {
+                        self.error_no_pos(&path, e);
+                        continue;
+                    }
+                },
+                _ => Some((path.clone(), entry.clone())),
+            };
+            let Some((real, kind)) = target else { continue };
+            let is_dir = kind == Some(Entry::Dir);
+            if Self::ignored(&ignores, &path, is_dir) {
+                continue;
+            }
+            if is_dir {
+                self.walk_dir(&real, root, &ignores, ctx);
+            } else if kind == Some(Entry::File) && (name.ends_with(".yaml") || name.ends_with(".yml")) {
+                self.load_file_as(&real, &path, ctx);
+            }
+        }
+    }
+
+    fn kustomize(&mut self, file: &str, outer: &Context) {
+        let dir = parent(file).to_string();
+        let text = match self.snap.read(file) {
+            Ok(t) => String::from_utf8_lossy(&t).into_owned(),
+            Err(e) => return self.error_no_pos(file, format!("cannot read: {e}")),
+        };
+        let spec = match kustomize::parse(file, &text) {
+            Ok(s) => s,
+            Err(errs) => return self.out.errors.extend(errs),
+        };
+        let ctx = Context {
+            namespace: outer.namespace.clone().or(spec.namespace.clone()),
+            images: spec.images.iter().chain(outer.images.iter()).cloned().collect(),
+        };
+        for (res, pos) in &spec.resources {
+            if res.contains("://") || res.starts_with("github.com/") || res.starts_with("git@") {
+                self.out.errors.push(ManifestError::at(file, *pos, Some("resources".into()), format!("remote resource {res:?} is not supported: vendor it into the repository")));
+                continue;
+            }
+            let Some(path) = join(&dir, res) else {
+                self.out.errors.push(ManifestError::at(file, *pos, Some("resources".into()), format!("{res:?} escapes the repository")));
+                continue;
+            };
+            let real = match resolve(self.snap, &path) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.out.errors.push(ManifestError::at(file, *pos, Some("resources".into()), e));
+                    continue;
+                }
+            };
+            match self.snap.entry(&real) {
+                Some(Entry::Dir) => {
+                    let ignores = self.ancestor_ignores(&real);
+                    self.visited_dirs.remove(&real);
+                    self.walk_dir(&real, &real, &ignores, &ctx)
+                }
+                Some(_) => self.load_file_as(&real, &path, &ctx),
+                None => self.out.errors.push(ManifestError::at(file, *pos, Some("resources".into()), format!("{res:?} not found"))),
+            }
+        }
+    }
+
+    fn load_file(&mut self, path: &str, ctx: &Context) {
+        self.load_file_as(path, path, ctx)
+    }
+
+    /// Loads `real`, reporting it as `shown` (the path the user wrote or walked).
+    fn load_file_as(&mut self, real: &str, shown: &str, ctx: &Context) {
+        self.out.files += 1;
+        let key = self.snap.content_id(real).map(|id| format!("{shown}\0{id}\0{}", ctx.fingerprint()));
+        if let (Some(cache), Some(key)) = (self.cache.as_deref_mut(), &key) {
+            let gen = cache.generation;
+            if let Some((hit, g)) = cache.map.get_mut(key) {
+                *g = gen;
+                let hit = hit.clone();
+                self.out.cache_hits += 1;
+                self.out.objects.extend(hit.objects.iter().cloned());
+                self.out.errors.extend(hit.errors.iter().cloned());
+                return;
+            }
+        }
+        let result = match self.snap.read(real) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => parse_file(shown, &text, ctx),
+                Err(_) => FileResult { objects: vec![], errors: vec![ManifestError { file: shown.into(), pos: None, field: None, message: "not valid UTF-8".into() }] },
+            },
+            Err(e) => FileResult { objects: vec![], errors: vec![ManifestError { file: shown.into(), pos: None, field: None, message: format!("cannot read: {e}") }] },
+        };
+        self.out.objects.extend(result.objects.iter().cloned());
+        self.out.errors.extend(result.errors.iter().cloned());
+        if let (Some(cache), Some(key)) = (self.cache.as_deref_mut(), key) {
+            let gen = cache.generation;
+            cache.map.insert(key, (Arc::new(result), gen));
+        }
+    }
+}
+
+fn parse_file(file: &str, text: &str, ctx: &Context) -> FileResult {
+    let mut out = FileResult::default();
+    match parse_documents(text) {
+        Err(e) => out.errors.push(ManifestError::at(file, e.pos, None, format!("invalid YAML: {}", e.message))),
+        Ok(docs) => {
+            for doc in docs {
+                object_from_node(file, &doc.root, ctx, &mut out);
+            }
+        }
+    }
+    out
+}
+
+fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult) {
+    if node.is_null() {
+        return;
+    }
+    if node.as_map().is_none() {
+        out.errors.push(ManifestError::at(file, node.pos, None, format!("expected a Kubernetes object (a mapping), found {}", node.type_name())));
+        return;
+    }
+    let before = out.errors.len();
+    let mut required_str = |field: &str, n: Option<&Node>| -> Option<String> {
+        match n {
+            None => {
+                out.errors.push(ManifestError::at(file, node.pos, Some(field.into()), "missing required field"));
+                None
+            }
+            Some(v) => match &v.value {
+                Value::Str(s) if !s.is_empty() => Some(s.clone()),
+                _ => {
+                    out.errors.push(ManifestError::at(file, v.pos, Some(field.into()), format!("expected a non-empty string, found {}", v.type_name())));
+                    None
+                }
+            },
+        }
+    };
+    let api_version = required_str("apiVersion", node.get("apiVersion"));
+    let kind = required_str("kind", node.get("kind"));
+    if kind.as_deref() == Some("List") {
+        if let Some(items) = node.get("items").and_then(Node::as_seq) {
+            for item in items {
+                object_from_node(file, item, ctx, out);
+            }
+        }
+        return;
+    }
+    let name = match node.get("metadata") {
+        Some(m) if m.as_map().is_some() => required_str("metadata.name", m.get("name")),
+        Some(m) => {
+            out.errors.push(ManifestError::at(file, m.pos, Some("metadata".into()), format!("expected a mapping, found {}", m.type_name())));
+            None
+        }
+        None => required_str("metadata.name", None),
+    };
+    let (Some(api_version), Some(kind), Some(name)) = (api_version, kind, name) else { return };
+    let type_errors = schema::check(&kind, node, file);
+    if !type_errors.is_empty() || out.errors.len() > before {
+        out.errors.extend(type_errors);
+        return;
+    }
+    let annotations = node.path(&["metadata", "annotations"]);
+    if IGNORE_ANNOTATIONS.iter().any(|a| annotations.and_then(|m| m.get(a)).and_then(Node::as_str) == Some("true")) {
+        return;
+    }
+    if let Err(msg) = check_name(&name) {
+        let pos = node.path(&["metadata", "name"]).map(|n| n.pos).unwrap_or(node.pos);
+        out.errors.push(ManifestError::at(file, pos, Some("metadata.name".into()), msg));
+        return;
+    }
+    let mut value = node.to_json();
+    let namespace = if is_cluster_scoped(&api_version, &kind) {
+        if let Some(meta) = value["metadata"].as_object_mut() {
+            meta.remove("namespace");
+        }
+        String::new()
+    } else {
+        let ns = ctx
+            .namespace
+            .clone()
+            .or_else(|| value["metadata"]["namespace"].as_str().map(str::to_string))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".to_string());
+        if let Err(msg) = check_name(&ns) {
+            let pos = node.path(&["metadata", "namespace"]).map(|n| n.pos).unwrap_or(node.pos);
+            out.errors.push(ManifestError::at(file, pos, Some("metadata.namespace".into()), msg));
+            return;
+        }
+        value["metadata"]["namespace"] = ns.clone().into();
+        ns
+    };
+    if !ctx.images.is_empty() {
+        kustomize::apply_images(&mut value, &ctx.images);
+    }
+    let key = ObjectKey::new(&api_version, &kind, &namespace, &name);
+    out.objects.push(Object::from_json(key, api_version, &value, Origin { file: file.to_string(), line: node.pos.line }));
+}
+
+/// Names become file names in the local store, so they must be DNS-1123 subdomains, as
+/// Kubernetes requires of most kinds.
+fn check_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid name: use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"))
+    }
+}

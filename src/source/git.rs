@@ -1,0 +1,363 @@
+//! The Git edge: fetch the followed branch into a bare cache repository with git2, and
+//! expose a revision's tree as a [`Snapshot`]. Credentials come from files and env vars
+//! named in the config; they and URL user-info never appear in errors or logs.
+
+use super::known_hosts::KnownHosts;
+use crate::config::{Auth, SourceConfig};
+use crate::manifest::snapshot::{Entry, Snapshot};
+use git2::{AutotagOption, CertificateCheckStatus, Cred, CredentialType, FetchOptions, Oid, RemoteCallbacks, Repository};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Once;
+
+/// Errors from the Git source.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Fetching failed.
+    #[error("fetch {url}: {message}")]
+    Fetch {
+        /// Redacted URL.
+        url: String,
+        /// Why (redacted).
+        message: String,
+    },
+    /// The branch does not exist on the remote.
+    #[error("branch {branch:?} not found at {url}")]
+    NoBranch {
+        /// Redacted URL.
+        url: String,
+        /// Branch.
+        branch: String,
+    },
+    /// A local Git operation failed.
+    #[error("git: {0}")]
+    Git(String),
+    /// Credentials could not be loaded.
+    #[error("credentials: {0}")]
+    Credentials(String),
+}
+
+/// Result with the Git error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn git_err(e: git2::Error) -> Error {
+    Error::Git(e.message().to_string())
+}
+
+/// Removes user-info (`user:password@`) from a URL for display.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, String::new()));
+            match authority.rsplit_once('@') {
+                Some((user, host)) if scheme.starts_with("http") || user.contains(':') => format!("{scheme}://***@{host}{path}"),
+                _ => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+/// Where an SSH URL points: host and port, for the known_hosts lookup.
+pub fn ssh_host_port(url: &str) -> Option<(String, u16)> {
+    if let Some(rest) = url.strip_prefix("ssh://").or_else(|| url.strip_prefix("git+ssh://")) {
+        let authority = rest.split('/').next()?;
+        let host_port = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+        if let Some(stripped) = host_port.strip_prefix('[') {
+            let (h, after) = stripped.split_once(']')?;
+            let port = after.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(22);
+            return Some((h.to_string(), port));
+        }
+        return Some(match host_port.split_once(':') {
+            Some((h, p)) => (h.to_string(), p.parse().ok()?),
+            None => (host_port.to_string(), 22),
+        });
+    }
+    // scp-like `git@host:path`
+    if !url.contains("://") && !url.starts_with('/') && !url.starts_with('.') {
+        let (left, _) = url.split_once(':')?;
+        let host = left.rsplit_once('@').map(|(_, h)| h).unwrap_or(left);
+        return Some((host.to_string(), 22));
+    }
+    None
+}
+
+/// A fetched commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fetched {
+    /// Full commit id.
+    pub commit: String,
+    /// First line of the commit message.
+    pub summary: String,
+}
+
+/// The followed repository.
+pub struct GitSource {
+    url: String,
+    branch: String,
+    auth: Option<Auth>,
+    base_dir: PathBuf,
+    cache: PathBuf,
+}
+
+fn init_timeouts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: global libgit2 options, set once before any fetch runs.
+        unsafe {
+            let _ = git2::opts::set_server_connect_timeout_in_milliseconds(10_000);
+            let _ = git2::opts::set_server_timeout_in_milliseconds(60_000);
+        }
+    });
+}
+
+impl GitSource {
+    /// A source for the config's repository, caching under `state_dir/cache/git`.
+    pub fn new(cfg: &SourceConfig, base_dir: &Path, state_dir: &Path) -> Self {
+        let url = normalize_url(&cfg.url, base_dir);
+        let id = crate::manifest::object::sha256_hex(url.as_bytes());
+        GitSource {
+            cache: state_dir.join("cache").join("git").join(&id[..16]),
+            url,
+            branch: cfg.branch.clone(),
+            auth: cfg.auth.clone(),
+            base_dir: base_dir.to_path_buf(),
+        }
+    }
+
+    /// The URL as fetched, redacted for display.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url)
+    }
+
+    /// For a repository on this machine, the folder to watch for new commits.
+    pub fn local_watch_path(&self) -> Option<PathBuf> {
+        let path = PathBuf::from(self.url.strip_prefix("file://").unwrap_or(&self.url));
+        if !path.is_absolute() || !path.exists() {
+            return None;
+        }
+        let dotgit = path.join(".git");
+        Some(if dotgit.is_dir() { dotgit } else { path })
+    }
+
+    fn open_cache(&self) -> Result<Repository> {
+        match Repository::open_bare(&self.cache) {
+            Ok(r) => Ok(r),
+            Err(_) => {
+                std::fs::create_dir_all(&self.cache).map_err(|e| Error::Git(format!("{}: {e}", self.cache.display())))?;
+                Repository::init_bare(&self.cache).map_err(git_err)
+            }
+        }
+    }
+
+    fn tracking_ref(&self) -> String {
+        format!("refs/remotes/origin/{}", self.branch)
+    }
+
+    /// Fetches the branch and returns its head commit. Blocking.
+    pub fn fetch(&self) -> Result<Fetched> {
+        init_timeouts();
+        let repo = self.open_cache()?;
+        let mut remote = repo.remote_anonymous(&self.url).map_err(git_err)?;
+        let rejection: Rc<RefCell<Option<String>>> = Rc::default();
+        let callbacks = self.callbacks(rejection.clone())?;
+        let mut opts = FetchOptions::new();
+        opts.remote_callbacks(callbacks).download_tags(AutotagOption::None);
+        let refspec = format!("+refs/heads/{b}:refs/remotes/origin/{b}", b = self.branch);
+        if let Err(e) = remote.fetch(&[&refspec], Some(&mut opts), None) {
+            let message = rejection.borrow().clone().unwrap_or_else(|| redact_message(e.message(), &self.url));
+            return Err(Error::Fetch { url: self.display_url(), message });
+        }
+        drop(remote);
+        let oid = repo
+            .refname_to_id(&self.tracking_ref())
+            .map_err(|_| Error::NoBranch { url: self.display_url(), branch: self.branch.clone() })?;
+        let commit = repo.find_commit(oid).map_err(git_err)?;
+        Ok(Fetched { commit: oid.to_string(), summary: String::from_utf8_lossy(commit.message_bytes()).lines().next().unwrap_or("").to_string() })
+    }
+
+    /// The last fetched head, without contacting the remote.
+    pub fn cached_head(&self) -> Option<String> {
+        let repo = Repository::open_bare(&self.cache).ok()?;
+        repo.refname_to_id(&self.tracking_ref()).ok().map(|o| o.to_string())
+    }
+
+    fn callbacks(&self, rejection: Rc<RefCell<Option<String>>>) -> Result<RemoteCallbacks<'static>> {
+        let mut cb = RemoteCallbacks::new();
+        let ssh = self.auth.as_ref().and_then(|a| a.ssh.clone());
+        let https = self.auth.as_ref().and_then(|a| a.https.clone());
+        let base = self.base_dir.clone();
+        let resolve = move |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let mut known_hosts = None;
+        if let Some(s) = &ssh {
+            let path = resolve(&s.known_hosts_file);
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Error::Credentials(format!("known_hosts {}: {e}", path.display())))?;
+            known_hosts = Some(KnownHosts::parse(&text));
+        }
+        let host_port = ssh_host_port(&self.url);
+        cb.certificate_check(move |cert, host| {
+            let Some(hk) = cert.as_hostkey() else { return Ok(CertificateCheckStatus::CertificatePassthrough) };
+            let reject = |msg: String| {
+                *rejection.borrow_mut() = Some(msg.clone());
+                Err(git2::Error::from_str(&msg))
+            };
+            let (Some(kh), Some(key)) = (&known_hosts, hk.hostkey()) else {
+                return reject(format!(
+                    "host key verification failed: no known_hosts file is configured for {host} (set source.auth.ssh.knownHostsFile)"
+                ));
+            };
+            let (h, port) = host_port.clone().unwrap_or((host.to_string(), 22));
+            match kh.check(&h, port, key) {
+                Ok(()) => Ok(CertificateCheckStatus::CertificateOk),
+                Err(e) => reject(e.to_string()),
+            }
+        });
+        let mut attempts = 0;
+        cb.credentials(move |_url, user, allowed| {
+            attempts += 1;
+            if attempts > 1 {
+                return Err(git2::Error::from_str("authentication failed: the server refused the configured credentials"));
+            }
+            if allowed.contains(CredentialType::SSH_KEY) {
+                let Some(s) = &ssh else {
+                    return Err(git2::Error::from_str("the server asks for an SSH key: set source.auth.ssh"));
+                };
+                let passphrase = s.passphrase_env.as_ref().and_then(|v| std::env::var(v).ok());
+                return Cred::ssh_key(user.unwrap_or("git"), None, &resolve(&s.private_key_file), passphrase.as_deref());
+            }
+            if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
+                let Some(h) = &https else {
+                    return Err(git2::Error::from_str("the server asks for a username and password: set source.auth.https"));
+                };
+                let env = |name: &Option<String>| name.as_ref().map(|n| std::env::var(n).map_err(|_| git2::Error::from_str(&format!("environment variable {n} is not set"))));
+                return match (env(&h.token_env), env(&h.username_env), env(&h.password_env)) {
+                    (Some(token), _, _) => Cred::userpass_plaintext(user.unwrap_or("git"), &token?),
+                    (None, Some(u), Some(p)) => Cred::userpass_plaintext(&u?, &p?),
+                    _ => Err(git2::Error::from_str("source.auth.https is incomplete")),
+                };
+            }
+            if allowed.contains(CredentialType::USERNAME) {
+                return Cred::username(user.unwrap_or("git"));
+            }
+            Err(git2::Error::from_str("no supported authentication method"))
+        });
+        Ok(cb)
+    }
+
+    /// A snapshot of `commit`'s tree. Blocking.
+    pub fn snapshot(&self, commit: &str) -> Result<GitSnapshot> {
+        let repo = Repository::open_bare(&self.cache).map_err(git_err)?;
+        GitSnapshot::new(repo, commit)
+    }
+}
+
+fn normalize_url(url: &str, base: &Path) -> String {
+    let is_remote = url.contains("://") || ssh_host_port(url).is_some();
+    if is_remote {
+        return url.to_string();
+    }
+    let p = Path::new(url);
+    let abs = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    std::fs::canonicalize(&abs).unwrap_or(abs).to_string_lossy().into_owned()
+}
+
+/// Strips anything that looks like the URL's user-info from a libgit2 message.
+fn redact_message(message: &str, url: &str) -> String {
+    let redacted = redact_url(url);
+    if redacted == url {
+        message.to_string()
+    } else {
+        message.replace(url, &redacted)
+    }
+}
+
+/// A commit's tree, readable without a working copy.
+pub struct GitSnapshot {
+    repo: Repository,
+    entries: HashMap<String, (Oid, i32)>,
+    children: BTreeMap<String, Vec<String>>,
+}
+
+impl GitSnapshot {
+    fn new(repo: Repository, commit: &str) -> Result<Self> {
+        let oid = Oid::from_str(commit).map_err(git_err)?;
+        let tree = repo.find_commit(oid).and_then(|c| c.tree()).map_err(git_err)?;
+        let mut entries = HashMap::new();
+        let mut children: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        children.insert(String::new(), Vec::new());
+        tree.walk(git2::TreeWalkMode::PreOrder, |root, e| {
+            let Ok(name) = e.name() else { return git2::TreeWalkResult::Skip };
+            let dir = root.trim_end_matches('/');
+            let path = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
+            children.entry(dir.to_string()).or_default().push(name.to_string());
+            if e.filemode() == 0o040000 {
+                children.entry(path.clone()).or_default();
+            }
+            entries.insert(path, (e.id(), e.filemode()));
+            git2::TreeWalkResult::Ok
+        })
+        .map_err(git_err)?;
+        for names in children.values_mut() {
+            names.sort();
+        }
+        drop(tree);
+        Ok(GitSnapshot { repo, entries, children })
+    }
+}
+
+impl Snapshot for GitSnapshot {
+    fn entry(&self, path: &str) -> Option<Entry> {
+        if path.is_empty() {
+            return Some(Entry::Dir);
+        }
+        let (oid, mode) = self.entries.get(path)?;
+        match *mode {
+            0o040000 => Some(Entry::Dir),
+            0o120000 => {
+                let blob = self.repo.find_blob(*oid).ok()?;
+                Some(Entry::Symlink(String::from_utf8_lossy(blob.content()).into_owned()))
+            }
+            0o160000 => None,
+            _ => Some(Entry::File),
+        }
+    }
+
+    fn children(&self, dir: &str) -> Vec<String> {
+        self.children.get(dir).cloned().unwrap_or_default()
+    }
+
+    fn read(&self, path: &str) -> std::io::Result<Vec<u8>> {
+        let not_found = || std::io::Error::new(std::io::ErrorKind::NotFound, format!("{path}: not in revision"));
+        let (oid, _) = self.entries.get(path).ok_or_else(not_found)?;
+        let blob = self.repo.find_blob(*oid).map_err(|e| std::io::Error::other(e.message().to_string()))?;
+        Ok(blob.content().to_vec())
+    }
+
+    fn content_id(&self, path: &str) -> Option<String> {
+        self.entries.get(path).map(|(oid, _)| oid.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_credentials() {
+        assert_eq!(redact_url("https://user:tok@github.com/o/r.git"), "https://***@github.com/o/r.git");
+        assert_eq!(redact_url("https://tok@github.com/o/r"), "https://***@github.com/o/r");
+        assert_eq!(redact_url("ssh://git@host:2222/r.git"), "ssh://git@host:2222/r.git");
+    }
+
+    #[test]
+    fn ssh_hosts_and_ports() {
+        assert_eq!(ssh_host_port("ssh://git@127.0.0.1:2222/srv/r.git"), Some(("127.0.0.1".into(), 2222)));
+        assert_eq!(ssh_host_port("git@github.com:org/repo.git"), Some(("github.com".into(), 22)));
+        assert_eq!(ssh_host_port("ssh://[::1]:2200/r"), Some(("::1".into(), 2200)));
+        assert_eq!(ssh_host_port("/srv/repo.git"), None);
+        assert_eq!(ssh_host_port("https://h/r"), None);
+    }
+}

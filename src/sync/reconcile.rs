@@ -1,0 +1,281 @@
+//! The reconcile executor: fetch, load, plan, apply, record status. A revision with any
+//! manifest error applies nothing; the last good revision stays in the target, and the
+//! errors go to the status and the logs. The loop retries a failing fetch with
+//! exponential backoff and syncs at once on a local commit or a push webhook.
+
+use crate::config::Config;
+use crate::manifest::{self, ManifestError, Object};
+use crate::metrics;
+use crate::source::status::{self, revision_string, SourceStatus};
+use crate::source::GitSource;
+use crate::sync::{plan, ApplyPlan};
+use crate::target::{self, local::store::WriterLock, local::LocalStore, ApplyReport, Target};
+use crate::util::{duration, time::unix_now};
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::{error, info, info_span, warn};
+
+/// Errors of one sync.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The source could not be fetched or read.
+    #[error(transparent)]
+    Source(#[from] crate::source::git::Error),
+    /// The revision has manifest errors; nothing was applied.
+    #[error("revision {revision} is invalid, nothing applied ({} errors):\n{}", errors.len(), errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The rejected revision.
+        revision: String,
+        /// Every error in it.
+        errors: Vec<ManifestError>,
+    },
+    /// The target failed.
+    #[error(transparent)]
+    Target(#[from] target::Error),
+    /// The status record could not be written.
+    #[error("status: {0}")]
+    Status(std::io::Error),
+}
+
+/// What one successful sync did.
+#[derive(Clone, Debug)]
+pub struct SyncReport {
+    /// Commit applied.
+    pub revision: String,
+    /// The plan that was applied.
+    pub plan: ApplyPlan,
+    /// What the target did.
+    pub applied: ApplyReport,
+    /// Manifest files read, and how many came from the parse cache.
+    pub files: (usize, usize),
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// The result of planning without applying.
+pub struct Preview {
+    /// Commit planned.
+    pub revision: String,
+    /// Desired objects.
+    pub desired: Vec<Object>,
+    /// The plan.
+    pub plan: ApplyPlan,
+}
+
+/// Owns the source, the target and the parse cache for one config.
+pub struct Reconciler {
+    cfg: Config,
+    source: GitSource,
+    store: LocalStore,
+    cache: manifest::Cache,
+    status: SourceStatus,
+    _lock: Option<WriterLock>,
+}
+
+impl Reconciler {
+    /// Opens the target; `write` takes the single-writer lock (not needed for `diff`).
+    pub fn open(cfg: Config, write: bool) -> Result<Self, Error> {
+        if let Some(k) = &cfg.target.kubernetes {
+            return Err(target::kube::unsupported(k.context.as_deref()).into());
+        }
+        let state_dir = cfg.state_dir();
+        let store = LocalStore::open(&state_dir)?;
+        let lock = if write { Some(store.lock_writer()?) } else { None };
+        let source = GitSource::new(&cfg.source, &cfg.base_dir, &state_dir);
+        let mut status = status::read(&state_dir).ok().flatten().unwrap_or_default();
+        status.name = cfg.source.name.clone();
+        status.url = source.display_url();
+        status.branch = cfg.source.branch.clone();
+        status.path = cfg.source.path.clone();
+        Ok(Reconciler { cfg, source, store, cache: manifest::Cache::default(), status, _lock: lock })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The source.
+    pub fn source(&self) -> &GitSource {
+        &self.source
+    }
+
+    /// The status as last recorded.
+    pub fn status(&self) -> &SourceStatus {
+        &self.status
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.cfg.state_dir()
+    }
+
+    fn save_status(&self) -> Result<(), Error> {
+        status::write(&self.state_dir(), &self.status).map_err(Error::Status)
+    }
+
+    fn load(&mut self, commit: &str) -> Result<(Vec<Object>, (usize, usize)), Error> {
+        let snap = self.source.snapshot(commit)?;
+        let loaded = manifest::load(&snap, &self.cfg.source.path, Some(&mut self.cache));
+        if !loaded.errors.is_empty() {
+            return Err(Error::Invalid { revision: revision_string(&self.cfg.source.branch, commit), errors: loaded.errors });
+        }
+        Ok((loaded.objects, (loaded.files, loaded.cache_hits)))
+    }
+
+    /// Fetches and plans without applying (for `gitcanary diff`).
+    pub fn preview(&mut self) -> Result<Preview, Error> {
+        let fetched = self.source.fetch()?;
+        let (desired, _) = self.load(&fetched.commit)?;
+        let plan = plan(&desired, &self.store.inventory()?);
+        Ok(Preview { revision: fetched.commit, desired, plan })
+    }
+
+    /// One full sync: fetch, load, plan, apply. Blocking; records status either way.
+    pub fn sync_once(&mut self) -> Result<SyncReport, Error> {
+        let started = Instant::now();
+        let now = unix_now();
+        self.status.last_attempt_at = Some(now);
+        let result = self.sync_inner(started);
+        let src = self.cfg.source.name.clone();
+        match &result {
+            Ok(r) => {
+                self.status.failures = 0;
+                self.status.ready = true;
+                self.status.last_error = None;
+                self.status.message = format!("Applied revision: {}", revision_string(&self.cfg.source.branch, &r.revision));
+                metrics::global().inc("gitcanary_sync_total", "Syncs by result.", &[("source", &src), ("result", "success")], 1.0);
+                metrics::global().set("gitcanary_sync_duration_seconds", "Duration of the last sync.", &[("source", &src)], r.elapsed.as_secs_f64());
+                metrics::global().set("gitcanary_sync_last_success_timestamp_seconds", "When the last sync succeeded.", &[("source", &src)], now);
+                metrics::global().inc("gitcanary_sync_object_writes_total", "Object writes and deletions in the target.", &[("source", &src)], r.applied.writes as f64);
+                metrics::global().set("gitcanary_sync_objects", "Objects managed from the source.", &[("source", &src)], self.status.objects as f64);
+            }
+            Err(e) => {
+                self.status.failures += 1;
+                self.status.ready = false;
+                self.status.last_error = Some(e.to_string());
+                self.status.last_error_at = Some(now);
+                self.status.message = e.to_string().lines().next().unwrap_or_default().to_string();
+                metrics::global().inc("gitcanary_sync_total", "Syncs by result.", &[("source", &src), ("result", "failure")], 1.0);
+            }
+        }
+        metrics::global().set("gitcanary_source_ready", "1 when the last sync succeeded.", &[("source", &src)], if result.is_ok() { 1.0 } else { 0.0 });
+        self.save_status()?;
+        result
+    }
+
+    fn sync_inner(&mut self, started: Instant) -> Result<SyncReport, Error> {
+        let fetched = self.source.fetch()?;
+        self.status.fetched_revision = Some(revision_string(&self.cfg.source.branch, &fetched.commit));
+        self.status.fetched_at = Some(unix_now());
+        let (desired, files) = self.load(&fetched.commit)?;
+        let plan = plan(&desired, &self.store.inventory()?);
+        let applied = self.store.apply(&plan, &desired, &fetched.commit)?;
+        self.status.applied_revision = Some(revision_string(&self.cfg.source.branch, &fetched.commit));
+        self.status.applied_at = Some(unix_now());
+        self.status.objects = desired.len();
+        Ok(SyncReport { revision: fetched.commit, plan, applied, files, elapsed: started.elapsed() })
+    }
+}
+
+/// The delay before retry `failures` (1-based): 1s, 2s, 4s … capped at the interval.
+pub fn backoff(failures: u32, interval: Duration) -> Duration {
+    let exp = Duration::from_secs(1u64 << failures.saturating_sub(1).min(16));
+    exp.min(interval).max(Duration::from_secs(1))
+}
+
+/// Logs a sync result the way Flux words it.
+pub fn log_result(result: &Result<SyncReport, Error>, next: Duration) {
+    match result {
+        Ok(r) => {
+            for a in r.plan.actions.iter().filter(|a| a.op != crate::sync::Op::Unchanged) {
+                info!(object = %a.key, action = %a.op, reason = %a.reason, "{} {}", a.key, a.op);
+            }
+            info!(
+                revision = %r.revision,
+                created = r.applied.created,
+                updated = r.applied.updated,
+                pruned = r.applied.pruned,
+                unchanged = r.applied.unchanged,
+                "Reconciliation finished in {}, next run in {}",
+                duration::format(r.elapsed),
+                duration::format(next)
+            );
+        }
+        Err(Error::Invalid { revision, errors }) => {
+            for e in errors {
+                error!(revision = %revision, file = %e.file, "{e}");
+            }
+            error!(revision = %revision, errors = errors.len(), "revision is invalid; nothing applied, the last good revision stays");
+        }
+        Err(e) => warn!("sync failed: {e}; retrying in {}", duration::format(next)),
+    }
+}
+
+/// Reconciles until `shutdown` resolves. `triggers` asks for an immediate sync.
+pub async fn run(
+    cfg: Config,
+    triggers: mpsc::UnboundedSender<()>,
+    mut trigger_rx: mpsc::UnboundedReceiver<()>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let interval = cfg.source.interval;
+    let mut rec = Reconciler::open(cfg, true)?;
+    let _watch = rec.source().local_watch_path().and_then(|p| {
+        match crate::source::watch::watch(&p, triggers.clone()) {
+            Ok(w) => {
+                info!(path = %p.display(), "watching local repository for commits");
+                Some(w)
+            }
+            Err(e) => {
+                warn!("cannot watch {}: {e}; falling back to the interval", p.display());
+                None
+            }
+        }
+    });
+    tokio::pin!(shutdown);
+    loop {
+        let span = info_span!("reconcile", source = %rec.config().source.name);
+        let (back, result) = tokio::task::spawn_blocking(move || {
+            let _g = span.enter();
+            let r = rec.sync_once();
+            (rec, r)
+        })
+        .await
+        .expect("sync task panicked");
+        rec = back;
+        let next = match &result {
+            Err(Error::Source(_)) => backoff(rec.status().failures, interval),
+            _ => interval,
+        };
+        {
+            let _g = info_span!("reconcile", source = %rec.config().source.name).entered();
+            log_result(&result, next);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(next) => {}
+            Some(()) = trigger_rx.recv() => {
+                // Coalesce a burst (a push writes several refs) into one sync.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                while trigger_rx.try_recv().is_ok() {}
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    info!("shutting down");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_interval() {
+        let i = Duration::from_secs(60);
+        let got: Vec<u64> = (1..=8).map(|n| backoff(n, i).as_secs()).collect();
+        assert_eq!(got, vec![1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff(3, Duration::from_secs(2)), Duration::from_secs(2));
+    }
+}
