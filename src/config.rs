@@ -156,7 +156,10 @@ pub struct Author {
 
 impl Default for Author {
     fn default() -> Self {
-        Author { name: "gitcanary".into(), email: "gitcanary@localhost".into() }
+        Author {
+            name: "gitcanary".into(),
+            email: "gitcanary@localhost".into(),
+        }
     }
 }
 
@@ -173,7 +176,10 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen(), webhook_secret_env: None }
+        ServerConfig {
+            listen: default_listen(),
+            webhook_secret_env: None,
+        }
     }
 }
 
@@ -193,15 +199,25 @@ fn default_listen() -> String {
 impl Config {
     /// Loads and validates the config file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.into(),
+            source,
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::parse(&text, &base).map_err(|message| Error::Invalid { path: path.into(), message })
+        Self::parse(&text, &base).map_err(|message| Error::Invalid {
+            path: path.into(),
+            message,
+        })
     }
 
     /// Parses config text; relative paths are taken from `base_dir`.
     pub fn parse(text: &str, base_dir: &Path) -> Result<Config, String> {
         let docs = parse_documents(text).map_err(|e| format!("{e}"))?;
-        let root = docs.into_iter().next().map(|d| d.root).ok_or_else(|| "1:1: the config is empty".to_string())?;
+        let root = docs
+            .into_iter()
+            .next()
+            .map(|d| d.root)
+            .ok_or_else(|| "1:1: the config is empty".to_string())?;
         let mut cfg: Config = from_node(&root, "").map_err(|e: DeError| e.to_string())?;
         cfg.base_dir = base_dir.to_path_buf();
         cfg.validate(&root)?;
@@ -209,21 +225,36 @@ impl Config {
     }
 
     fn validate(&self, root: &crate::manifest::yaml::Node) -> Result<(), String> {
-        let at = |path: &[&str]| root.path(path).map(|n| format!("{}: ", n.pos)).unwrap_or_default();
+        let at = |path: &[&str]| {
+            root.path(path)
+                .map(|n| format!("{}: ", n.pos))
+                .unwrap_or_default()
+        };
         if self.source.url.trim().is_empty() {
-            return Err(format!("{}source.url: must not be empty", at(&["source", "url"])));
+            return Err(format!(
+                "{}source.url: must not be empty",
+                at(&["source", "url"])
+            ));
         }
         if self.source.interval < Duration::from_secs(1) {
-            return Err(format!("{}source.interval: must be at least 1s", at(&["source", "interval"])));
+            return Err(format!(
+                "{}source.interval: must be at least 1s",
+                at(&["source", "interval"])
+            ));
         }
         if let Some(auth) = &self.source.auth {
             match (&auth.ssh, &auth.https) {
                 (Some(_), Some(_)) | (None, None) => {
-                    return Err(format!("{}source.auth: set exactly one of ssh or https", at(&["source", "auth"])))
+                    return Err(format!(
+                        "{}source.auth: set exactly one of ssh or https",
+                        at(&["source", "auth"])
+                    ))
                 }
                 (None, Some(h)) => {
                     let pair = (h.username_env.is_some(), h.password_env.is_some());
-                    if h.token_env.is_none() && pair != (true, true) || h.token_env.is_some() && pair != (false, false) {
+                    if h.token_env.is_none() && pair != (true, true)
+                        || h.token_env.is_some() && pair != (false, false)
+                    {
                         return Err(format!(
                             "{}source.auth.https: set tokenEnv, or both usernameEnv and passwordEnv",
                             at(&["source", "auth", "https"])
@@ -234,7 +265,10 @@ impl Config {
             }
         }
         if self.target.local.is_some() && self.target.kubernetes.is_some() {
-            return Err(format!("{}target: set only one of local or kubernetes", at(&["target"])));
+            return Err(format!(
+                "{}target: set only one of local or kubernetes",
+                at(&["target"])
+            ));
         }
         Ok(())
     }
@@ -250,7 +284,12 @@ impl Config {
 
     /// The local state dir.
     pub fn state_dir(&self) -> PathBuf {
-        let dir = self.target.local.as_ref().and_then(|l| l.state_dir.clone()).unwrap_or_else(|| ".gitcanary".into());
+        let dir = self
+            .target
+            .local
+            .as_ref()
+            .and_then(|l| l.state_dir.clone())
+            .unwrap_or_else(|| ".gitcanary".into());
         self.resolve(&dir)
     }
 }
@@ -272,15 +311,38 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let e = Config::parse("source:\n  url: x\n  brnch: dev\n", Path::new(".")).unwrap_err();
-        assert!(e.starts_with("3:3: source.brnch: unknown field `brnch`"), "{e}");
+        assert!(
+            e.starts_with("3:3: source.brnch: unknown field `brnch`"),
+            "{e}"
+        );
         let e = Config::parse("source:\n  url: x\n  interval: 5\n", Path::new(".")).unwrap_err();
-        assert_eq!(e, "3:13: source.interval: expected a string, found integer (quote the value)");
+        assert_eq!(
+            e,
+            "3:13: source.interval: expected a string, found integer (quote the value)"
+        );
         let e = Config::parse("source:\n  url: x\n  interval: 5y\n", Path::new(".")).unwrap_err();
-        assert!(e.starts_with("3:13: source.interval: invalid duration"), "{e}");
-        let e = Config::parse("source:\n  url: x\n  auth:\n    https:\n      password: hunter2\n", Path::new(".")).unwrap_err();
-        assert!(e.contains("source.auth.https.password: unknown field"), "{e}");
+        assert!(
+            e.starts_with("3:13: source.interval: invalid duration"),
+            "{e}"
+        );
+        let e = Config::parse(
+            "source:\n  url: x\n  auth:\n    https:\n      password: hunter2\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("source.auth.https.password: unknown field"),
+            "{e}"
+        );
         assert!(!e.contains("hunter2"), "secret echoed: {e}");
-        let e = Config::parse("source:\n  url: x\n  auth: {https: {usernameEnv: U}}\n", Path::new(".")).unwrap_err();
-        assert!(e.contains("set tokenEnv, or both usernameEnv and passwordEnv"), "{e}");
+        let e = Config::parse(
+            "source:\n  url: x\n  auth: {https: {usernameEnv: U}}\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("set tokenEnv, or both usernameEnv and passwordEnv"),
+            "{e}"
+        );
     }
 }

@@ -30,20 +30,43 @@ pub fn global() -> &'static Registry {
 }
 
 impl Registry {
-    fn update(&self, name: &'static str, help: &'static str, kind: Kind, labels: &[(&'static str, &str)], f: impl FnOnce(&mut f64)) {
+    fn update(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        kind: Kind,
+        labels: &[(&'static str, &str)],
+        f: impl FnOnce(&mut f64),
+    ) {
         let mut fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let fam = fams.entry(name).or_insert_with(|| Family { help, kind, series: BTreeMap::new() });
+        let fam = fams.entry(name).or_insert_with(|| Family {
+            help,
+            kind,
+            series: BTreeMap::new(),
+        });
         let key = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
         f(fam.series.entry(key).or_insert(0.0));
     }
 
     /// Adds `by` to a counter.
-    pub fn inc(&self, name: &'static str, help: &'static str, labels: &[(&'static str, &str)], by: f64) {
+    pub fn inc(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+        by: f64,
+    ) {
         self.update(name, help, Kind::Counter, labels, |v| *v += by);
     }
 
     /// Sets a gauge.
-    pub fn set(&self, name: &'static str, help: &'static str, labels: &[(&'static str, &str)], value: f64) {
+    pub fn set(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&'static str, &str)],
+        value: f64,
+    ) {
         self.update(name, help, Kind::Gauge, labels, |v| *v = value);
     }
 
@@ -52,7 +75,11 @@ impl Registry {
         let fams = self.families.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         for (name, fam) in fams.iter() {
-            let kind = if fam.kind == Kind::Counter { "counter" } else { "gauge" };
+            let kind = if fam.kind == Kind::Counter {
+                "counter"
+            } else {
+                "gauge"
+            };
             let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", fam.help);
             for (labels, value) in &fam.series {
                 out.push_str(name);
@@ -62,7 +89,10 @@ impl Registry {
                         if i > 0 {
                             out.push(',');
                         }
-                        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                        let v = v
+                            .replace('\\', "\\\\")
+                            .replace('"', "\\\"")
+                            .replace('\n', "\\n");
                         let _ = write!(out, "{k}=\"{v}\"");
                     }
                     out.push('}');
@@ -85,7 +115,10 @@ mod tests {
         r.inc("x_total", "Things.", &[("result", "ok")], 2.0);
         r.set("y", "A gauge.", &[], 5.0);
         let text = r.render();
-        assert!(text.contains("# TYPE x_total counter\nx_total{result=\"ok\"} 3\n"), "{text}");
+        assert!(
+            text.contains("# TYPE x_total counter\nx_total{result=\"ok\"} 3\n"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE y gauge\ny 5\n"), "{text}");
     }
 }

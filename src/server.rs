@@ -22,23 +22,51 @@ pub struct AppState {
 /// The router; tests call it directly or serve it on port 0.
 pub fn app(state: AppState) -> Router {
     Router::new()
-        .route("/metrics", get(|| async { ([("content-type", "text/plain; version=0.0.4")], crate::metrics::global().render()) }))
+        .route(
+            "/metrics",
+            get(|| async {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    crate::metrics::global().render(),
+                )
+            }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route("/hook", post(hook))
         .with_state(state)
 }
 
-async fn hook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
+async fn hook(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
     let Some(secret) = &state.webhook_secret else {
-        return (StatusCode::NOT_FOUND, "webhook receiver disabled: set server.webhookSecretEnv\n");
+        return (
+            StatusCode::NOT_FOUND,
+            "webhook receiver disabled: set server.webhookSecretEnv\n",
+        );
     };
     let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if !webhook::verify(secret, get, &body) {
-        crate::metrics::global().inc("gitcanary_webhook_requests_total", "Push webhooks by result.", &[("result", "unauthorized")], 1.0);
-        return (StatusCode::UNAUTHORIZED, "signature or token does not match\n");
+        crate::metrics::global().inc(
+            "gitcanary_webhook_requests_total",
+            "Push webhooks by result.",
+            &[("result", "unauthorized")],
+            1.0,
+        );
+        return (
+            StatusCode::UNAUTHORIZED,
+            "signature or token does not match\n",
+        );
     }
-    crate::metrics::global().inc("gitcanary_webhook_requests_total", "Push webhooks by result.", &[("result", "accepted")], 1.0);
+    crate::metrics::global().inc(
+        "gitcanary_webhook_requests_total",
+        "Push webhooks by result.",
+        &[("result", "accepted")],
+        1.0,
+    );
     tracing::info!("push webhook received; fetching now");
     let _ = state.trigger.send(());
     (StatusCode::ACCEPTED, "sync requested\n")

@@ -28,7 +28,10 @@ fn find_seed(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p);
     }
-    let candidates = [PathBuf::from("examples-repo"), Path::new(env!("CARGO_MANIFEST_DIR")).join("examples-repo")];
+    let candidates = [
+        PathBuf::from("examples-repo"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples-repo"),
+    ];
     candidates
         .into_iter()
         .find(|p| p.is_dir())
@@ -37,13 +40,20 @@ fn find_seed(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 /// Runs the demo.
 pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("creating {}", args.dir.display()))?;
     let dir = std::fs::canonicalize(&args.dir)?;
     let remote = dir.join("remote.git");
     if !remote.exists() {
         let seed_dir = find_seed(args.seed)?;
-        seed::commit_dir(&remote, &seed_dir, "main", "Seed cluster repository from examples-repo", ("gitcanary demo", "demo@gitcanary.local"))
-            .with_context(|| format!("seeding {} from {}", remote.display(), seed_dir.display()))?;
+        seed::commit_dir(
+            &remote,
+            &seed_dir,
+            "main",
+            "Seed cluster repository from examples-repo",
+            ("gitcanary demo", "demo@gitcanary.local"),
+        )
+        .with_context(|| format!("seeding {} from {}", remote.display(), seed_dir.display()))?;
     }
     let config_path = dir.join("gitcanary.yaml");
     let config_text = format!(
@@ -52,7 +62,9 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     crate::util::atomic::write(&config_path, config_text.as_bytes())?;
     let cfg = Config::load(&config_path)?;
-    let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "gitcanary".into());
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "gitcanary".into());
     println!(
         "gitcanary demo\n\
          ==============\n\

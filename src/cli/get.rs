@@ -51,12 +51,31 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             });
             if fmt == Format::Table {
-                let ready = if st.ready { "True" } else if st.last_attempt_at.is_none() { "Unknown" } else { "False" };
-                let fetched = st.fetched_at.map(|t| crate::util::time::age(t, unix_now())).unwrap_or_else(|| "-".into());
+                let ready = if st.ready {
+                    "True"
+                } else if st.last_attempt_at.is_none() {
+                    "Unknown"
+                } else {
+                    "False"
+                };
+                let fetched = st
+                    .fetched_at
+                    .map(|t| crate::util::time::age(t, unix_now()))
+                    .unwrap_or_else(|| "-".into());
                 print!(
                     "{}",
                     output::table(
-                        &["NAME", "URL", "BRANCH", "FETCHED", "LAST FETCH", "REVISION", "SUSPENDED", "READY", "MESSAGE"],
+                        &[
+                            "NAME",
+                            "URL",
+                            "BRANCH",
+                            "FETCHED",
+                            "LAST FETCH",
+                            "REVISION",
+                            "SUSPENDED",
+                            "READY",
+                            "MESSAGE"
+                        ],
                         &[vec![
                             st.name.clone(),
                             st.url.clone(),
@@ -88,11 +107,24 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
                     .entries
                     .iter()
                     .map(|(k, e)| {
-                        let ns = if k.namespace.is_empty() { "-".into() } else { k.namespace.clone() };
-                        vec![k.kind.clone(), ns, k.name.clone(), e.revision[..e.revision.len().min(12)].to_string(), e.file.clone()]
+                        let ns = if k.namespace.is_empty() {
+                            "-".into()
+                        } else {
+                            k.namespace.clone()
+                        };
+                        vec![
+                            k.kind.clone(),
+                            ns,
+                            k.name.clone(),
+                            e.revision[..e.revision.len().min(12)].to_string(),
+                            e.file.clone(),
+                        ]
                     })
                     .collect();
-                print!("{}", output::table(&["KIND", "NAMESPACE", "NAME", "REVISION", "SOURCE"], &rows));
+                print!(
+                    "{}",
+                    output::table(&["KIND", "NAMESPACE", "NAME", "REVISION", "SOURCE"], &rows)
+                );
             } else {
                 let items: Vec<serde_json::Value> = inv
                     .entries

@@ -20,7 +20,12 @@ use std::process::ExitCode;
 #[command(name = "gitcanary", version, about)]
 pub struct Cli {
     /// Config file.
-    #[arg(long, global = true, env = "GITCANARY_CONFIG", default_value = "gitcanary.yaml")]
+    #[arg(
+        long,
+        global = true,
+        env = "GITCANARY_CONFIG",
+        default_value = "gitcanary.yaml"
+    )]
     pub config: PathBuf,
     /// Log level or filter directive (error, warn, info, debug, trace).
     #[arg(long, global = true, default_value = "info")]
@@ -88,7 +93,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run => run::run(load_config(&cli.config)?),
         Command::Sync { .. } => sync::sync_once(load_config(&cli.config)?),
         Command::Diff => sync::diff(load_config(&cli.config)?),
-        Command::Validate { dir, path } => validate::validate(dir.unwrap_or_else(|| ".".into()), &path),
+        Command::Validate { dir, path } => {
+            validate::validate(dir.unwrap_or_else(|| ".".into()), &path)
+        }
         Command::Get { what } => get::get(&cli.config, what),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { which } => bench::bench(which),

@@ -56,13 +56,28 @@ fn scalar(v: &Value) -> String {
         Value::Number(n) => n.to_string(),
         Value::String(s) => {
             let plain = !s.is_empty()
-                && !s.starts_with(|c: char| " -?:,[]{}#&*!|>'\"%@`~".contains(c) || c.is_ascii_digit())
+                && !s.starts_with(|c: char| {
+                    " -?:,[]{}#&*!|>'\"%@`~".contains(c) || c.is_ascii_digit()
+                })
                 && !s.contains(": ")
                 && !s.contains(" #")
                 && !s.ends_with(' ')
                 && !s.ends_with(':')
                 && !s.contains('\n')
-                && !matches!(s.as_str(), "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "True" | "False" | "Null" | "~");
+                && !matches!(
+                    s.as_str(),
+                    "true"
+                        | "false"
+                        | "null"
+                        | "yes"
+                        | "no"
+                        | "on"
+                        | "off"
+                        | "True"
+                        | "False"
+                        | "Null"
+                        | "~"
+                );
             if plain {
                 s.clone()
             } else {
@@ -125,7 +140,10 @@ fn emit(v: &Value, indent: usize, out: &mut String, inline_first: bool) {
 /// Prints a value in the chosen machine format (JSON or YAML).
 pub fn print_value(format: Format, value: &Value) {
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(value).expect("JSON values serialize")),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("JSON values serialize")
+        ),
         _ => print!("{}", yaml(value)),
     }
 }
@@ -148,7 +166,10 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let t = table(&["NAME", "READY"], &[vec!["flux-system".into(), "True".into()]]);
+        let t = table(
+            &["NAME", "READY"],
+            &[vec!["flux-system".into(), "True".into()]],
+        );
         assert_eq!(t, "NAME          READY\nflux-system   True\n");
     }
 }

@@ -10,7 +10,10 @@ use tracing::info;
 
 /// Runs the reconciler and the HTTP server.
 pub fn run(cfg: Config) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     rt.block_on(serve_and_reconcile(cfg))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -20,7 +23,11 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let webhook_secret = match &cfg.server.webhook_secret_env {
         Some(var) => Some(Arc::new(
-            std::env::var(var).with_context(|| format!("server.webhookSecretEnv: environment variable {var} is not set"))?.into_bytes(),
+            std::env::var(var)
+                .with_context(|| {
+                    format!("server.webhookSecretEnv: environment variable {var} is not set")
+                })?
+                .into_bytes(),
         )),
         None => None,
     };
@@ -30,12 +37,17 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     crate::util::atomic::write(
         &cfg.state_dir().join("status").join("server.json"),
-        serde_json::json!({"address": addr.to_string(), "pid": std::process::id()}).to_string().as_bytes(),
+        serde_json::json!({"address": addr.to_string(), "pid": std::process::id()})
+            .to_string()
+            .as_bytes(),
     )
     .context("writing status/server.json")?;
     info!(address = %addr, "serving /metrics, /healthz and /hook on http://{addr}");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let state = AppState { trigger: tx.clone(), webhook_secret };
+    let state = AppState {
+        trigger: tx.clone(),
+        webhook_secret,
+    };
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app(state))
             .with_graceful_shutdown(async move {
@@ -52,7 +64,8 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

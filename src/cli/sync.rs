@@ -17,7 +17,11 @@ pub fn sync_once(cfg: Config) -> anyhow::Result<ExitCode> {
         Ok(r) => {
             println!(
                 "applied {}: {} created, {} configured, {} pruned, {} unchanged",
-                r.revision, r.applied.created, r.applied.updated, r.applied.pruned, r.applied.unchanged
+                r.revision,
+                r.applied.created,
+                r.applied.updated,
+                r.applied.pruned,
+                r.applied.unchanged
             );
             ExitCode::SUCCESS
         }
@@ -49,13 +53,20 @@ pub fn diff(cfg: Config) -> anyhow::Result<ExitCode> {
             Op::Update => {
                 println!("► {} drifted", a.key);
                 let old = store.get(&a.key)?.unwrap_or_default();
-                let new = a.desired.map(|i| preview.desired[i].value()).unwrap_or_default();
+                let new = a
+                    .desired
+                    .map(|i| preview.desired[i].value())
+                    .unwrap_or_default();
                 print!("{}", line_diff(&output::yaml(&old), &output::yaml(&new)));
             }
         }
         changed = true;
     }
-    Ok(if changed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if changed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// A minimal line diff (LCS) showing removed and added lines.
@@ -65,7 +76,11 @@ pub fn line_diff(old: &str, new: &str) -> String {
     let mut lcs = vec![vec![0u32; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
         }
     }
     let (mut i, mut j, mut out) = (0, 0, String::new());
@@ -88,6 +103,9 @@ pub fn line_diff(old: &str, new: &str) -> String {
 mod tests {
     #[test]
     fn diff_shows_changed_lines() {
-        assert_eq!(super::line_diff("a: 1\nb: 2\n", "a: 1\nb: 3\n"), "  - b: 2\n  + b: 3\n");
+        assert_eq!(
+            super::line_diff("a: 1\nb: 2\n", "a: 1\nb: 3\n"),
+            "  - b: 2\n  + b: 3\n"
+        );
     }
 }

@@ -11,12 +11,21 @@ pub fn validate(dir: PathBuf, path: &str) -> anyhow::Result<ExitCode> {
     }
     let snap = DirSnapshot::new(&dir);
     let loaded = manifest::load(&snap, path, None);
-    let prefix = if dir == std::path::Path::new(".") { String::new() } else { format!("{}/", dir.display().to_string().trim_end_matches('/')) };
+    let prefix = if dir == std::path::Path::new(".") {
+        String::new()
+    } else {
+        format!("{}/", dir.display().to_string().trim_end_matches('/'))
+    };
     for e in &loaded.errors {
         println!("{prefix}{e}");
     }
     if loaded.errors.is_empty() {
-        println!("✔ {}: {} objects in {} files are valid", dir.display(), loaded.objects.len(), loaded.files);
+        println!(
+            "✔ {}: {} objects in {} files are valid",
+            dir.display(),
+            loaded.objects.len(),
+            loaded.files
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         println!("✗ {}: {} errors", dir.display(), loaded.errors.len());

@@ -3,7 +3,9 @@
 //! offending value rather than "invalid type" with no place.
 
 use super::yaml::{Node, Pos, Value};
-use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor,
+};
 use std::fmt;
 
 /// A deserialization error pinned to a place in the source.
@@ -33,7 +35,11 @@ impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError { pos: None, path: String::new(), message: msg.to_string() }
+        DeError {
+            pos: None,
+            path: String::new(),
+            message: msg.to_string(),
+        }
     }
 
     fn invalid_type(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
@@ -43,7 +49,10 @@ impl de::Error for DeError {
 
 /// Deserializes `T` from `node`; `base` is the path of `node` itself (may be empty).
 pub fn from_node<T: DeserializeOwned>(node: &Node, base: &str) -> Result<T, DeError> {
-    T::deserialize(NodeDe { node, path: base.to_string() })
+    T::deserialize(NodeDe {
+        node,
+        path: base.to_string(),
+    })
 }
 
 /// A deserializer for one node at one path.
@@ -88,10 +97,17 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
             Value::Int(i) => visitor.visit_i64(*i),
             Value::Float(f) => visitor.visit_f64(*f),
             Value::Str(s) => visitor.visit_borrowed_str(s),
-            Value::Seq(items) => visitor.visit_seq(Seq { items: items.iter(), index: 0, path: &self.path }),
-            Value::Map(entries) => {
-                visitor.visit_map(Map { entries: entries.iter(), value: None, path: &self.path, key: String::new() })
-            }
+            Value::Seq(items) => visitor.visit_seq(Seq {
+                items: items.iter(),
+                index: 0,
+                path: &self.path,
+            }),
+            Value::Map(entries) => visitor.visit_map(Map {
+                entries: entries.iter(),
+                value: None,
+                path: &self.path,
+                key: String::new(),
+            }),
         };
         r.map_err(|e| self.locate(e))
     }
@@ -102,7 +118,9 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
         } else {
             let path = self.path.clone();
             let node = self.node;
-            visitor.visit_some(NodeDe { node, path }).map_err(|e| self.locate(e))
+            visitor
+                .visit_some(NodeDe { node, path })
+                .map_err(|e| self.locate(e))
         }
     }
 
@@ -113,7 +131,11 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
             _ => Err(self.locate(de::Error::custom(format_args!(
                 "expected a string, found {}{}",
                 self.node.type_name(),
-                if self.node.scalar_text().is_some() && !self.node.is_null() { " (quote the value)" } else { "" }
+                if self.node.scalar_text().is_some() && !self.node.is_null() {
+                    " (quote the value)"
+                } else {
+                    ""
+                }
             )))),
         }
     }
@@ -122,10 +144,16 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
         self.deserialize_string(visitor)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         let path = self.path.clone();
         let node = self.node;
-        visitor.visit_newtype_struct(NodeDe { node, path }).map_err(|e| self.locate(e))
+        visitor
+            .visit_newtype_struct(NodeDe { node, path })
+            .map_err(|e| self.locate(e))
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -139,9 +167,18 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
             Value::Map(entries) if entries.len() == 1 => {
                 let (k, v) = &entries[0];
                 let key = k.scalar_text().unwrap_or_default();
-                visitor.visit_enum(Enum { key: key.clone(), value: NodeDe { node: v, path: child(&self.path, &key) } })
+                visitor.visit_enum(Enum {
+                    key: key.clone(),
+                    value: NodeDe {
+                        node: v,
+                        path: child(&self.path, &key),
+                    },
+                })
             }
-            _ => Err(de::Error::custom(format_args!("expected a string or a single-key mapping, found {}", self.node.type_name()))),
+            _ => Err(de::Error::custom(format_args!(
+                "expected a string or a single-key mapping, found {}",
+                self.node.type_name()
+            ))),
         };
         r.map_err(|e| self.locate(e))
     }
@@ -153,13 +190,22 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
         deserialize_map deserialize_identifier deserialize_ignored_any
     }
 
-    fn deserialize_unit_struct<V: Visitor<'de>>(self, _n: &'static str, v: V) -> Result<V::Value, DeError> {
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _n: &'static str,
+        v: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_any(v)
     }
     fn deserialize_tuple<V: Visitor<'de>>(self, _l: usize, v: V) -> Result<V::Value, DeError> {
         self.deserialize_any(v)
     }
-    fn deserialize_tuple_struct<V: Visitor<'de>>(self, _n: &'static str, _l: usize, v: V) -> Result<V::Value, DeError> {
+    fn deserialize_tuple_struct<V: Visitor<'de>>(
+        self,
+        _n: &'static str,
+        _l: usize,
+        v: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_any(v)
     }
     fn deserialize_struct<V: Visitor<'de>>(
@@ -170,10 +216,24 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
     ) -> Result<V::Value, DeError> {
         if self.node.is_null() {
             // An empty `key:` reads as an empty mapping, as in Kubernetes.
-            let empty = Node { value: Value::Map(Vec::new()), ..self.node.clone() };
+            let empty = Node {
+                value: Value::Map(Vec::new()),
+                ..self.node.clone()
+            };
             let path = self.path.clone();
-            let r = v.visit_map(Map { entries: [].iter(), value: None, path: &path, key: String::new() });
-            return r.map_err(|e| NodeDe { node: &empty, path: path.clone() }.locate(e));
+            let r = v.visit_map(Map {
+                entries: [].iter(),
+                value: None,
+                path: &path,
+                key: String::new(),
+            });
+            return r.map_err(|e| {
+                NodeDe {
+                    node: &empty,
+                    path: path.clone(),
+                }
+                .locate(e)
+            });
         }
         self.deserialize_any(v)
     }
@@ -187,12 +247,22 @@ struct Seq<'a, 'p> {
 
 impl<'de> SeqAccess<'de> for Seq<'de, '_> {
     type Error = DeError;
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
-        let Some(node) = self.items.next() else { return Ok(None) };
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
+        let Some(node) = self.items.next() else {
+            return Ok(None);
+        };
         let path = format!("{}[{}]", self.path, self.index);
         self.index += 1;
-        let located = NodeDe { node, path: path.clone() };
-        seed.deserialize(NodeDe { node, path }).map(Some).map_err(|e| located.locate(e))
+        let located = NodeDe {
+            node,
+            path: path.clone(),
+        };
+        seed.deserialize(NodeDe { node, path })
+            .map(Some)
+            .map_err(|e| located.locate(e))
     }
 }
 
@@ -205,31 +275,38 @@ struct Map<'a, 'p> {
 
 impl<'de> MapAccess<'de> for Map<'de, '_> {
     type Error = DeError;
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
-        let Some((k, v)) = self.entries.next() else { return Ok(None) };
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
+        let Some((k, v)) = self.entries.next() else {
+            return Ok(None);
+        };
         self.value = Some(v);
         self.key = k.scalar_text().unwrap_or_default();
         let path = child(self.path, &self.key);
         // Keys are read as strings whatever they look like (`1:` is the key "1").
         let key: de::value::StringDeserializer<DeError> = self.key.clone().into_deserializer();
-        seed.deserialize(key)
-            .map(Some)
-            .map_err(|mut e| {
-                if e.pos.is_none() {
-                    e.pos = Some(k.pos);
-                    e.path = path;
-                }
-                e
-            })
+        seed.deserialize(key).map(Some).map_err(|mut e| {
+            if e.pos.is_none() {
+                e.pos = Some(k.pos);
+                e.path = path;
+            }
+            e
+        })
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
         let node = self.value.take().expect("value follows key");
         let path = child(self.path, &self.key);
-        let located = NodeDe { node, path: path.clone() };
+        let located = NodeDe {
+            node,
+            path: path.clone(),
+        };
         // Errors raised by the seed itself after reading (e.g. a bad duration string)
         // have no place yet; pin them to the value.
-        seed.deserialize(NodeDe { node, path }).map_err(|e| located.locate(e))
+        seed.deserialize(NodeDe { node, path })
+            .map_err(|e| located.locate(e))
     }
 }
 
@@ -241,7 +318,10 @@ struct Enum<'a> {
 impl<'de> de::EnumAccess<'de> for Enum<'de> {
     type Error = DeError;
     type Variant = NodeDe<'de>;
-    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, NodeDe<'de>), DeError> {
+    fn variant_seed<V: DeserializeSeed<'de>>(
+        self,
+        seed: V,
+    ) -> Result<(V::Value, NodeDe<'de>), DeError> {
         let v = seed.deserialize(self.key.as_str().into_deserializer())?;
         Ok((v, self.value))
     }
@@ -258,7 +338,11 @@ impl<'de> de::VariantAccess<'de> for NodeDe<'de> {
     fn tuple_variant<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
         de::Deserializer::deserialize_any(self, visitor)
     }
-    fn struct_variant<V: Visitor<'de>>(self, _f: &'static [&'static str], visitor: V) -> Result<V::Value, DeError> {
+    fn struct_variant<V: Visitor<'de>>(
+        self,
+        _f: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         de::Deserializer::deserialize_any(self, visitor)
     }
 }
@@ -292,15 +376,28 @@ mod tests {
     #[test]
     fn errors_carry_line_and_path() {
         let e = de("name: x\ninner:\n  maxWeight: lots\n").unwrap_err();
-        assert_eq!(e.to_string(), "3:14: inner.maxWeight: expected u32, found string \"lots\"");
+        assert_eq!(
+            e.to_string(),
+            "3:14: inner.maxWeight: expected u32, found string \"lots\""
+        );
         let e = de("name: x\nlist: [1, two]\n").unwrap_err();
-        assert_eq!(e.to_string(), "2:11: list[1]: expected u32, found string \"two\"");
+        assert_eq!(
+            e.to_string(),
+            "2:11: list[1]: expected u32, found string \"two\""
+        );
         let e = de("name: x\nbogus: 1\n").unwrap_err();
-        assert!(e.to_string().starts_with("2:1: bogus: unknown field `bogus`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("2:1: bogus: unknown field `bogus`"),
+            "{e}"
+        );
         let e = de("inner: {}\n").unwrap_err();
         assert_eq!(e.to_string(), "1:1: missing field `name`");
         let e = de("name: 5\n").unwrap_err();
-        assert_eq!(e.to_string(), "1:7: name: expected a string, found integer (quote the value)");
+        assert_eq!(
+            e.to_string(),
+            "1:7: name: expected a string, found integer (quote the value)"
+        );
     }
 
     #[test]

@@ -33,13 +33,24 @@ const SUPPORTED: &str = "gitcanary supports resources, bases, namespace and imag
 
 /// Parses a kustomization file; every problem is returned.
 pub fn parse(file: &str, text: &str) -> Result<Kustomization, Vec<ManifestError>> {
-    let docs = parse_documents(text)
-        .map_err(|e| vec![ManifestError::at(file, e.pos, None, format!("invalid YAML: {}", e.message))])?;
+    let docs = parse_documents(text).map_err(|e| {
+        vec![ManifestError::at(
+            file,
+            e.pos,
+            None,
+            format!("invalid YAML: {}", e.message),
+        )]
+    })?;
     let Some(root) = docs.into_iter().map(|d| d.root).find(|r| !r.is_null()) else {
         return Ok(Kustomization::default());
     };
     let Some(entries) = root.as_map() else {
-        return Err(vec![ManifestError::at(file, root.pos, None, "expected a mapping")]);
+        return Err(vec![ManifestError::at(
+            file,
+            root.pos,
+            None,
+            "expected a mapping",
+        )]);
     };
     let mut k = Kustomization::default();
     let mut errors = Vec::new();
@@ -47,7 +58,12 @@ pub fn parse(file: &str, text: &str) -> Result<Kustomization, Vec<ManifestError>
         match n.as_str() {
             Some(s) => Some(s.to_string()),
             None => {
-                errors.push(ManifestError::at(file, n.pos, Some(field.into()), format!("expected a string, found {}", n.type_name())));
+                errors.push(ManifestError::at(
+                    file,
+                    n.pos,
+                    Some(field.into()),
+                    format!("expected a string, found {}", n.type_name()),
+                ));
                 None
             }
         }
@@ -66,14 +82,27 @@ pub fn parse(file: &str, text: &str) -> Result<Kustomization, Vec<ManifestError>
                     }
                 }
                 None if value.is_null() => {}
-                None => errors.push(ManifestError::at(file, value.pos, Some(name.clone()), "expected a list of paths")),
+                None => errors.push(ManifestError::at(
+                    file,
+                    value.pos,
+                    Some(name.clone()),
+                    "expected a list of paths",
+                )),
             },
             "images" => {
                 for (i, item) in value.as_seq().unwrap_or_default().iter().enumerate() {
                     let field = format!("images[{i}]");
-                    let get = |f: &str, errors: &mut Vec<ManifestError>| item.get(f).and_then(|n| str_of(n, &format!("{field}.{f}"), errors));
+                    let get = |f: &str, errors: &mut Vec<ManifestError>| {
+                        item.get(f)
+                            .and_then(|n| str_of(n, &format!("{field}.{f}"), errors))
+                    };
                     let Some(img_name) = get("name", &mut errors) else {
-                        errors.push(ManifestError::at(file, item.pos, Some(format!("{field}.name")), "missing required field"));
+                        errors.push(ManifestError::at(
+                            file,
+                            item.pos,
+                            Some(format!("{field}.name")),
+                            "missing required field",
+                        ));
                         continue;
                     };
                     let new_tag = match item.get("newTag") {
@@ -90,7 +119,12 @@ pub fn parse(file: &str, text: &str) -> Result<Kustomization, Vec<ManifestError>
                     });
                 }
             }
-            other => errors.push(ManifestError::at(file, key.pos, Some(other.to_string()), format!("unsupported kustomize field: {SUPPORTED}"))),
+            other => errors.push(ManifestError::at(
+                file,
+                key.pos,
+                Some(other.to_string()),
+                format!("unsupported kustomize field: {SUPPORTED}"),
+            )),
         }
     }
     if errors.is_empty() {
@@ -115,8 +149,11 @@ pub fn split_image(image: &str) -> (&str, Option<&str>, Option<&str>) {
 
 /// Applies image overrides to every container of every pod template in `obj`.
 pub fn apply_images(obj: &mut serde_json::Value, images: &[ImageOverride]) {
-    let spec_paths: [&[&str]; 3] =
-        [&["spec", "template", "spec"], &["spec"], &["spec", "jobTemplate", "spec", "template", "spec"]];
+    let spec_paths: [&[&str]; 3] = [
+        &["spec", "template", "spec"],
+        &["spec"],
+        &["spec", "jobTemplate", "spec", "template", "spec"],
+    ];
     for path in spec_paths {
         let mut target = Some(&mut *obj);
         for p in path {
@@ -124,9 +161,14 @@ pub fn apply_images(obj: &mut serde_json::Value, images: &[ImageOverride]) {
         }
         let Some(node) = target else { continue };
         for list in ["containers", "initContainers"] {
-            let Some(containers) = node.get_mut(list).and_then(|c| c.as_array_mut()) else { continue };
+            let Some(containers) = node.get_mut(list).and_then(|c| c.as_array_mut()) else {
+                continue;
+            };
             for c in containers {
-                let Some(image) = c.get("image").and_then(|i| i.as_str()).map(str::to_string) else { continue };
+                let Some(image) = c.get("image").and_then(|i| i.as_str()).map(str::to_string)
+                else {
+                    continue;
+                };
                 let (repo, tag, digest) = split_image(&image);
                 for o in images.iter().filter(|o| o.name == repo) {
                     let repo = o.new_name.as_deref().unwrap_or(repo);
@@ -152,7 +194,11 @@ mod tests {
 
     #[test]
     fn unsupported_fields_are_named() {
-        let errs = parse("k/kustomization.yaml", "resources: [a.yaml]\npatches:\n  - path: p.yaml\n").unwrap_err();
+        let errs = parse(
+            "k/kustomization.yaml",
+            "resources: [a.yaml]\npatches:\n  - path: p.yaml\n",
+        )
+        .unwrap_err();
         assert_eq!(errs.len(), 1);
         assert_eq!(
             errs[0].to_string(),
@@ -162,11 +208,24 @@ mod tests {
 
     #[test]
     fn images_override() {
-        let k = parse("k.yaml", "images:\n  - name: ghcr.io/x/podinfo\n    newTag: 6.1.0\n").unwrap();
+        let k = parse(
+            "k.yaml",
+            "images:\n  - name: ghcr.io/x/podinfo\n    newTag: 6.1.0\n",
+        )
+        .unwrap();
         let mut obj = serde_json::json!({"spec": {"template": {"spec": {"containers": [{"image": "ghcr.io/x/podinfo:6.0.0"}]}}}});
         apply_images(&mut obj, &k.images);
-        assert_eq!(obj["spec"]["template"]["spec"]["containers"][0]["image"], "ghcr.io/x/podinfo:6.1.0");
-        assert_eq!(split_image("localhost:5000/app"), ("localhost:5000/app", None, None));
-        assert_eq!(split_image("localhost:5000/app:1.2@sha256:ab"), ("localhost:5000/app", Some("1.2"), Some("sha256:ab")));
+        assert_eq!(
+            obj["spec"]["template"]["spec"]["containers"][0]["image"],
+            "ghcr.io/x/podinfo:6.1.0"
+        );
+        assert_eq!(
+            split_image("localhost:5000/app"),
+            ("localhost:5000/app", None, None)
+        );
+        assert_eq!(
+            split_image("localhost:5000/app:1.2@sha256:ab"),
+            ("localhost:5000/app", Some("1.2"), Some("sha256:ab"))
+        );
     }
 }

@@ -17,10 +17,30 @@ pub const IGNORE_ANNOTATIONS: [&str; 2] = ["fluxcd.io/ignore", "gitcanary.io/ign
 
 /// Flux's default exclusions (source-controller), relative to the repository root.
 const DEFAULT_IGNORES: &[&str] = &[
-    ".git/", ".gitignore", ".gitmodules", ".gitattributes", "*.jpg", "*.jpeg", "*.gif", "*.png", "*.wmv",
-    "*.flv", "*.tar.gz", "*.zip", ".github/", ".circleci/", ".travis.yml", ".gitlab-ci.yml", "appveyor.yml",
-    ".drone.yml", "cloudbuild.yaml", "codeship-services.yml", "codeship-steps.yml", "**/.goreleaser.yml",
-    "**/.sops.yaml", "**/.flux.yaml",
+    ".git/",
+    ".gitignore",
+    ".gitmodules",
+    ".gitattributes",
+    "*.jpg",
+    "*.jpeg",
+    "*.gif",
+    "*.png",
+    "*.wmv",
+    "*.flv",
+    "*.tar.gz",
+    "*.zip",
+    ".github/",
+    ".circleci/",
+    ".travis.yml",
+    ".gitlab-ci.yml",
+    "appveyor.yml",
+    ".drone.yml",
+    "cloudbuild.yaml",
+    "codeship-services.yml",
+    "codeship-steps.yml",
+    "**/.goreleaser.yml",
+    "**/.sops.yaml",
+    "**/.flux.yaml",
 ];
 
 const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
@@ -73,7 +93,12 @@ struct Walker<'a> {
 
 /// Loads every object under `root` (a repo-relative folder) of a snapshot.
 pub fn load(snap: &dyn Snapshot, root: &str, cache: Option<&mut Cache>) -> Loaded {
-    let mut w = Walker { snap, cache, out: Loaded::default(), visited_dirs: HashSet::new() };
+    let mut w = Walker {
+        snap,
+        cache,
+        out: Loaded::default(),
+        visited_dirs: HashSet::new(),
+    };
     if let Some(c) = w.cache.as_deref_mut() {
         c.generation += 1;
     }
@@ -106,9 +131,16 @@ fn find_duplicates(out: &mut Loaded) {
         if let Some(first) = seen.insert(&o.key, &o.origin) {
             dups.push(ManifestError {
                 file: o.origin.file.clone(),
-                pos: Some(Pos { line: o.origin.line, col: 1, offset: 0 }),
+                pos: Some(Pos {
+                    line: o.origin.line,
+                    col: 1,
+                    offset: 0,
+                }),
                 field: None,
-                message: format!("{} is defined twice: first at {first}, again at {}", o.key, o.origin),
+                message: format!(
+                    "{} is defined twice: first at {first}, again at {}",
+                    o.key, o.origin
+                ),
             });
             seen.insert(&o.key, first);
         }
@@ -118,7 +150,12 @@ fn find_duplicates(out: &mut Loaded) {
 
 impl Walker<'_> {
     fn error_no_pos(&mut self, file: &str, message: String) {
-        self.out.errors.push(ManifestError { file: file.to_string(), pos: None, field: None, message });
+        self.out.errors.push(ManifestError {
+            file: file.to_string(),
+            pos: None,
+            field: None,
+            message,
+        });
     }
 
     fn sourceignore(&self, dir: &str) -> Option<Gitignore> {
@@ -141,7 +178,11 @@ impl Walker<'_> {
         let mut dir = String::new();
         for part in root.split('/').filter(|p| !p.is_empty()) {
             stack.extend(self.sourceignore(&dir));
-            dir = if dir.is_empty() { part.to_string() } else { format!("{dir}/{part}") };
+            dir = if dir.is_empty() {
+                part.to_string()
+            } else {
+                format!("{dir}/{part}")
+            };
         }
         stack
     }
@@ -162,7 +203,11 @@ impl Walker<'_> {
         if !self.visited_dirs.insert(dir.to_string()) {
             return;
         }
-        if let Some(k) = KUSTOMIZATION_FILES.iter().filter_map(|f| join(dir, f)).find(|p| self.snap.entry(p).is_some()) {
+        if let Some(k) = KUSTOMIZATION_FILES
+            .iter()
+            .filter_map(|f| join(dir, f))
+            .find(|p| self.snap.entry(p).is_some())
+        {
             self.kustomize(&k, ctx);
             return;
         }
@@ -172,7 +217,11 @@ impl Walker<'_> {
         let mut ignores = parent_ignores.to_vec();
         ignores.extend(self.sourceignore(dir));
         for name in self.snap.children(dir) {
-            let path = if dir.is_empty() { name.clone() } else { format!("{dir}/{name}") };
+            let path = if dir.is_empty() {
+                name.clone()
+            } else {
+                format!("{dir}/{name}")
+            };
             let entry = self.snap.entry(&path);
             let target = match &entry {
                 Some(Entry::Symlink(_)) => match resolve(self.snap, &path) {
@@ -191,7 +240,9 @@ impl Walker<'_> {
             }
             if is_dir {
                 self.walk_dir(&real, root, &ignores, ctx);
-            } else if kind == Some(Entry::File) && (name.ends_with(".yaml") || name.ends_with(".yml")) {
+            } else if kind == Some(Entry::File)
+                && (name.ends_with(".yaml") || name.ends_with(".yml"))
+            {
                 self.load_file_as(&real, &path, ctx);
             }
         }
@@ -209,21 +260,43 @@ impl Walker<'_> {
         };
         let ctx = Context {
             namespace: outer.namespace.clone().or(spec.namespace.clone()),
-            images: spec.images.iter().chain(outer.images.iter()).cloned().collect(),
+            images: spec
+                .images
+                .iter()
+                .chain(outer.images.iter())
+                .cloned()
+                .collect(),
         };
         for (res, pos) in &spec.resources {
             if res.contains("://") || res.starts_with("github.com/") || res.starts_with("git@") {
-                self.out.errors.push(ManifestError::at(file, *pos, Some("resources".into()), format!("remote resource {res:?} is not supported: vendor it into the repository")));
+                self.out.errors.push(ManifestError::at(
+                    file,
+                    *pos,
+                    Some("resources".into()),
+                    format!(
+                        "remote resource {res:?} is not supported: vendor it into the repository"
+                    ),
+                ));
                 continue;
             }
             let Some(path) = join(&dir, res) else {
-                self.out.errors.push(ManifestError::at(file, *pos, Some("resources".into()), format!("{res:?} escapes the repository")));
+                self.out.errors.push(ManifestError::at(
+                    file,
+                    *pos,
+                    Some("resources".into()),
+                    format!("{res:?} escapes the repository"),
+                ));
                 continue;
             };
             let real = match resolve(self.snap, &path) {
                 Ok(r) => r,
                 Err(e) => {
-                    self.out.errors.push(ManifestError::at(file, *pos, Some("resources".into()), e));
+                    self.out.errors.push(ManifestError::at(
+                        file,
+                        *pos,
+                        Some("resources".into()),
+                        e,
+                    ));
                     continue;
                 }
             };
@@ -234,7 +307,12 @@ impl Walker<'_> {
                     self.walk_dir(&real, &real, &ignores, &ctx)
                 }
                 Some(_) => self.load_file_as(&real, &path, &ctx),
-                None => self.out.errors.push(ManifestError::at(file, *pos, Some("resources".into()), format!("{res:?} not found"))),
+                None => self.out.errors.push(ManifestError::at(
+                    file,
+                    *pos,
+                    Some("resources".into()),
+                    format!("{res:?} not found"),
+                )),
             }
         }
     }
@@ -246,7 +324,10 @@ impl Walker<'_> {
     /// Loads `real`, reporting it as `shown` (the path the user wrote or walked).
     fn load_file_as(&mut self, real: &str, shown: &str, ctx: &Context) {
         self.out.files += 1;
-        let key = self.snap.content_id(real).map(|id| format!("{shown}\0{id}\0{}", ctx.fingerprint()));
+        let key = self
+            .snap
+            .content_id(real)
+            .map(|id| format!("{shown}\0{id}\0{}", ctx.fingerprint()));
         if let (Some(cache), Some(key)) = (self.cache.as_deref_mut(), &key) {
             let gen = cache.generation;
             if let Some((hit, g)) = cache.map.get_mut(key) {
@@ -261,9 +342,25 @@ impl Walker<'_> {
         let result = match self.snap.read(real) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => parse_file(shown, &text, ctx),
-                Err(_) => FileResult { objects: vec![], errors: vec![ManifestError { file: shown.into(), pos: None, field: None, message: "not valid UTF-8".into() }] },
+                Err(_) => FileResult {
+                    objects: vec![],
+                    errors: vec![ManifestError {
+                        file: shown.into(),
+                        pos: None,
+                        field: None,
+                        message: "not valid UTF-8".into(),
+                    }],
+                },
             },
-            Err(e) => FileResult { objects: vec![], errors: vec![ManifestError { file: shown.into(), pos: None, field: None, message: format!("cannot read: {e}") }] },
+            Err(e) => FileResult {
+                objects: vec![],
+                errors: vec![ManifestError {
+                    file: shown.into(),
+                    pos: None,
+                    field: None,
+                    message: format!("cannot read: {e}"),
+                }],
+            },
         };
         self.out.objects.extend(result.objects.iter().cloned());
         self.out.errors.extend(result.errors.iter().cloned());
@@ -277,7 +374,12 @@ impl Walker<'_> {
 fn parse_file(file: &str, text: &str, ctx: &Context) -> FileResult {
     let mut out = FileResult::default();
     match parse_documents(text) {
-        Err(e) => out.errors.push(ManifestError::at(file, e.pos, None, format!("invalid YAML: {}", e.message))),
+        Err(e) => out.errors.push(ManifestError::at(
+            file,
+            e.pos,
+            None,
+            format!("invalid YAML: {}", e.message),
+        )),
         Ok(docs) => {
             for doc in docs {
                 object_from_node(file, &doc.root, ctx, &mut out);
@@ -292,20 +394,38 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
         return;
     }
     if node.as_map().is_none() {
-        out.errors.push(ManifestError::at(file, node.pos, None, format!("expected a Kubernetes object (a mapping), found {}", node.type_name())));
+        out.errors.push(ManifestError::at(
+            file,
+            node.pos,
+            None,
+            format!(
+                "expected a Kubernetes object (a mapping), found {}",
+                node.type_name()
+            ),
+        ));
         return;
     }
     let before = out.errors.len();
     let mut required_str = |field: &str, n: Option<&Node>| -> Option<String> {
         match n {
             None => {
-                out.errors.push(ManifestError::at(file, node.pos, Some(field.into()), "missing required field"));
+                out.errors.push(ManifestError::at(
+                    file,
+                    node.pos,
+                    Some(field.into()),
+                    "missing required field",
+                ));
                 None
             }
             Some(v) => match &v.value {
                 Value::Str(s) if !s.is_empty() => Some(s.clone()),
                 _ => {
-                    out.errors.push(ManifestError::at(file, v.pos, Some(field.into()), format!("expected a non-empty string, found {}", v.type_name())));
+                    out.errors.push(ManifestError::at(
+                        file,
+                        v.pos,
+                        Some(field.into()),
+                        format!("expected a non-empty string, found {}", v.type_name()),
+                    ));
                     None
                 }
             },
@@ -324,24 +444,42 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
     let name = match node.get("metadata") {
         Some(m) if m.as_map().is_some() => required_str("metadata.name", m.get("name")),
         Some(m) => {
-            out.errors.push(ManifestError::at(file, m.pos, Some("metadata".into()), format!("expected a mapping, found {}", m.type_name())));
+            out.errors.push(ManifestError::at(
+                file,
+                m.pos,
+                Some("metadata".into()),
+                format!("expected a mapping, found {}", m.type_name()),
+            ));
             None
         }
         None => required_str("metadata.name", None),
     };
-    let (Some(api_version), Some(kind), Some(name)) = (api_version, kind, name) else { return };
+    let (Some(api_version), Some(kind), Some(name)) = (api_version, kind, name) else {
+        return;
+    };
     let type_errors = schema::check(&kind, node, file);
     if !type_errors.is_empty() || out.errors.len() > before {
         out.errors.extend(type_errors);
         return;
     }
     let annotations = node.path(&["metadata", "annotations"]);
-    if IGNORE_ANNOTATIONS.iter().any(|a| annotations.and_then(|m| m.get(a)).and_then(Node::as_str) == Some("true")) {
+    if IGNORE_ANNOTATIONS
+        .iter()
+        .any(|a| annotations.and_then(|m| m.get(a)).and_then(Node::as_str) == Some("true"))
+    {
         return;
     }
     if let Err(msg) = check_name(&name) {
-        let pos = node.path(&["metadata", "name"]).map(|n| n.pos).unwrap_or(node.pos);
-        out.errors.push(ManifestError::at(file, pos, Some("metadata.name".into()), msg));
+        let pos = node
+            .path(&["metadata", "name"])
+            .map(|n| n.pos)
+            .unwrap_or(node.pos);
+        out.errors.push(ManifestError::at(
+            file,
+            pos,
+            Some("metadata.name".into()),
+            msg,
+        ));
         return;
     }
     let mut value = node.to_json();
@@ -358,8 +496,16 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "default".to_string());
         if let Err(msg) = check_name(&ns) {
-            let pos = node.path(&["metadata", "namespace"]).map(|n| n.pos).unwrap_or(node.pos);
-            out.errors.push(ManifestError::at(file, pos, Some("metadata.namespace".into()), msg));
+            let pos = node
+                .path(&["metadata", "namespace"])
+                .map(|n| n.pos)
+                .unwrap_or(node.pos);
+            out.errors.push(ManifestError::at(
+                file,
+                pos,
+                Some("metadata.namespace".into()),
+                msg,
+            ));
             return;
         }
         value["metadata"]["namespace"] = ns.clone().into();
@@ -369,7 +515,15 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
         kustomize::apply_images(&mut value, &ctx.images);
     }
     let key = ObjectKey::new(&api_version, &kind, &namespace, &name);
-    out.objects.push(Object::from_json(key, api_version, &value, Origin { file: file.to_string(), line: node.pos.line }));
+    out.objects.push(Object::from_json(
+        key,
+        api_version,
+        &value,
+        Origin {
+            file: file.to_string(),
+            line: node.pos.line,
+        },
+    ));
 }
 
 /// Names become file names in the local store, so they must be DNS-1123 subdomains, as
@@ -377,7 +531,9 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
 fn check_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 253
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
     if ok {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 /// The identity of an object: group, kind, namespace and name. The version is not part
 /// of it: `flagger.app/v1alpha3` and `v1beta1` name the same Canary, as in Kubernetes.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ObjectKey {
     /// API group; empty for the core group.
     pub group: String,
@@ -60,9 +62,15 @@ pub fn is_cluster_scoped(api_version: &str, kind: &str) -> bool {
     matches!(
         (group, kind),
         ("", "Namespace" | "Node" | "PersistentVolume")
-            | ("rbac.authorization.k8s.io", "ClusterRole" | "ClusterRoleBinding")
+            | (
+                "rbac.authorization.k8s.io",
+                "ClusterRole" | "ClusterRoleBinding"
+            )
             | ("apiextensions.k8s.io", "CustomResourceDefinition")
-            | ("storage.k8s.io", "StorageClass" | "CSIDriver" | "VolumeAttachment")
+            | (
+                "storage.k8s.io",
+                "StorageClass" | "CSIDriver" | "VolumeAttachment"
+            )
             | ("scheduling.k8s.io", "PriorityClass")
             | ("admissionregistration.k8s.io", _)
             | ("apiregistration.k8s.io", "APIService")
@@ -89,8 +97,20 @@ impl fmt::Display for Origin {
 }
 
 /// A validated desired object, held as canonical JSON to keep 10,000 of them small.
+/// Cloning shares it: the parse cache and the desired list hold the same allocation.
 #[derive(Clone, Debug)]
-pub struct Object {
+pub struct Object(Arc<ObjectData>);
+
+impl std::ops::Deref for Object {
+    type Target = ObjectData;
+    fn deref(&self) -> &ObjectData {
+        &self.0
+    }
+}
+
+/// The fields of an [`Object`].
+#[derive(Debug)]
+pub struct ObjectData {
     /// Identity.
     pub key: ObjectKey,
     /// The `apiVersion` as written.
@@ -107,11 +127,23 @@ pub struct Object {
 
 impl Object {
     /// Builds an object from its final JSON value.
-    pub fn from_json(key: ObjectKey, api_version: String, value: &serde_json::Value, origin: Origin) -> Self {
+    pub fn from_json(
+        key: ObjectKey,
+        api_version: String,
+        value: &serde_json::Value,
+        origin: Origin,
+    ) -> Self {
         let prune = !prune_disabled(value);
         let json = canonical_json(value);
         let hash = sha256_hex(&json);
-        Object { key, api_version, json: json.into(), hash, origin, prune }
+        Object(Arc::new(ObjectData {
+            key,
+            api_version,
+            json: json.into(),
+            hash,
+            origin,
+            prune,
+        }))
     }
 
     /// Parses the canonical JSON back into a value.
@@ -121,11 +153,14 @@ impl Object {
 }
 
 /// Annotations that keep an object in the target when it leaves Git.
-pub const PRUNE_ANNOTATIONS: [&str; 2] = ["gitcanary.io/prune", "kustomize.toolkit.fluxcd.io/prune"];
+pub const PRUNE_ANNOTATIONS: [&str; 2] =
+    ["gitcanary.io/prune", "kustomize.toolkit.fluxcd.io/prune"];
 
 fn prune_disabled(value: &serde_json::Value) -> bool {
     let ann = &value["metadata"]["annotations"];
-    PRUNE_ANNOTATIONS.iter().any(|a| ann[a].as_str() == Some("disabled"))
+    PRUNE_ANNOTATIONS
+        .iter()
+        .any(|a| ann[a].as_str() == Some("disabled"))
 }
 
 /// JSON with sorted keys and no whitespace (serde_json's map is a BTreeMap).
@@ -165,7 +200,12 @@ pub struct ManifestError {
 impl ManifestError {
     /// An error at a place in a file.
     pub fn at(file: &str, pos: Pos, field: Option<String>, message: impl Into<String>) -> Self {
-        ManifestError { file: file.to_string(), pos: Some(pos), field, message: message.into() }
+        ManifestError {
+            file: file.to_string(),
+            pos: Some(pos),
+            field,
+            message: message.into(),
+        }
     }
 }
 
@@ -203,7 +243,10 @@ mod tests {
             ObjectKey::new("flagger.app/v1alpha3", "Canary", "test", "podinfo"),
             ObjectKey::new("flagger.app/v1beta1", "Canary", "test", "podinfo")
         );
-        assert_eq!(ObjectKey::new("v1", "Namespace", "", "test").to_string(), "Namespace/test");
+        assert_eq!(
+            ObjectKey::new("v1", "Namespace", "", "test").to_string(),
+            "Namespace/test"
+        );
         assert!(is_cluster_scoped("v1", "Namespace"));
         assert!(!is_cluster_scoped("apps/v1", "Deployment"));
     }

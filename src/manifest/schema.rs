@@ -30,7 +30,9 @@ impl Ty {
     fn accepts(self, node: &Node) -> bool {
         match (self, &node.value) {
             (_, Value::Null) => true,
-            (Ty::Str, Value::Str(_)) | (Ty::Bool, Value::Bool(_)) | (Ty::Int, Value::Int(_)) => true,
+            (Ty::Str, Value::Str(_)) | (Ty::Bool, Value::Bool(_)) | (Ty::Int, Value::Int(_)) => {
+                true
+            }
             (Ty::Num, Value::Int(_) | Value::Float(_)) => true,
             (Ty::Map | Ty::StrMap, Value::Map(_)) | (Ty::Seq, Value::Seq(_)) => true,
             (Ty::IntOrStr, Value::Int(_) | Value::Str(_)) => true,
@@ -67,7 +69,10 @@ impl Schema {
     }
 
     fn req(&mut self, parent: &str, fields: &[&'static str]) -> &mut Self {
-        self.required.entry(parent.to_string()).or_default().extend_from_slice(fields);
+        self.required
+            .entry(parent.to_string())
+            .or_default()
+            .extend_from_slice(fields);
         self
     }
 
@@ -80,38 +85,97 @@ impl Schema {
 
     fn metadata(&mut self, prefix: &str) -> &mut Self {
         use Ty::*;
-        self.all(prefix, &[("", Map), (".name", Str), (".namespace", Str), (".labels", StrMap), (".annotations", StrMap)])
+        self.all(
+            prefix,
+            &[
+                ("", Map),
+                (".name", Str),
+                (".namespace", Str),
+                (".labels", StrMap),
+                (".annotations", StrMap),
+            ],
+        )
     }
 
     fn pod_spec(&mut self, p: &str) -> &mut Self {
         use Ty::*;
         self.ty(p, Map).req(p, &["containers"]);
-        self.all(p, &[
-            (".containers", Seq), (".initContainers", Seq), (".volumes", Seq), (".volumes[].name", Str),
-            (".volumes[].configMap", Map), (".volumes[].configMap.name", Str), (".volumes[].secret", Map),
-            (".volumes[].secret.secretName", Str), (".terminationGracePeriodSeconds", Int),
-            (".serviceAccountName", Str), (".nodeSelector", StrMap), (".restartPolicy", Str),
-        ]);
+        self.all(
+            p,
+            &[
+                (".containers", Seq),
+                (".initContainers", Seq),
+                (".volumes", Seq),
+                (".volumes[].name", Str),
+                (".volumes[].configMap", Map),
+                (".volumes[].configMap.name", Str),
+                (".volumes[].secret", Map),
+                (".volumes[].secret.secretName", Str),
+                (".terminationGracePeriodSeconds", Int),
+                (".serviceAccountName", Str),
+                (".nodeSelector", StrMap),
+                (".restartPolicy", Str),
+            ],
+        );
         for c in [format!("{p}.containers[]"), format!("{p}.initContainers[]")] {
-            self.req(&c, &["name"]).req(&format!("{c}.ports[]"), &["containerPort"]).req(&format!("{c}.env[]"), &["name"]);
-            self.all(&c, &[
-                ("", Map), (".name", Str), (".image", Str), (".imagePullPolicy", Str), (".command", Seq),
-                (".command[]", Str), (".args", Seq), (".args[]", Str), (".workingDir", Str), (".ports", Seq),
-                (".ports[].containerPort", Int), (".ports[].name", Str), (".ports[].protocol", Str),
-                (".ports[].hostPort", Int), (".env", Seq), (".env[].name", Str), (".env[].value", Str),
-                (".env[].valueFrom", Map), (".envFrom", Seq), (".envFrom[].configMapRef", Map),
-                (".envFrom[].secretRef", Map), (".envFrom[].prefix", Str), (".resources", Map),
-                (".resources.limits", Map), (".resources.limits.*", Quantity), (".resources.requests", Map),
-                (".resources.requests.*", Quantity), (".volumeMounts", Seq), (".volumeMounts[].name", Str),
-                (".volumeMounts[].mountPath", Str),
-            ]);
+            self.req(&c, &["name"])
+                .req(&format!("{c}.ports[]"), &["containerPort"])
+                .req(&format!("{c}.env[]"), &["name"]);
+            self.all(
+                &c,
+                &[
+                    ("", Map),
+                    (".name", Str),
+                    (".image", Str),
+                    (".imagePullPolicy", Str),
+                    (".command", Seq),
+                    (".command[]", Str),
+                    (".args", Seq),
+                    (".args[]", Str),
+                    (".workingDir", Str),
+                    (".ports", Seq),
+                    (".ports[].containerPort", Int),
+                    (".ports[].name", Str),
+                    (".ports[].protocol", Str),
+                    (".ports[].hostPort", Int),
+                    (".env", Seq),
+                    (".env[].name", Str),
+                    (".env[].value", Str),
+                    (".env[].valueFrom", Map),
+                    (".envFrom", Seq),
+                    (".envFrom[].configMapRef", Map),
+                    (".envFrom[].secretRef", Map),
+                    (".envFrom[].prefix", Str),
+                    (".resources", Map),
+                    (".resources.limits", Map),
+                    (".resources.limits.*", Quantity),
+                    (".resources.requests", Map),
+                    (".resources.requests.*", Quantity),
+                    (".volumeMounts", Seq),
+                    (".volumeMounts[].name", Str),
+                    (".volumeMounts[].mountPath", Str),
+                ],
+            );
             for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
-                self.all(&format!("{c}.{probe}"), &[
-                    ("", Map), (".initialDelaySeconds", Int), (".periodSeconds", Int), (".timeoutSeconds", Int),
-                    (".failureThreshold", Int), (".successThreshold", Int), (".httpGet", Map),
-                    (".httpGet.path", Str), (".httpGet.port", IntOrStr), (".tcpSocket", Map),
-                    (".tcpSocket.port", IntOrStr), (".exec", Map), (".exec.command", Seq), (".exec.command[]", Str),
-                ]);
+                self.all(
+                    &format!("{c}.{probe}"),
+                    &[
+                        ("", Map),
+                        (".initialDelaySeconds", Int),
+                        (".periodSeconds", Int),
+                        (".timeoutSeconds", Int),
+                        (".failureThreshold", Int),
+                        (".successThreshold", Int),
+                        (".httpGet", Map),
+                        (".httpGet.path", Str),
+                        (".httpGet.port", IntOrStr),
+                        (".tcpSocket", Map),
+                        (".tcpSocket.port", IntOrStr),
+                        (".exec", Map),
+                        (".exec.command", Seq),
+                        (".exec.command[]", Str),
+                    ],
+                );
             }
         }
         self
@@ -124,87 +188,214 @@ fn build(kind: &str) -> Option<Schema> {
     s.metadata("metadata");
     match kind {
         "Deployment" => {
-            s.ty("spec", Map).req("spec", &["selector", "template"]).all("spec", &[
-                (".replicas", Int), (".selector", Map), (".selector.matchLabels", StrMap),
-                (".selector.matchExpressions", Seq), (".template", Map), (".strategy", Map), (".strategy.type", Str),
-                (".strategy.rollingUpdate", Map), (".strategy.rollingUpdate.maxSurge", IntOrStr),
-                (".strategy.rollingUpdate.maxUnavailable", IntOrStr), (".minReadySeconds", Int),
-                (".progressDeadlineSeconds", Int), (".revisionHistoryLimit", Int), (".paused", Bool),
-            ]);
-            s.metadata("spec.template.metadata").pod_spec("spec.template.spec");
+            s.ty("spec", Map)
+                .req("spec", &["selector", "template"])
+                .all(
+                    "spec",
+                    &[
+                        (".replicas", Int),
+                        (".selector", Map),
+                        (".selector.matchLabels", StrMap),
+                        (".selector.matchExpressions", Seq),
+                        (".template", Map),
+                        (".strategy", Map),
+                        (".strategy.type", Str),
+                        (".strategy.rollingUpdate", Map),
+                        (".strategy.rollingUpdate.maxSurge", IntOrStr),
+                        (".strategy.rollingUpdate.maxUnavailable", IntOrStr),
+                        (".minReadySeconds", Int),
+                        (".progressDeadlineSeconds", Int),
+                        (".revisionHistoryLimit", Int),
+                        (".paused", Bool),
+                    ],
+                );
+            s.metadata("spec.template.metadata")
+                .pod_spec("spec.template.spec");
         }
         "Service" => {
-            s.all("spec", &[
-                ("", Map), (".ports", Seq), (".ports[].port", Int), (".ports[].targetPort", IntOrStr),
-                (".ports[].name", Str), (".ports[].protocol", Str), (".ports[].nodePort", Int),
-                (".selector", StrMap), (".type", Str), (".clusterIP", Str),
-            ]).req("spec.ports[]", &["port"]);
+            s.all(
+                "spec",
+                &[
+                    ("", Map),
+                    (".ports", Seq),
+                    (".ports[].port", Int),
+                    (".ports[].targetPort", IntOrStr),
+                    (".ports[].name", Str),
+                    (".ports[].protocol", Str),
+                    (".ports[].nodePort", Int),
+                    (".selector", StrMap),
+                    (".type", Str),
+                    (".clusterIP", Str),
+                ],
+            )
+            .req("spec.ports[]", &["port"]);
         }
         "ConfigMap" => {
-            s.all("", &[("data", StrMap), ("binaryData", StrMap), ("immutable", Bool)]);
+            s.all(
+                "",
+                &[
+                    ("data", StrMap),
+                    ("binaryData", StrMap),
+                    ("immutable", Bool),
+                ],
+            );
         }
         "Secret" => {
-            s.all("", &[("data", StrMap), ("stringData", StrMap), ("type", Str), ("immutable", Bool)]);
+            s.all(
+                "",
+                &[
+                    ("data", StrMap),
+                    ("stringData", StrMap),
+                    ("type", Str),
+                    ("immutable", Bool),
+                ],
+            );
         }
         "Namespace" => {
             s.all("spec", &[("", Map), (".finalizers", Seq)]);
         }
         "HorizontalPodAutoscaler" => {
-            s.ty("spec", Map).req("spec", &["scaleTargetRef", "maxReplicas"]).req("spec.scaleTargetRef", &["kind", "name"]);
-            s.all("spec", &[
-                (".scaleTargetRef", Map), (".scaleTargetRef.apiVersion", Str), (".scaleTargetRef.kind", Str),
-                (".scaleTargetRef.name", Str), (".minReplicas", Int), (".maxReplicas", Int), (".metrics", Seq),
-                (".targetCPUUtilizationPercentage", Int), (".behavior", Map),
-            ]);
+            s.ty("spec", Map)
+                .req("spec", &["scaleTargetRef", "maxReplicas"])
+                .req("spec.scaleTargetRef", &["kind", "name"]);
+            s.all(
+                "spec",
+                &[
+                    (".scaleTargetRef", Map),
+                    (".scaleTargetRef.apiVersion", Str),
+                    (".scaleTargetRef.kind", Str),
+                    (".scaleTargetRef.name", Str),
+                    (".minReplicas", Int),
+                    (".maxReplicas", Int),
+                    (".metrics", Seq),
+                    (".targetCPUUtilizationPercentage", Int),
+                    (".behavior", Map),
+                ],
+            );
         }
         "Canary" => {
-            s.ty("spec", Map).req("spec", &["targetRef", "service"]).req("spec.targetRef", &["name"]);
-            s.req("spec.service", &["port"]).all("spec", &[
-                (".targetRef", Map), (".targetRef.apiVersion", Str), (".targetRef.kind", Str), (".targetRef.name", Str),
-                (".autoscalerRef", Map), (".autoscalerRef.name", Str), (".service", Map), (".service.name", Str),
-                (".service.port", Int), (".service.targetPort", IntOrStr), (".service.portName", Str),
-                (".service.portDiscovery", Bool), (".service.gateways", Seq), (".service.hosts", Seq),
-                (".progressDeadlineSeconds", Int), (".skipAnalysis", Bool), (".suspend", Bool), (".provider", Str),
-            ]);
+            s.ty("spec", Map)
+                .req("spec", &["targetRef", "service"])
+                .req("spec.targetRef", &["name"]);
+            s.req("spec.service", &["port"]).all(
+                "spec",
+                &[
+                    (".targetRef", Map),
+                    (".targetRef.apiVersion", Str),
+                    (".targetRef.kind", Str),
+                    (".targetRef.name", Str),
+                    (".autoscalerRef", Map),
+                    (".autoscalerRef.name", Str),
+                    (".service", Map),
+                    (".service.name", Str),
+                    (".service.port", Int),
+                    (".service.targetPort", IntOrStr),
+                    (".service.portName", Str),
+                    (".service.portDiscovery", Bool),
+                    (".service.gateways", Seq),
+                    (".service.hosts", Seq),
+                    (".progressDeadlineSeconds", Int),
+                    (".skipAnalysis", Bool),
+                    (".suspend", Bool),
+                    (".provider", Str),
+                ],
+            );
             for a in ["spec.analysis", "spec.canaryAnalysis"] {
-                s.req(&format!("{a}.metrics[]"), &["name"]).req(&format!("{a}.webhooks[]"), &["name", "url"]);
-                s.all(a, &[
-                    ("", Map), (".interval", Str), (".threshold", Int), (".maxWeight", Int), (".stepWeight", Int),
-                    (".stepWeights", Seq), (".stepWeights[]", Int), (".stepWeightPromotion", Int), (".iterations", Int),
-                    (".mirror", Bool), (".mirrorWeight", Int), (".match", Seq), (".metrics", Seq),
-                    (".metrics[].name", Str), (".metrics[].interval", Str), (".metrics[].threshold", Num),
-                    (".metrics[].thresholdRange", Map), (".metrics[].thresholdRange.min", Num),
-                    (".metrics[].thresholdRange.max", Num), (".metrics[].templateRef", Map),
-                    (".metrics[].templateVariables", StrMap), (".webhooks", Seq), (".webhooks[].name", Str),
-                    (".webhooks[].url", Str), (".webhooks[].type", Str), (".webhooks[].timeout", Str),
-                    (".webhooks[].metadata", StrMap), (".webhooks[].retries", Int), (".alerts", Seq),
-                    (".primaryReadyThreshold", Int), (".canaryReadyThreshold", Int),
-                ]);
+                s.req(&format!("{a}.metrics[]"), &["name"])
+                    .req(&format!("{a}.webhooks[]"), &["name", "url"]);
+                s.all(
+                    a,
+                    &[
+                        ("", Map),
+                        (".interval", Str),
+                        (".threshold", Int),
+                        (".maxWeight", Int),
+                        (".stepWeight", Int),
+                        (".stepWeights", Seq),
+                        (".stepWeights[]", Int),
+                        (".stepWeightPromotion", Int),
+                        (".iterations", Int),
+                        (".mirror", Bool),
+                        (".mirrorWeight", Int),
+                        (".match", Seq),
+                        (".metrics", Seq),
+                        (".metrics[].name", Str),
+                        (".metrics[].interval", Str),
+                        (".metrics[].threshold", Num),
+                        (".metrics[].thresholdRange", Map),
+                        (".metrics[].thresholdRange.min", Num),
+                        (".metrics[].thresholdRange.max", Num),
+                        (".metrics[].templateRef", Map),
+                        (".metrics[].templateVariables", StrMap),
+                        (".webhooks", Seq),
+                        (".webhooks[].name", Str),
+                        (".webhooks[].url", Str),
+                        (".webhooks[].type", Str),
+                        (".webhooks[].timeout", Str),
+                        (".webhooks[].metadata", StrMap),
+                        (".webhooks[].retries", Int),
+                        (".alerts", Seq),
+                        (".primaryReadyThreshold", Int),
+                        (".canaryReadyThreshold", Int),
+                    ],
+                );
             }
         }
         "HelmRelease" => {
-            s.ty("spec", Map).req("spec.valuesFrom[]", &["kind", "name"]).all("spec", &[
-                (".releaseName", Str), (".targetNamespace", Str), (".interval", Str), (".timeout", Str),
-                (".suspend", Bool), (".chart", Map), (".chart.repository", Str), (".chart.name", Str),
-                (".chart.version", Str), (".chart.git", Str), (".chart.ref", Str), (".chart.path", Str),
-                (".chart.spec", Map), (".chart.spec.chart", Str), (".chart.spec.version", Str),
-                (".chart.spec.sourceRef", Map), (".chart.spec.sourceRef.kind", Str),
-                (".chart.spec.sourceRef.name", Str), (".values", Map), (".valuesFrom", Seq),
-                (".valuesFrom[].kind", Str), (".valuesFrom[].name", Str), (".valuesFrom[].valuesKey", Str),
-                (".valuesFrom[].targetPath", Str), (".valuesFrom[].optional", Bool), (".rollback", Map),
-            ]);
+            s.ty("spec", Map)
+                .req("spec.valuesFrom[]", &["kind", "name"])
+                .all(
+                    "spec",
+                    &[
+                        (".releaseName", Str),
+                        (".targetNamespace", Str),
+                        (".interval", Str),
+                        (".timeout", Str),
+                        (".suspend", Bool),
+                        (".chart", Map),
+                        (".chart.repository", Str),
+                        (".chart.name", Str),
+                        (".chart.version", Str),
+                        (".chart.git", Str),
+                        (".chart.ref", Str),
+                        (".chart.path", Str),
+                        (".chart.spec", Map),
+                        (".chart.spec.chart", Str),
+                        (".chart.spec.version", Str),
+                        (".chart.spec.sourceRef", Map),
+                        (".chart.spec.sourceRef.kind", Str),
+                        (".chart.spec.sourceRef.name", Str),
+                        (".values", Map),
+                        (".valuesFrom", Seq),
+                        (".valuesFrom[].kind", Str),
+                        (".valuesFrom[].name", Str),
+                        (".valuesFrom[].valuesKey", Str),
+                        (".valuesFrom[].targetPath", Str),
+                        (".valuesFrom[].optional", Bool),
+                        (".rollback", Map),
+                    ],
+                );
         }
         _ => return None,
     }
     Some(s)
 }
 
-const KNOWN: [&str; 8] =
-    ["Deployment", "Service", "ConfigMap", "Secret", "Namespace", "HorizontalPodAutoscaler", "Canary", "HelmRelease"];
+const KNOWN: [&str; 8] = [
+    "Deployment",
+    "Service",
+    "ConfigMap",
+    "Secret",
+    "Namespace",
+    "HorizontalPodAutoscaler",
+    "Canary",
+    "HelmRelease",
+];
 
 fn schema(kind: &str) -> Option<&'static Schema> {
     static ALL: OnceLock<HashMap<&'static str, Schema>> = OnceLock::new();
-    ALL.get_or_init(|| KNOWN.iter().filter_map(|k| Some((*k, build(k)?))).collect()).get(kind)
+    ALL.get_or_init(|| KNOWN.iter().filter_map(|k| Some((*k, build(k)?))).collect())
+        .get(kind)
 }
 
 /// Checks the field types of a known kind; returns every mismatch found.
@@ -217,7 +408,14 @@ pub fn check(kind: &str, root: &Node, file: &str) -> Vec<ManifestError> {
 }
 
 /// `norm` is the path with list indexes replaced by `[]`, `shown` the real one.
-fn walk(s: &Schema, node: &Node, norm: &str, shown: &mut String, file: &str, errors: &mut Vec<ManifestError>) {
+fn walk(
+    s: &Schema,
+    node: &Node,
+    norm: &str,
+    shown: &mut String,
+    file: &str,
+    errors: &mut Vec<ManifestError>,
+) {
     let ty = s.types.get(norm).copied();
     if let Some(ty) = ty {
         if !ty.accepts(node) {
@@ -225,7 +423,12 @@ fn walk(s: &Schema, node: &Node, norm: &str, shown: &mut String, file: &str, err
                 Value::Str(v) => format!("string {v:?}"),
                 _ => node.type_name().to_string(),
             };
-            errors.push(ManifestError::at(file, node.pos, Some(shown.clone()), format!("expected {}, found {found}", ty.describe())));
+            errors.push(ManifestError::at(
+                file,
+                node.pos,
+                Some(shown.clone()),
+                format!("expected {}, found {found}", ty.describe()),
+            ));
             return;
         }
     }
@@ -234,14 +437,27 @@ fn walk(s: &Schema, node: &Node, norm: &str, shown: &mut String, file: &str, err
             if let Some(req) = s.required.get(norm) {
                 for field in req {
                     if node.get(field).is_none() {
-                        let path = if shown.is_empty() { field.to_string() } else { format!("{shown}.{field}") };
-                        errors.push(ManifestError::at(file, node.pos, Some(path), "missing required field"));
+                        let path = if shown.is_empty() {
+                            field.to_string()
+                        } else {
+                            format!("{shown}.{field}")
+                        };
+                        errors.push(ManifestError::at(
+                            file,
+                            node.pos,
+                            Some(path),
+                            "missing required field",
+                        ));
                     }
                 }
             }
             for (k, v) in entries {
                 let Some(key) = k.scalar_text() else { continue };
-                let child_norm = if norm.is_empty() { key.clone() } else { format!("{norm}.{key}") };
+                let child_norm = if norm.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{norm}.{key}")
+                };
                 let len = shown.len();
                 if !shown.is_empty() {
                     shown.push('.');
@@ -249,9 +465,19 @@ fn walk(s: &Schema, node: &Node, norm: &str, shown: &mut String, file: &str, err
                 shown.push_str(&key);
                 if ty == Some(Ty::StrMap) {
                     if !matches!(v.value, Value::Str(_)) {
-                        errors.push(ManifestError::at(file, v.pos, Some(shown.clone()), format!("expected a string, found {} (quote the value)", v.type_name())));
+                        errors.push(ManifestError::at(
+                            file,
+                            v.pos,
+                            Some(shown.clone()),
+                            format!(
+                                "expected a string, found {} (quote the value)",
+                                v.type_name()
+                            ),
+                        ));
                     }
-                } else if s.types.contains_key(&child_norm) || !s.types.contains_key(&format!("{norm}.*")) {
+                } else if s.types.contains_key(&child_norm)
+                    || !s.types.contains_key(&format!("{norm}.*"))
+                {
                     walk(s, v, &child_norm, shown, file, errors);
                 } else {
                     walk(s, v, &format!("{norm}.*"), shown, file, errors);
@@ -279,7 +505,10 @@ mod tests {
 
     fn errs(kind: &str, text: &str) -> Vec<String> {
         let doc = parse_documents(text).unwrap().remove(0);
-        check(kind, &doc.root, "f.yaml").iter().map(|e| e.to_string()).collect()
+        check(kind, &doc.root, "f.yaml")
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
     }
 
     #[test]
@@ -310,10 +539,22 @@ spec:
 
     #[test]
     fn string_maps_and_required_fields() {
-        let e = errs("ConfigMap", "kind: ConfigMap\nmetadata: {name: c}\ndata:\n  a: 1\n");
-        assert_eq!(e, vec!["f.yaml:4:6: data.a: expected a string, found integer (quote the value)"]);
-        let e = errs("Service", "kind: Service\nmetadata: {name: s}\nspec:\n  ports:\n    - name: http\n");
-        assert_eq!(e, vec!["f.yaml:5:7: spec.ports[0].port: missing required field"]);
+        let e = errs(
+            "ConfigMap",
+            "kind: ConfigMap\nmetadata: {name: c}\ndata:\n  a: 1\n",
+        );
+        assert_eq!(
+            e,
+            vec!["f.yaml:4:6: data.a: expected a string, found integer (quote the value)"]
+        );
+        let e = errs(
+            "Service",
+            "kind: Service\nmetadata: {name: s}\nspec:\n  ports:\n    - name: http\n",
+        );
+        assert_eq!(
+            e,
+            vec!["f.yaml:5:7: spec.ports[0].port: missing required field"]
+        );
         assert!(errs("Deployment", "spec:\n  selector: {}\n  template:\n    spec:\n      containers: []\n      nodeSelector: {a: b}\n").is_empty());
         assert!(errs("Widget", "spec: 5\n").is_empty());
     }

@@ -36,7 +36,10 @@ pub fn join(base: &str, rel: &str) -> Option<String> {
     if rel.starts_with('/') {
         return None;
     }
-    let mut parts: Vec<&str> = base.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let mut parts: Vec<&str> = base
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     for part in rel.split('/') {
         match part {
             "" | "." => {}
@@ -56,21 +59,34 @@ pub fn parent(path: &str) -> &str {
 
 /// Resolves every symlink along `path`. Errors when a link points outside the repo.
 pub fn resolve(snap: &dyn Snapshot, path: &str) -> Result<String, String> {
-    let mut todo: Vec<String> = path.split('/').filter(|p| !p.is_empty()).map(str::to_string).collect();
+    let mut todo: Vec<String> = path
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
     todo.reverse();
     let mut done = String::new();
     let mut hops = 0;
     while let Some(part) = todo.pop() {
-        let candidate = if done.is_empty() { part.clone() } else { format!("{done}/{part}") };
+        let candidate = if done.is_empty() {
+            part.clone()
+        } else {
+            format!("{done}/{part}")
+        };
         match snap.entry(&candidate) {
             Some(Entry::Symlink(target)) => {
                 hops += 1;
                 if hops > 40 {
                     return Err(format!("{candidate}: too many levels of symbolic links"));
                 }
-                let joined = join(&done, &target)
-                    .ok_or_else(|| format!("{candidate}: symlink to {target:?} escapes the repository"))?;
-                let mut rest: Vec<String> = joined.split('/').filter(|p| !p.is_empty()).map(str::to_string).collect();
+                let joined = join(&done, &target).ok_or_else(|| {
+                    format!("{candidate}: symlink to {target:?} escapes the repository")
+                })?;
+                let mut rest: Vec<String> = joined
+                    .split('/')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_string)
+                    .collect();
                 rest.reverse();
                 done.clear();
                 todo.extend(rest);
@@ -117,7 +133,11 @@ impl Snapshot for DirSnapshot {
 
     fn children(&self, dir: &str) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.abs(dir))
-            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         names
@@ -134,7 +154,10 @@ mod tests {
 
     #[test]
     fn join_normalizes_and_refuses_escape() {
-        assert_eq!(join("apps/podinfo", "../base/x.yaml").as_deref(), Some("apps/base/x.yaml"));
+        assert_eq!(
+            join("apps/podinfo", "../base/x.yaml").as_deref(),
+            Some("apps/base/x.yaml")
+        );
         assert_eq!(join("", "./a//b").as_deref(), Some("a/b"));
         assert_eq!(join("apps", "../../etc/passwd"), None);
         assert_eq!(join("apps", "/etc/passwd"), None);

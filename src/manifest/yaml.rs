@@ -100,13 +100,21 @@ impl fmt::Display for SyntaxError {
 impl Node {
     /// A node made by code rather than read from a file.
     pub fn synthetic(value: Value) -> Node {
-        Node { value, pos: Pos::default(), end: 0, style: Style::None }
+        Node {
+            value,
+            pos: Pos::default(),
+            end: 0,
+            style: Style::None,
+        }
     }
 
     /// The value under `key` when this is a mapping.
     pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {
-            Value::Map(entries) => entries.iter().find(|(k, _)| k.as_str() == Some(key)).map(|(_, v)| v),
+            Value::Map(entries) => entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(key))
+                .map(|(_, v)| v),
             _ => None,
         }
     }
@@ -177,11 +185,16 @@ impl Node {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(J::Number)
+                .unwrap_or(J::Null),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
             Value::Map(entries) => J::Object(
-                entries.iter().map(|(k, v)| (k.scalar_text().unwrap_or_default(), v.to_json())).collect(),
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.scalar_text().unwrap_or_default(), v.to_json()))
+                    .collect(),
             ),
         }
     }
@@ -196,8 +209,15 @@ struct Offsets {
 
 impl Offsets {
     fn new(text: &str) -> Self {
-        let table = if text.is_ascii() { Vec::new() } else { text.char_indices().map(|(b, _)| b).collect() };
-        Offsets { table, len: text.len() }
+        let table = if text.is_ascii() {
+            Vec::new()
+        } else {
+            text.char_indices().map(|(b, _)| b).collect()
+        };
+        Offsets {
+            table,
+            len: text.len(),
+        }
     }
 
     fn byte(&self, char_index: usize) -> usize {
@@ -209,13 +229,26 @@ impl Offsets {
     }
 
     fn pos(&self, m: &Marker) -> Pos {
-        Pos { line: m.line() as u32, col: m.col() as u32 + 1, offset: self.byte(m.index()) }
+        Pos {
+            line: m.line() as u32,
+            col: m.col() as u32 + 1,
+            offset: self.byte(m.index()),
+        }
     }
 }
 
 enum Frame {
-    Seq { start: Pos, items: Vec<Node>, anchor: usize },
-    Map { start: Pos, entries: Vec<(Node, Node)>, key: Option<Node>, anchor: usize },
+    Seq {
+        start: Pos,
+        items: Vec<Node>,
+        anchor: usize,
+    },
+    Map {
+        start: Pos,
+        entries: Vec<(Node, Node)>,
+        key: Option<Node>,
+        anchor: usize,
+    },
 }
 
 /// Parses every document of a (multi-document) YAML text.
@@ -239,7 +272,12 @@ pub fn parse_documents(source: &str) -> Result<Vec<Document>, SyntaxError> {
                 None
             }
             Event::DocumentEnd => {
-                let root = root.take().unwrap_or_else(|| Node { value: Value::Null, pos: start, end, style: Style::None });
+                let root = root.take().unwrap_or_else(|| Node {
+                    value: Value::Null,
+                    pos: start,
+                    end,
+                    style: Style::None,
+                });
                 docs.push(Document { root });
                 None
             }
@@ -247,12 +285,21 @@ pub fn parse_documents(source: &str) -> Result<Vec<Document>, SyntaxError> {
                 let forced = tag.as_ref().map(|t| t.suffix.as_str());
                 let (value, style) = match style {
                     ScalarStyle::Plain => (resolve_plain(&text, forced), Style::Plain),
-                    ScalarStyle::SingleQuoted => (resolve_quoted(&text, forced), Style::SingleQuoted),
-                    ScalarStyle::DoubleQuoted => (resolve_quoted(&text, forced), Style::DoubleQuoted),
+                    ScalarStyle::SingleQuoted => {
+                        (resolve_quoted(&text, forced), Style::SingleQuoted)
+                    }
+                    ScalarStyle::DoubleQuoted => {
+                        (resolve_quoted(&text, forced), Style::DoubleQuoted)
+                    }
                     _ => (resolve_quoted(&text, forced), Style::Block),
                 };
                 let end = scalar_end(source, start.offset, end, style);
-                let node = Node { value, pos: start, end, style };
+                let node = Node {
+                    value,
+                    pos: start,
+                    end,
+                    style,
+                };
                 if anchor != 0 {
                     anchors.insert(anchor, node.clone());
                 }
@@ -266,34 +313,72 @@ pub fn parse_documents(source: &str) -> Result<Vec<Document>, SyntaxError> {
                 Some(node)
             }
             Event::SequenceStart(anchor, _) => {
-                stack.push(Frame::Seq { start, items: Vec::new(), anchor });
+                stack.push(Frame::Seq {
+                    start,
+                    items: Vec::new(),
+                    anchor,
+                });
                 None
             }
             Event::MappingStart(anchor, _) => {
-                stack.push(Frame::Map { start, entries: Vec::new(), key: None, anchor });
+                stack.push(Frame::Map {
+                    start,
+                    entries: Vec::new(),
+                    key: None,
+                    anchor,
+                });
                 None
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq { start, items, anchor }) => {
-                    let node = Node { value: Value::Seq(items), pos: start, end, style: Style::None };
+                Some(Frame::Seq {
+                    start,
+                    items,
+                    anchor,
+                }) => {
+                    let node = Node {
+                        value: Value::Seq(items),
+                        pos: start,
+                        end,
+                        style: Style::None,
+                    };
                     if anchor != 0 {
                         anchors.insert(anchor, node.clone());
                     }
                     Some(node)
                 }
-                _ => return Err(SyntaxError { pos: start, message: "unbalanced sequence end".into() }),
+                _ => {
+                    return Err(SyntaxError {
+                        pos: start,
+                        message: "unbalanced sequence end".into(),
+                    })
+                }
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map { start, entries, anchor, .. }) => {
+                Some(Frame::Map {
+                    start,
+                    entries,
+                    anchor,
+                    ..
+                }) => {
                     let entries = merge_keys(entries)?;
                     check_duplicate_keys(&entries)?;
-                    let node = Node { value: Value::Map(entries), pos: start, end, style: Style::None };
+                    let node = Node {
+                        value: Value::Map(entries),
+                        pos: start,
+                        end,
+                        style: Style::None,
+                    };
                     if anchor != 0 {
                         anchors.insert(anchor, node.clone());
                     }
                     Some(node)
                 }
-                _ => return Err(SyntaxError { pos: start, message: "unbalanced mapping end".into() }),
+                _ => {
+                    return Err(SyntaxError {
+                        pos: start,
+                        message: "unbalanced mapping end".into(),
+                    })
+                }
             },
             Event::StreamStart | Event::StreamEnd | Event::Nothing => None,
         };
@@ -365,7 +450,10 @@ fn scalar_end(text: &str, start: usize, end: usize, style: Style) -> usize {
 
 /// Applies YAML merge keys (`<<: *base`): explicit keys win over merged ones.
 fn merge_keys(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, SyntaxError> {
-    if !entries.iter().any(|(k, _)| k.style == Style::Plain && k.as_str() == Some("<<")) {
+    if !entries
+        .iter()
+        .any(|(k, _)| k.style == Style::Plain && k.as_str() == Some("<<"))
+    {
         return Ok(entries);
     }
     let mut own = Vec::new();
@@ -375,11 +463,19 @@ fn merge_keys(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, SyntaxErr
             let sources: Vec<&Node> = match &v.value {
                 Value::Map(_) => vec![&v],
                 Value::Seq(items) => items.iter().collect(),
-                _ => return Err(SyntaxError { pos: v.pos, message: "merge key `<<` needs a mapping or a list of mappings".into() }),
+                _ => {
+                    return Err(SyntaxError {
+                        pos: v.pos,
+                        message: "merge key `<<` needs a mapping or a list of mappings".into(),
+                    })
+                }
             };
             for src in sources {
                 let Some(map) = src.as_map() else {
-                    return Err(SyntaxError { pos: src.pos, message: "merge key `<<` needs a mapping".into() });
+                    return Err(SyntaxError {
+                        pos: src.pos,
+                        message: "merge key `<<` needs a mapping".into(),
+                    });
                 };
                 for (mk, mv) in map {
                     if !merged.iter().any(|(e, _)| e.value == mk.value) {
@@ -406,7 +502,10 @@ fn check_duplicate_keys(entries: &[(Node, Node)]) -> Result<(), SyntaxError> {
             if let Some(first) = seen.insert(text.clone(), k.pos) {
                 return Err(SyntaxError {
                     pos: k.pos,
-                    message: format!("duplicate key {text:?} (first defined at line {})", first.line),
+                    message: format!(
+                        "duplicate key {text:?} (first defined at line {})",
+                        first.line
+                    ),
                 });
             }
         }
@@ -430,7 +529,9 @@ fn resolve_plain(text: &str, tag: Option<&str>) -> Value {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
         "true" | "True" | "TRUE" => return Value::Bool(true),
         "false" | "False" | "FALSE" => return Value::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Value::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY)
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
         _ => {}
@@ -454,7 +555,10 @@ fn resolve_plain(text: &str, tag: Option<&str>) -> Value {
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
         return match text.parse::<i64>() {
             Ok(i) => Value::Int(i),
-            Err(_) => text.parse::<f64>().map(Value::Float).unwrap_or_else(|_| Value::Str(text.to_string())),
+            Err(_) => text
+                .parse::<f64>()
+                .map(Value::Float)
+                .unwrap_or_else(|_| Value::Str(text.to_string())),
         };
     }
     if is_core_float(digits) {
@@ -500,7 +604,9 @@ mod tests {
 
     #[test]
     fn resolves_core_schema_scalars() {
-        let n = one("a: 1\nb: '1'\nc: yes\nd: true\ne: 1.5\nf: ~\ng: 0x1f\nh: 1e3\ni: v1.2\nj: !!str 3\n");
+        let n = one(
+            "a: 1\nb: '1'\nc: yes\nd: true\ne: 1.5\nf: ~\ng: 0x1f\nh: 1e3\ni: v1.2\nj: !!str 3\n",
+        );
         let j = n.to_json();
         assert_eq!(j["a"], 1);
         assert_eq!(j["b"], "1");

@@ -5,7 +5,10 @@
 use super::known_hosts::KnownHosts;
 use crate::config::{Auth, SourceConfig};
 use crate::manifest::snapshot::{Entry, Snapshot};
-use git2::{AutotagOption, CertificateCheckStatus, Cred, CredentialType, FetchOptions, Oid, RemoteCallbacks, Repository};
+use git2::{
+    AutotagOption, CertificateCheckStatus, Cred, CredentialType, FetchOptions, Oid,
+    RemoteCallbacks, Repository,
+};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -50,9 +53,14 @@ fn git_err(e: git2::Error) -> Error {
 pub fn redact_url(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
-            let (authority, path) = rest.split_once('/').map(|(a, p)| (a, format!("/{p}"))).unwrap_or((rest, String::new()));
+            let (authority, path) = rest
+                .split_once('/')
+                .map(|(a, p)| (a, format!("/{p}")))
+                .unwrap_or((rest, String::new()));
             match authority.rsplit_once('@') {
-                Some((user, host)) if scheme.starts_with("http") || user.contains(':') => format!("{scheme}://***@{host}{path}"),
+                Some((user, host)) if scheme.starts_with("http") || user.contains(':') => {
+                    format!("{scheme}://***@{host}{path}")
+                }
                 _ => url.to_string(),
             }
         }
@@ -62,12 +70,21 @@ pub fn redact_url(url: &str) -> String {
 
 /// Where an SSH URL points: host and port, for the known_hosts lookup.
 pub fn ssh_host_port(url: &str) -> Option<(String, u16)> {
-    if let Some(rest) = url.strip_prefix("ssh://").or_else(|| url.strip_prefix("git+ssh://")) {
+    if let Some(rest) = url
+        .strip_prefix("ssh://")
+        .or_else(|| url.strip_prefix("git+ssh://"))
+    {
         let authority = rest.split('/').next()?;
-        let host_port = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
+        let host_port = authority
+            .rsplit_once('@')
+            .map(|(_, h)| h)
+            .unwrap_or(authority);
         if let Some(stripped) = host_port.strip_prefix('[') {
             let (h, after) = stripped.split_once(']')?;
-            let port = after.strip_prefix(':').and_then(|p| p.parse().ok()).unwrap_or(22);
+            let port = after
+                .strip_prefix(':')
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(22);
             return Some((h.to_string(), port));
         }
         return Some(match host_port.split_once(':') {
@@ -146,7 +163,8 @@ impl GitSource {
         match Repository::open_bare(&self.cache) {
             Ok(r) => Ok(r),
             Err(_) => {
-                std::fs::create_dir_all(&self.cache).map_err(|e| Error::Git(format!("{}: {e}", self.cache.display())))?;
+                std::fs::create_dir_all(&self.cache)
+                    .map_err(|e| Error::Git(format!("{}: {e}", self.cache.display())))?;
                 Repository::init_bare(&self.cache).map_err(git_err)
             }
         }
@@ -164,32 +182,60 @@ impl GitSource {
         let rejection: Rc<RefCell<Option<String>>> = Rc::default();
         let callbacks = self.callbacks(rejection.clone())?;
         let mut opts = FetchOptions::new();
-        opts.remote_callbacks(callbacks).download_tags(AutotagOption::None);
+        opts.remote_callbacks(callbacks)
+            .download_tags(AutotagOption::None);
         let refspec = format!("+refs/heads/{b}:refs/remotes/origin/{b}", b = self.branch);
         if let Err(e) = remote.fetch(&[&refspec], Some(&mut opts), None) {
-            let message = rejection.borrow().clone().unwrap_or_else(|| redact_message(e.message(), &self.url));
-            return Err(Error::Fetch { url: self.display_url(), message });
+            let message = rejection
+                .borrow()
+                .clone()
+                .unwrap_or_else(|| redact_message(e.message(), &self.url));
+            return Err(Error::Fetch {
+                url: self.display_url(),
+                message,
+            });
         }
         drop(remote);
         let oid = repo
             .refname_to_id(&self.tracking_ref())
-            .map_err(|_| Error::NoBranch { url: self.display_url(), branch: self.branch.clone() })?;
+            .map_err(|_| Error::NoBranch {
+                url: self.display_url(),
+                branch: self.branch.clone(),
+            })?;
         let commit = repo.find_commit(oid).map_err(git_err)?;
-        Ok(Fetched { commit: oid.to_string(), summary: String::from_utf8_lossy(commit.message_bytes()).lines().next().unwrap_or("").to_string() })
+        Ok(Fetched {
+            commit: oid.to_string(),
+            summary: String::from_utf8_lossy(commit.message_bytes())
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        })
     }
 
     /// The last fetched head, without contacting the remote.
     pub fn cached_head(&self) -> Option<String> {
         let repo = Repository::open_bare(&self.cache).ok()?;
-        repo.refname_to_id(&self.tracking_ref()).ok().map(|o| o.to_string())
+        repo.refname_to_id(&self.tracking_ref())
+            .ok()
+            .map(|o| o.to_string())
     }
 
-    fn callbacks(&self, rejection: Rc<RefCell<Option<String>>>) -> Result<RemoteCallbacks<'static>> {
+    fn callbacks(
+        &self,
+        rejection: Rc<RefCell<Option<String>>>,
+    ) -> Result<RemoteCallbacks<'static>> {
         let mut cb = RemoteCallbacks::new();
         let ssh = self.auth.as_ref().and_then(|a| a.ssh.clone());
         let https = self.auth.as_ref().and_then(|a| a.https.clone());
         let base = self.base_dir.clone();
-        let resolve = move |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let resolve = move |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
         let mut known_hosts = None;
         if let Some(s) = &ssh {
             let path = resolve(&s.known_hosts_file);
@@ -219,21 +265,45 @@ impl GitSource {
         cb.credentials(move |_url, user, allowed| {
             attempts += 1;
             if attempts > 1 {
-                return Err(git2::Error::from_str("authentication failed: the server refused the configured credentials"));
+                return Err(git2::Error::from_str(
+                    "authentication failed: the server refused the configured credentials",
+                ));
             }
             if allowed.contains(CredentialType::SSH_KEY) {
                 let Some(s) = &ssh else {
-                    return Err(git2::Error::from_str("the server asks for an SSH key: set source.auth.ssh"));
+                    return Err(git2::Error::from_str(
+                        "the server asks for an SSH key: set source.auth.ssh",
+                    ));
                 };
-                let passphrase = s.passphrase_env.as_ref().and_then(|v| std::env::var(v).ok());
-                return Cred::ssh_key(user.unwrap_or("git"), None, &resolve(&s.private_key_file), passphrase.as_deref());
+                let passphrase = s
+                    .passphrase_env
+                    .as_ref()
+                    .and_then(|v| std::env::var(v).ok());
+                return Cred::ssh_key(
+                    user.unwrap_or("git"),
+                    None,
+                    &resolve(&s.private_key_file),
+                    passphrase.as_deref(),
+                );
             }
             if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
                 let Some(h) = &https else {
-                    return Err(git2::Error::from_str("the server asks for a username and password: set source.auth.https"));
+                    return Err(git2::Error::from_str(
+                        "the server asks for a username and password: set source.auth.https",
+                    ));
                 };
-                let env = |name: &Option<String>| name.as_ref().map(|n| std::env::var(n).map_err(|_| git2::Error::from_str(&format!("environment variable {n} is not set"))));
-                return match (env(&h.token_env), env(&h.username_env), env(&h.password_env)) {
+                let env = |name: &Option<String>| {
+                    name.as_ref().map(|n| {
+                        std::env::var(n).map_err(|_| {
+                            git2::Error::from_str(&format!("environment variable {n} is not set"))
+                        })
+                    })
+                };
+                return match (
+                    env(&h.token_env),
+                    env(&h.username_env),
+                    env(&h.password_env),
+                ) {
                     (Some(token), _, _) => Cred::userpass_plaintext(user.unwrap_or("git"), &token?),
                     (None, Some(u), Some(p)) => Cred::userpass_plaintext(&u?, &p?),
                     _ => Err(git2::Error::from_str("source.auth.https is incomplete")),
@@ -260,8 +330,15 @@ fn normalize_url(url: &str, base: &Path) -> String {
         return url.to_string();
     }
     let p = Path::new(url);
-    let abs = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
-    std::fs::canonicalize(&abs).unwrap_or(abs).to_string_lossy().into_owned()
+    let abs = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
+    std::fs::canonicalize(&abs)
+        .unwrap_or(abs)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Strips anything that looks like the URL's user-info from a libgit2 message.
@@ -284,15 +361,27 @@ pub struct GitSnapshot {
 impl GitSnapshot {
     fn new(repo: Repository, commit: &str) -> Result<Self> {
         let oid = Oid::from_str(commit).map_err(git_err)?;
-        let tree = repo.find_commit(oid).and_then(|c| c.tree()).map_err(git_err)?;
+        let tree = repo
+            .find_commit(oid)
+            .and_then(|c| c.tree())
+            .map_err(git_err)?;
         let mut entries = HashMap::new();
         let mut children: BTreeMap<String, Vec<String>> = BTreeMap::new();
         children.insert(String::new(), Vec::new());
         tree.walk(git2::TreeWalkMode::PreOrder, |root, e| {
-            let Ok(name) = e.name() else { return git2::TreeWalkResult::Skip };
+            let Ok(name) = e.name() else {
+                return git2::TreeWalkResult::Skip;
+            };
             let dir = root.trim_end_matches('/');
-            let path = if dir.is_empty() { name.to_string() } else { format!("{dir}/{name}") };
-            children.entry(dir.to_string()).or_default().push(name.to_string());
+            let path = if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            };
+            children
+                .entry(dir.to_string())
+                .or_default()
+                .push(name.to_string());
             if e.filemode() == 0o040000 {
                 children.entry(path.clone()).or_default();
             }
@@ -304,7 +393,11 @@ impl GitSnapshot {
             names.sort();
         }
         drop(tree);
-        Ok(GitSnapshot { repo, entries, children })
+        Ok(GitSnapshot {
+            repo,
+            entries,
+            children,
+        })
     }
 }
 
@@ -318,7 +411,9 @@ impl Snapshot for GitSnapshot {
             0o040000 => Some(Entry::Dir),
             0o120000 => {
                 let blob = self.repo.find_blob(*oid).ok()?;
-                Some(Entry::Symlink(String::from_utf8_lossy(blob.content()).into_owned()))
+                Some(Entry::Symlink(
+                    String::from_utf8_lossy(blob.content()).into_owned(),
+                ))
             }
             0o160000 => None,
             _ => Some(Entry::File),
@@ -330,9 +425,17 @@ impl Snapshot for GitSnapshot {
     }
 
     fn read(&self, path: &str) -> std::io::Result<Vec<u8>> {
-        let not_found = || std::io::Error::new(std::io::ErrorKind::NotFound, format!("{path}: not in revision"));
+        let not_found = || {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{path}: not in revision"),
+            )
+        };
         let (oid, _) = self.entries.get(path).ok_or_else(not_found)?;
-        let blob = self.repo.find_blob(*oid).map_err(|e| std::io::Error::other(e.message().to_string()))?;
+        let blob = self
+            .repo
+            .find_blob(*oid)
+            .map_err(|e| std::io::Error::other(e.message().to_string()))?;
         Ok(blob.content().to_vec())
     }
 
@@ -347,16 +450,34 @@ mod tests {
 
     #[test]
     fn redacts_credentials() {
-        assert_eq!(redact_url("https://user:tok@github.com/o/r.git"), "https://***@github.com/o/r.git");
-        assert_eq!(redact_url("https://tok@github.com/o/r"), "https://***@github.com/o/r");
-        assert_eq!(redact_url("ssh://git@host:2222/r.git"), "ssh://git@host:2222/r.git");
+        assert_eq!(
+            redact_url("https://user:tok@github.com/o/r.git"),
+            "https://***@github.com/o/r.git"
+        );
+        assert_eq!(
+            redact_url("https://tok@github.com/o/r"),
+            "https://***@github.com/o/r"
+        );
+        assert_eq!(
+            redact_url("ssh://git@host:2222/r.git"),
+            "ssh://git@host:2222/r.git"
+        );
     }
 
     #[test]
     fn ssh_hosts_and_ports() {
-        assert_eq!(ssh_host_port("ssh://git@127.0.0.1:2222/srv/r.git"), Some(("127.0.0.1".into(), 2222)));
-        assert_eq!(ssh_host_port("git@github.com:org/repo.git"), Some(("github.com".into(), 22)));
-        assert_eq!(ssh_host_port("ssh://[::1]:2200/r"), Some(("::1".into(), 2200)));
+        assert_eq!(
+            ssh_host_port("ssh://git@127.0.0.1:2222/srv/r.git"),
+            Some(("127.0.0.1".into(), 2222))
+        );
+        assert_eq!(
+            ssh_host_port("git@github.com:org/repo.git"),
+            Some(("github.com".into(), 22))
+        );
+        assert_eq!(
+            ssh_host_port("ssh://[::1]:2200/r"),
+            Some(("::1".into(), 2200))
+        );
         assert_eq!(ssh_host_port("/srv/repo.git"), None);
         assert_eq!(ssh_host_port("https://h/r"), None);
     }

@@ -68,8 +68,13 @@ pub fn fingerprint(key: &[u8]) -> String {
 
 /// The key type named inside an SSH wire-format key blob.
 pub fn key_type(key: &[u8]) -> String {
-    let len = key.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize).unwrap_or(0);
-    key.get(4..4 + len).map(|t| String::from_utf8_lossy(t).into_owned()).unwrap_or_else(|| "unknown".into())
+    let len = key
+        .get(..4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .unwrap_or(0);
+    key.get(4..4 + len)
+        .map(|t| String::from_utf8_lossy(t).into_owned())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn glob_match(pattern: &str, text: &str) -> bool {
@@ -102,8 +107,13 @@ impl KnownHosts {
                 Some(&"@cert-authority") => continue,
                 _ => {}
             }
-            let (Some(hosts), Some(_ty), Some(key)) = (fields.next(), fields.next(), fields.next()) else { continue };
-            let Ok(key) = STANDARD.decode(key) else { continue };
+            let (Some(hosts), Some(_ty), Some(key)) = (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let Ok(key) = STANDARD.decode(key) else {
+                continue;
+            };
             let hosts = match hosts.strip_prefix("|1|").and_then(|h| h.split_once('|')) {
                 Some((salt, hash)) => match (STANDARD.decode(salt), STANDARD.decode(hash)) {
                     (Ok(salt), Ok(hash)) => Hosts::Hashed { salt, hash },
@@ -111,7 +121,11 @@ impl KnownHosts {
                 },
                 None => Hosts::Patterns(hosts.split(',').map(str::to_string).collect()),
             };
-            lines.push(Line { revoked, hosts, key });
+            lines.push(Line {
+                revoked,
+                hosts,
+                key,
+            });
         }
         KnownHosts { lines }
     }
@@ -119,7 +133,9 @@ impl KnownHosts {
     fn names(line: &Line, name: &str) -> bool {
         match &line.hosts {
             Hosts::Hashed { salt, hash } => {
-                let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(salt) else { return false };
+                let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(salt) else {
+                    return false;
+                };
                 mac.update(name.as_bytes());
                 mac.verify_slice(hash).is_ok()
             }
@@ -141,7 +157,11 @@ impl KnownHosts {
 
     /// Accepts `key` for `host:port` only if known_hosts lists exactly that key for it.
     pub fn check(&self, host: &str, port: u16, key: &[u8]) -> Result<(), HostKeyError> {
-        let name = if port == 22 { host.to_string() } else { format!("[{host}]:{port}") };
+        let name = if port == 22 {
+            host.to_string()
+        } else {
+            format!("[{host}]:{port}")
+        };
         let mut known = false;
         let mut matched = false;
         for line in self.lines.iter().filter(|l| Self::names(l, &name)) {
@@ -157,8 +177,16 @@ impl KnownHosts {
         let (key_type, fingerprint) = (key_type(key), fingerprint(key));
         match (matched, known) {
             (true, _) => Ok(()),
-            (false, true) => Err(HostKeyError::Mismatch { host: name, key_type, fingerprint }),
-            (false, false) => Err(HostKeyError::Unknown { host: name, key_type, fingerprint }),
+            (false, true) => Err(HostKeyError::Mismatch {
+                host: name,
+                key_type,
+                fingerprint,
+            }),
+            (false, false) => Err(HostKeyError::Unknown {
+                host: name,
+                key_type,
+                fingerprint,
+            }),
         }
     }
 }
@@ -181,7 +209,11 @@ mod tests {
         let salt = b"0123456789abcdefghij";
         let mut mac = Hmac::<sha1::Sha1>::new_from_slice(salt).unwrap();
         mac.update(b"[127.0.0.1]:2222");
-        let hashed = format!("|1|{}|{}", STANDARD.encode(salt), STANDARD.encode(mac.finalize().into_bytes()));
+        let hashed = format!(
+            "|1|{}|{}",
+            STANDARD.encode(salt),
+            STANDARD.encode(mac.finalize().into_bytes())
+        );
         let text = format!(
             "# comment\ngithub.com,*.example.org ssh-ed25519 {k1}\n{hashed} ssh-ed25519 {k1}\n@revoked bad.host ssh-ed25519 {k2}\n",
             k1 = STANDARD.encode(&k1),
@@ -191,10 +223,22 @@ mod tests {
         assert!(kh.check("github.com", 22, &k1).is_ok());
         assert!(kh.check("git.example.org", 22, &k1).is_ok());
         assert!(kh.check("127.0.0.1", 2222, &k1).is_ok());
-        assert!(matches!(kh.check("127.0.0.1", 2222, &k2), Err(HostKeyError::Mismatch { .. })));
-        assert!(matches!(kh.check("127.0.0.1", 22, &k1), Err(HostKeyError::Unknown { .. })));
-        assert!(matches!(kh.check("bad.host", 22, &k2), Err(HostKeyError::Revoked { .. })));
+        assert!(matches!(
+            kh.check("127.0.0.1", 2222, &k2),
+            Err(HostKeyError::Mismatch { .. })
+        ));
+        assert!(matches!(
+            kh.check("127.0.0.1", 22, &k1),
+            Err(HostKeyError::Unknown { .. })
+        ));
+        assert!(matches!(
+            kh.check("bad.host", 22, &k2),
+            Err(HostKeyError::Revoked { .. })
+        ));
         let msg = kh.check("github.com", 22, &k2).unwrap_err().to_string();
-        assert!(msg.contains("HOST KEY MISMATCH for github.com") && msg.contains("SHA256:"), "{msg}");
+        assert!(
+            msg.contains("HOST KEY MISMATCH for github.com") && msg.contains("SHA256:"),
+            "{msg}"
+        );
     }
 }

@@ -8,5 +8,5 @@ pub mod status;
 pub mod watch;
 pub mod webhook;
 
-pub use git::{GitSource, GitSnapshot};
+pub use git::{GitSnapshot, GitSource};
 pub use status::SourceStatus;

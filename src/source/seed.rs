@@ -18,9 +18,11 @@ fn tree_from_dir(repo: &Repository, dir: &Path) -> Result<Oid, git2::Error> {
             continue;
         }
         let path = entry.path();
-        let md = std::fs::symlink_metadata(&path).map_err(|e| git2::Error::from_str(&e.to_string()))?;
+        let md =
+            std::fs::symlink_metadata(&path).map_err(|e| git2::Error::from_str(&e.to_string()))?;
         if md.file_type().is_symlink() {
-            let target = std::fs::read_link(&path).map_err(|e| git2::Error::from_str(&e.to_string()))?;
+            let target =
+                std::fs::read_link(&path).map_err(|e| git2::Error::from_str(&e.to_string()))?;
             let oid = repo.blob(target.to_string_lossy().as_bytes())?;
             builder.insert(name, oid, 0o120000)?;
         } else if md.is_dir() {
@@ -38,7 +40,13 @@ fn tree_from_dir(repo: &Repository, dir: &Path) -> Result<Oid, git2::Error> {
 
 /// Commits `dir` as the whole tree of `branch` in the repository at `repo_path`
 /// (created bare if missing), on top of the branch's current head.
-pub fn commit_dir(repo_path: &Path, dir: &Path, branch: &str, message: &str, author: (&str, &str)) -> Result<Oid, git2::Error> {
+pub fn commit_dir(
+    repo_path: &Path,
+    dir: &Path,
+    branch: &str,
+    message: &str,
+    author: (&str, &str),
+) -> Result<Oid, git2::Error> {
     let repo = match Repository::open(repo_path) {
         Ok(r) => r,
         Err(_) => {
@@ -49,7 +57,10 @@ pub fn commit_dir(repo_path: &Path, dir: &Path, branch: &str, message: &str, aut
     };
     let tree = repo.find_tree(tree_from_dir(&repo, dir)?)?;
     let refname = format!("refs/heads/{branch}");
-    let parent = repo.refname_to_id(&refname).ok().and_then(|id| repo.find_commit(id).ok());
+    let parent = repo
+        .refname_to_id(&refname)
+        .ok()
+        .and_then(|id| repo.find_commit(id).ok());
     let sig = Signature::now(author.0, author.1)?;
     let parents: Vec<&git2::Commit> = parent.iter().collect();
     repo.commit(Some(&refname), &sig, &sig, message, &tree, &parents)

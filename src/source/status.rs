@@ -49,7 +49,9 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// Reads the status; a missing file is the default status.
 pub fn read(state_dir: &Path) -> std::io::Result<Option<SourceStatus>> {
     match std::fs::read(path(state_dir)) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(std::io::Error::other),
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(std::io::Error::other),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }

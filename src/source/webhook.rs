@@ -16,12 +16,19 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     if s.len() % 2 != 0 {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }
 
 fn hmac_ok<M: Mac + hmac::digest::KeyInit>(secret: &[u8], body: &[u8], hex_sig: &str) -> bool {
-    let Some(sig) = unhex(hex_sig.trim()) else { return false };
-    let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(secret) else { return false };
+    let Some(sig) = unhex(hex_sig.trim()) else {
+        return false;
+    };
+    let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(secret) else {
+        return false;
+    };
     mac.update(body);
     mac.verify_slice(&sig).is_ok()
 }
@@ -29,13 +36,17 @@ fn hmac_ok<M: Mac + hmac::digest::KeyInit>(secret: &[u8], body: &[u8], hex_sig: 
 /// Whether a request with these headers (`get` looks one up) and body carries the secret.
 pub fn verify<'a>(secret: &[u8], get: impl Fn(&str) -> Option<&'a str>, body: &[u8]) -> bool {
     if let Some(sig) = get("x-hub-signature-256") {
-        return sig.strip_prefix("sha256=").is_some_and(|h| hmac_ok::<Hmac<sha2::Sha256>>(secret, body, h));
+        return sig
+            .strip_prefix("sha256=")
+            .is_some_and(|h| hmac_ok::<Hmac<sha2::Sha256>>(secret, body, h));
     }
     if let Some(sig) = get("x-gitea-signature") {
         return hmac_ok::<Hmac<sha2::Sha256>>(secret, body, sig);
     }
     if let Some(sig) = get("x-hub-signature") {
-        return sig.strip_prefix("sha1=").is_some_and(|h| hmac_ok::<Hmac<sha1::Sha1>>(secret, body, h));
+        return sig
+            .strip_prefix("sha1=")
+            .is_some_and(|h| hmac_ok::<Hmac<sha1::Sha1>>(secret, body, h));
     }
     if let Some(token) = get("x-gitlab-token") {
         return ct_eq(token.as_bytes(), secret);
@@ -59,16 +70,40 @@ mod tests {
     #[test]
     fn github_signature() {
         let sig = format!("sha256={}", sign(b"s3cret", b"{}"));
-        assert!(verify(b"s3cret", |h| (h == "x-hub-signature-256").then_some(sig.as_str()), b"{}"));
-        assert!(!verify(b"other", |h| (h == "x-hub-signature-256").then_some(sig.as_str()), b"{}"));
-        assert!(!verify(b"s3cret", |h| (h == "x-hub-signature-256").then_some(sig.as_str()), b"{ }"));
+        assert!(verify(
+            b"s3cret",
+            |h| (h == "x-hub-signature-256").then_some(sig.as_str()),
+            b"{}"
+        ));
+        assert!(!verify(
+            b"other",
+            |h| (h == "x-hub-signature-256").then_some(sig.as_str()),
+            b"{}"
+        ));
+        assert!(!verify(
+            b"s3cret",
+            |h| (h == "x-hub-signature-256").then_some(sig.as_str()),
+            b"{ }"
+        ));
     }
 
     #[test]
     fn tokens_and_nothing() {
-        assert!(verify(b"tok", |h| (h == "x-gitlab-token").then_some("tok"), b""));
-        assert!(!verify(b"tok", |h| (h == "x-gitlab-token").then_some("tok2"), b""));
-        assert!(verify(b"tok", |h| (h == "authorization").then_some("Bearer tok"), b""));
+        assert!(verify(
+            b"tok",
+            |h| (h == "x-gitlab-token").then_some("tok"),
+            b""
+        ));
+        assert!(!verify(
+            b"tok",
+            |h| (h == "x-gitlab-token").then_some("tok2"),
+            b""
+        ));
+        assert!(verify(
+            b"tok",
+            |h| (h == "authorization").then_some("Bearer tok"),
+            b""
+        ));
         assert!(!verify(b"tok", |_| None, b""));
     }
 }

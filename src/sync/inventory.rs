@@ -35,7 +35,7 @@ pub struct Inventory {
     pub entries: BTreeMap<ObjectKey, Entry>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Record {
     #[serde(flatten)]
     key: ObjectKey,
@@ -43,21 +43,45 @@ struct Record {
     entry: Entry,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct File {
     objects: Vec<Record>,
 }
 
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    #[serde(flatten)]
+    key: &'a ObjectKey,
+    #[serde(flatten)]
+    entry: &'a Entry,
+}
+
+struct Records<'a>(&'a BTreeMap<ObjectKey, Entry>);
+
+impl Serialize for Records<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|(key, entry)| RecordRef { key, entry }))
+    }
+}
+
 impl Inventory {
-    /// Serializes for storage (a JSON list, keys sorted).
+    /// Serializes for storage (a JSON list, keys sorted), without copying entries.
     pub fn to_json(&self) -> Vec<u8> {
-        let objects = self.entries.iter().map(|(k, e)| Record { key: k.clone(), entry: e.clone() }).collect();
-        serde_json::to_vec_pretty(&File { objects }).expect("inventory serializes")
+        #[derive(Serialize)]
+        struct Out<'a> {
+            objects: Records<'a>,
+        }
+        serde_json::to_vec(&Out {
+            objects: Records(&self.entries),
+        })
+        .expect("inventory serializes")
     }
 
     /// Reads a stored inventory.
     pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         let f: File = serde_json::from_slice(bytes)?;
-        Ok(Inventory { entries: f.objects.into_iter().map(|r| (r.key, r.entry)).collect() })
+        Ok(Inventory {
+            entries: f.objects.into_iter().map(|r| (r.key, r.entry)).collect(),
+        })
     }
 }

@@ -76,14 +76,29 @@ pub fn plan(desired: &[Object], inventory: &Inventory) -> ApplyPlan {
         wanted.insert(&obj.key);
         let (op, reason) = match inventory.entries.get(&obj.key) {
             None => (Op::Create, "not in inventory".to_string()),
-            Some(e) if !e.live => (Op::Create, "in inventory but missing from target".to_string()),
-            Some(e) if e.hash.is_empty() => (Op::Update, "previous apply was interrupted".to_string()),
-            Some(e) if e.hash != obj.hash => {
-                (Op::Update, format!("content changed ({} -> {})", short(&e.hash), short(&obj.hash)))
+            Some(e) if !e.live => (
+                Op::Create,
+                "in inventory but missing from target".to_string(),
+            ),
+            Some(e) if e.hash.is_empty() => {
+                (Op::Update, "previous apply was interrupted".to_string())
             }
+            Some(e) if e.hash != obj.hash => (
+                Op::Update,
+                format!(
+                    "content changed ({} -> {})",
+                    short(&e.hash),
+                    short(&obj.hash)
+                ),
+            ),
             Some(_) => (Op::Unchanged, "hash matches last applied".to_string()),
         };
-        writes.push(Action { key: obj.key.clone(), op, reason, desired: Some(i) });
+        writes.push(Action {
+            key: obj.key.clone(),
+            op,
+            reason,
+            desired: Some(i),
+        });
     }
     // Stable sort: namespaces first, otherwise the order found in Git.
     writes.sort_by_key(|a| !a.key.is_namespace());
@@ -95,9 +110,17 @@ pub fn plan(desired: &[Object], inventory: &Inventory) -> ApplyPlan {
             let (op, reason) = if e.prune {
                 (Op::Prune, "removed from source".to_string())
             } else {
-                (Op::Orphan, "removed from source; pruning disabled by annotation".to_string())
+                (
+                    Op::Orphan,
+                    "removed from source; pruning disabled by annotation".to_string(),
+                )
             };
-            Action { key: k.clone(), op, reason, desired: None }
+            Action {
+                key: k.clone(),
+                op,
+                reason,
+                desired: None,
+            }
         })
         .collect();
     removals.sort_by_key(|a| a.key.is_namespace());
@@ -116,12 +139,31 @@ mod tests {
     use crate::sync::inventory::Entry;
 
     fn obj(kind: &str, ns: &str, name: &str, body: serde_json::Value) -> Object {
-        let api = if kind == "Namespace" || kind == "ConfigMap" { "v1" } else { "apps/v1" };
-        Object::from_json(ObjectKey::new(api, kind, ns, name), api.into(), &body, Origin { file: "f.yaml".into(), line: 1 })
+        let api = if kind == "Namespace" || kind == "ConfigMap" {
+            "v1"
+        } else {
+            "apps/v1"
+        };
+        Object::from_json(
+            ObjectKey::new(api, kind, ns, name),
+            api.into(),
+            &body,
+            Origin {
+                file: "f.yaml".into(),
+                line: 1,
+            },
+        )
     }
 
     fn entry(o: &Object, prune: bool) -> Entry {
-        Entry { api_version: o.api_version.clone(), hash: o.hash.clone(), revision: "r1".into(), file: "f.yaml".into(), prune, live: true }
+        Entry {
+            api_version: o.api_version.clone(),
+            hash: o.hash.clone(),
+            revision: "r1".into(),
+            file: "f.yaml".into(),
+            prune,
+            live: true,
+        }
     }
 
     #[test]
@@ -134,11 +176,21 @@ mod tests {
         let old_ns = obj("Namespace", "", "old", serde_json::json!({}));
         let kept = obj("Deployment", "test", "keep", serde_json::json!({}));
         let mut inv = Inventory::default();
-        for (o, prune) in [(&cm, true), (&same, true), (&old_ns, true), (&gone, true), (&kept, false)] {
+        for (o, prune) in [
+            (&cm, true),
+            (&same, true),
+            (&old_ns, true),
+            (&gone, true),
+            (&kept, false),
+        ] {
             inv.entries.insert(o.key.clone(), entry(o, prune));
         }
         let p = plan(&[cm2, same, ns], &inv);
-        let got: Vec<(String, Op)> = p.actions.iter().map(|a| (a.key.to_string(), a.op)).collect();
+        let got: Vec<(String, Op)> = p
+            .actions
+            .iter()
+            .map(|a| (a.key.to_string(), a.op))
+            .collect();
         assert_eq!(
             got,
             vec![

@@ -82,14 +82,25 @@ impl Reconciler {
         }
         let state_dir = cfg.state_dir();
         let store = LocalStore::open(&state_dir)?;
-        let lock = if write { Some(store.lock_writer()?) } else { None };
+        let lock = if write {
+            Some(store.lock_writer()?)
+        } else {
+            None
+        };
         let source = GitSource::new(&cfg.source, &cfg.base_dir, &state_dir);
         let mut status = status::read(&state_dir).ok().flatten().unwrap_or_default();
         status.name = cfg.source.name.clone();
         status.url = source.display_url();
         status.branch = cfg.source.branch.clone();
         status.path = cfg.source.path.clone();
-        Ok(Reconciler { cfg, source, store, cache: manifest::Cache::default(), status, _lock: lock })
+        Ok(Reconciler {
+            cfg,
+            source,
+            store,
+            cache: manifest::Cache::default(),
+            status,
+            _lock: lock,
+        })
     }
 
     /// The config.
@@ -119,7 +130,10 @@ impl Reconciler {
         let snap = self.source.snapshot(commit)?;
         let loaded = manifest::load(&snap, &self.cfg.source.path, Some(&mut self.cache));
         if !loaded.errors.is_empty() {
-            return Err(Error::Invalid { revision: revision_string(&self.cfg.source.branch, commit), errors: loaded.errors });
+            return Err(Error::Invalid {
+                revision: revision_string(&self.cfg.source.branch, commit),
+                errors: loaded.errors,
+            });
         }
         Ok((loaded.objects, (loaded.files, loaded.cache_hits)))
     }
@@ -129,7 +143,11 @@ impl Reconciler {
         let fetched = self.source.fetch()?;
         let (desired, _) = self.load(&fetched.commit)?;
         let plan = plan(&desired, &self.store.inventory()?);
-        Ok(Preview { revision: fetched.commit, desired, plan })
+        Ok(Preview {
+            revision: fetched.commit,
+            desired,
+            plan,
+        })
     }
 
     /// One full sync: fetch, load, plan, apply. Blocking; records status either way.
@@ -144,12 +162,40 @@ impl Reconciler {
                 self.status.failures = 0;
                 self.status.ready = true;
                 self.status.last_error = None;
-                self.status.message = format!("Applied revision: {}", revision_string(&self.cfg.source.branch, &r.revision));
-                metrics::global().inc("gitcanary_sync_total", "Syncs by result.", &[("source", &src), ("result", "success")], 1.0);
-                metrics::global().set("gitcanary_sync_duration_seconds", "Duration of the last sync.", &[("source", &src)], r.elapsed.as_secs_f64());
-                metrics::global().set("gitcanary_sync_last_success_timestamp_seconds", "When the last sync succeeded.", &[("source", &src)], now);
-                metrics::global().inc("gitcanary_sync_object_writes_total", "Object writes and deletions in the target.", &[("source", &src)], r.applied.writes as f64);
-                metrics::global().set("gitcanary_sync_objects", "Objects managed from the source.", &[("source", &src)], self.status.objects as f64);
+                self.status.message = format!(
+                    "Applied revision: {}",
+                    revision_string(&self.cfg.source.branch, &r.revision)
+                );
+                metrics::global().inc(
+                    "gitcanary_sync_total",
+                    "Syncs by result.",
+                    &[("source", &src), ("result", "success")],
+                    1.0,
+                );
+                metrics::global().set(
+                    "gitcanary_sync_duration_seconds",
+                    "Duration of the last sync.",
+                    &[("source", &src)],
+                    r.elapsed.as_secs_f64(),
+                );
+                metrics::global().set(
+                    "gitcanary_sync_last_success_timestamp_seconds",
+                    "When the last sync succeeded.",
+                    &[("source", &src)],
+                    now,
+                );
+                metrics::global().inc(
+                    "gitcanary_sync_object_writes_total",
+                    "Object writes and deletions in the target.",
+                    &[("source", &src)],
+                    r.applied.writes as f64,
+                );
+                metrics::global().set(
+                    "gitcanary_sync_objects",
+                    "Objects managed from the source.",
+                    &[("source", &src)],
+                    self.status.objects as f64,
+                );
             }
             Err(e) => {
                 self.status.failures += 1;
@@ -157,25 +203,47 @@ impl Reconciler {
                 self.status.last_error = Some(e.to_string());
                 self.status.last_error_at = Some(now);
                 self.status.message = e.to_string().lines().next().unwrap_or_default().to_string();
-                metrics::global().inc("gitcanary_sync_total", "Syncs by result.", &[("source", &src), ("result", "failure")], 1.0);
+                metrics::global().inc(
+                    "gitcanary_sync_total",
+                    "Syncs by result.",
+                    &[("source", &src), ("result", "failure")],
+                    1.0,
+                );
             }
         }
-        metrics::global().set("gitcanary_source_ready", "1 when the last sync succeeded.", &[("source", &src)], if result.is_ok() { 1.0 } else { 0.0 });
+        metrics::global().set(
+            "gitcanary_source_ready",
+            "1 when the last sync succeeded.",
+            &[("source", &src)],
+            if result.is_ok() { 1.0 } else { 0.0 },
+        );
         self.save_status()?;
         result
     }
 
     fn sync_inner(&mut self, started: Instant) -> Result<SyncReport, Error> {
         let fetched = self.source.fetch()?;
-        self.status.fetched_revision = Some(revision_string(&self.cfg.source.branch, &fetched.commit));
+        self.status.fetched_revision =
+            Some(revision_string(&self.cfg.source.branch, &fetched.commit));
         self.status.fetched_at = Some(unix_now());
         let (desired, files) = self.load(&fetched.commit)?;
-        let plan = plan(&desired, &self.store.inventory()?);
-        let applied = self.store.apply(&plan, &desired, &fetched.commit)?;
-        self.status.applied_revision = Some(revision_string(&self.cfg.source.branch, &fetched.commit));
+        let inventory = self.store.inventory()?;
+        let plan = plan(&desired, &inventory);
+        let applied = self
+            .store
+            .apply(&plan, &desired, &inventory, &fetched.commit)?;
+        drop(inventory);
+        self.status.applied_revision =
+            Some(revision_string(&self.cfg.source.branch, &fetched.commit));
         self.status.applied_at = Some(unix_now());
         self.status.objects = desired.len();
-        Ok(SyncReport { revision: fetched.commit, plan, applied, files, elapsed: started.elapsed() })
+        Ok(SyncReport {
+            revision: fetched.commit,
+            plan,
+            applied,
+            files,
+            elapsed: started.elapsed(),
+        })
     }
 }
 
@@ -189,7 +257,12 @@ pub fn backoff(failures: u32, interval: Duration) -> Duration {
 pub fn log_result(result: &Result<SyncReport, Error>, next: Duration) {
     match result {
         Ok(r) => {
-            for a in r.plan.actions.iter().filter(|a| a.op != crate::sync::Op::Unchanged) {
+            for a in r
+                .plan
+                .actions
+                .iter()
+                .filter(|a| a.op != crate::sync::Op::Unchanged)
+            {
                 info!(object = %a.key, action = %a.op, reason = %a.reason, "{} {}", a.key, a.op);
             }
             info!(
@@ -229,7 +302,10 @@ pub async fn run(
                 Some(w)
             }
             Err(e) => {
-                warn!("cannot watch {}: {e}; falling back to the interval", p.display());
+                warn!(
+                    "cannot watch {}: {e}; falling back to the interval",
+                    p.display()
+                );
                 None
             }
         }

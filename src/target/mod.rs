@@ -57,8 +57,14 @@ pub struct ApplyReport {
 pub trait Target: Send + Sync {
     /// The inventory of applied objects, with `live` set for those present.
     fn inventory(&self) -> Result<Inventory>;
-    /// Applies a plan made against `inventory()`; `desired` is what the plan indexes.
-    fn apply(&self, plan: &ApplyPlan, desired: &[Object], revision: &str) -> Result<ApplyReport>;
+    /// Applies a plan made against `inventory`; `desired` is what the plan indexes.
+    fn apply(
+        &self,
+        plan: &ApplyPlan,
+        desired: &[Object],
+        inventory: &Inventory,
+        revision: &str,
+    ) -> Result<ApplyReport>;
     /// One object as stored, if present.
     fn get(&self, key: &ObjectKey) -> Result<Option<serde_json::Value>>;
 }

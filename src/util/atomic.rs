@@ -190,7 +190,10 @@ mod tests {
         let mut b = Batch::new();
         b.stage(&dir.path().join("x/never"), b"z").unwrap();
         drop(b);
-        let names: Vec<_> = fs::read_dir(dir.path().join("x")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(dir.path().join("x"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("keep")]);
     }
 }

@@ -11,7 +11,8 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     if text == "0" {
         return Ok(Duration::ZERO);
     }
-    let bad = || format!("invalid duration {s:?}: expected a number with a unit, e.g. 30s, 5m, 1h30m");
+    let bad =
+        || format!("invalid duration {s:?}: expected a number with a unit, e.g. 30s, 5m, 1h30m");
     let mut total = 0f64;
     let mut rest = text;
     while !rest.is_empty() {

@@ -22,10 +22,15 @@ pub enum LogFormat {
 /// Installs the global subscriber; `level` is an `EnvFilter` directive such as `info`.
 pub fn init(level: &str, format: LogFormat) {
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.with_target(false).try_init(),
-        LogFormat::Json => builder.fmt_fields(JsonFields::new()).event_format(JsonLines).try_init(),
+        LogFormat::Json => builder
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines)
+            .try_init(),
     };
 }
 
@@ -35,7 +40,11 @@ struct Collect<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
 
 impl Collect<'_> {
     fn put(&mut self, field: &Field, v: serde_json::Value) {
-        let name = if field.name() == "message" { "msg" } else { field.name() };
+        let name = if field.name() == "message" {
+            "msg"
+        } else {
+            field.name()
+        };
         self.0.insert(name.to_string(), v);
     }
 }
@@ -69,15 +78,33 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let mut map = serde_json::Map::new();
-        map.insert("ts".into(), super::time::rfc3339(super::time::unix_now()).into());
-        map.insert("level".into(), event.metadata().level().as_str().to_ascii_lowercase().into());
+        map.insert(
+            "ts".into(),
+            super::time::rfc3339(super::time::unix_now()).into(),
+        );
+        map.insert(
+            "level".into(),
+            event
+                .metadata()
+                .level()
+                .as_str()
+                .to_ascii_lowercase()
+                .into(),
+        );
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 let ext = span.extensions();
                 if let Some(fields) = ext.get::<FormattedFields<N>>() {
-                    if let Ok(serde_json::Value::Object(obj)) = serde_json::from_str(fields.as_str()) {
+                    if let Ok(serde_json::Value::Object(obj)) =
+                        serde_json::from_str(fields.as_str())
+                    {
                         map.extend(obj);
                     }
                 }

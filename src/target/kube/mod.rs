@@ -5,6 +5,8 @@
 pub fn unsupported(context: Option<&str>) -> super::Error {
     super::Error::Unsupported(format!(
         "target.kubernetes{} is not yet supported: remove it to use the embedded local target",
-        context.map(|c| format!(" (context {c:?})")).unwrap_or_default()
+        context
+            .map(|c| format!(" (context {c:?})"))
+            .unwrap_or_default()
     ))
 }

@@ -25,14 +25,19 @@ pub struct WriterLock {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl LocalStore {
     /// Opens (creating if needed) a store at `state_dir`.
     pub fn open(state_dir: &Path) -> Result<Self> {
         fs::create_dir_all(state_dir.join("objects")).map_err(io_err(state_dir))?;
-        Ok(LocalStore { root: state_dir.to_path_buf() })
+        Ok(LocalStore {
+            root: state_dir.to_path_buf(),
+        })
     }
 
     /// The state dir.
@@ -43,7 +48,12 @@ impl LocalStore {
     /// Takes the single-writer lock and sweeps temp files a crashed writer left.
     pub fn lock_writer(&self) -> Result<WriterLock> {
         let path = self.root.join("lock");
-        let file = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io_err(&path))?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
         use std::os::fd::AsRawFd;
         // SAFETY: flock only reads the descriptor, which `file` keeps open.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -60,16 +70,32 @@ impl LocalStore {
 
     /// The file an object lives in.
     pub fn object_path(&self, key: &ObjectKey) -> PathBuf {
-        let group = if key.group.is_empty() { "core" } else { &key.group };
-        let ns = if key.namespace.is_empty() { "_cluster" } else { &key.namespace };
-        self.root.join("objects").join(group).join(&key.kind).join(ns).join(format!("{}.json", key.name))
+        let group = if key.group.is_empty() {
+            "core"
+        } else {
+            &key.group
+        };
+        let ns = if key.namespace.is_empty() {
+            "_cluster"
+        } else {
+            &key.namespace
+        };
+        self.root
+            .join("objects")
+            .join(group)
+            .join(&key.kind)
+            .join(ns)
+            .join(format!("{}.json", key.name))
     }
 
     /// The stored inventory without checking which objects are present.
     pub fn read_inventory(&self) -> Result<Inventory> {
         let path = self.inventory_path();
         match fs::read(&path) {
-            Ok(bytes) => Inventory::from_json(&bytes).map_err(|e| Error::Corrupt { path, message: e.to_string() }),
+            Ok(bytes) => Inventory::from_json(&bytes).map_err(|e| Error::Corrupt {
+                path,
+                message: e.to_string(),
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Inventory::default()),
             Err(e) => Err(Error::Io { path, source: e }),
         }
@@ -90,22 +116,33 @@ impl Target for LocalStore {
         Ok(inv)
     }
 
-    fn apply(&self, plan: &ApplyPlan, desired: &[Object], revision: &str) -> Result<ApplyReport> {
+    fn apply(
+        &self,
+        plan: &ApplyPlan,
+        desired: &[Object],
+        old: &Inventory,
+        revision: &str,
+    ) -> Result<ApplyReport> {
         let mut report = ApplyReport::default();
         if !plan.has_changes() {
             report.unchanged = plan.actions.len();
             return Ok(report);
         }
-        let old = self.read_inventory()?;
         // 1. Pending inventory: everything old, plus every object about to be created.
-        let mut pending = old.clone();
-        for a in &plan.actions {
-            if let (Op::Create, Some(i)) = (a.op, a.desired) {
+        let new_keys: Vec<_> = plan
+            .actions
+            .iter()
+            .filter(|a| a.op == Op::Create && !old.entries.contains_key(&a.key))
+            .filter_map(|a| a.desired)
+            .collect();
+        if !new_keys.is_empty() {
+            let mut pending = old.clone();
+            for i in new_keys {
                 let o = &desired[i];
-                pending.entries.entry(a.key.clone()).or_insert_with(|| entry_for(o, "", revision));
+                pending
+                    .entries
+                    .insert(o.key.clone(), entry_for(o, "", revision));
             }
-        }
-        if pending != old {
             self.write_inventory(&pending)?;
         }
         // 2. Objects, in one durable batch.
@@ -117,7 +154,9 @@ impl Target for LocalStore {
                 (Op::Create | Op::Update, Some(i)) => {
                     let o = &desired[i];
                     batch.stage(&path, &o.json).map_err(io_err(&path))?;
-                    final_inv.entries.insert(a.key.clone(), entry_for(o, &o.hash, revision));
+                    final_inv
+                        .entries
+                        .insert(a.key.clone(), entry_for(o, &o.hash, revision));
                     if a.op == Op::Create {
                         report.created += 1
                     } else {
@@ -126,8 +165,14 @@ impl Target for LocalStore {
                 }
                 (Op::Unchanged, Some(i)) => {
                     let o = &desired[i];
-                    let kept = old.entries.get(&a.key).map(|e| e.revision.as_str()).unwrap_or(revision);
-                    final_inv.entries.insert(a.key.clone(), entry_for(o, &o.hash, kept));
+                    let kept = old
+                        .entries
+                        .get(&a.key)
+                        .map(|e| e.revision.as_str())
+                        .unwrap_or(revision);
+                    final_inv
+                        .entries
+                        .insert(a.key.clone(), entry_for(o, &o.hash, kept));
                     report.unchanged += 1;
                 }
                 (Op::Prune, _) => {
@@ -147,7 +192,12 @@ impl Target for LocalStore {
     fn get(&self, key: &ObjectKey) -> Result<Option<serde_json::Value>> {
         let path = self.object_path(key);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Corrupt { path, message: e.to_string() }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::Corrupt {
+                    path,
+                    message: e.to_string(),
+                }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::Io { path, source: e }),
         }
@@ -174,7 +224,15 @@ mod tests {
     fn cm(name: &str, data: &str, annotations: serde_json::Value) -> Object {
         let v = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": "test", "annotations": annotations}, "data": {"k": data}});
-        Object::from_json(ObjectKey::new("v1", "ConfigMap", "test", name), "v1".into(), &v, Origin { file: "c.yaml".into(), line: 1 })
+        Object::from_json(
+            ObjectKey::new("v1", "ConfigMap", "test", name),
+            "v1".into(),
+            &v,
+            Origin {
+                file: "c.yaml".into(),
+                line: 1,
+            },
+        )
     }
 
     #[test]
@@ -182,20 +240,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path()).unwrap();
         let _lock = store.lock_writer().unwrap();
-        let desired = vec![cm("a", "1", serde_json::json!({})), cm("b", "1", serde_json::json!({"gitcanary.io/prune": "disabled"}))];
-        let r = store.apply(&plan(&desired, &store.inventory().unwrap()), &desired, "r1").unwrap();
+        let desired = vec![
+            cm("a", "1", serde_json::json!({})),
+            cm(
+                "b",
+                "1",
+                serde_json::json!({"gitcanary.io/prune": "disabled"}),
+            ),
+        ];
+        let inv = store.inventory().unwrap();
+        let r = store
+            .apply(&plan(&desired, &inv), &desired, &inv, "r1")
+            .unwrap();
         assert_eq!((r.created, r.writes), (2, 2));
-        let p = plan(&desired, &store.inventory().unwrap());
+        let inv = store.inventory().unwrap();
+        let p = plan(&desired, &inv);
         assert!(!p.has_changes());
-        assert_eq!(store.apply(&p, &desired, "r1").unwrap().writes, 0);
+        assert_eq!(store.apply(&p, &desired, &inv, "r1").unwrap().writes, 0);
 
         let next = vec![cm("c", "2", serde_json::json!({}))];
-        let r = store.apply(&plan(&next, &store.inventory().unwrap()), &next, "r2").unwrap();
+        let inv = store.inventory().unwrap();
+        let r = store.apply(&plan(&next, &inv), &next, &inv, "r2").unwrap();
         assert_eq!((r.created, r.pruned), (1, 1));
         assert!(store.get(&desired[0].key).unwrap().is_none(), "a pruned");
-        assert!(store.get(&desired[1].key).unwrap().is_some(), "b kept by annotation");
+        assert!(
+            store.get(&desired[1].key).unwrap().is_some(),
+            "b kept by annotation"
+        );
         let inv = store.read_inventory().unwrap();
-        assert_eq!(inv.entries.keys().map(|k| k.name.as_str()).collect::<Vec<_>>(), vec!["c"]);
+        assert_eq!(
+            inv.entries
+                .keys()
+                .map(|k| k.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["c"]
+        );
     }
 
     #[test]

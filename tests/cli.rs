@@ -1,0 +1,284 @@
+//! End-to-end through the CLI: validate, diff, config errors, JSON logs, `run` with the
+//! local watch and the push webhook, `/metrics`.
+
+mod common;
+use common::*;
+use hmac::Mac;
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, resp)
+}
+
+#[test]
+fn validate_reports_every_error_and_exit_codes() {
+    let ok = Command::new(bin())
+        .args([
+            "validate",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples-repo"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  namespace: x\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.yaml"),
+        "kind: Service\nmetadata: {name: s}\nspec:\n  ports:\n    - port: http\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("c.yml"), "a: [\n").unwrap();
+    let out = Command::new(bin())
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("a.yaml:1:1: metadata.name: missing required field"),
+        "{text}"
+    );
+    assert!(
+        text.contains("b.yaml:1:1: apiVersion: missing required field"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "b.yaml:5:13: spec.ports[0].port: expected an integer, found string \"http\""
+        ),
+        "{text}"
+    );
+    assert!(text.contains("c.yml:2:1: invalid YAML"), "{text}");
+    assert!(text.contains("4 errors"), "{text}");
+}
+
+#[test]
+fn config_errors_name_key_and_line_and_env_var_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("g.yaml");
+    std::fs::write(&cfg, "source:\n  url: /tmp/x\ntarget:\n  locl: {}\n").unwrap();
+    let out = Command::new(bin())
+        .args(["sync", "--once"])
+        .env("GITCANARY_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("g.yaml:4:3: target.locl: unknown field `locl`"),
+        "{err}"
+    );
+
+    std::fs::write(
+        &cfg,
+        "source:\n  url: /tmp/x\ntarget:\n  kubernetes:\n    context: prod\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["--config", cfg.to_str().unwrap(), "sync", "--once"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("target.kubernetes (context \"prod\") is not yet supported"),
+        "{err}"
+    );
+}
+
+#[test]
+fn diff_exit_codes_follow_flux() {
+    let remote = Remote::new();
+    remote
+        .write(&[("cfg.yaml", &configmap("cfg", "one"))])
+        .push("one");
+    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+    let out = setup.cmd(&["diff"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("► ConfigMap/test/cfg created"));
+    assert!(setup.sync().0);
+    assert_eq!(setup.cmd(&["diff"]).status.code(), Some(0));
+    remote
+        .write(&[("cfg.yaml", &configmap("cfg", "two"))])
+        .push("two");
+    let out = setup.cmd(&["diff"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("► ConfigMap/test/cfg drifted")
+            && text.contains("  - key: one")
+            && text.contains("  + key: two"),
+        "{text}"
+    );
+    remote.write(&[("bad.yaml", "a: [")]).push("bad");
+    assert_eq!(setup.cmd(&["diff"]).status.code(), Some(2));
+    // diff applied nothing
+    assert_eq!(
+        setup.object("core", "ConfigMap", "test", "cfg").unwrap()["data"]["key"],
+        "one"
+    );
+}
+
+#[test]
+fn json_logs_have_msg() {
+    let remote = Remote::new();
+    remote
+        .write(&[("cfg.yaml", &configmap("cfg", "one"))])
+        .push("one");
+    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(&setup.config)
+        .args(["--log-format", "json", "sync", "--once"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["msg"] == "ConfigMap/test/cfg created" && l["source"] == "flux-system"),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("Reconciliation finished in")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn run_syncs_local_commits_without_waiting_for_the_interval() {
+    let remote = Remote::new();
+    remote
+        .write(&[("cfg.yaml", &configmap("cfg", "one"))])
+        .push("one");
+    let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
+    let running = setup.spawn_run(&[]);
+    wait_for(Duration::from_secs(20), || {
+        setup.object("core", "ConfigMap", "test", "cfg")
+    })
+    .expect("first sync");
+    let addr = setup.server_address();
+    std::thread::sleep(Duration::from_millis(300));
+    let pushed = Instant::now();
+    remote
+        .write(&[("cfg.yaml", &configmap("cfg", "two"))])
+        .push("two");
+    wait_for(Duration::from_secs(15), || {
+        (setup.object("core", "ConfigMap", "test", "cfg")?["data"]["key"] == "two").then_some(())
+    })
+    .expect("a local commit is synced long before the 1h interval");
+    eprintln!("local commit synced {:?} after push", pushed.elapsed());
+    let (code, body) = http(&addr, "GET", "/metrics", &[], "");
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("gitcanary_sync_total{result=\"success\",source=\"flux-system\"}"),
+        "{body}"
+    );
+    let (code, _) = http(&addr, "POST", "/hook", &[], "{}");
+    assert_eq!(code, 404, "no secret configured: the receiver is off");
+    running.stop();
+}
+
+#[test]
+fn signed_push_webhook_triggers_a_fetch() {
+    let remote = Remote::new();
+    remote
+        .write(&[("cfg.yaml", &configmap("cfg", "one"))])
+        .push("one");
+    let daemon = GitDaemon::start(remote.dir.path(), free_port());
+    let setup = Setup::new(&daemon.url("remote.git"), "  interval: 1h\n", "");
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "  listen: 127.0.0.1:0\n",
+        "  listen: 127.0.0.1:0\n  webhookSecretEnv: HOOK_SECRET\n",
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    let running = setup.spawn_run(&[("HOOK_SECRET", "s3cr3t")]);
+    wait_for(Duration::from_secs(20), || {
+        setup.object("core", "ConfigMap", "test", "cfg")
+    })
+    .expect("first sync");
+    let addr = setup.server_address();
+    remote
+        .write(&[("cfg.yaml", &configmap("cfg", "two"))])
+        .push("two");
+
+    let body = r#"{"ref":"refs/heads/main"}"#;
+    let (code, _) = http(
+        &addr,
+        "POST",
+        "/hook",
+        &[("X-Hub-Signature-256", "sha256=00")],
+        body,
+    );
+    assert_eq!(code, 401);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        setup.object("core", "ConfigMap", "test", "cfg").unwrap()["data"]["key"],
+        "one",
+        "a bad signature triggers nothing"
+    );
+
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(b"s3cr3t").unwrap();
+    mac.update(body.as_bytes());
+    let sig: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let (code, _) = http(
+        &addr,
+        "POST",
+        "/hook",
+        &[("X-Hub-Signature-256", &format!("sha256={sig}"))],
+        body,
+    );
+    assert_eq!(code, 202);
+    wait_for(Duration::from_secs(15), || {
+        (setup.object("core", "ConfigMap", "test", "cfg")?["data"]["key"] == "two").then_some(())
+    })
+    .expect("the webhook triggers a sync");
+    let (_, stderr) = running.stop();
+    assert!(
+        !stderr.contains("s3cr3t"),
+        "the secret never reaches the logs"
+    );
+}

@@ -1,0 +1,375 @@
+//! Shared test harness: real Git remotes (bare repos, `git daemon`, `sshd`) on loopback,
+//! and a driver for the real `gitcanary` binary.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_gitcanary")
+}
+
+/// Runs `git` with a fixed identity; panics with its output on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args([
+            "-c",
+            "init.defaultBranch=main",
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.com",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_SSH_COMMAND", "false")
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A bare remote plus a working clone to commit and push from.
+pub struct Remote {
+    pub dir: tempfile::TempDir,
+    pub bare: PathBuf,
+    pub work: PathBuf,
+}
+
+impl Remote {
+    pub fn new() -> Remote {
+        let dir = tempfile::tempdir().unwrap();
+        let bare = dir.path().join("remote.git");
+        let work = dir.path().join("work");
+        git(
+            dir.path(),
+            &["init", "-q", "--bare", bare.to_str().unwrap()],
+        );
+        git(dir.path(), &["init", "-q", work.to_str().unwrap()]);
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        Remote { dir, bare, work }
+    }
+
+    /// Writes files (path, content) into the work tree.
+    pub fn write(&self, files: &[(&str, &str)]) -> &Self {
+        for (p, content) in files {
+            let path = self.work.join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        self
+    }
+
+    pub fn remove(&self, path: &str) -> &Self {
+        git(&self.work, &["rm", "-rq", path]);
+        self
+    }
+
+    /// Commits everything and pushes to `main`; returns the commit id.
+    pub fn push(&self, message: &str) -> String {
+        git(&self.work, &["add", "-A"]);
+        git(&self.work, &["commit", "-qm", message, "--allow-empty"]);
+        git(&self.work, &["push", "-q", "origin", "HEAD:main"]);
+        git(&self.work, &["rev-parse", "HEAD"])
+    }
+
+    /// Copies a folder of this crate (e.g. examples-repo) into the work tree.
+    pub fn copy_from(&self, src: &Path) -> &Self {
+        copy_dir(src, &self.work);
+        self
+    }
+}
+
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), to).unwrap();
+        }
+    }
+}
+
+/// A folder with a config file for the binary.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Setup {
+    /// `source_extra` is appended inside `source:` (indented two spaces per line).
+    pub fn new(url: &str, source_extra: &str, rest: &str) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("gitcanary.yaml");
+        let text = format!(
+            "source:\n  url: {url}\n{source_extra}target:\n  local:\n    stateDir: ./state\nserver:\n  listen: 127.0.0.1:0\n{rest}"
+        );
+        std::fs::write(&config, text).unwrap();
+        Setup { dir, config }
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Runs `sync --once` and returns (success, stdout+stderr).
+    pub fn sync(&self) -> (bool, String) {
+        let out = self.cmd(&["sync", "--once"]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    /// The stored object, if present.
+    pub fn object(
+        &self,
+        group: &str,
+        kind: &str,
+        ns: &str,
+        name: &str,
+    ) -> Option<serde_json::Value> {
+        let path = self
+            .state()
+            .join("objects")
+            .join(group)
+            .join(kind)
+            .join(ns)
+            .join(format!("{name}.json"));
+        std::fs::read(path)
+            .ok()
+            .map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        std::fs::read(self.state().join("status/source.json"))
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Starts `gitcanary run` in the background.
+    pub fn spawn_run(&self, extra_env: &[(&str, &str)]) -> Running {
+        let mut cmd = Command::new(bin());
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        Running {
+            child: cmd.spawn().unwrap(),
+        }
+    }
+
+    /// The address `run` is serving on, once it has written it.
+    pub fn server_address(&self) -> String {
+        wait_for(Duration::from_secs(20), || {
+            let b = std::fs::read(self.state().join("status/server.json")).ok()?;
+            let v: serde_json::Value = serde_json::from_slice(&b).ok()?;
+            v["address"].as_str().map(str::to_string)
+        })
+        .expect("run writes its address")
+    }
+}
+
+/// A child process killed on drop.
+pub struct Running {
+    pub child: Child,
+}
+
+impl Running {
+    /// Sends SIGTERM and waits; returns the exit status and stderr.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let out = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap())
+            .wait_with_output()
+            .unwrap();
+        (
+            out.status,
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16) {
+    wait_for(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .unwrap_or_else(|| panic!("nothing listens on {port}"));
+}
+
+/// `git daemon` serving `base` on a loopback port, with receive-pack enabled.
+pub struct GitDaemon {
+    pub port: u16,
+    child: Child,
+}
+
+impl GitDaemon {
+    pub fn start(base: &Path, port: u16) -> GitDaemon {
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--enable=receive-pack",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .arg(base)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("git daemon starts");
+        wait_listening(port);
+        GitDaemon { port, child }
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("git://127.0.0.1:{}/{repo}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A real `sshd` on a loopback port with a generated host key, accepting `client_keys`.
+pub struct Sshd {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+pub fn keygen(path: &Path, ty: &str) {
+    let mut cmd = Command::new("ssh-keygen");
+    cmd.args(["-q", "-t", ty, "-N", "", "-f"]).arg(path);
+    if ty == "rsa" {
+        cmd.args(["-b", "2048"]);
+    }
+    assert!(cmd.status().unwrap().success());
+}
+
+pub fn sshd_path() -> Option<PathBuf> {
+    ["/usr/sbin/sshd", "/usr/bin/sshd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+impl Sshd {
+    pub fn start(client_pubkeys: &[PathBuf]) -> Sshd {
+        let sshd = sshd_path().expect("openssh-server is installed (.ci/run installs it)");
+        let dir = tempfile::tempdir().unwrap();
+        keygen(&dir.path().join("host_ed25519"), "ed25519");
+        let mut auth = String::new();
+        for k in client_pubkeys {
+            auth.push_str(&std::fs::read_to_string(k).unwrap());
+        }
+        std::fs::write(dir.path().join("authorized_keys"), auth).unwrap();
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let user = std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| whoami());
+        let port = free_port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\nUsePAM no\nAllowUsers {user}\nSetEnv PATH=/usr/local/bin:/usr/bin:/bin\n",
+            d = dir.path().display()
+        );
+        std::fs::write(dir.path().join("sshd_config"), config).unwrap();
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(dir.path().join("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sshd starts");
+        wait_listening(port);
+        Sshd { port, dir, child }
+    }
+
+    /// A known_hosts line for this server's real host key.
+    pub fn known_hosts_line(&self) -> String {
+        let pubkey = std::fs::read_to_string(self.dir.path().join("host_ed25519.pub")).unwrap();
+        let mut parts = pubkey.split_whitespace();
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            self.port,
+            parts.next().unwrap(),
+            parts.next().unwrap()
+        )
+    }
+}
+
+pub fn whoami() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: test\n";
+
+pub fn configmap(name: &str, value: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: test\ndata:\n  key: \"{value}\"\n")
+}

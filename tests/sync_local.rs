@@ -1,0 +1,263 @@
+//! Push → sync → store, against a real bare repository over `file://`.
+
+mod common;
+use common::*;
+
+fn setup_with(files: &[(&str, &str)]) -> (Remote, Setup) {
+    let remote = Remote::new();
+    remote.write(files);
+    remote.push("initial");
+    let setup = Setup::new(&format!("file://{}", remote.bare.display()), "", "");
+    (remote, setup)
+}
+
+#[test]
+fn push_then_sync_applies_objects() {
+    let (remote, setup) = setup_with(&[
+        ("ns.yaml", NAMESPACE),
+        ("apps/cfg.yaml", &configmap("cfg", "one")),
+    ]);
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    let cm = setup
+        .object("core", "ConfigMap", "test", "cfg")
+        .expect("stored");
+    assert_eq!(cm["data"]["key"], "one");
+    assert!(setup
+        .object("core", "Namespace", "_cluster", "test")
+        .is_some());
+
+    let head = remote
+        .write(&[("apps/cfg.yaml", &configmap("cfg", "two"))])
+        .push("change");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert_eq!(
+        setup.object("core", "ConfigMap", "test", "cfg").unwrap()["data"]["key"],
+        "two"
+    );
+    let status = setup.status();
+    assert_eq!(status["appliedRevision"], format!("main@sha1:{head}"));
+    assert_eq!(status["fetchedRevision"], format!("main@sha1:{head}"));
+    assert_eq!(status["ready"], true);
+}
+
+#[test]
+fn broken_yaml_names_file_and_line_and_keeps_old_state() {
+    let (remote, setup) = setup_with(&[
+        ("apps/cfg.yaml", &configmap("cfg", "one")),
+        ("apps/other.yaml", &configmap("other", "x")),
+    ]);
+    assert!(setup.sync().0);
+    let good = setup.status()["appliedRevision"].clone();
+
+    remote.write(&[
+        ("apps/cfg.yaml", &configmap("cfg", "two")),
+        ("apps/broken.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\ndata: [unclosed\n"),
+        ("apps/typed.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: many\n  selector: {}\n  template:\n    spec:\n      containers: []\n"),
+    ]);
+    remote.remove("apps/other.yaml");
+    remote.push("broken");
+    let (ok, out) = setup.sync();
+    assert!(!ok, "a broken revision must fail: {out}");
+    assert!(
+        out.contains("apps/broken.yaml:5:"),
+        "names the file and line: {out}"
+    );
+    assert!(
+        out.contains("apps/typed.yaml:6:13: spec.replicas: expected an integer"),
+        "every error is reported: {out}"
+    );
+    // Nothing from the bad revision was applied, nothing was pruned.
+    assert_eq!(
+        setup.object("core", "ConfigMap", "test", "cfg").unwrap()["data"]["key"],
+        "one"
+    );
+    assert!(setup.object("core", "ConfigMap", "test", "other").is_some());
+    let status = setup.status();
+    assert_eq!(status["appliedRevision"], good);
+    assert_eq!(status["ready"], false);
+    assert!(status["lastError"]
+        .as_str()
+        .unwrap()
+        .contains("apps/broken.yaml:5"));
+
+    // `get sources` shows it too.
+    let out = setup.cmd(&["get", "sources"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("False") && text.contains("is invalid"),
+        "{text}"
+    );
+}
+
+#[test]
+fn deleting_a_file_prunes_but_opt_outs_stay() {
+    let kept = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept\n  namespace: test\n  annotations:\n    kustomize.toolkit.fluxcd.io/prune: disabled\n";
+    let kept2 = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: kept2\n  namespace: test\n  annotations:\n    gitcanary.io/prune: disabled\n";
+    let (remote, setup) = setup_with(&[
+        ("ns.yaml", NAMESPACE),
+        ("a.yaml", &configmap("gone", "1")),
+        ("b.yaml", kept),
+        ("c.yaml", kept2),
+        ("d.yaml", &configmap("stays", "1")),
+    ]);
+    assert!(setup.sync().0);
+    remote
+        .remove("a.yaml")
+        .remove("b.yaml")
+        .remove("c.yaml")
+        .remove("ns.yaml");
+    remote.push("delete");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert!(
+        setup.object("core", "ConfigMap", "test", "gone").is_none(),
+        "pruned"
+    );
+    assert!(
+        setup
+            .object("core", "Namespace", "_cluster", "test")
+            .is_none(),
+        "namespace pruned"
+    );
+    assert!(
+        setup.object("core", "ConfigMap", "test", "kept").is_some(),
+        "flux opt-out honoured"
+    );
+    assert!(
+        setup.object("core", "ConfigMap", "test", "kept2").is_some(),
+        "gitcanary opt-out honoured"
+    );
+    assert!(setup.object("core", "ConfigMap", "test", "stays").is_some());
+    // The opted-out objects are no longer managed: a later sync leaves them alone.
+    let out = setup.cmd(&["get", "objects", "-o", "json"]);
+    let objs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = objs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["stays"]);
+}
+
+#[test]
+fn never_prunes_what_it_did_not_apply() {
+    let (remote, setup) = setup_with(&[("a.yaml", &configmap("mine", "1"))]);
+    assert!(setup.sync().0);
+    let foreign = setup
+        .state()
+        .join("objects/core/ConfigMap/test/foreign.json");
+    std::fs::write(&foreign, r#"{"kind":"ConfigMap"}"#).unwrap();
+    remote.remove("a.yaml");
+    remote.write(&[("b.yaml", &configmap("new", "1"))]);
+    remote.push("swap");
+    assert!(setup.sync().0);
+    assert!(
+        foreign.exists(),
+        "objects outside the inventory are never pruned"
+    );
+    assert!(setup.object("core", "ConfigMap", "test", "mine").is_none());
+}
+
+#[test]
+fn duplicates_name_both_files() {
+    let (remote, setup) = setup_with(&[("a.yaml", &configmap("cfg", "1"))]);
+    assert!(setup.sync().0);
+    remote
+        .write(&[("dir/b.yaml", &format!("---\n{}", configmap("cfg", "2")))])
+        .push("dup");
+    let (ok, out) = setup.sync();
+    assert!(!ok);
+    assert!(
+        out.contains(
+            "ConfigMap/test/cfg is defined twice: first at a.yaml:1, again at dir/b.yaml:2"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        setup.object("core", "ConfigMap", "test", "cfg").unwrap()["data"]["key"],
+        "1"
+    );
+}
+
+#[test]
+fn path_escapes_are_refused() {
+    let (remote, setup) = setup_with(&[("a.yaml", &configmap("cfg", "1"))]);
+    assert!(setup.sync().0);
+    remote.write(&[(
+        "k/kustomization.yaml",
+        "resources:\n  - ../../../etc/passwd\n",
+    )]);
+    std::os::unix::fs::symlink("../../../../etc", remote.work.join("evil")).unwrap();
+    remote.push("escape");
+    let (ok, out) = setup.sync();
+    assert!(!ok);
+    assert!(
+        out.contains(
+            "k/kustomization.yaml:2:5: resources: \"../../../etc/passwd\" escapes the repository"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("evil: symlink to \"../../../../etc\" escapes the repository"),
+        "{out}"
+    );
+}
+
+#[test]
+fn kustomization_resources_namespace_and_sourceignore() {
+    let (_remote, setup) = setup_with(&[
+        ("apps/kustomization.yaml", "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: prod\nresources:\n  - cfg.yaml\n"),
+        ("apps/cfg.yaml", &configmap("cfg", "1")),
+        ("apps/not-listed.yaml", &configmap("unlisted", "1")),
+        (".sourceignore", "drafts/\n"),
+        ("drafts/wip.yaml", "this: is: not: yaml"),
+        ("charts/app/Chart.yaml", "apiVersion: v2\nname: app\nversion: 0.1.0\n"),
+        ("charts/app/templates/x.yaml", "{{ .Values.broken }}"),
+        ("ignored.yaml", &format!("{}  annotations:\n    fluxcd.io/ignore: \"true\"\n", configmap("ign", "1").replace("data:\n  key: \"1\"\n", ""))),
+    ]);
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert!(
+        setup.object("core", "ConfigMap", "prod", "cfg").is_some(),
+        "namespace override"
+    );
+    assert!(
+        setup
+            .object("core", "ConfigMap", "test", "unlisted")
+            .is_none(),
+        "only listed resources"
+    );
+    assert!(
+        setup.object("core", "ConfigMap", "test", "ign").is_none(),
+        "ignore annotation"
+    );
+}
+
+#[test]
+fn examples_repo_syncs_into_the_local_target() {
+    let remote = Remote::new();
+    remote.copy_from(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples-repo"));
+    remote.push("seed");
+    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    let canary = setup
+        .object("flagger.app", "Canary", "test", "podinfo")
+        .expect("canary stored");
+    assert_eq!(canary["spec"]["analysis"]["stepWeight"], 10);
+    assert!(setup
+        .object("flux.weave.works", "HelmRelease", "test", "frontend")
+        .is_some());
+    assert!(setup
+        .object("apps", "Deployment", "test", "podinfo")
+        .is_some());
+    // A second sync writes nothing.
+    let (ok, out) = setup.sync();
+    assert!(
+        ok && out.contains("0 created, 0 configured, 0 pruned, 7 unchanged"),
+        "{out}"
+    );
+}
