@@ -137,8 +137,8 @@ fn diff_exit_codes_follow_flux() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text.contains("► ConfigMap/test/cfg drifted")
-            && text.contains("  - key: one")
-            && text.contains("  + key: two"),
+            && text.contains("  -   key: one")
+            && text.contains("  +   key: two"),
         "{text}"
     );
     remote.write(&[("bad.yaml", "a: [")]).push("bad");
@@ -209,7 +209,7 @@ fn run_syncs_local_commits_without_waiting_for_the_interval() {
     let (code, body) = http(&addr, "GET", "/metrics", &[], "");
     assert_eq!(code, 200);
     assert!(
-        body.contains("gitcanary_sync_total{result=\"success\",source=\"flux-system\"}"),
+        body.contains("gitcanary_sync_total{source=\"flux-system\",result=\"success\"}"),
         "{body}"
     );
     let (code, _) = http(&addr, "POST", "/hook", &[], "{}");

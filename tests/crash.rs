@@ -128,6 +128,8 @@ fn kill_9_mid_sync_leaves_a_consistent_store() {
             .arg("--config")
             .arg(&setup.config)
             .args(["sync", "--once"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
         std::thread::sleep(delay);

@@ -61,7 +61,7 @@ fn broken_yaml_names_file_and_line_and_keeps_old_state() {
     let (ok, out) = setup.sync();
     assert!(!ok, "a broken revision must fail: {out}");
     assert!(
-        out.contains("apps/broken.yaml:5:"),
+        out.contains("apps/broken.yaml:6:1: invalid YAML"),
         "names the file and line: {out}"
     );
     assert!(
@@ -80,7 +80,7 @@ fn broken_yaml_names_file_and_line_and_keeps_old_state() {
     assert!(status["lastError"]
         .as_str()
         .unwrap()
-        .contains("apps/broken.yaml:5"));
+        .contains("apps/broken.yaml:6:1"));
 
     // `get sources` shows it too.
     let out = setup.cmd(&["get", "sources"]);

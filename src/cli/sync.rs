@@ -10,6 +10,7 @@ use std::process::ExitCode;
 /// One sync; exit 0 on success, 1 on failure.
 pub fn sync_once(cfg: Config) -> anyhow::Result<ExitCode> {
     let interval = cfg.source.interval;
+    let _span = tracing::info_span!("reconcile", source = %cfg.source.name).entered();
     let mut rec = Reconciler::open(cfg, true)?;
     let result = rec.sync_once();
     reconcile::log_result(&result, interval);

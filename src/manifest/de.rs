@@ -355,6 +355,7 @@ mod tests {
 
     #[derive(Deserialize, Debug)]
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
+    #[allow(dead_code)]
     struct Outer {
         name: String,
         #[serde(default)]

@@ -454,12 +454,15 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
         }
         None => required_str("metadata.name", None),
     };
+    // Type-check whenever the kind is known, so a document with several problems
+    // reports all of them at once.
+    if let Some(kind) = &kind {
+        out.errors.extend(schema::check(kind, node, file));
+    }
     let (Some(api_version), Some(kind), Some(name)) = (api_version, kind, name) else {
         return;
     };
-    let type_errors = schema::check(&kind, node, file);
-    if !type_errors.is_empty() || out.errors.len() > before {
-        out.errors.extend(type_errors);
+    if out.errors.len() > before {
         return;
     }
     let annotations = node.path(&["metadata", "annotations"]);

@@ -28,17 +28,21 @@ enum Ty {
 
 impl Ty {
     fn accepts(self, node: &Node) -> bool {
-        match (self, &node.value) {
-            (_, Value::Null) => true,
-            (Ty::Str, Value::Str(_)) | (Ty::Bool, Value::Bool(_)) | (Ty::Int, Value::Int(_)) => {
-                true
-            }
-            (Ty::Num, Value::Int(_) | Value::Float(_)) => true,
-            (Ty::Map | Ty::StrMap, Value::Map(_)) | (Ty::Seq, Value::Seq(_)) => true,
-            (Ty::IntOrStr, Value::Int(_) | Value::Str(_)) => true,
-            (Ty::Quantity, Value::Int(_) | Value::Float(_) | Value::Str(_)) => true,
-            _ => false,
-        }
+        matches!(
+            (self, &node.value),
+            (_, Value::Null)
+                | (Ty::Str, Value::Str(_))
+                | (Ty::Bool, Value::Bool(_))
+                | (Ty::Int, Value::Int(_))
+                | (Ty::Num, Value::Int(_) | Value::Float(_))
+                | (Ty::Map | Ty::StrMap, Value::Map(_))
+                | (Ty::Seq, Value::Seq(_))
+                | (Ty::IntOrStr, Value::Int(_) | Value::Str(_))
+                | (
+                    Ty::Quantity,
+                    Value::Int(_) | Value::Float(_) | Value::Str(_)
+                )
+        )
     }
 
     fn describe(self) -> &'static str {

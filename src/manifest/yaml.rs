@@ -272,7 +272,7 @@ pub fn parse_documents(source: &str) -> Result<Vec<Document>, SyntaxError> {
                 None
             }
             Event::DocumentEnd => {
-                let root = root.take().unwrap_or_else(|| Node {
+                let root = root.take().unwrap_or(Node {
                     value: Value::Null,
                     pos: start,
                     end,

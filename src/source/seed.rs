@@ -27,7 +27,7 @@ fn tree_from_dir(repo: &Repository, dir: &Path) -> Result<Oid, git2::Error> {
             builder.insert(name, oid, 0o120000)?;
         } else if md.is_dir() {
             let oid = tree_from_dir(repo, &path)?;
-            if repo.find_tree(oid)?.len() > 0 {
+            if !repo.find_tree(oid)?.is_empty() {
                 builder.insert(name, oid, 0o040000)?;
             }
         } else {

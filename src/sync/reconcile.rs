@@ -257,13 +257,27 @@ pub fn backoff(failures: u32, interval: Duration) -> Duration {
 pub fn log_result(result: &Result<SyncReport, Error>, next: Duration) {
     match result {
         Ok(r) => {
-            for a in r
+            // Each change at info, up to a point: a 10,000-object first sync should not
+            // bury the summary. The rest are at debug.
+            const SHOWN: usize = 20;
+            let changed = r
                 .plan
                 .actions
                 .iter()
-                .filter(|a| a.op != crate::sync::Op::Unchanged)
-            {
-                info!(object = %a.key, action = %a.op, reason = %a.reason, "{} {}", a.key, a.op);
+                .filter(|a| a.op != crate::sync::Op::Unchanged);
+            for (i, a) in changed.enumerate() {
+                if i < SHOWN {
+                    info!(object = %a.key, action = %a.op, reason = %a.reason, "{} {}", a.key, a.op);
+                } else {
+                    tracing::debug!(object = %a.key, action = %a.op, reason = %a.reason, "{} {}", a.key, a.op);
+                }
+            }
+            let more = r.applied.created + r.applied.updated + r.applied.pruned;
+            if more > SHOWN {
+                info!(
+                    "... and {} more changes (--log-level debug lists them)",
+                    more - SHOWN
+                );
             }
             info!(
                 revision = %r.revision,

@@ -257,9 +257,12 @@ pub struct GitDaemon {
 
 impl GitDaemon {
     pub fn start(base: &Path, port: u16) -> GitDaemon {
-        let child = Command::new("git")
+        // Run git-daemon itself: `git daemon` is a wrapper whose child would survive a kill.
+        let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
+        let daemon =
+            PathBuf::from(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
+        let child = Command::new(daemon)
             .args([
-                "daemon",
                 "--reuseaddr",
                 "--export-all",
                 "--enable=receive-pack",
@@ -322,10 +325,7 @@ impl Sshd {
         }
         std::fs::write(dir.path().join("authorized_keys"), auth).unwrap();
         let _ = std::fs::create_dir_all("/run/sshd");
-        let user = std::env::var("USER")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| whoami());
+        let user = whoami();
         let port = free_port();
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\nUsePAM no\nAllowUsers {user}\nSetEnv PATH=/usr/local/bin:/usr/bin:/bin\n",
