@@ -206,8 +206,17 @@ fn run_syncs_local_commits_without_waiting_for_the_interval() {
     })
     .expect("a local commit is synced long before the 1h interval");
     eprintln!("local commit synced {:?} after push", pushed.elapsed());
+    // Idle: no commit, no sync. (Our own fetch reads the watched refs; reads must not
+    // trigger the next sync.)
+    std::thread::sleep(Duration::from_millis(1500));
     let (code, body) = http(&addr, "GET", "/metrics", &[], "");
     assert_eq!(code, 200);
+    let syncs: f64 = body
+        .lines()
+        .find(|l| l.starts_with("gitcanary_sync_total{source=\"flux-system\",result=\"success\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap();
+    assert!(syncs <= 3.0, "an idle run kept syncing: {syncs} syncs");
     assert!(
         body.contains("gitcanary_sync_total{source=\"flux-system\",result=\"success\"}"),
         "{body}"

@@ -14,10 +14,19 @@ pub struct RepoWatch {
 pub fn watch(git_dir: &Path, tx: UnboundedSender<()>) -> notify::Result<RepoWatch> {
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
-        let relevant = event.paths.iter().any(|p| {
-            let s = p.to_string_lossy();
-            s.contains("/refs/") || s.ends_with("packed-refs") || s.ends_with("HEAD")
-        });
+        // Only writes count: our own fetch reads these refs, and inotify reports reads
+        // (open/close) too, which would make every sync trigger the next.
+        let writes = matches!(
+            event.kind,
+            notify::EventKind::Create(_)
+                | notify::EventKind::Modify(_)
+                | notify::EventKind::Remove(_)
+        );
+        let relevant = writes
+            && event.paths.iter().any(|p| {
+                let s = p.to_string_lossy();
+                s.contains("/refs/") || s.ends_with("packed-refs") || s.ends_with("HEAD")
+            });
         if relevant {
             let _ = tx.send(());
         }
