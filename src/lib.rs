@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod image;
 pub mod manifest;
 pub mod metrics;
 pub mod server;
