@@ -47,6 +47,9 @@ pub struct Config {
     /// The HTTP server for `/metrics`, `/healthz` and push webhooks.
     #[serde(default)]
     pub server: ServerConfig,
+    /// Image automation.
+    #[serde(default)]
+    pub images: ImagesConfig,
     /// Folder of the config file; relative paths in it are taken from here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -183,6 +186,71 @@ impl Default for ServerConfig {
     }
 }
 
+/// `images:`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImagesConfig {
+    /// How often registries are scanned.
+    #[serde(default = "default_images_interval", with = "duration::serde_go")]
+    pub interval: Duration,
+    /// Registries spoken to over plain http (loopback ones always are).
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+    /// A docker `config.json` with `auths.<host>.auth` credentials.
+    pub docker_config: Option<PathBuf>,
+    /// Credentials from env vars, per registry host.
+    #[serde(default)]
+    pub credentials: Vec<RegistryCredentials>,
+    /// Tags kept per image at most.
+    #[serde(default = "default_max_tags")]
+    pub max_tags: usize,
+    /// Tags matching any of these regexes are ignored (Flux's default skips signatures).
+    #[serde(default = "default_exclusions")]
+    pub exclusion_list: Vec<String>,
+    /// Push attempts when the remote moves under us.
+    #[serde(default = "default_push_retries")]
+    pub push_retries: u32,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            interval: default_images_interval(),
+            insecure_registries: vec![],
+            docker_config: None,
+            credentials: vec![],
+            max_tags: default_max_tags(),
+            exclusion_list: default_exclusions(),
+            push_retries: default_push_retries(),
+        }
+    }
+}
+
+/// `images.credentials[]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistryCredentials {
+    /// Registry host, e.g. `ghcr.io`.
+    pub registry: String,
+    /// Env var holding the username.
+    pub username_env: String,
+    /// Env var holding the password or token.
+    pub password_env: String,
+}
+
+fn default_images_interval() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_tags() -> usize {
+    10_000
+}
+fn default_exclusions() -> Vec<String> {
+    vec![r"^.*\.sig$".into()]
+}
+fn default_push_retries() -> u32 {
+    5
+}
+
 fn default_source_name() -> String {
     "flux-system".into()
 }
@@ -262,6 +330,15 @@ impl Config {
                     }
                 }
                 (Some(_), None) => {}
+            }
+        }
+        for (i, re) in self.images.exclusion_list.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(re) {
+                return Err(format!(
+                    "{}images.exclusionList[{i}]: invalid regex: {}",
+                    at(&["images", "exclusionList"]),
+                    crate::image::policy::regex_error(&e)
+                ));
             }
         }
         if self.target.local.is_some() && self.target.kubernetes.is_some() {

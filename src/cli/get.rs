@@ -19,6 +19,12 @@ pub enum What {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Automated images: policy, image, current and latest allowed tag, last scan.
+    Images {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Objects applied to the target.
     Objects {
         /// Output format.
@@ -35,6 +41,52 @@ fn short_rev(rev: &Option<String>) -> String {
         },
         None => "-".into(),
     }
+}
+
+/// Prints the last automation run's rows.
+pub fn print_images(state: &Path, fmt: Format) -> anyhow::Result<()> {
+    let st = crate::sync::reconcile::read_images_status(state).unwrap_or_default();
+    if fmt != Format::Table {
+        output::print_value(fmt, &serde_json::to_value(&st)?);
+        return Ok(());
+    }
+    let now = unix_now();
+    let rows: Vec<Vec<String>> = st
+        .rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.policy.clone(),
+                r.image.clone(),
+                r.rule.clone(),
+                r.current.clone(),
+                r.latest.clone().unwrap_or_else(|| "-".into()),
+                r.last_scan
+                    .map(|t| crate::util::time::age(t, now))
+                    .unwrap_or_else(|| "-".into()),
+                r.message.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        output::table(
+            &[
+                "POLICY",
+                "IMAGE",
+                "RULE",
+                "CURRENT",
+                "LATEST",
+                "LAST SCAN",
+                "MESSAGE"
+            ],
+            &rows
+        )
+    );
+    if let Some(e) = &st.error {
+        println!("error: {e}");
+    }
+    Ok(())
 }
 
 /// Runs `get`.
@@ -100,6 +152,7 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
                 output::print_value(fmt, &serde_json::Value::Array(vec![v]));
             }
         }
+        What::Images { output: fmt } => print_images(&state, fmt)?,
         What::Objects { output: fmt } => {
             let inv = LocalStore::open(&state)?.read_inventory()?;
             if fmt == Format::Table {

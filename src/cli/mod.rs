@@ -65,6 +65,12 @@ pub enum Command {
         #[command(subcommand)]
         what: get::What,
     },
+    /// Image automation.
+    Images {
+        /// What to do.
+        #[command(subcommand)]
+        what: ImagesCmd,
+    },
     /// Seed a local Git repository from examples-repo and reconcile it.
     Demo(demo::DemoArgs),
     /// Benchmarks.
@@ -72,6 +78,17 @@ pub enum Command {
         /// Which benchmark.
         #[command(subcommand)]
         which: bench::Which,
+    },
+}
+
+/// `gitcanary images ...`
+#[derive(Subcommand, Debug)]
+pub enum ImagesCmd {
+    /// Scan the registries now, update Git if a newer tag is allowed, sync, and exit.
+    Scan {
+        /// Run once and exit (the only mode).
+        #[arg(long)]
+        once: bool,
     },
 }
 
@@ -97,6 +114,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             validate::validate(dir.unwrap_or_else(|| ".".into()), &path)
         }
         Command::Get { what } => get::get(&cli.config, what),
+        Command::Images {
+            what: ImagesCmd::Scan { .. },
+        } => sync::images_scan_once(load_config(&cli.config)?),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { which } => bench::bench(which),
     }

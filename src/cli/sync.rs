@@ -33,6 +33,23 @@ pub fn sync_once(cfg: Config) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `images scan --once`: a forced registry scan, the Git update it implies, a sync.
+pub fn images_scan_once(cfg: Config) -> anyhow::Result<ExitCode> {
+    let state = cfg.state_dir();
+    let _span = tracing::info_span!("images", source = %cfg.source.name).entered();
+    let mut rec = Reconciler::open(cfg, true)?;
+    rec.force_scan = true;
+    let result = rec.sync_once();
+    reconcile::log_result(&result, rec.config().images.interval);
+    super::get::print_images(&state, output::Format::Table)?;
+    let images_ok = reconcile::read_images_status(&state).is_some_and(|s| s.error.is_none());
+    Ok(if result.is_ok() && images_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 /// Prints what the next sync would change; exit 0 nothing, 1 changes, 2 error.
 pub fn diff(cfg: Config) -> anyhow::Result<ExitCode> {
     let store = LocalStore::open(&cfg.state_dir())?;

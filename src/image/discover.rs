@@ -24,7 +24,7 @@ pub enum Part {
 pub enum PolicySource {
     /// A Flux v1 annotation on the object, already parsed.
     Inline {
-        /// The annotation key (for messages).
+        /// The policy as written in the annotation (for status).
         key: String,
         /// The parsed policy.
         policy: Policy,
@@ -133,7 +133,7 @@ impl Ctx<'_> {
             }
         };
         match Policy::from_flux_v1(&value) {
-            Ok(policy) => Some(PolicySource::Inline { key, policy }),
+            Ok(policy) => Some(PolicySource::Inline { key: value, policy }),
             Err(e) => {
                 self.found.errors.push(ManifestError::at(
                     self.file,

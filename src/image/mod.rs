@@ -2,8 +2,11 @@
 //! that value in Git, commit and push. `policy::select`, `rewrite::rewrite` and
 //! `discover` are pure; the registry and Git stay at the edges (`registry`, `automation`).
 
+pub mod automation;
 pub mod discover;
 pub mod policy;
 pub mod reference;
+pub mod registry;
 pub mod rewrite;
 pub mod semver;
+pub mod template;

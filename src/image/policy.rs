@@ -56,9 +56,10 @@ impl Policy {
         let rule = match prefix {
             "semver" => Rule::Semver(Constraint::parse(body)?),
             "glob" => Rule::Glob(body.to_string()),
-            "regex" | "regexp" => {
-                Rule::Regex(Regex::new(body).map_err(|e| format!("invalid regex {body:?}: {e}"))?)
-            }
+            "regex" | "regexp" => Rule::Regex(
+                Regex::new(body)
+                    .map_err(|e| format!("invalid regex {body:?}: {}", regex_error(&e)))?,
+            ),
             other => {
                 return Err(format!(
                     "unknown policy prefix {other:?}: use semver:, glob:, regex: or regexp:"
@@ -129,6 +130,13 @@ impl Policy {
             }
         }
     }
+}
+
+/// The regex crate's error on one line (its Display spans several).
+pub fn regex_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text.lines().last().unwrap_or_default().trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
 }
 
 /// `*` matches any run, `?` one character; the Flux v1 glob.

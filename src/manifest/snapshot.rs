@@ -57,6 +57,33 @@ pub fn parent(path: &str) -> &str {
     path.rsplit_once('/').map(|(d, _)| d).unwrap_or("")
 }
 
+/// Every regular `*.yaml`/`*.yml` file below folder `dir` (symlinks not followed).
+pub fn yaml_files(snap: &dyn Snapshot, dir: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_string()];
+    while let Some(d) = todo.pop() {
+        for name in snap.children(&d) {
+            if name == ".git" {
+                continue;
+            }
+            let path = if d.is_empty() {
+                name.clone()
+            } else {
+                format!("{d}/{name}")
+            };
+            match snap.entry(&path) {
+                Some(Entry::Dir) => todo.push(path),
+                Some(Entry::File) if name.ends_with(".yaml") || name.ends_with(".yml") => {
+                    out.push(path)
+                }
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Resolves every symlink along `path`. Errors when a link points outside the repo.
 pub fn resolve(snap: &dyn Snapshot, path: &str) -> Result<String, String> {
     let mut todo: Vec<String> = path

@@ -110,6 +110,15 @@ pub struct Fetched {
     pub summary: String,
 }
 
+/// How a push ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The remote branch now points at the commit.
+    Pushed,
+    /// The remote moved; fetch, recompute and try again.
+    Rejected(String),
+}
+
 /// The followed repository.
 pub struct GitSource {
     url: String,
@@ -315,6 +324,108 @@ impl GitSource {
             Err(git2::Error::from_str("no supported authentication method"))
         });
         Ok(cb)
+    }
+
+    /// Commits `files` (path, new content) on top of `parent` without a working copy,
+    /// and returns the new commit id. Nothing is pushed. Blocking.
+    pub fn commit_files(
+        &self,
+        parent: &str,
+        files: &[(String, Vec<u8>)],
+        message: &str,
+        author: (&str, &str),
+    ) -> Result<String> {
+        let repo = Repository::open_bare(&self.cache).map_err(git_err)?;
+        let parent = repo
+            .find_commit(Oid::from_str(parent).map_err(git_err)?)
+            .map_err(git_err)?;
+        let base = parent.tree().map_err(git_err)?;
+        let mut update = git2::build::TreeUpdateBuilder::new();
+        for (path, content) in files {
+            let blob = repo.blob(content).map_err(git_err)?;
+            let mode = base
+                .get_path(Path::new(path))
+                .map(|e| e.filemode())
+                .unwrap_or(0o100644);
+            let mode = if mode == 0o100755 {
+                git2::FileMode::BlobExecutable
+            } else {
+                git2::FileMode::Blob
+            };
+            update.upsert(path.as_str(), blob, mode);
+        }
+        let tree_id = update.create_updated(&repo, &base).map_err(git_err)?;
+        let tree = repo.find_tree(tree_id).map_err(git_err)?;
+        let sig = git2::Signature::now(author.0, author.1).map_err(git_err)?;
+        let id = repo
+            .commit(None, &sig, &sig, message, &tree, &[&parent])
+            .map_err(git_err)?;
+        Ok(id.to_string())
+    }
+
+    /// Pushes `commit` to `branch`, fast-forward only (never forced). On success the
+    /// local tracking ref moves too, so the next sync applies it without a fetch.
+    pub fn push(&self, commit: &str, branch: &str) -> Result<PushOutcome> {
+        init_timeouts();
+        let repo = Repository::open_bare(&self.cache).map_err(git_err)?;
+        let oid = Oid::from_str(commit).map_err(git_err)?;
+        let local_ref = "refs/gitcanary/push";
+        repo.reference(local_ref, oid, true, "gitcanary push")
+            .map_err(git_err)?;
+        let mut remote = repo.remote_anonymous(&self.url).map_err(git_err)?;
+        let rejection: Rc<RefCell<Option<String>>> = Rc::default();
+        let refused: Rc<RefCell<Option<String>>> = Rc::default();
+        let mut cb = self.callbacks(rejection.clone())?;
+        let refused_cb = refused.clone();
+        cb.push_update_reference(move |_refname, status| {
+            if let Some(msg) = status {
+                *refused_cb.borrow_mut() = Some(msg.to_string());
+            }
+            Ok(())
+        });
+        let mut opts = git2::PushOptions::new();
+        opts.remote_callbacks(cb);
+        let spec = format!("{local_ref}:refs/heads/{branch}");
+        let result = remote.push(&[spec.as_str()], Some(&mut opts));
+        drop(remote);
+        let _ = repo.find_reference(local_ref).and_then(|mut r| r.delete());
+        if let Err(e) = result {
+            if let Some(msg) = rejection.borrow().clone() {
+                return Err(Error::Fetch {
+                    url: self.display_url(),
+                    message: msg,
+                });
+            }
+            let msg = e.message().to_string();
+            // libgit2 words a moved remote differently per transport.
+            let moved = [
+                "non-fastforward",
+                "fast-forward",
+                "fetch first",
+                "not present locally",
+                "rejected",
+            ];
+            if moved.iter().any(|m| msg.contains(m)) {
+                return Ok(PushOutcome::Rejected(redact_message(&msg, &self.url)));
+            }
+            return Err(Error::Fetch {
+                url: self.display_url(),
+                message: format!("push: {}", redact_message(&msg, &self.url)),
+            });
+        }
+        if let Some(msg) = refused.borrow().clone() {
+            return Ok(PushOutcome::Rejected(msg));
+        }
+        if branch == self.branch {
+            repo.reference(&self.tracking_ref(), oid, true, "gitcanary push")
+                .map_err(git_err)?;
+        }
+        Ok(PushOutcome::Pushed)
+    }
+
+    /// The followed branch.
+    pub fn branch(&self) -> &str {
+        &self.branch
     }
 
     /// A snapshot of `commit`'s tree. Blocking.

@@ -4,6 +4,7 @@
 //! exponential backoff and syncs at once on a local commit or a push webhook.
 
 use crate::config::Config;
+use crate::image::automation::Automation;
 use crate::manifest::{self, ManifestError, Object};
 use crate::metrics;
 use crate::source::status::{self, revision_string, SourceStatus};
@@ -37,6 +38,9 @@ pub enum Error {
     /// The status record could not be written.
     #[error("status: {0}")]
     Status(std::io::Error),
+    /// Image automation could not start.
+    #[error("{0}")]
+    Automation(String),
 }
 
 /// What one successful sync did.
@@ -71,7 +75,23 @@ pub struct Reconciler {
     store: LocalStore,
     cache: manifest::Cache,
     status: SourceStatus,
+    automation: Option<Automation>,
+    /// Scan registries on the next sync even if the scan cache is fresh.
+    pub force_scan: bool,
+    images_active: bool,
     _lock: Option<WriterLock>,
+}
+
+/// `status/images.json`: the last automation run.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagesStatus {
+    /// One row per automated value.
+    pub rows: Vec<crate::image::automation::Row>,
+    /// The last run's error, if it failed.
+    pub error: Option<String>,
+    /// When it ran.
+    pub at: f64,
 }
 
 impl Reconciler {
@@ -93,12 +113,20 @@ impl Reconciler {
         status.url = source.display_url();
         status.branch = cfg.source.branch.clone();
         status.path = cfg.source.path.clone();
+        let automation = if write {
+            Some(Automation::new(&cfg).map_err(|e| Error::Automation(e.to_string()))?)
+        } else {
+            None
+        };
         Ok(Reconciler {
             cfg,
             source,
             store,
             cache: manifest::Cache::default(),
             status,
+            automation,
+            force_scan: false,
+            images_active: false,
             _lock: lock,
         })
     }
@@ -111,6 +139,11 @@ impl Reconciler {
     /// The source.
     pub fn source(&self) -> &GitSource {
         &self.source
+    }
+
+    /// Whether image automation found values to follow in the last sync.
+    pub fn images_active(&self) -> bool {
+        self.images_active
     }
 
     /// The status as last recorded.
@@ -226,25 +259,65 @@ impl Reconciler {
         self.status.fetched_revision =
             Some(revision_string(&self.cfg.source.branch, &fetched.commit));
         self.status.fetched_at = Some(unix_now());
-        let (desired, files) = self.load(&fetched.commit)?;
+        let (mut desired, mut files) = self.load(&fetched.commit)?;
+        let mut head = fetched.commit;
+        if let Some(pushed) = self.automate(&head, &desired) {
+            // Apply what automation just pushed, without waiting for the next poll.
+            head = pushed;
+            (desired, files) = self.load(&head)?;
+        }
         let inventory = self.store.inventory()?;
         let plan = plan(&desired, &inventory);
-        let applied = self
-            .store
-            .apply(&plan, &desired, &inventory, &fetched.commit)?;
+        let applied = self.store.apply(&plan, &desired, &inventory, &head)?;
         drop(inventory);
-        self.status.applied_revision =
-            Some(revision_string(&self.cfg.source.branch, &fetched.commit));
+        self.status.applied_revision = Some(revision_string(&self.cfg.source.branch, &head));
         self.status.applied_at = Some(unix_now());
         self.status.objects = desired.len();
         Ok(SyncReport {
-            revision: fetched.commit,
+            revision: head,
             plan,
             applied,
             files,
             elapsed: started.elapsed(),
         })
     }
+
+    /// Runs image automation on a valid revision; returns a pushed commit to apply. A
+    /// failure is recorded and logged but never blocks the sync of the fetched head.
+    fn automate(&mut self, head: &str, desired: &[Object]) -> Option<String> {
+        let auto = self.automation.as_mut()?;
+        let force = std::mem::take(&mut self.force_scan);
+        let mut status = ImagesStatus {
+            at: unix_now(),
+            ..Default::default()
+        };
+        let pushed = match auto.run(&self.source, head, desired, force) {
+            Ok(outcome) => {
+                self.images_active = !outcome.rows.is_empty();
+                status.rows = outcome.rows;
+                outcome.commit
+            }
+            Err(e) => {
+                error!("{e}");
+                status.error = Some(e.to_string());
+                None
+            }
+        };
+        let path = self.state_dir().join("status").join("images.json");
+        if let Err(e) = crate::util::atomic::write(
+            &path,
+            &serde_json::to_vec_pretty(&status).unwrap_or_default(),
+        ) {
+            warn!("cannot write {}: {e}", path.display());
+        }
+        pushed
+    }
+}
+
+/// Reads `status/images.json`.
+pub fn read_images_status(state_dir: &std::path::Path) -> Option<ImagesStatus> {
+    let bytes = std::fs::read(state_dir.join("status").join("images.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 /// The delay before retry `failures` (1-based): 1s, 2s, 4s … capped at the interval.
@@ -335,8 +408,10 @@ pub async fn run(
         .await
         .expect("sync task panicked");
         rec = back;
+        let images_interval = rec.config().images.interval;
         let next = match &result {
             Err(Error::Source(_)) => backoff(rec.status().failures, interval),
+            _ if rec.images_active() => interval.min(images_interval),
             _ => interval,
         };
         {

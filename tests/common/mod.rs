@@ -373,3 +373,211 @@ pub const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name:
 pub fn configmap(name: &str, value: &str) -> String {
     format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: test\ndata:\n  key: \"{value}\"\n")
 }
+
+/// A minimal HTTP/1.1 client for tests: returns (status, headers, body).
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("response has headers")
+        + 4;
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hdrs: Vec<(String, String)> = lines
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .collect();
+    let mut body = raw[split..].to_vec();
+    if hdrs
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        let mut out = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size =
+                usize::from_str_radix(String::from_utf8_lossy(&rest[..nl]).trim(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(&rest[nl + 2..nl + 2 + size]);
+            rest = &rest[nl + 2 + size + 2..];
+        }
+        body = out;
+    }
+    (status, hdrs, body)
+}
+
+/// Debian's `docker-registry` (the CNCF distribution registry) on a loopback port.
+pub struct Registry {
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    auth: Option<String>,
+    child: Child,
+}
+
+impl Registry {
+    /// Starts a registry; with `basic`, it requires that user and password (htpasswd).
+    pub fn start(basic: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}/data\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().display()
+        );
+        let mut auth = None;
+        if let Some((u, p)) = basic {
+            let ht = dir.path().join("htpasswd");
+            let ok = Command::new("htpasswd")
+                .args(["-Bbc"])
+                .arg(&ht)
+                .args([u, p])
+                .stdout(Stdio::null())
+                .status()
+                .expect("htpasswd (apache2-utils) is installed");
+            assert!(ok.success());
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: test-registry\n    path: {}\n",
+                ht.display()
+            ));
+            use base64::Engine;
+            auth = Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            ));
+        }
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed (tests/run.sh installs it)");
+        wait_listening(port);
+        Registry {
+            addr: format!("127.0.0.1:{port}"),
+            dir,
+            auth,
+            child,
+        }
+    }
+
+    fn headers<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut h = extra.to_vec();
+        if let Some(a) = &self.auth {
+            h.push(("Authorization", a.as_str()));
+        }
+        h
+    }
+
+    fn upload_blob(&self, repo: &str, content: &[u8]) -> String {
+        use sha2::Digest;
+        let digest = format!(
+            "sha256:{}",
+            gitcanary::manifest::object::hex(&sha2::Sha256::digest(content))
+        );
+        let (status, hdrs, _) = http_request(
+            &self.addr,
+            "POST",
+            &format!("/v2/{repo}/blobs/uploads/"),
+            &self.headers(&[]),
+            b"",
+        );
+        assert_eq!(status, 202, "start upload");
+        let loc = hdrs
+            .iter()
+            .find(|(k, _)| k == "location")
+            .unwrap()
+            .1
+            .clone();
+        let loc = loc
+            .split_once(&self.addr)
+            .map(|(_, p)| p.to_string())
+            .unwrap_or(loc);
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let (status, _, body) = http_request(
+            &self.addr,
+            "PUT",
+            &format!("{loc}{sep}digest={digest}"),
+            &self.headers(&[("Content-Type", "application/octet-stream")]),
+            content,
+        );
+        assert_eq!(
+            status,
+            201,
+            "blob upload: {}",
+            String::from_utf8_lossy(&body)
+        );
+        digest
+    }
+
+    /// Creates `repo:tag` with an image config whose `created` time is `created`.
+    pub fn push_tag(&self, repo: &str, tag: &str, created: &str) {
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","created":"{created}","rootfs":{{"type":"layers","diff_ids":[]}},"config":{{}}}}"#
+        );
+        let cfg_digest = self.upload_blob(repo, config.as_bytes());
+        let layer = format!("layer of {repo}:{tag}");
+        let layer_digest = self.upload_blob(repo, layer.as_bytes());
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":{},"digest":"{cfg_digest}"}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":{},"digest":"{layer_digest}"}}]}}"#,
+            config.len(),
+            layer.len()
+        );
+        let (status, _, body) = http_request(
+            &self.addr,
+            "PUT",
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &self.headers(&[(
+                "Content-Type",
+                "application/vnd.docker.distribution.manifest.v2+json",
+            )]),
+            manifest.as_bytes(),
+        );
+        assert_eq!(
+            status,
+            201,
+            "manifest PUT: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,604 @@
+//! The registry edge: OCI distribution tag listing over reqwest. It follows `Link`
+//! pagination, answers `WWW-Authenticate` challenges (anonymous, basic, and the bearer
+//! token flow Docker Hub, GHCR and Quay use), honours `Retry-After` on 429, and looks
+//! up image creation times for Flux v1 glob/regex policies.
+//!
+//! Why not oci-client: it lists one page per call and has no `Retry-After` handling,
+//! and its dependency tree is larger than this file. Credentials never reach a log or
+//! an error message.
+
+use super::reference::ImageRepo;
+use base64::Engine;
+use regex::Regex;
+use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, LINK, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, Response, StatusCode};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Errors scanning one image.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The registry answered with an error status.
+    #[error("{image}: registry answered {status}{}", if message.is_empty() { String::new() } else { format!(": {message}") })]
+    Status {
+        /// Image.
+        image: String,
+        /// HTTP status.
+        status: u16,
+        /// Registry's message.
+        message: String,
+    },
+    /// The registry could not be reached.
+    #[error("{image}: {message}")]
+    Transport {
+        /// Image.
+        image: String,
+        /// Why.
+        message: String,
+    },
+    /// The registry answered something that is not a tag list.
+    #[error("{image}: invalid response: {message}")]
+    Invalid {
+        /// Image.
+        image: String,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Result with the registry error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Username and password for one registry host.
+#[derive(Clone)]
+pub struct Basic {
+    /// Username.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Basic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Basic({}, ***)", self.username)
+    }
+}
+
+/// Credentials by registry host.
+#[derive(Clone, Debug, Default)]
+pub struct Credentials {
+    by_host: HashMap<String, Basic>,
+}
+
+impl Credentials {
+    /// Adds credentials for a host.
+    pub fn insert(&mut self, host: &str, basic: Basic) {
+        self.by_host.insert(normalize_host(host), basic);
+    }
+
+    /// Reads `auths.<host>.auth` (or `username`/`password`) from a docker `config.json`.
+    pub fn from_docker_config(text: &str) -> std::result::Result<Credentials, String> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+        let mut c = Credentials::default();
+        for (host, entry) in v["auths"].as_object().into_iter().flatten() {
+            let basic = if let Some(auth) = entry["auth"].as_str() {
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(auth)
+                    .map_err(|_| format!("auths.{host}.auth is not base64"))?;
+                let text = String::from_utf8(decoded)
+                    .map_err(|_| format!("auths.{host}.auth is not UTF-8"))?;
+                let (u, p) = text
+                    .split_once(':')
+                    .ok_or_else(|| format!("auths.{host}.auth is not user:password"))?;
+                Basic {
+                    username: u.into(),
+                    password: p.into(),
+                }
+            } else if let (Some(u), Some(p)) =
+                (entry["username"].as_str(), entry["password"].as_str())
+            {
+                Basic {
+                    username: u.into(),
+                    password: p.into(),
+                }
+            } else {
+                continue;
+            };
+            c.insert(host, basic);
+        }
+        Ok(c)
+    }
+
+    fn get(&self, registry: &str) -> Option<&Basic> {
+        self.by_host.get(&normalize_host(registry))
+    }
+}
+
+fn normalize_host(h: &str) -> String {
+    let h = h
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let h = h.split('/').next().unwrap_or(h);
+    match h {
+        "index.docker.io" | "registry-1.docker.io" | "docker.io" => "docker.io".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Client settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Registries spoken to over plain http besides loopback ones.
+    pub insecure: Vec<String>,
+    /// Tags kept per image at most.
+    pub max_tags: usize,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Retries after a 429.
+    pub max_retries: u32,
+    /// Longest `Retry-After` honoured.
+    pub max_retry_after: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            insecure: vec![],
+            max_tags: 10_000,
+            timeout: Duration::from_secs(30),
+            max_retries: 3,
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A tag-listing registry client.
+pub struct Client {
+    http: reqwest::Client,
+    settings: Settings,
+    creds: Credentials,
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+/// A `WWW-Authenticate` challenge.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Challenge {
+    /// `Basic realm=...`
+    Basic,
+    /// `Bearer realm=...,service=...,scope=...`
+    Bearer {
+        /// Token endpoint.
+        realm: String,
+        /// `service` parameter.
+        service: Option<String>,
+        /// `scope` parameter.
+        scope: Option<String>,
+    },
+}
+
+/// Parses a `WWW-Authenticate` header value.
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
+    let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+    if scheme.eq_ignore_ascii_case("basic") {
+        return Some(Challenge::Basic);
+    }
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let mut params = HashMap::new();
+    let re = Regex::new(r#"([A-Za-z]+)\s*=\s*(?:"([^"]*)"|([^,\s]*))"#).expect("valid regex");
+    for c in re.captures_iter(rest) {
+        let v = c
+            .get(2)
+            .or(c.get(3))
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default();
+        params.insert(c[1].to_ascii_lowercase(), v);
+    }
+    Some(Challenge::Bearer {
+        realm: params.remove("realm")?,
+        service: params.remove("service"),
+        scope: params.remove("scope"),
+    })
+}
+
+/// Parses `Retry-After` (seconds or an HTTP date, which counts as "soon").
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    Some(
+        v.trim()
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(1)),
+    )
+}
+
+/// The `rel="next"` target of a `Link` header.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(LINK)?.to_str().ok()?;
+    v.split(',')
+        .find(|l| l.contains("rel=\"next\"") || l.contains("rel=next"))
+        .and_then(|l| {
+            let start = l.find('<')? + 1;
+            let end = l.find('>')?;
+            Some(l[start..end].to_string())
+        })
+}
+
+/// Parses an RFC 3339 timestamp to Unix seconds.
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, se) = (
+        n(0..4)?,
+        n(5..7)?,
+        n(8..10)?,
+        n(11..13)?,
+        n(14..16)?,
+        n(17..19)?,
+    );
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let mut t = days * 86_400 + h * 3600 + mi * 60 + se;
+    let tz = s[19..].trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
+    if let Some(off) = tz.strip_prefix(['+', '-']) {
+        let sign = if tz.starts_with('-') { -1 } else { 1 };
+        let oh: i64 = off.get(0..2)?.parse().ok()?;
+        let om: i64 = off.get(3..5)?.parse().ok()?;
+        t -= sign * (oh * 3600 + om * 60);
+    }
+    Some(t)
+}
+
+static PROVIDER: std::sync::Once = std::sync::Once::new();
+
+impl Client {
+    /// A client with the given settings and credentials.
+    pub fn new(settings: Settings, creds: Credentials) -> Client {
+        // reqwest's rustls build comes without a crypto provider (to avoid aws-lc);
+        // ring is installed once for the process, as kube's rustls also uses it.
+        PROVIDER.call_once(|| {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("gitcanary/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("HTTP client builds");
+        Client {
+            http,
+            settings,
+            creds,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn transport(image: &ImageRepo, e: reqwest::Error) -> Error {
+        let message = if e.is_timeout() {
+            "timed out".to_string()
+        } else {
+            format!("cannot reach registry: {}", e.without_url())
+        };
+        Error::Transport {
+            image: image.to_string(),
+            message,
+        }
+    }
+
+    async fn bearer_token(
+        &self,
+        image: &ImageRepo,
+        realm: &str,
+        service: Option<&str>,
+        scope: Option<&str>,
+    ) -> Result<String> {
+        let key = format!("{realm}|{}|{}", service.unwrap_or(""), scope.unwrap_or(""));
+        if let Some((tok, until)) = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            if Instant::now() < *until {
+                return Ok(tok.clone());
+            }
+        }
+        let mut url = reqwest::Url::parse(realm).map_err(|e| Error::Invalid {
+            image: image.to_string(),
+            message: format!("token realm {realm:?}: {e}"),
+        })?;
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(s) = service {
+                q.append_pair("service", s);
+            }
+            if let Some(s) = scope {
+                q.append_pair("scope", s);
+            }
+        }
+        let mut req = self.http.get(url);
+        if let Some(b) = self.creds.get(&image.registry) {
+            req = req.basic_auth(&b.username, Some(&b.password));
+        }
+        let resp = req.send().await.map_err(|e| Self::transport(image, e))?;
+        if !resp.status().is_success() {
+            return Err(Error::Status {
+                image: image.to_string(),
+                status: resp.status().as_u16(),
+                message: "token request refused".into(),
+            });
+        }
+        let v: serde_json::Value = resp.json().await.map_err(|e| Error::Invalid {
+            image: image.to_string(),
+            message: format!("token response: {e}"),
+        })?;
+        let tok = v["token"]
+            .as_str()
+            .or(v["access_token"].as_str())
+            .ok_or_else(|| Error::Invalid {
+                image: image.to_string(),
+                message: "token response has no token".into(),
+            })?;
+        let ttl = v["expires_in"].as_u64().unwrap_or(60).max(10);
+        self.tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key,
+                (
+                    tok.to_string(),
+                    Instant::now() + Duration::from_secs(ttl - 5),
+                ),
+            );
+        Ok(tok.to_string())
+    }
+
+    /// GET with auth challenges and 429 handling.
+    async fn get(&self, image: &ImageRepo, url: &str, accept: Option<&str>) -> Result<Response> {
+        let mut auth: Option<String> = None;
+        let mut challenged = false;
+        let mut retries = 0;
+        loop {
+            let mut req = self.http.request(Method::GET, url);
+            if let Some(a) = accept {
+                req = req.header(ACCEPT, a);
+            }
+            if let Some(a) = &auth {
+                req = req.header(AUTHORIZATION, a);
+            }
+            let resp = req.send().await.map_err(|e| Self::transport(image, e))?;
+            match resp.status() {
+                StatusCode::UNAUTHORIZED if !challenged => {
+                    challenged = true;
+                    let header = resp
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    auth = match parse_challenge(header) {
+                        Some(Challenge::Bearer {
+                            realm,
+                            service,
+                            scope,
+                        }) => {
+                            let scope =
+                                scope.unwrap_or_else(|| format!("repository:{}:pull", image.path));
+                            Some(format!(
+                                "Bearer {}",
+                                self.bearer_token(image, &realm, service.as_deref(), Some(&scope))
+                                    .await?
+                            ))
+                        }
+                        _ => {
+                            match self.creds.get(&image.registry) {
+                                Some(b) => Some(format!(
+                                    "Basic {}",
+                                    base64::engine::general_purpose::STANDARD
+                                        .encode(format!("{}:{}", b.username, b.password))
+                                )),
+                                None => return Err(Error::Status {
+                                    image: image.to_string(),
+                                    status: 401,
+                                    message:
+                                        "authentication required: add credentials for this registry"
+                                            .into(),
+                                }),
+                            }
+                        }
+                    };
+                }
+                StatusCode::TOO_MANY_REQUESTS if retries < self.settings.max_retries => {
+                    retries += 1;
+                    let wait = retry_after(resp.headers())
+                        .unwrap_or(Duration::from_secs(1 << retries))
+                        .min(self.settings.max_retry_after);
+                    tokio::time::sleep(wait).await;
+                }
+                s if s.is_success() => return Ok(resp),
+                s => {
+                    let body = resp.text().await.unwrap_or_default();
+                    let message = serde_json::from_str::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    return Err(Error::Status {
+                        image: image.to_string(),
+                        status: s.as_u16(),
+                        message,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Every tag of `image` (following pagination), minus excluded ones, capped.
+    pub async fn list_tags(&self, image: &ImageRepo, exclusions: &[Regex]) -> Result<Vec<String>> {
+        let base = image.base_url(&self.settings.insecure);
+        let mut url = format!("{base}/v2/{}/tags/list", image.path);
+        let mut tags = Vec::new();
+        let mut pages = 0;
+        loop {
+            pages += 1;
+            let resp = self.get(image, &url, None).await?;
+            let next = next_link(resp.headers());
+            let body = resp.bytes().await.map_err(|e| Self::transport(image, e))?;
+            let v: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| Error::Invalid {
+                    image: image.to_string(),
+                    message: format!("tag list is not JSON: {e}"),
+                })?;
+            let page = match &v["tags"] {
+                serde_json::Value::Array(a) => a,
+                serde_json::Value::Null => break,
+                _ => {
+                    return Err(Error::Invalid {
+                        image: image.to_string(),
+                        message: "tag list has no tags array".into(),
+                    })
+                }
+            };
+            for t in page {
+                let Some(t) = t.as_str() else { continue };
+                if !exclusions.iter().any(|r| r.is_match(t)) {
+                    tags.push(t.to_string());
+                }
+            }
+            if tags.len() >= self.settings.max_tags {
+                tags.truncate(self.settings.max_tags);
+                tracing::warn!(image = %image, max = self.settings.max_tags, "tag list truncated at the configured cap");
+                break;
+            }
+            match next {
+                Some(n) if pages < 10_000 => {
+                    url = if n.starts_with("http://") || n.starts_with("https://") {
+                        n
+                    } else {
+                        format!("{base}{n}")
+                    };
+                }
+                _ => break,
+            }
+        }
+        Ok(tags)
+    }
+
+    /// The creation time of `image:tag` (Unix seconds), from its config blob.
+    pub async fn created(&self, image: &ImageRepo, tag: &str) -> Result<Option<i64>> {
+        let base = image.base_url(&self.settings.insecure);
+        const ACCEPT_ALL: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json";
+        let invalid = |m: String| Error::Invalid {
+            image: image.to_string(),
+            message: m,
+        };
+        let mut manifest: serde_json::Value = self
+            .get(
+                image,
+                &format!("{base}/v2/{}/manifests/{tag}", image.path),
+                Some(ACCEPT_ALL),
+            )
+            .await?
+            .json()
+            .await
+            .map_err(|e| invalid(format!("manifest: {e}")))?;
+        if let Some(list) = manifest["manifests"].as_array() {
+            let pick = list
+                .iter()
+                .find(|m| {
+                    m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64"
+                })
+                .or(list.first())
+                .and_then(|m| m["digest"].as_str())
+                .ok_or_else(|| invalid("empty image index".into()))?
+                .to_string();
+            manifest = self
+                .get(
+                    image,
+                    &format!("{base}/v2/{}/manifests/{pick}", image.path),
+                    Some(ACCEPT_ALL),
+                )
+                .await?
+                .json()
+                .await
+                .map_err(|e| invalid(format!("manifest: {e}")))?;
+        }
+        let Some(config) = manifest["config"]["digest"].as_str() else {
+            return Ok(None);
+        };
+        let blob: serde_json::Value = self
+            .get(
+                image,
+                &format!("{base}/v2/{}/blobs/{config}", image.path),
+                None,
+            )
+            .await?
+            .json()
+            .await
+            .map_err(|e| invalid(format!("image config: {e}")))?;
+        Ok(blob["created"].as_str().and_then(parse_rfc3339))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_links_and_times() {
+        assert_eq!(
+            parse_challenge(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/podinfo:pull""#
+            ),
+            Some(Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: Some("repository:library/podinfo:pull".into())
+            })
+        );
+        assert_eq!(
+            parse_challenge("Basic realm=\"Registry\""),
+            Some(Challenge::Basic)
+        );
+        let mut h = HeaderMap::new();
+        h.insert(
+            LINK,
+            "</v2/x/tags/list?n=100&last=b>; rel=\"next\""
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            next_link(&h).as_deref(),
+            Some("/v2/x/tags/list?n=100&last=b")
+        );
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:10Z"), Some(10));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20.123456789Z"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-15T00:13:20+02:00"),
+            Some(1_700_000_000)
+        );
+    }
+
+    #[test]
+    fn docker_config_credentials() {
+        let c = Credentials::from_docker_config(r#"{"auths":{"https://index.docker.io/v1/":{"auth":"dXNlcjpwYXNz"},"ghcr.io":{"username":"u","password":"p"}}}"#).unwrap();
+        assert_eq!(c.get("docker.io").unwrap().username, "user");
+        assert_eq!(c.get("ghcr.io").unwrap().password, "p");
+        assert!(
+            !format!("{:?}", c).contains("pass"),
+            "debug output hides passwords"
+        );
+    }
+}

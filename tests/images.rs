@@ -1,0 +1,292 @@
+//! Image automation end to end: a real registry (Debian's docker-registry), a real Git
+//! remote, `gitcanary images scan --once`, and what lands in `git log` and the target.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples-repo")
+}
+
+fn commits(bare: &Path) -> Vec<String> {
+    git(bare, &["log", "--format=%s", "main"])
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn helm_release_semver_bump_end_to_end() {
+    let reg = Registry::start(None);
+    for t in ["2.0.0", "2.0.1", "2.1.0", "3.0.0"] {
+        reg.push_tag("stefanprodan/podinfo", t, "2024-01-01T00:00:00Z");
+    }
+    let remote = Remote::new();
+    remote.copy_from(&examples());
+    let fe = remote.work.join("releases/test/frontend.yaml");
+    let original = std::fs::read_to_string(&fe).unwrap().replace(
+        "repository: stefanprodan/podinfo",
+        &format!("repository: {}/stefanprodan/podinfo", reg.addr),
+    );
+    std::fs::write(&fe, &original).unwrap();
+    std::fs::remove_file(remote.work.join("releases/test/backend.yaml")).unwrap();
+    remote.push("seed");
+    let daemon = GitDaemon::start(remote.dir.path(), free_port());
+    let setup = Setup::new(&daemon.url("remote.git"), "", "");
+
+    let out = setup.cmd(&["images", "scan", "--once"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+
+    // One pushed commit that changes exactly 2.0.0 to 2.0.1, named after the image.
+    let log = commits(&remote.bare);
+    assert_eq!(log.len(), 2, "{log:?}");
+    assert_eq!(
+        log[0],
+        format!("Auto-release {}/stefanprodan/podinfo:2.0.1", reg.addr)
+    );
+    assert_eq!(
+        git(&remote.bare, &["diff", "--name-only", "main~1", "main"]),
+        "releases/test/frontend.yaml"
+    );
+    let pushed = git(&remote.bare, &["show", "main:releases/test/frontend.yaml"]);
+    assert_eq!(
+        pushed,
+        original.replace("tag: 2.0.0", "tag: 2.0.1").trim_end()
+    );
+    let body = git(&remote.bare, &["log", "-1", "--format=%b", "main"]);
+    assert!(
+        body.contains(
+            "releases/test/frontend.yaml: HelmRelease/test/frontend (chart-image): 2.0.0 -> 2.0.1"
+        ),
+        "{body}"
+    );
+    let author = git(&remote.bare, &["log", "-1", "--format=%an <%ae>", "main"]);
+    assert_eq!(author, "gitcanary <gitcanary@localhost>");
+
+    // The local target holds the new revision at once.
+    let hr = setup
+        .object("flux.weave.works", "HelmRelease", "test", "frontend")
+        .unwrap();
+    assert_eq!(hr["spec"]["values"]["image"]["tag"], "2.0.1");
+    let head = git(&remote.bare, &["rev-parse", "main"]);
+    assert_eq!(
+        setup.status()["appliedRevision"],
+        format!("main@sha1:{head}")
+    );
+
+    // `get images` explains it.
+    let out = setup.cmd(&["get", "images"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("HelmRelease/test/frontend (chart-image)")
+            && table.contains("semver:~2.0")
+            && table.contains("2.0.1"),
+        "{table}"
+    );
+
+    // Idempotent: the remote has the new value, so a second run commits nothing.
+    assert!(setup.cmd(&["images", "scan", "--once"]).status.success());
+    assert_eq!(commits(&remote.bare).len(), 2);
+}
+
+fn deployment(registry: &str, name: &str, policy: &str, tag: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: test\n  annotations:\n    fluxcd.io/automated: \"true\"\n    fluxcd.io/tag.app: {policy}\nspec:\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n        - name: app\n          image: {registry}/team/{name}:{tag}\n"
+    )
+}
+
+#[test]
+fn basic_auth_from_docker_config_and_no_secret_in_output() {
+    let reg = Registry::start(Some(("gc-user", "s3cret-pass")));
+    for t in ["1.0.0", "1.2.0", "2.0.0"] {
+        reg.push_tag("team/web", t, "2024-01-01T00:00:00Z");
+    }
+    let remote = Remote::new();
+    remote
+        .write(&[(
+            "web.yaml",
+            &deployment(&reg.addr, "web", "semver:^1.0", "1.0.0"),
+        )])
+        .push("seed");
+
+    // Without credentials: the scan fails clearly for that image, nothing is committed.
+    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+    setup.cmd(&["images", "scan", "--once"]);
+    let out = setup.cmd(&["get", "images", "-o", "json"]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let msg = st["rows"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("401") && msg.contains("add credentials"),
+        "{msg}"
+    );
+    assert_eq!(commits(&remote.bare).len(), 1);
+
+    // With a docker config.json: the update goes through.
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode("gc-user:s3cret-pass");
+    let cfg = tempfile::tempdir().unwrap();
+    let docker = cfg.path().join("config.json");
+    std::fs::write(
+        &docker,
+        format!(r#"{{"auths":{{"{}":{{"auth":"{auth}"}}}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let setup = Setup::new(
+        &remote.bare.display().to_string(),
+        "",
+        &format!("images:\n  dockerConfig: {}\n", docker.display()),
+    );
+    let out = setup.cmd(&["--log-level", "debug", "images", "scan", "--once"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        !text.contains("s3cret-pass") && !text.contains(&auth),
+        "credentials leaked into output"
+    );
+    assert_eq!(
+        commits(&remote.bare)[0],
+        format!("Auto-release {}/team/web:1.2.0", reg.addr)
+    );
+}
+
+#[test]
+fn markers_on_a_deployment_and_a_kustomization_image() {
+    let reg = Registry::start(None);
+    for t in ["1.0.0", "1.5.0", "2.0.0"] {
+        reg.push_tag("team/app", t, "2024-01-01T00:00:00Z");
+    }
+    let image = format!("{}/team/app", reg.addr);
+    let flux = format!(
+        "apiVersion: image.toolkit.fluxcd.io/v1beta2\nkind: ImageRepository\nmetadata:\n  name: app\n  namespace: flux-system\nspec:\n  image: {image}\n  interval: 1m\n---\napiVersion: image.toolkit.fluxcd.io/v1beta2\nkind: ImagePolicy\nmetadata:\n  name: app\n  namespace: flux-system\nspec:\n  imageRepositoryRef:\n    name: app\n  policy:\n    semver:\n      range: \">=1.0.0 <2.0.0\"\n---\napiVersion: image.toolkit.fluxcd.io/v1beta2\nkind: ImageUpdateAutomation\nmetadata:\n  name: auto\n  namespace: flux-system\nspec:\n  interval: 30m\n  sourceRef:\n    kind: GitRepository\n    name: flux-system\n  git:\n    checkout:\n      ref:\n        branch: main\n    commit:\n      author:\n        email: fluxcdbot@users.noreply.github.com\n        name: fluxcdbot\n      messageTemplate: 'Automated image update: {{{{range .Changed.Changes}}}}{{{{.OldValue}}}} -> {{{{.NewValue}}}} {{{{end}}}}'\n    push:\n      branch: main\n  update:\n    path: ./apps\n    strategy: Setters\n"
+    );
+    let deploy = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app\n  namespace: test\nspec:\n  selector:\n    matchLabels:\n      app: app\n  template:\n    metadata:\n      labels:\n        app: app\n    spec:\n      containers:\n        - name: app\n          image: {image}:1.0.0 # {{\"$imagepolicy\": \"flux-system:app\"}}\n"
+    );
+    let kustomization = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - deploy.yaml\nimages:\n  - name: {image}\n    newTag: 1.0.0 # {{\"$imagepolicy\": \"flux-system:app:tag\"}}\n"
+    );
+    let remote = Remote::new();
+    remote
+        .write(&[
+            ("flux-system/images.yaml", &flux),
+            ("apps/deploy.yaml", &deploy),
+            ("apps/kustomization.yaml", &kustomization),
+        ])
+        .push("seed");
+    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+    let out = setup.cmd(&["images", "scan", "--once"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        git(&remote.bare, &["show", "main:apps/deploy.yaml"]),
+        deploy.replace(":1.0.0 #", ":1.5.0 #").trim_end()
+    );
+    assert_eq!(
+        git(&remote.bare, &["show", "main:apps/kustomization.yaml"]),
+        kustomization
+            .replace("newTag: 1.0.0", "newTag: 1.5.0")
+            .trim_end()
+    );
+    let subject = commits(&remote.bare)[0].clone();
+    assert!(
+        subject.starts_with("Automated image update: ")
+            && subject.contains(&format!("{image}:1.0.0 -> {image}:1.5.0")),
+        "{subject}"
+    );
+    assert_eq!(
+        git(&remote.bare, &["log", "-1", "--format=%an", "main"]),
+        "fluxcdbot"
+    );
+    let d = setup.object("apps", "Deployment", "test", "app").unwrap();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("{image}:1.5.0")
+    );
+}
+
+#[test]
+fn a_concurrent_pusher_is_fetched_and_the_change_recomputed() {
+    let reg = Registry::start(None);
+    for t in ["1.0.0", "1.1.0"] {
+        reg.push_tag("team/web", t, "2024-01-01T00:00:00Z");
+    }
+    let remote = Remote::new();
+    remote
+        .write(&[(
+            "web.yaml",
+            &deployment(&reg.addr, "web", "semver:~1", "1.0.0"),
+        )])
+        .push("initial");
+    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+    let cfg = gitcanary::config::Config::load(&setup.config).unwrap();
+    let source = gitcanary::source::GitSource::new(&cfg.source, &cfg.base_dir, &cfg.state_dir());
+    let head = source.fetch().unwrap().commit;
+    let snap = source.snapshot(&head).unwrap();
+    let objects = gitcanary::manifest::load(&snap, "", None).objects;
+
+    // Another pusher lands a commit after our fetch, before our push.
+    remote
+        .write(&[("other.yaml", &configmap("other", "x"))])
+        .push("concurrent change");
+
+    let mut auto = gitcanary::image::automation::Automation::new(&cfg).unwrap();
+    let out = auto.run(&source, &head, &objects, true).unwrap();
+    assert_eq!(out.changes, 1);
+    let log = commits(&remote.bare);
+    assert_eq!(
+        log,
+        vec![
+            format!("Auto-release {}/team/web:1.1.0", reg.addr),
+            "concurrent change".into(),
+            "initial".into()
+        ]
+    );
+    assert_eq!(
+        out.commit.unwrap(),
+        git(&remote.bare, &["rev-parse", "main"])
+    );
+}
+
+#[test]
+fn bad_policies_are_named_and_nothing_is_committed() {
+    let reg = Registry::start(None);
+    reg.push_tag("team/a", "1.0.0", "2024-01-01T00:00:00Z");
+    let remote = Remote::new();
+    remote
+        .write(&[
+            ("a.yaml", &deployment(&reg.addr, "a", "latest:foo", "1.0.0")),
+            ("b.yaml", &deployment(&reg.addr, "b", "regex:([", "1.0.0")),
+            (
+                "c.yaml",
+                &deployment(&reg.addr, "c", "semver:~x.1", "1.0.0"),
+            ),
+        ])
+        .push("seed");
+    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+    let out = setup.cmd(&["images", "scan", "--once"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("a.yaml:8:24: metadata.annotations.fluxcd.io/tag.app: Deployment/test/a: unknown policy prefix \"latest\""), "{text}");
+    assert!(text.contains("b.yaml:8:24: metadata.annotations.fluxcd.io/tag.app: Deployment/test/b: invalid regex \"([\": unclosed character class"), "{text}");
+    assert!(text.contains("c.yaml:8:24: metadata.annotations.fluxcd.io/tag.app: Deployment/test/c: invalid semver range"), "{text}");
+    assert_eq!(commits(&remote.bare).len(), 1, "nothing committed");
+    // The sync itself still applied the revision.
+    assert!(setup.object("apps", "Deployment", "test", "a").is_some());
+}
