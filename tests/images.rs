@@ -290,3 +290,38 @@ fn bad_policies_are_named_and_nothing_is_committed() {
     // The sync itself still applied the revision.
     assert!(setup.object("apps", "Deployment", "test", "a").is_some());
 }
+
+#[test]
+fn run_follows_a_new_registry_tag_without_a_manual_step() {
+    let reg = Registry::start(None);
+    reg.push_tag("team/live", "1.0.0", "2024-01-01T00:00:00Z");
+    let remote = Remote::new();
+    remote
+        .write(&[(
+            "live.yaml",
+            &deployment(&reg.addr, "live", "semver:^1.0", "1.0.0"),
+        )])
+        .push("seed");
+    let setup = Setup::new(
+        &remote.bare.display().to_string(),
+        "  interval: 1h\n",
+        "images:\n  interval: 1s\n",
+    );
+    let running = setup.spawn_run(&[]);
+    wait_for(std::time::Duration::from_secs(20), || {
+        setup.object("apps", "Deployment", "test", "live")
+    })
+    .expect("first sync");
+    assert_eq!(commits(&remote.bare).len(), 1, "nothing to update yet");
+
+    reg.push_tag("team/live", "1.1.0", "2024-01-02T00:00:00Z");
+    let image = format!("{}/team/live:1.1.0", reg.addr);
+    wait_for(std::time::Duration::from_secs(30), || {
+        let d = setup.object("apps", "Deployment", "test", "live")?;
+        (d["spec"]["template"]["spec"]["containers"][0]["image"] == image.as_str()).then_some(())
+    })
+    .expect("the new tag is committed, pushed and applied");
+    assert_eq!(commits(&remote.bare)[0], format!("Auto-release {image}"));
+    let (status, stderr) = running.stop();
+    assert!(status.success(), "{stderr}");
+}

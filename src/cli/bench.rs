@@ -23,6 +23,12 @@ pub enum Which {
         #[arg(long, default_value_t = 1_000)]
         files: usize,
     },
+    /// Image automation: semver selection, registry scanning, rewrite and commit.
+    Images {
+        /// The registry binary to start for the scan benchmark.
+        #[arg(long, default_value = "docker-registry")]
+        registry_bin: String,
+    },
 }
 
 /// Writes `files` manifest files holding `objects` objects (ConfigMaps, Services and
@@ -63,14 +69,20 @@ pub fn peak_rss() -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
-fn flush_disk() {
+pub(crate) fn flush_disk() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
 }
 
 /// Runs a benchmark.
 pub fn bench(which: Which) -> anyhow::Result<ExitCode> {
-    let Which::Sync { objects, files } = which;
+    match which {
+        Which::Sync { objects, files } => bench_sync(objects, files),
+        Which::Images { registry_bin } => super::bench_images::run(&registry_bin),
+    }
+}
+
+fn bench_sync(objects: usize, files: usize) -> anyhow::Result<ExitCode> {
     let work = std::env::temp_dir().join(format!("gitcanary-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
     let tree = work.join("tree");

@@ -175,11 +175,21 @@ struct V2Update {
     path: Option<String>,
 }
 
+/// A resolved Flux v2 ImagePolicy.
+#[derive(Clone)]
+struct PolicyEntry {
+    policy: Policy,
+    /// The ImageRepository it follows (namespace, name).
+    repo: (String, String),
+    /// The policy as written, for status.
+    label: String,
+}
+
 /// The Flux v2 objects of a revision, resolved.
 #[derive(Default)]
 struct V2 {
     repos: HashMap<(String, String), (String, Vec<Regex>)>,
-    policies: HashMap<(String, String), Result<(Policy, (String, String), String), String>>,
+    policies: HashMap<(String, String), Result<PolicyEntry, String>>,
     automation: Option<(String, V2Spec)>,
 }
 
@@ -297,7 +307,11 @@ fn parse_v2(objects: &[Object], branch: &str, errors: &mut Vec<ManifestError>) -
                     .namespace
                     .clone()
                     .unwrap_or_else(|| o.key.namespace.clone());
-                Ok((policy, (repo_ns, r.name.clone()), label))
+                Ok(PolicyEntry {
+                    policy,
+                    repo: (repo_ns, r.name.clone()),
+                    label,
+                })
             })();
             if let Err(e) = &resolved {
                 errors.push(err(o, e.clone()));
@@ -328,12 +342,20 @@ fn parse_v2(objects: &[Object], branch: &str, errors: &mut Vec<ManifestError>) -
     v2
 }
 
-struct Resolved {
-    policy: Policy,
-    image: String,
-    exclusions: Vec<Regex>,
-    rule: String,
+/// What a setter follows: its policy and image.
+pub struct Resolved {
+    /// The policy.
+    pub policy: Policy,
+    /// The image repository.
+    pub image: String,
+    /// Tags to ignore for this image.
+    pub exclusions: Vec<Regex>,
+    /// The policy as written, for status.
+    pub rule: String,
 }
+
+/// A setter and what it follows, or why that could not be resolved.
+pub type Resolution = (Setter, Result<Resolved, String>);
 
 fn resolve(s: &Setter, v2: &V2) -> Result<Resolved, String> {
     match &s.policy {
@@ -344,7 +366,11 @@ fn resolve(s: &Setter, v2: &V2) -> Result<Resolved, String> {
             rule: key.clone(),
         }),
         PolicySource::ImagePolicy { namespace, name } => {
-            let (policy, repo, label) = v2
+            let PolicyEntry {
+                policy,
+                repo,
+                label,
+            } = v2
                 .policies
                 .get(&(namespace.clone(), name.clone()))
                 .ok_or_else(|| format!("ImagePolicy {namespace}/{name} not found"))?
@@ -364,10 +390,7 @@ fn resolve(s: &Setter, v2: &V2) -> Result<Resolved, String> {
 }
 
 /// Decides the changes for `setters` from the scans. Pure.
-pub fn decide(
-    setters: &[(Setter, Result<(Policy, String, String), String>)],
-    scans: &HashMap<String, Scan>,
-) -> (Vec<Change>, Vec<Row>) {
+pub fn decide(setters: &[Resolution], scans: &HashMap<String, Scan>) -> (Vec<Change>, Vec<Row>) {
     let mut changes = Vec::new();
     let mut rows = Vec::new();
     for (s, resolved) in setters {
@@ -378,9 +401,9 @@ pub fn decide(
             ..Default::default()
         };
         let (policy, image) = match resolved {
-            Ok((p, i, rule)) => {
-                row.rule = rule.clone();
-                (p, i)
+            Ok(r) => {
+                row.rule = r.rule.clone();
+                (&r.policy, &r.image)
             }
             Err(e) => {
                 row.message = e.clone();
@@ -553,7 +576,7 @@ impl Automation {
         snap: &dyn Snapshot,
         objects: &[Object],
         branch: &str,
-    ) -> Result<(Vec<(Setter, Result<Resolved, String>)>, V2), Error> {
+    ) -> Result<(Vec<Resolution>, V2), Error> {
         let mut errors = Vec::new();
         let v2 = parse_v2(objects, branch, &mut errors);
         let mut files: Vec<String> = objects
@@ -693,11 +716,7 @@ impl Automation {
                 }
             }
             self.scan(&wanted, force_scan && attempts == 0);
-            let decided: Vec<(Setter, Result<(Policy, String, String), String>)> = setters
-                .into_iter()
-                .map(|(s, r)| (s, r.map(|r| (r.policy, r.image, r.rule))))
-                .collect();
-            let (changes, rows) = decide(&decided, &self.scans);
+            let (changes, rows) = decide(&setters, &self.scans);
             if changes.is_empty() {
                 return Ok(Outcome {
                     commit: None,

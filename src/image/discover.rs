@@ -335,6 +335,19 @@ pub fn find_in_file(file: &str, text: &str, markers: bool) -> Found {
     if markers && text.contains("$imagepolicy") {
         find_markers(file, text, &docs, &mut found);
     }
+    // Two mappings may name the same scalar; it is one setter. An explicit marker wins
+    // over an annotation, otherwise the first found does.
+    let marked: std::collections::HashSet<usize> = found
+        .setters
+        .iter()
+        .filter(|s| matches!(s.policy, PolicySource::ImagePolicy { .. }))
+        .map(|s| s.start)
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    found.setters.retain(|s| {
+        let is_marker = matches!(s.policy, PolicySource::ImagePolicy { .. });
+        (is_marker || !marked.contains(&s.start)) && seen.insert(s.start)
+    });
     found
 }
 
@@ -394,8 +407,7 @@ fn find_markers(
         };
         let Some(node) = scalars
             .iter()
-            .filter(|n| n.pos.line == line_no && n.pos.offset < line_offset(text, i) + hash)
-            .next_back()
+            .rfind(|n| n.pos.line == line_no && n.pos.offset < line_offset(text, i) + hash)
         else {
             found.errors.push(ManifestError::at(
                 file,
@@ -488,6 +500,23 @@ mod tests {
     }
 
     #[test]
+    fn explicit_alias_mappings() {
+        let text = "apiVersion: helm.fluxcd.io/v1\nkind: HelmRelease\nmetadata:\n  name: app\n  namespace: prod\n  annotations:\n    fluxcd.io/automated: \"true\"\n    repository.fluxcd.io/api: api.img.repo\n    tag.fluxcd.io/api: api.img.version\n    filter.fluxcd.io/api: semver:~1.2\nspec:\n  values:\n    api:\n      img:\n        repo: ghcr.io/org/api\n        version: 1.2.0\n";
+        let f = find_in_file("r.yaml", text, false);
+        assert!(f.errors.is_empty(), "{:?}", f.errors);
+        let s = f
+            .setters
+            .iter()
+            .find(|s| s.target == "api")
+            .expect("alias setter");
+        assert_eq!(
+            (s.part, s.current.as_str(), s.repo.as_deref()),
+            (Part::Tag, "1.2.0", Some("ghcr.io/org/api"))
+        );
+        assert!(matches!(&s.policy, PolicySource::Inline { key, .. } if key == "semver:~1.2"));
+    }
+
+    #[test]
     fn bad_policy_names_object_and_annotation() {
         let text = FRONTEND.replace("semver:~2.0", "semver:~x.y");
         let f = find_in_file("f.yaml", &text, false);
@@ -498,13 +527,16 @@ mod tests {
 
     #[test]
     fn workload_containers_and_markers() {
-        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    fluxcd.io/automated: 'true'\n    fluxcd.io/tag.app: glob:1.*\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: ghcr.io/x/app:1.0 # {\"$imagepolicy\": \"flux-system:app\"}\n";
+        let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    fluxcd.io/automated: 'true'\n    fluxcd.io/tag.app: glob:1.*\nspec:\n  template:\n    spec:\n      containers:\n        - name: app\n          image: ghcr.io/x/app:1.0 # {\"$imagepolicy\": \"flux-system:app\"}\n        - name: side\n          image: ghcr.io/x/side:2.0\n";
         let f = find_in_file("d.yaml", text, true);
         assert_eq!(f.setters.len(), 2, "{:?}", f.errors);
-        assert!(matches!(f.setters[0].policy, PolicySource::Inline { .. }));
+        let side = &f.setters[0];
+        assert_eq!(side.target, "side");
+        assert!(matches!(side.policy, PolicySource::Inline { .. }));
         let m = &f.setters[1];
         assert!(
-            matches!(&m.policy, PolicySource::ImagePolicy { namespace, name } if namespace == "flux-system" && name == "app")
+            matches!(&m.policy, PolicySource::ImagePolicy { namespace, name } if namespace == "flux-system" && name == "app"),
+            "the marker wins over the annotation on the same value"
         );
         assert_eq!(
             (m.part, m.object.as_str()),

@@ -474,9 +474,11 @@ impl Client {
                     tags.push(t.to_string());
                 }
             }
-            if tags.len() >= self.settings.max_tags {
+            if tags.len() > self.settings.max_tags
+                || (tags.len() == self.settings.max_tags && next.is_some())
+            {
                 tags.truncate(self.settings.max_tags);
-                tracing::warn!(image = %image, max = self.settings.max_tags, "tag list truncated at the configured cap");
+                tracing::warn!(image = %image, max = self.settings.max_tags, "tag list truncated at the configured cap (images.maxTags)");
                 break;
             }
             match next {

@@ -186,6 +186,13 @@ impl GitSource {
     /// Fetches the branch and returns its head commit. Blocking.
     pub fn fetch(&self) -> Result<Fetched> {
         init_timeouts();
+        let local = Path::new(self.url.strip_prefix("file://").unwrap_or(&self.url));
+        if local.is_absolute() && !local.exists() {
+            return Err(Error::Fetch {
+                url: self.display_url(),
+                message: "no repository at this path".into(),
+            });
+        }
         let repo = self.open_cache()?;
         let mut remote = repo.remote_anonymous(&self.url).map_err(git_err)?;
         let rejection: Rc<RefCell<Option<String>>> = Rc::default();

@@ -429,6 +429,9 @@ pub async fn run(
         }
     }
     info!("shutting down");
+    // The reconciler owns image automation's own runtime, which may only be dropped
+    // outside async context.
+    let _ = tokio::task::spawn_blocking(move || drop(rec)).await;
     Ok(())
 }
 
