@@ -74,6 +74,12 @@ pub enum Command {
     },
     /// Seed a local Git repository from examples-repo and reconcile it.
     Demo(demo::DemoArgs),
+    /// Run the podinfo-compatible demo app (what the local target runs for podinfo).
+    DemoApp {
+        /// Port to listen on (127.0.0.1).
+        #[arg(long, default_value_t = 9898)]
+        port: u16,
+    },
     /// Benchmarks.
     Bench {
         /// Which benchmark.
@@ -120,6 +126,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => sync::images_scan_once(load_config(&cli.config)?),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { which } => bench::bench(which),
+        Command::DemoApp { port } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            rt.block_on(crate::target::local::demo_app::serve(
+                port,
+                crate::target::local::demo_app::DemoConfig::from_env(),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -1,0 +1,627 @@
+//! Translates a stored Deployment into what the local runtime runs. Pure: it takes the
+//! object, a lookup for ConfigMaps and Secrets, and the config's image mapping, and
+//! never touches a process. Per-replica values (ports, pod name) are filled in by
+//! [`materialize`].
+
+use crate::manifest::kustomize::split_image;
+use base64::Engine;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// A port named by number or by container port name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortRef {
+    /// `port: 9898`
+    Number(u16),
+    /// `port: http`
+    Name(String),
+}
+
+/// What a probe does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeAction {
+    /// `httpGet`
+    Http {
+        /// Path.
+        path: String,
+        /// Port.
+        port: PortRef,
+    },
+    /// `tcpSocket`
+    Tcp {
+        /// Port.
+        port: PortRef,
+    },
+    /// `exec`
+    Exec {
+        /// Command.
+        command: Vec<String>,
+    },
+}
+
+/// A readiness or liveness probe with Kubernetes' defaults.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// Action.
+    pub action: ProbeAction,
+    /// `initialDelaySeconds` (default 0).
+    pub initial_delay: Duration,
+    /// `periodSeconds` (default 10).
+    pub period: Duration,
+    /// `timeoutSeconds` (default 1).
+    pub timeout: Duration,
+    /// `failureThreshold` (default 3).
+    pub failure_threshold: u32,
+    /// `successThreshold` (default 1).
+    pub success_threshold: u32,
+}
+
+/// A declared container port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortDecl {
+    /// `name`, if any.
+    pub name: Option<String>,
+    /// `containerPort`.
+    pub container_port: u16,
+}
+
+/// One container, before per-replica values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContainerPlan {
+    /// Name.
+    pub name: String,
+    /// Command and arguments, unexpanded; `gitcanary` as the first word means this binary.
+    pub argv: Vec<String>,
+    /// Env entries in order (envFrom, then env), values unexpanded.
+    pub env: Vec<(String, String)>,
+    /// `workingDir`.
+    pub working_dir: Option<String>,
+    /// Declared ports.
+    pub ports: Vec<PortDecl>,
+    /// Readiness probe.
+    pub readiness: Option<Probe>,
+    /// Liveness probe.
+    pub liveness: Option<Probe>,
+    /// The image's tag (`IMAGE_TAG`).
+    pub image_tag: String,
+}
+
+/// A pod template, resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodPlan {
+    /// Containers.
+    pub containers: Vec<ContainerPlan>,
+    /// `terminationGracePeriodSeconds` (default 30).
+    pub grace: Duration,
+    /// Pod labels.
+    pub labels: BTreeMap<String, String>,
+    /// sha256 of the template's canonical JSON: the revision of the pod template.
+    pub template_hash: String,
+}
+
+/// Rollout settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// `RollingUpdate` with resolved absolute numbers.
+    Rolling {
+        /// Extra pods allowed above `replicas`.
+        max_surge: u32,
+        /// Pods allowed below `replicas`.
+        max_unavailable: u32,
+    },
+    /// `Recreate`.
+    Recreate,
+}
+
+/// A Deployment, resolved.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeploymentPlan {
+    /// Desired replicas (default 1).
+    pub replicas: u32,
+    /// Rollout strategy.
+    pub strategy: Strategy,
+    /// `minReadySeconds`.
+    pub min_ready: Duration,
+    /// The pod template, or why it cannot run (shown on the Deployment's status).
+    pub pod: Result<PodPlan, String>,
+}
+
+/// Looks up a ConfigMap or Secret: (kind, namespace, name).
+pub type Lookup<'a> = &'a dyn Fn(&str, &str, &str) -> Option<Value>;
+
+fn secs(v: &Value, default: u64) -> Duration {
+    Duration::from_secs(v.as_u64().unwrap_or(default))
+}
+
+fn port_ref(v: &Value) -> Option<PortRef> {
+    match v {
+        Value::Number(n) => n.as_u64().map(|n| PortRef::Number(n as u16)),
+        Value::String(s) => Some(
+            s.parse::<u16>()
+                .map(PortRef::Number)
+                .unwrap_or_else(|_| PortRef::Name(s.clone())),
+        ),
+        _ => None,
+    }
+}
+
+fn probe(v: &Value) -> Option<Probe> {
+    if !v.is_object() {
+        return None;
+    }
+    let action = if let Some(h) = v.get("httpGet") {
+        ProbeAction::Http {
+            path: h["path"].as_str().unwrap_or("/").to_string(),
+            port: port_ref(&h["port"])?,
+        }
+    } else if let Some(t) = v.get("tcpSocket") {
+        ProbeAction::Tcp {
+            port: port_ref(&t["port"])?,
+        }
+    } else if let Some(e) = v.get("exec") {
+        ProbeAction::Exec {
+            command: e["command"]
+                .as_array()?
+                .iter()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect(),
+        }
+    } else {
+        return None;
+    };
+    Some(Probe {
+        action,
+        initial_delay: secs(&v["initialDelaySeconds"], 0),
+        period: secs(&v["periodSeconds"], 10).max(Duration::from_secs(1)),
+        timeout: secs(&v["timeoutSeconds"], 1).max(Duration::from_secs(1)),
+        failure_threshold: v["failureThreshold"].as_u64().unwrap_or(3).max(1) as u32,
+        success_threshold: v["successThreshold"].as_u64().unwrap_or(1).max(1) as u32,
+    })
+}
+
+/// Resolves an int-or-percent against `of` (Kubernetes rounds surge up, unavailable down).
+pub fn int_or_percent(v: &Value, of: u32, default_pct: u32, round_up: bool) -> u32 {
+    let pct = |p: f64| {
+        let x = p * of as f64 / 100.0;
+        (if round_up { x.ceil() } else { x.floor() }) as u32
+    };
+    match v {
+        Value::Number(n) => n.as_u64().unwrap_or(0) as u32,
+        Value::String(s) => s
+            .strip_suffix('%')
+            .and_then(|p| p.parse::<f64>().ok())
+            .map(pct)
+            .unwrap_or(0),
+        _ => pct(default_pct as f64),
+    }
+}
+
+fn data_of(obj: &Value, kind: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if kind == "Secret" {
+        for (k, v) in obj["data"].as_object().into_iter().flatten() {
+            if let Some(bytes) = v
+                .as_str()
+                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+            {
+                out.insert(k.clone(), String::from_utf8_lossy(&bytes).into_owned());
+            }
+        }
+        for (k, v) in obj["stringData"].as_object().into_iter().flatten() {
+            out.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+        }
+    } else {
+        for (k, v) in obj["data"].as_object().into_iter().flatten() {
+            out.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+        }
+    }
+    out
+}
+
+fn container_plan(
+    c: &Value,
+    ns: &str,
+    lookup: Lookup,
+    images: &BTreeMap<String, Vec<String>>,
+) -> Result<ContainerPlan, String> {
+    let name = c["name"].as_str().unwrap_or("container").to_string();
+    let image = c["image"].as_str().unwrap_or_default();
+    let (repo, tag, _) = split_image(image);
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect()
+    };
+    let args = strings(&c["args"]);
+    let argv = match c.get("command").map(strings).filter(|c| !c.is_empty()) {
+        Some(mut cmd) => {
+            cmd.extend(args);
+            cmd
+        }
+        None => match images.get(repo) {
+            Some(mapped) => mapped.iter().cloned().chain(args).collect(),
+            None => {
+                return Err(format!(
+                    "container {name:?}: image {repo:?} has no command and target.local.images has no entry for it"
+                ))
+            }
+        },
+    };
+    let mut env = Vec::new();
+    for (i, from) in c["envFrom"].as_array().into_iter().flatten().enumerate() {
+        let prefix = from["prefix"].as_str().unwrap_or_default();
+        let (kind, r) = if from.get("configMapRef").is_some() {
+            ("ConfigMap", &from["configMapRef"])
+        } else {
+            ("Secret", &from["secretRef"])
+        };
+        let ref_name = r["name"].as_str().unwrap_or_default();
+        match lookup(kind, ns, ref_name) {
+            Some(obj) => env.extend(
+                data_of(&obj, kind)
+                    .into_iter()
+                    .map(|(k, v)| (format!("{prefix}{k}"), v)),
+            ),
+            None if r["optional"].as_bool() == Some(true) => {}
+            None => {
+                return Err(format!(
+                    "container {name:?}: envFrom[{i}]: {kind} {ns}/{ref_name} not found"
+                ))
+            }
+        }
+    }
+    for e in c["env"].as_array().into_iter().flatten() {
+        let Some(key) = e["name"].as_str() else {
+            continue;
+        };
+        let value = if let Some(v) = e["value"].as_str() {
+            v.to_string()
+        } else if let Some(from) = e.get("valueFrom") {
+            let (kind, r) = if from.get("configMapKeyRef").is_some() {
+                ("ConfigMap", &from["configMapKeyRef"])
+            } else if from.get("secretKeyRef").is_some() {
+                ("Secret", &from["secretKeyRef"])
+            } else {
+                // The downward API fields a local process can have.
+                let v = match from["fieldRef"]["fieldPath"].as_str() {
+                    Some("metadata.namespace") => ns.to_string(),
+                    Some("metadata.name") => "$(POD_NAME)".into(),
+                    Some("status.podIP" | "status.hostIP") => "127.0.0.1".into(),
+                    _ => String::new(),
+                };
+                env.push((key.to_string(), v));
+                continue;
+            };
+            let ref_name = r["name"].as_str().unwrap_or_default();
+            let item = r["key"].as_str().unwrap_or_default();
+            match lookup(kind, ns, ref_name).map(|o| data_of(&o, kind)).and_then(|d| d.get(item).cloned()) {
+                Some(v) => v,
+                None if r["optional"].as_bool() == Some(true) => continue,
+                None => return Err(format!("container {name:?}: env {key}: key {item:?} of {kind} {ns}/{ref_name} not found")),
+            }
+        } else {
+            String::new()
+        };
+        env.push((key.to_string(), value));
+    }
+    let ports = c["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some(PortDecl {
+                name: p["name"].as_str().map(str::to_string),
+                container_port: p["containerPort"].as_u64()? as u16,
+            })
+        })
+        .collect();
+    Ok(ContainerPlan {
+        name,
+        argv,
+        env,
+        working_dir: c["workingDir"].as_str().map(str::to_string),
+        ports,
+        readiness: probe(&c["readinessProbe"]),
+        liveness: probe(&c["livenessProbe"]),
+        image_tag: tag.unwrap_or("latest").to_string(),
+    })
+}
+
+/// Resolves a stored Deployment object.
+pub fn plan_deployment(
+    obj: &Value,
+    lookup: Lookup,
+    images: &BTreeMap<String, Vec<String>>,
+) -> DeploymentPlan {
+    let spec = &obj["spec"];
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
+    let replicas = spec["replicas"].as_u64().unwrap_or(1) as u32;
+    let strategy = if spec["strategy"]["type"].as_str() == Some("Recreate") {
+        Strategy::Recreate
+    } else {
+        let ru = &spec["strategy"]["rollingUpdate"];
+        let mut max_surge = int_or_percent(&ru["maxSurge"], replicas, 25, true);
+        let max_unavailable = int_or_percent(&ru["maxUnavailable"], replicas, 25, false);
+        if max_surge == 0 && max_unavailable == 0 {
+            max_surge = 1; // Kubernetes rejects 0/0; keep the rollout able to progress.
+        }
+        Strategy::Rolling {
+            max_surge,
+            max_unavailable,
+        }
+    };
+    let template = &spec["template"];
+    let pod = (|| {
+        let containers = template["spec"]["containers"]
+            .as_array()
+            .ok_or("spec.template.spec.containers: missing")?
+            .iter()
+            .map(|c| container_plan(c, ns, lookup, images))
+            .collect::<Result<Vec<_>, _>>()?;
+        let labels = template["metadata"]["labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(PodPlan {
+            containers,
+            grace: secs(&template["spec"]["terminationGracePeriodSeconds"], 30),
+            labels,
+            template_hash: template_hash(template),
+        })
+    })();
+    DeploymentPlan {
+        replicas,
+        strategy,
+        min_ready: secs(&spec["minReadySeconds"], 0),
+        pod,
+    }
+}
+
+/// The pod-template revision: sha256 of its canonical JSON. Stable across gitcanary
+/// versions because it depends only on the template's content (see flagger #1799).
+pub fn template_hash(template: &Value) -> String {
+    crate::manifest::object::sha256_hex(&crate::manifest::object::canonical_json(template))
+}
+
+/// Kubernetes `$(VAR)` expansion: `$$` is a literal `$`; unknown variables stay as written.
+pub fn expand(s: &str, vars: &HashMap<String, String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(a) = after.strip_prefix('$') {
+            out.push('$');
+            rest = a;
+        } else if let Some(inner) = after.strip_prefix('(') {
+            match inner.find(')') {
+                Some(j) if vars.contains_key(&inner[..j]) => {
+                    out.push_str(&vars[&inner[..j]]);
+                    rest = &inner[j + 1..];
+                }
+                _ => {
+                    out.push('$');
+                    rest = after;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A container ready to exec: argv, environment and working dir.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exec {
+    /// argv, `gitcanary` already replaced by `self_exe`.
+    pub argv: Vec<String>,
+    /// Environment.
+    pub env: Vec<(String, String)>,
+    /// Working dir.
+    pub working_dir: Option<String>,
+}
+
+/// Fills in per-replica values: `ports` maps containerPort to the host port given.
+pub fn materialize(
+    c: &ContainerPlan,
+    pod_name: &str,
+    ports: &HashMap<u16, u16>,
+    self_exe: &str,
+) -> Exec {
+    let mut vars: HashMap<String, String> = HashMap::new();
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |k: String,
+                   v: String,
+                   vars: &mut HashMap<String, String>,
+                   env: &mut Vec<(String, String)>| {
+        vars.insert(k.clone(), v.clone());
+        env.retain(|(e, _)| e != &k);
+        env.push((k, v));
+    };
+    set("IMAGE_TAG".into(), c.image_tag.clone(), &mut vars, &mut env);
+    set("POD_NAME".into(), pod_name.to_string(), &mut vars, &mut env);
+    if let Some(first) = c.ports.first() {
+        set(
+            "PORT".into(),
+            ports
+                .get(&first.container_port)
+                .copied()
+                .unwrap_or(first.container_port)
+                .to_string(),
+            &mut vars,
+            &mut env,
+        );
+    }
+    for p in &c.ports {
+        if let Some(n) = &p.name {
+            let key = format!("PORT_{}", n.to_ascii_uppercase().replace('-', "_"));
+            set(
+                key,
+                ports
+                    .get(&p.container_port)
+                    .copied()
+                    .unwrap_or(p.container_port)
+                    .to_string(),
+                &mut vars,
+                &mut env,
+            );
+        }
+    }
+    for (k, v) in &c.env {
+        let v = expand(v, &vars);
+        set(k.clone(), v, &mut vars, &mut env);
+    }
+    let mut argv: Vec<String> = c.argv.iter().map(|a| expand(a, &vars)).collect();
+    if argv.first().map(String::as_str) == Some("gitcanary") {
+        argv[0] = self_exe.to_string();
+    }
+    Exec {
+        argv,
+        env,
+        working_dir: c.working_dir.clone(),
+    }
+}
+
+/// The host port a probe or Service `targetPort` means for one replica.
+pub fn resolve_port(r: &PortRef, c: &ContainerPlan, ports: &HashMap<u16, u16>) -> Option<u16> {
+    let container_port = match r {
+        PortRef::Number(n) => *n,
+        PortRef::Name(name) => {
+            c.ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(name))?
+                .container_port
+        }
+    };
+    Some(
+        ports
+            .get(&container_port)
+            .copied()
+            .unwrap_or(container_port),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deployment() -> Value {
+        json!({
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {
+                "replicas": 4,
+                "strategy": {"rollingUpdate": {"maxUnavailable": 0}},
+                "template": {
+                    "metadata": {"labels": {"app": "podinfo"}},
+                    "spec": {"containers": [{
+                        "name": "podinfod",
+                        "image": "ghcr.io/stefanprodan/podinfo:6.0.1",
+                        "args": ["--level=$(LEVEL)"],
+                        "ports": [{"name": "http", "containerPort": 9898}],
+                        "envFrom": [{"configMapRef": {"name": "podinfo-config"}}],
+                        "env": [{"name": "LEVEL", "value": "info"}, {"name": "URL", "value": "http://127.0.0.1:$(PORT)/$$(x)"},
+                                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}}],
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 2}
+                    }]}
+                }
+            }
+        })
+    }
+
+    fn lookup(kind: &str, _ns: &str, name: &str) -> Option<Value> {
+        match (kind, name) {
+            ("ConfigMap", "podinfo-config") => Some(json!({"data": {"FAULT_ERROR_RATE": "0.5"}})),
+            ("Secret", "s") => Some(json!({"data": {"token": "czNjcjN0"}})),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn resolves_command_env_ports_and_probes() {
+        let images: BTreeMap<String, Vec<String>> = [(
+            "ghcr.io/stefanprodan/podinfo".to_string(),
+            vec![
+                "gitcanary".into(),
+                "demo-app".into(),
+                "--port".into(),
+                "$(PORT)".into(),
+            ],
+        )]
+        .into();
+        let plan = plan_deployment(&deployment(), &lookup, &images);
+        assert_eq!(plan.replicas, 4);
+        assert_eq!(
+            plan.strategy,
+            Strategy::Rolling {
+                max_surge: 1,
+                max_unavailable: 0
+            }
+        );
+        let pod = plan.pod.unwrap();
+        let c = &pod.containers[0];
+        assert_eq!(c.image_tag, "6.0.1");
+        let ports: HashMap<u16, u16> = [(9898, 41000)].into();
+        let exec = materialize(c, "podinfo-abc", &ports, "/usr/bin/gitcanary");
+        assert_eq!(
+            exec.argv,
+            [
+                "/usr/bin/gitcanary",
+                "demo-app",
+                "--port",
+                "41000",
+                "--level=info"
+            ]
+        );
+        let env: HashMap<_, _> = exec.env.into_iter().collect();
+        assert_eq!(env["PORT"], "41000");
+        assert_eq!(env["PORT_HTTP"], "41000");
+        assert_eq!(env["IMAGE_TAG"], "6.0.1");
+        assert_eq!(env["FAULT_ERROR_RATE"], "0.5");
+        assert_eq!(env["URL"], "http://127.0.0.1:41000/$(x)");
+        assert_eq!(env["TOKEN"], "s3cr3t");
+        let probe = c.readiness.as_ref().unwrap();
+        assert_eq!(probe.period, Duration::from_secs(2));
+        let ProbeAction::Http { port, .. } = &probe.action else {
+            panic!()
+        };
+        assert_eq!(resolve_port(port, c, &ports), Some(41000));
+    }
+
+    #[test]
+    fn missing_mapping_and_config_are_errors() {
+        let plan = plan_deployment(&deployment(), &lookup, &BTreeMap::new());
+        assert!(plan
+            .pod
+            .unwrap_err()
+            .contains("target.local.images has no entry"));
+        let plan = plan_deployment(
+            &deployment(),
+            &|_, _, _| None,
+            &[("ghcr.io/stefanprodan/podinfo".to_string(), vec!["x".into()])].into(),
+        );
+        assert_eq!(
+            plan.pod.unwrap_err(),
+            "container \"podinfod\": envFrom[0]: ConfigMap test/podinfo-config not found"
+        );
+    }
+
+    #[test]
+    fn expansion_rules() {
+        let vars: HashMap<String, String> = [("A".to_string(), "1".to_string())].into();
+        assert_eq!(expand("$(A)-$(B)-$$(A)-$", &vars), "1-$(B)-$(A)-$");
+        assert_eq!(int_or_percent(&json!("25%"), 4, 25, true), 1);
+        assert_eq!(int_or_percent(&Value::Null, 10, 25, true), 3);
+        assert_eq!(int_or_percent(&Value::Null, 10, 25, false), 2);
+    }
+}
