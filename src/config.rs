@@ -128,6 +128,10 @@ pub struct TargetConfig {
 pub struct LocalTarget {
     /// State folder; defaults to `.gitcanary` beside the config file.
     pub state_dir: Option<PathBuf>,
+    /// Commands for containers with no `command`, keyed by image repository, e.g.
+    /// `ghcr.io/stefanprodan/podinfo: ["gitcanary", "demo-app", "--port", "$(PORT)"]`.
+    #[serde(default)]
+    pub images: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// `target.kubernetes`

@@ -5,6 +5,7 @@ mod bench;
 mod bench_images;
 mod demo;
 mod get;
+mod logs;
 pub mod output;
 mod run;
 mod sync;
@@ -74,6 +75,14 @@ pub enum Command {
     },
     /// Seed a local Git repository from examples-repo and reconcile it.
     Demo(demo::DemoArgs),
+    /// Show the logs of a Deployment's replicas on the local target.
+    Logs {
+        /// `namespace/name`, or `name` in `default`.
+        deployment: String,
+        /// Keep printing as logs grow.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Run the podinfo-compatible demo app (what the local target runs for podinfo).
     DemoApp {
         /// Port to listen on (127.0.0.1).
@@ -126,6 +135,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => sync::images_scan_once(load_config(&cli.config)?),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { which } => bench::bench(which),
+        Command::Logs { deployment, follow } => {
+            logs::logs(&load_config(&cli.config)?, &deployment, follow)
+        }
         Command::DemoApp { port } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)

@@ -397,6 +397,23 @@ pub async fn run(
             }
         }
     });
+    let runtime_images = rec
+        .config()
+        .target
+        .local
+        .as_ref()
+        .map(|l| l.images.clone())
+        .unwrap_or_default();
+    let runtime = match crate::target::local::runtime::Runtime::start(
+        &rec.config().state_dir(),
+        runtime_images,
+    ) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            error!("cannot start the local runtime: {e}");
+            None
+        }
+    };
     tokio::pin!(shutdown);
     loop {
         let span = info_span!("reconcile", source = %rec.config().source.name);
@@ -418,6 +435,11 @@ pub async fn run(
             let _g = info_span!("reconcile", source = %rec.config().source.name).entered();
             log_result(&result, next);
         }
+        if let (Ok(r), Some(rt)) = (&result, &runtime) {
+            if r.plan.has_changes() {
+                rt.notify();
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(next) => {}
             Some(()) = trigger_rx.recv() => {
@@ -430,8 +452,14 @@ pub async fn run(
     }
     info!("shutting down");
     // The reconciler owns image automation's own runtime, which may only be dropped
-    // outside async context.
-    let _ = tokio::task::spawn_blocking(move || drop(rec)).await;
+    // outside async context; stopping pods waits for their grace periods.
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Some(rt) = runtime {
+            rt.shutdown();
+        }
+        drop(rec)
+    })
+    .await;
     Ok(())
 }
 

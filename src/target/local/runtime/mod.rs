@@ -1,5 +1,9 @@
 //! The local runtime: runs stored Deployments as supervised host processes. `spec` and
-//! `rollout` decide (pure); the supervisor acts.
+//! `rollout` decide (pure); `process` and `supervisor` act.
 
+pub mod process;
 pub mod rollout;
 pub mod spec;
+pub mod supervisor;
+
+pub use supervisor::{Endpoint, Endpoints, Runtime};

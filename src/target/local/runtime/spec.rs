@@ -440,10 +440,10 @@ pub fn materialize(
 ) -> Exec {
     let mut vars: HashMap<String, String> = HashMap::new();
     let mut env: Vec<(String, String)> = Vec::new();
-    let mut set = |k: String,
-                   v: String,
-                   vars: &mut HashMap<String, String>,
-                   env: &mut Vec<(String, String)>| {
+    let set = |k: String,
+               v: String,
+               vars: &mut HashMap<String, String>,
+               env: &mut Vec<(String, String)>| {
         vars.insert(k.clone(), v.clone());
         env.retain(|(e, _)| e != &k);
         env.push((k, v));

@@ -1,0 +1,280 @@
+//! The local runtime with real processes: replicas and readiness, crash-loop backoff,
+//! rolling updates that keep availability, and no orphans after `kill -9`.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+const IMAGES: &str =
+    "    images:\n      example.com/demo: [\"gitcanary\", \"demo-app\", \"--port\", \"$(PORT)\"]\n";
+
+fn deployment(name: &str, replicas: u32, extra_env: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: test\nspec:\n  replicas: {replicas}\n  strategy:\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      terminationGracePeriodSeconds: 5\n      containers:\n        - name: app\n          image: example.com/demo:1.2.3\n          ports:\n            - name: http\n              containerPort: 9898\n          env:\n            - name: GREETING\n              value: \"{extra_env}\"\n          readinessProbe:\n            httpGet:\n              path: /readyz\n              port: http\n            periodSeconds: 1\n"
+    )
+}
+
+fn setup_with(files: &[(&str, &str)]) -> (Remote, Setup) {
+    let remote = Remote::new();
+    remote.write(files).push("seed");
+    let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "    stateDir: ./state\n",
+        &format!("    stateDir: ./state\n{IMAGES}"),
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    (remote, setup)
+}
+
+fn status(setup: &Setup, name: &str) -> serde_json::Value {
+    std::fs::read(
+        setup
+            .state()
+            .join(format!("status/apps/Deployment/test/{name}.json")),
+    )
+    .ok()
+    .and_then(|b| serde_json::from_slice(&b).ok())
+    .unwrap_or_default()
+}
+
+fn endpoints(setup: &Setup) -> Vec<serde_json::Value> {
+    std::fs::read(setup.state().join("status/endpoints.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<serde_json::Value>>(&b).ok())
+        .unwrap_or_default()
+}
+
+fn get(port: u64, path: &str) -> Option<(u16, String)> {
+    let (code, _, body) = std::panic::catch_unwind(|| {
+        http_request(&format!("127.0.0.1:{port}"), "GET", path, &[], b"")
+    })
+    .ok()?;
+    Some((code, String::from_utf8_lossy(&body).into_owned()))
+}
+
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+fn pids_of(setup: &Setup) -> Vec<u32> {
+    std::fs::read_dir(setup.state().join("runtime/pids"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            serde_json::from_slice::<serde_json::Value>(&std::fs::read(e.path()).ok()?).ok()?["pid"]
+                .as_u64()
+                .map(|p| p as u32)
+        })
+        .collect()
+}
+
+#[test]
+fn replicas_run_become_ready_and_serve_their_version() {
+    let (_remote, setup) = setup_with(&[("web.yaml", &deployment("web", 2, "hi"))]);
+    let running = setup.spawn_run(&[]);
+    wait_for(Duration::from_secs(30), || {
+        (status(&setup, "web")["readyReplicas"] == 2).then_some(())
+    })
+    .expect("2 ready replicas");
+    let st = status(&setup, "web");
+    assert_eq!(
+        (
+            st["replicas"].as_u64(),
+            st["updatedReplicas"].as_u64(),
+            st["availableReplicas"].as_u64()
+        ),
+        (Some(2), Some(2), Some(2))
+    );
+    assert_eq!(st["observedGeneration"], 1);
+    let eps = endpoints(&setup);
+    assert_eq!(eps.len(), 2);
+    let mut ports = Vec::new();
+    for ep in &eps {
+        let port = ep["ports"][0][2].as_u64().unwrap();
+        assert_ne!(port, 9898, "each replica gets its own loopback port");
+        let (code, body) = get(port, "/version").expect("replica answers");
+        assert_eq!(code, 200);
+        assert!(
+            body.contains("\"version\":\"1.2.3\""),
+            "IMAGE_TAG is the image's tag: {body}"
+        );
+        ports.push(port);
+    }
+    assert_ne!(ports[0], ports[1]);
+    let out = setup.cmd(&["logs", "test/web"]);
+    assert!(out.status.success());
+    running.stop();
+    for port in ports {
+        assert!(
+            get(port, "/healthz").is_none(),
+            "replicas stop with gitcanary"
+        );
+    }
+}
+
+#[test]
+fn a_crashing_container_restarts_with_backoff_and_status_shows_it() {
+    let crash = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: crash\n  namespace: test\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: crash}\n  template:\n    metadata:\n      labels: {app: crash}\n    spec:\n      containers:\n        - name: app\n          image: busybox:1\n          command: [\"sh\", \"-c\", \"echo starting; exit 3\"]\n";
+    let (_remote, setup) = setup_with(&[("crash.yaml", crash)]);
+    let running = setup.spawn_run(&[]);
+    let started = Instant::now();
+    let st = wait_for(Duration::from_secs(20), || {
+        let st = status(&setup, "crash");
+        (st["restarts"].as_u64()? >= 3).then_some(st)
+    })
+    .expect("restarts");
+    // Backoff 1s, 2s, 4s: three restarts take at least 3s, not a busy loop.
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "restarted too fast: {:?}",
+        started.elapsed()
+    );
+    let failure = st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ReplicaFailure")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(failure["reason"], "CrashLoopBackOff", "{st}");
+    assert!(
+        failure["message"]
+            .as_str()
+            .unwrap()
+            .contains("exit status: 3"),
+        "{failure}"
+    );
+    assert_eq!(st["readyReplicas"], 0);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        status(&setup, "crash")["restarts"].as_u64().unwrap() <= 4,
+        "backoff keeps restarts slow"
+    );
+    let out = setup.cmd(&["logs", "test/crash"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("] starting"),
+        "logs are kept"
+    );
+    running.stop();
+}
+
+#[test]
+fn a_template_change_rolls_over_without_losing_availability() {
+    let (remote, setup) = setup_with(&[("web.yaml", &deployment("roll", 2, "v1"))]);
+    let running = setup.spawn_run(&[]);
+    wait_for(Duration::from_secs(30), || {
+        (status(&setup, "roll")["availableReplicas"] == 2).then_some(())
+    })
+    .expect("ready");
+    let first: Vec<String> = endpoints(&setup)
+        .iter()
+        .map(|e| e["pod"].as_str().unwrap().to_string())
+        .collect();
+    remote
+        .write(&[("web.yaml", &deployment("roll", 2, "v2"))])
+        .push("change template");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut min_available = u64::MAX;
+    loop {
+        let st = status(&setup, "roll");
+        if let Some(a) = st["availableReplicas"].as_u64() {
+            min_available = min_available.min(a);
+        }
+        let eps = endpoints(&setup);
+        let rolled = st["observedGeneration"] == 2
+            && st["updatedReplicas"] == 2
+            && st["availableReplicas"] == 2
+            && eps.len() == 2
+            && eps
+                .iter()
+                .all(|e| !first.contains(&e["pod"].as_str().unwrap().to_string()));
+        if rolled {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rollout did not finish: {st}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        min_available >= 2,
+        "maxUnavailable 0 kept 2 available throughout (saw {min_available})"
+    );
+    running.stop();
+}
+
+#[test]
+fn sigkill_leaves_no_orphans_and_the_next_start_restarts_them() {
+    let (_remote, setup) = setup_with(&[("web.yaml", &deployment("web", 2, "hi"))]);
+    let mut running = setup.spawn_run(&[]);
+    wait_for(Duration::from_secs(30), || {
+        (status(&setup, "web")["readyReplicas"] == 2).then_some(())
+    })
+    .expect("ready");
+    let pids = pids_of(&setup);
+    assert_eq!(pids.len(), 2);
+    running.child.kill().unwrap(); // SIGKILL
+    running.child.wait().unwrap();
+    wait_for(Duration::from_secs(5), || {
+        pids.iter().all(|p| !alive(*p)).then_some(())
+    })
+    .expect("children die with gitcanary");
+
+    let running = setup.spawn_run(&[]);
+    wait_for(Duration::from_secs(30), || {
+        let now = pids_of(&setup);
+        (now.len() == 2 && now.iter().all(|p| !pids.contains(p) && alive(*p))).then_some(())
+    })
+    .expect("the next start runs them again");
+    running.stop();
+}
+
+fn processes_with_cmdline(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            alive(*pid)
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| {
+                        String::from_utf8_lossy(&c)
+                            .replace('\0', " ")
+                            .contains(needle)
+                    })
+                    .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn grandchildren_left_by_a_sigkill_are_reaped_on_the_next_start() {
+    // `sleep 7777` is a grandchild: the death signal reaches only the direct child.
+    let forker = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: forker\n  namespace: test\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: forker}\n  template:\n    metadata:\n      labels: {app: forker}\n    spec:\n      containers:\n        - name: app\n          image: busybox:1\n          command: [\"sh\", \"-c\", \"sleep 7777 & exec sleep 7778\"]\n";
+    let (_remote, setup) = setup_with(&[("forker.yaml", forker)]);
+    let mut running = setup.spawn_run(&[]);
+    wait_for(Duration::from_secs(20), || {
+        (!processes_with_cmdline("sleep 7777").is_empty()).then_some(())
+    })
+    .expect("grandchild runs");
+    running.child.kill().unwrap();
+    running.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let orphans = processes_with_cmdline("sleep 7777");
+    assert!(
+        !orphans.is_empty(),
+        "the grandchild outlives a SIGKILLed gitcanary (the case reaping exists for)"
+    );
+    let running = setup.spawn_run(&[]);
+    wait_for(Duration::from_secs(10), || {
+        orphans.iter().all(|p| !alive(*p)).then_some(())
+    })
+    .expect("the next start reaps the orphan");
+    running.stop();
+    assert!(
+        processes_with_cmdline("sleep 7777").is_empty(),
+        "graceful stop kills the whole group"
+    );
+}
