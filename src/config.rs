@@ -132,6 +132,10 @@ pub struct LocalTarget {
     /// `ghcr.io/stefanprodan/podinfo: ["gitcanary", "demo-app", "--port", "$(PORT)"]`.
     #[serde(default)]
     pub images: std::collections::BTreeMap<String, Vec<String>>,
+    /// Fixed listen addresses for Services, keyed `namespace/name` (first port);
+    /// other Services get a free loopback port, kept across restarts.
+    #[serde(default)]
+    pub services: std::collections::BTreeMap<String, String>,
 }
 
 /// `target.kubernetes`

@@ -25,10 +25,9 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/metrics",
             get(|| async {
-                (
-                    [("content-type", "text/plain; version=0.0.4")],
-                    crate::metrics::global().render(),
-                )
+                let mut text = crate::metrics::global().render();
+                text.push_str(&crate::target::local::proxy::global_stats().render());
+                ([("content-type", "text/plain; version=0.0.4")], text)
             }),
         )
         .route("/healthz", get(|| async { "ok" }))

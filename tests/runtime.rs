@@ -278,3 +278,46 @@ fn grandchildren_left_by_a_sigkill_are_reaped_on_the_next_start() {
         "graceful stop kills the whole group"
     );
 }
+
+#[test]
+fn a_service_balances_across_ready_replicas() {
+    let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: test\nspec:\n  selector:\n    app: web\n  ports:\n    - name: http\n      port: 80\n      targetPort: http\n";
+    let (_remote, setup) =
+        setup_with(&[("web.yaml", &deployment("web", 2, "hi")), ("svc.yaml", svc)]);
+    let running = setup.spawn_run(&[]);
+    wait_for(Duration::from_secs(30), || {
+        (status(&setup, "web")["readyReplicas"] == 2).then_some(())
+    })
+    .expect("ready");
+    let out = setup.cmd(&["get", "services", "-o", "json"]);
+    let services: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let svc = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "web")
+        .cloned()
+        .expect("service listed");
+    assert_eq!(svc["readyEndpoints"], 2);
+    let addr = svc["address"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let mut hosts = std::collections::HashMap::new();
+    for _ in 0..100 {
+        let (code, _, body) = http_request(&addr, "GET", "/", &[], b"");
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        *hosts
+            .entry(v["hostname"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert_eq!(hosts.len(), 2, "both replicas serve: {hosts:?}");
+    assert!(hosts.values().all(|n| *n >= 40), "balanced: {hosts:?}");
+    let metrics_addr = setup.server_address();
+    let (_, _, body) = http_request(&metrics_addr, "GET", "/metrics", &[], b"");
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.contains("response_total{direction=\"inbound\",namespace=\"test\",deployment=\"web\",classification=\"success\",status_code=\"200\"} 100"), "{text}");
+    running.stop();
+}

@@ -25,6 +25,12 @@ pub enum What {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Services on the local target: listen address and ready endpoints.
+    Services {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Objects applied to the target.
     Objects {
         /// Output format.
@@ -41,6 +47,72 @@ fn short_rev(rev: &Option<String>) -> String {
         },
         None => "-".into(),
     }
+}
+
+/// Prints each Service port's address and how many ready endpoints it has.
+fn print_services(state: &Path, fmt: Format) -> anyhow::Result<()> {
+    let read = |p: &str| -> serde_json::Value {
+        std::fs::read(state.join(p))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    };
+    let allocations = read("runtime/services.json");
+    let endpoints = read("status/endpoints.json");
+    let store = LocalStore::open(state)?;
+    let mut rows = Vec::new();
+    for (k, addr) in allocations.as_object().into_iter().flatten() {
+        let mut parts = k.splitn(3, '/');
+        let (Some(ns), Some(name), Some(port)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let key = crate::target::local::proxy::service_key(ns, name);
+        let Ok(Some(svc)) = crate::target::Target::get(&store, &key) else {
+            continue;
+        };
+        let selector = svc["spec"]["selector"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let ready = endpoints
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["namespace"] == ns && e["ready"] == true)
+            .filter(|e| !selector.is_empty() && selector.iter().all(|(k, v)| e["labels"][k] == *v))
+            .count();
+        rows.push(serde_json::json!({"namespace": ns, "name": name, "port": port.parse::<u16>().unwrap_or(0),
+            "address": format!("http://{}", addr.as_str().unwrap_or_default()), "readyEndpoints": ready}));
+    }
+    if fmt == Format::Table {
+        let s = |v: &serde_json::Value| {
+            v.as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        };
+        let table: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    s(&r["namespace"]),
+                    s(&r["name"]),
+                    s(&r["port"]),
+                    s(&r["address"]),
+                    s(&r["readyEndpoints"]),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            output::table(
+                &["NAMESPACE", "NAME", "PORT", "ADDRESS", "ENDPOINTS"],
+                &table
+            )
+        );
+    } else {
+        output::print_value(fmt, &serde_json::Value::Array(rows));
+    }
+    Ok(())
 }
 
 /// Prints the last automation run's rows.
@@ -153,6 +225,7 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
             }
         }
         What::Images { output: fmt } => print_images(&state, fmt)?,
+        What::Services { output: fmt } => print_services(&state, fmt)?,
         What::Objects { output: fmt } => {
             let inv = LocalStore::open(&state)?.read_inventory()?;
             if fmt == Format::Table {

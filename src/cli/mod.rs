@@ -111,6 +111,7 @@ pub enum ImagesCmd {
 /// Parses arguments and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::util::tls::install_crypto_provider();
     logging::init(&cli.log_level, cli.log_format);
     match dispatch(cli) {
         Ok(code) => code,

@@ -260,16 +260,10 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     Some(t)
 }
 
-static PROVIDER: std::sync::Once = std::sync::Once::new();
-
 impl Client {
     /// A client with the given settings and credentials.
     pub fn new(settings: Settings, creds: Credentials) -> Client {
-        // reqwest's rustls build comes without a crypto provider (to avoid aws-lc);
-        // ring is installed once for the process, as kube's rustls also uses it.
-        PROVIDER.call_once(|| {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        });
+        crate::util::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(Duration::from_secs(10))

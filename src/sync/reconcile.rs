@@ -397,23 +397,26 @@ pub async fn run(
             }
         }
     });
-    let runtime_images = rec
-        .config()
-        .target
-        .local
-        .as_ref()
-        .map(|l| l.images.clone())
-        .unwrap_or_default();
-    let runtime = match crate::target::local::runtime::Runtime::start(
-        &rec.config().state_dir(),
-        runtime_images,
-    ) {
-        Ok(r) => Some(r),
-        Err(e) => {
-            error!("cannot start the local runtime: {e}");
-            None
+    let local = rec.config().target.local.clone().unwrap_or_default();
+    let state_dir = rec.config().state_dir();
+    let runtime =
+        match crate::target::local::runtime::Runtime::start(&state_dir, local.images.clone()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                error!("cannot start the local runtime: {e}");
+                None
+            }
+        };
+    let proxy = runtime.as_ref().and_then(|rt| {
+        crate::target::local::proxy::Proxy::new(&state_dir, rt.endpoints(), local.services.clone())
+            .map_err(|e| error!("cannot start the service proxy: {e}"))
+            .ok()
+    });
+    if let Some(p) = &proxy {
+        if let Err(e) = p.sync_services().await {
+            warn!("services: {e}");
         }
-    };
+    }
     tokio::pin!(shutdown);
     loop {
         let span = info_span!("reconcile", source = %rec.config().source.name);
@@ -438,6 +441,11 @@ pub async fn run(
         if let (Ok(r), Some(rt)) = (&result, &runtime) {
             if r.plan.has_changes() {
                 rt.notify();
+                if let Some(p) = &proxy {
+                    if let Err(e) = p.sync_services().await {
+                        warn!("services: {e}");
+                    }
+                }
             }
         }
         tokio::select! {

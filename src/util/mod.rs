@@ -5,3 +5,4 @@ pub mod atomic;
 pub mod duration;
 pub mod logging;
 pub mod time;
+pub mod tls;

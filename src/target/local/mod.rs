@@ -2,6 +2,7 @@
 //! demo app its workloads run.
 
 pub mod demo_app;
+pub mod proxy;
 pub mod runtime;
 pub mod store;
 

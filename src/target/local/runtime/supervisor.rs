@@ -30,6 +30,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 pub struct Endpoint {
     /// Namespace.
     pub namespace: String,
+    /// The Deployment the pod belongs to.
+    pub deployment: String,
     /// Pod name.
     pub pod: String,
     /// Pod labels.
@@ -461,7 +463,7 @@ impl Supervisor {
             }
         }
         let mut eps = Vec::new();
-        for ((ns, _), d) in &self.deployments {
+        for ((ns, dep), d) in &self.deployments {
             for p in &d.pods {
                 let ports = p
                     .containers
@@ -478,6 +480,7 @@ impl Supervisor {
                     .collect();
                 eps.push(Endpoint {
                     namespace: ns.clone(),
+                    deployment: dep.clone(),
                     pod: p.name.clone(),
                     labels: p.labels.clone(),
                     ready: p.ready(),

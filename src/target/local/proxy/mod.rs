@@ -1,0 +1,446 @@
+//! Services on the local target: each Service port gets a real listener and an HTTP/1.1
+//! reverse proxy (hyper, keep-alive on both sides) to the ready replicas its selector
+//! picks. A [`routing::Route`] set by the canary engine splits traffic between backend
+//! Services by weight or match rules, and can mirror. Bad or unreachable backends give
+//! 502, no ready endpoint gives 503 at once; both count as failures.
+
+pub mod routing;
+pub mod stats;
+
+use crate::manifest::ObjectKey;
+use crate::target::local::runtime::Endpoints;
+use crate::target::local::LocalStore;
+use crate::target::Target;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use routing::Route;
+use stats::Stats;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+/// Proxy statistics for the process, rendered at `/metrics`.
+pub fn global_stats() -> &'static Arc<Stats> {
+    static STATS: OnceLock<Arc<Stats>> = OnceLock::new();
+    STATS.get_or_init(|| Arc::new(Stats::default()))
+}
+
+/// A Service as the proxy needs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServiceDef {
+    /// `spec.selector`.
+    pub selector: BTreeMap<String, String>,
+    /// (name, port, targetPort as written)
+    pub ports: Vec<(Option<String>, u16, serde_json::Value)>,
+}
+
+type Key = (String, String);
+type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+struct Shared {
+    services: RwLock<HashMap<Key, ServiceDef>>,
+    routes: RwLock<HashMap<Key, Route>>,
+    endpoints: Endpoints,
+    client: Client<HttpConnector, Full<Bytes>>,
+    /// Round-robin position over endpoints.
+    next: AtomicU64,
+    /// Request sequence, seeding the weight and mirror rolls (kept apart from `next`,
+    /// or every request would advance round-robin twice and skip half the endpoints).
+    seq: AtomicU64,
+    stats: Arc<Stats>,
+}
+
+/// The Service proxy of the local target.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    store: LocalStore,
+    configured: BTreeMap<String, String>,
+    allocations_path: std::path::PathBuf,
+    listeners: tokio::sync::Mutex<
+        HashMap<(String, String, u16), (SocketAddr, tokio::task::JoinHandle<()>)>,
+    >,
+}
+
+fn xorshift(seed: u64) -> u64 {
+    let mut x = seed ^ 0x9E37_79B9_7F4A_7C15;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+impl Proxy {
+    /// A proxy for the store at `state_dir`; `configured` maps `namespace/name` to a fixed
+    /// listen address (`target.local.services`).
+    pub fn new(
+        state_dir: &std::path::Path,
+        endpoints: Endpoints,
+        configured: BTreeMap<String, String>,
+    ) -> std::io::Result<Proxy> {
+        let store = LocalStore::open(state_dir).map_err(std::io::Error::other)?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Proxy {
+            shared: Arc::new(Shared {
+                services: RwLock::default(),
+                routes: RwLock::default(),
+                endpoints,
+                client,
+                next: AtomicU64::new(0),
+                seq: AtomicU64::new(0),
+                stats: global_stats().clone(),
+            }),
+            store,
+            configured,
+            allocations_path: state_dir.join("runtime").join("services.json"),
+            listeners: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Sets (or clears, with `None`) the traffic split of Service `namespace/name`.
+    pub fn set_route(&self, namespace: &str, name: &str, route: Option<Route>) {
+        let mut routes = self
+            .shared
+            .routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        match route {
+            Some(r) => routes.insert((namespace.into(), name.into()), r),
+            None => routes.remove(&(namespace.to_string(), name.to_string())),
+        };
+    }
+
+    /// Every listener: (namespace, name, port, address).
+    pub async fn addresses(&self) -> Vec<(String, String, u16, SocketAddr)> {
+        let mut out: Vec<_> = self
+            .listeners
+            .lock()
+            .await
+            .iter()
+            .map(|((ns, n, p), (a, _))| (ns.clone(), n.clone(), *p, *a))
+            .collect();
+        out.sort();
+        out
+    }
+
+    fn allocations(&self) -> BTreeMap<String, String> {
+        std::fs::read(&self.allocations_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Re-reads Services from the store and opens or closes listeners to match.
+    pub async fn sync_services(&self) -> std::io::Result<()> {
+        let inv = self.store.read_inventory().map_err(std::io::Error::other)?;
+        let mut defs = HashMap::new();
+        for key in inv
+            .entries
+            .keys()
+            .filter(|k| k.group.is_empty() && k.kind == "Service")
+        {
+            let Ok(Some(obj)) = self.store.get(key) else {
+                continue;
+            };
+            let selector = obj["spec"]["selector"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let ports = obj["spec"]["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    Some((
+                        p["name"].as_str().map(str::to_string),
+                        p["port"].as_u64()? as u16,
+                        p.get("targetPort").cloned().unwrap_or(p["port"].clone()),
+                    ))
+                })
+                .collect();
+            defs.insert(
+                (key.namespace.clone(), key.name.clone()),
+                ServiceDef { selector, ports },
+            );
+        }
+        let mut allocations = self.allocations();
+        let mut listeners = self.listeners.lock().await;
+        let wanted: Vec<(String, String, u16)> = defs
+            .iter()
+            .flat_map(|((ns, n), d)| {
+                d.ports
+                    .iter()
+                    .map(move |(_, p, _)| (ns.clone(), n.clone(), *p))
+            })
+            .collect();
+        listeners.retain(|k, (_, task)| {
+            let keep = wanted.contains(k);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        *self
+            .shared
+            .services
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = defs.clone();
+        for (ns, name, port) in wanted {
+            if listeners.contains_key(&(ns.clone(), name.clone(), port)) {
+                continue;
+            }
+            let id = format!("{ns}/{name}");
+            let alloc_key = format!("{id}/{port}");
+            let first_port =
+                defs[&(ns.clone(), name.clone())].ports.first().map(|p| p.1) == Some(port);
+            let candidates: Vec<String> = [
+                self.configured.get(&id).filter(|_| first_port).cloned(),
+                allocations.get(&alloc_key).cloned(),
+                Some("127.0.0.1:0".into()),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let mut bound = None;
+            for c in &candidates {
+                match tokio::net::TcpListener::bind(c).await {
+                    Ok(l) => {
+                        bound = Some(l);
+                        break;
+                    }
+                    Err(e) => tracing::warn!(service = %id, address = %c, "cannot listen: {e}"),
+                }
+            }
+            let Some(listener) = bound else { continue };
+            let addr = listener.local_addr()?;
+            allocations.insert(alloc_key, addr.to_string());
+            let shared = self.shared.clone();
+            let (ns2, name2) = (ns.clone(), name.clone());
+            let task = tokio::spawn(async move { serve(listener, shared, ns2, name2, port).await });
+            tracing::info!(service = %id, port, address = %addr, "service listening");
+            listeners.insert((ns, name, port), (addr, task));
+        }
+        crate::util::atomic::write(
+            &self.allocations_path,
+            serde_json::to_vec_pretty(&allocations)
+                .unwrap_or_default()
+                .as_slice(),
+        )
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    ns: String,
+    name: String,
+    port: u16,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let (ns, name) = (ns.clone(), name.clone());
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let shared = shared.clone();
+                let (ns, name) = (ns.clone(), name.clone());
+                async move { Ok::<_, hyper::Error>(handle(&shared, &ns, &name, port, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn text(status: StatusCode, msg: String) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(msg))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    r
+}
+
+/// The host port of a ready endpoint selected by `backend`'s selector, round-robin.
+fn pick(shared: &Shared, ns: &str, backend: &str, port: u16) -> Result<(u16, String), String> {
+    let services = shared.services.read().unwrap_or_else(|e| e.into_inner());
+    let Some(def) = services.get(&(ns.to_string(), backend.to_string())) else {
+        return Err(format!("service {ns}/{backend} not found"));
+    };
+    let target = def
+        .ports
+        .iter()
+        .find(|p| p.1 == port)
+        .or(def.ports.first())
+        .map(|p| p.2.clone())
+        .unwrap_or_default();
+    let eps = shared.endpoints.lock().unwrap_or_else(|e| e.into_inner());
+    let ready: Vec<(u16, &str)> = eps
+        .iter()
+        .filter(|e| e.ready && e.namespace == ns && routing::selects(&def.selector, &e.labels))
+        .filter_map(|e| {
+            let host_port = match &target {
+                serde_json::Value::String(n) => e
+                    .ports
+                    .iter()
+                    .find(|p| p.0.as_deref() == Some(n.as_str()))
+                    .map(|p| p.2),
+                v => v
+                    .as_u64()
+                    .and_then(|n| e.ports.iter().find(|p| p.1 as u64 == n).map(|p| p.2)),
+            }?;
+            Some((host_port, e.deployment.as_str()))
+        })
+        .collect();
+    if ready.is_empty() {
+        return Err(format!("no ready endpoints for service {ns}/{backend}"));
+    }
+    let i = shared.next.fetch_add(1, Ordering::Relaxed) as usize % ready.len();
+    Ok((ready[i].0, ready[i].1.to_string()))
+}
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+async fn handle(
+    shared: &Arc<Shared>,
+    ns: &str,
+    name: &str,
+    port: u16,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let now = crate::util::time::unix_now() as u64;
+    let route = shared
+        .routes
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&(ns.to_string(), name.to_string()))
+        .cloned();
+    let route = route.unwrap_or_else(|| Route {
+        primary: name.to_string(),
+        ..Default::default()
+    });
+    let n = shared.seq.fetch_add(1, Ordering::Relaxed);
+    let rolls =
+        xorshift(n.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ started.elapsed().as_nanos() as u64);
+    let headers = req.headers().clone();
+    let header = |h: &str| {
+        headers
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let decision = routing::choose(
+        &route,
+        &header,
+        (rolls % 100) as u32,
+        ((rolls >> 32) % 100) as u32,
+    );
+    let backend = decision.backend.to_string();
+    let mirror = decision.mirror.map(str::to_string);
+    let (parts, body) = req.into_parts();
+    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+        return text(StatusCode::BAD_REQUEST, "cannot read request body\n".into());
+    };
+    let (host_port, deployment) = match pick(shared, ns, &backend, port) {
+        Ok(p) => p,
+        Err(msg) => {
+            shared
+                .stats
+                .record(ns, &backend, 503, started.elapsed(), now);
+            return text(StatusCode::SERVICE_UNAVAILABLE, format!("{msg}\n"));
+        }
+    };
+    let build = |host_port: u16| {
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let mut b = Request::builder()
+            .method(parts.method.clone())
+            .uri(format!("http://127.0.0.1:{host_port}{pq}"));
+        for (k, v) in parts.headers.iter() {
+            if !HOP_BY_HOP.contains(&k.as_str()) {
+                b = b.header(k, v);
+            }
+        }
+        b.body(Full::new(body.clone()))
+    };
+    if let Some(m) = mirror {
+        if let Ok((mport, _)) = pick(shared, ns, &m, port) {
+            if let Ok(req) = build(mport) {
+                let client = shared.client.clone();
+                tokio::spawn(async move {
+                    // The mirror's response is dropped.
+                    if let Ok(resp) = client.request(req).await {
+                        let _ = resp.into_body().collect().await;
+                    }
+                });
+            }
+        }
+    }
+    let Ok(out) = build(host_port) else {
+        return text(StatusCode::BAD_REQUEST, "invalid request\n".into());
+    };
+    match shared.client.request(out).await {
+        Ok(resp) => {
+            shared.stats.record(
+                ns,
+                &deployment,
+                resp.status().as_u16(),
+                started.elapsed(),
+                now,
+            );
+            let (parts, body) = resp.into_parts();
+            let mut r = Response::from_parts(parts, body.boxed());
+            for h in HOP_BY_HOP {
+                r.headers_mut().remove(h);
+            }
+            r
+        }
+        Err(e) => {
+            shared
+                .stats
+                .record(ns, &deployment, 502, started.elapsed(), now);
+            text(
+                StatusCode::BAD_GATEWAY,
+                format!("backend {ns}/{backend} ({deployment}) failed: {e}\n"),
+            )
+        }
+    }
+}
+
+/// Reads `spec.selector` etc. for one Service key (used by `get services`).
+pub fn service_key(ns: &str, name: &str) -> ObjectKey {
+    ObjectKey::new("v1", "Service", ns, name)
+}

@@ -1,0 +1,256 @@
+//! The Service proxy with real sockets: weighted splits, match rules, mirroring, the
+//! in-process success-rate window, and 502/503 for bad or missing backends.
+
+use gitcanary::manifest::object::{Object, ObjectKey, Origin};
+use gitcanary::sync::plan;
+use gitcanary::target::local::proxy::routing::{parse_matches, Route};
+use gitcanary::target::local::proxy::{global_stats, Proxy};
+use gitcanary::target::local::runtime::Endpoint;
+use gitcanary::target::local::LocalStore;
+use gitcanary::target::Target;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn service(ns: &str, name: &str, app: &str) -> Object {
+    let v = serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+        "spec": {"selector": {"app": app}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}});
+    Object::from_json(
+        ObjectKey::new("v1", "Service", ns, name),
+        "v1".into(),
+        &v,
+        Origin {
+            file: "svc.yaml".into(),
+            line: 1,
+        },
+    )
+}
+
+/// A backend that answers its name, optionally failing every other request, and counts hits.
+async fn backend(name: &'static str, fail_every_other: bool, hits: Arc<AtomicUsize>) -> u16 {
+    let app = axum::Router::new().fallback(move || {
+        let hits = hits.clone();
+        async move {
+            let n = hits.fetch_add(1, Ordering::SeqCst);
+            if fail_every_other && n % 2 == 1 {
+                (axum::http::StatusCode::INTERNAL_SERVER_ERROR, name)
+            } else {
+                (axum::http::StatusCode::OK, name)
+            }
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    port
+}
+
+fn endpoint(ns: &str, deployment: &str, app: &str, port: u16, ready: bool) -> Endpoint {
+    Endpoint {
+        namespace: ns.into(),
+        deployment: deployment.into(),
+        pod: format!("{deployment}-pod"),
+        labels: [("app".to_string(), app.to_string())].into(),
+        ready,
+        ports: vec![(Some("http".into()), 9898, port)],
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    proxy: Proxy,
+    apex: String,
+    primary_hits: Arc<AtomicUsize>,
+    canary_hits: Arc<AtomicUsize>,
+    endpoints: Arc<Mutex<Vec<Endpoint>>>,
+    ns: String,
+}
+
+/// Each test uses its own namespace: the proxy's statistics are process-wide.
+async fn fixture(ns: &str, canary_fails: bool) -> Fixture {
+    gitcanary::util::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let objs = vec![
+        service(ns, "podinfo", "podinfo-primary"),
+        service(ns, "podinfo-primary", "podinfo-primary"),
+        service(ns, "podinfo-canary", "podinfo"),
+    ];
+    let inv = store.inventory().unwrap();
+    store.apply(&plan(&objs, &inv), &objs, &inv, "r1").unwrap();
+    let (primary_hits, canary_hits) =
+        (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let p = backend("primary", false, primary_hits.clone()).await;
+    let c = backend("canary", canary_fails, canary_hits.clone()).await;
+    let endpoints = Arc::new(Mutex::new(vec![
+        endpoint(ns, "podinfo-primary", "podinfo-primary", p, true),
+        endpoint(ns, "podinfo", "podinfo", c, true),
+    ]));
+    let proxy = Proxy::new(dir.path(), endpoints.clone(), BTreeMap::new()).unwrap();
+    proxy.sync_services().await.unwrap();
+    let apex = proxy
+        .addresses()
+        .await
+        .into_iter()
+        .find(|a| a.1 == "podinfo")
+        .unwrap()
+        .3
+        .to_string();
+    Fixture {
+        _dir: dir,
+        proxy,
+        apex,
+        primary_hits,
+        canary_hits,
+        endpoints,
+        ns: ns.to_string(),
+    }
+}
+
+fn split(weight: u32) -> Route {
+    Route {
+        primary: "podinfo-primary".into(),
+        canary: Some("podinfo-canary".into()),
+        canary_weight: weight,
+        mirror_weight: 100,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_split_within_three_points() {
+    let f = fixture("weights", false).await;
+    let client = reqwest::Client::new();
+    for weight in [0u32, 10, 50, 100] {
+        f.proxy.set_route(&f.ns, "podinfo", Some(split(weight)));
+        let mut canary = 0;
+        for _ in 0..2000 {
+            let body = client
+                .get(format!("http://{}/", f.apex))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if body == "canary" {
+                canary += 1;
+            }
+        }
+        let observed = canary as f64 / 20.0;
+        assert!(
+            (observed - weight as f64).abs() <= 3.0,
+            "weight {weight}: observed {observed}%"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_match_routes_to_canary_and_mirroring_copies() {
+    let f = fixture("match", false).await;
+    let mut r = split(0);
+    r.matches =
+        parse_matches(&serde_json::json!([{"headers": {"x-canary": {"exact": "insider"}}}]))
+            .unwrap();
+    f.proxy.set_route(&f.ns, "podinfo", Some(r));
+    let client = reqwest::Client::new();
+    let get = |h: Option<&'static str>| {
+        let mut req = client.get(format!("http://{}/", f.apex));
+        if let Some(v) = h {
+            req = req.header("x-canary", v);
+        }
+        async move { req.send().await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(get(Some("insider")).await, "canary");
+    assert_eq!(get(Some("outsider")).await, "primary");
+    assert_eq!(get(None).await, "primary");
+
+    let mut r = split(0);
+    r.mirror = true;
+    f.proxy.set_route(&f.ns, "podinfo", Some(r));
+    let before = (
+        f.primary_hits.load(Ordering::SeqCst),
+        f.canary_hits.load(Ordering::SeqCst),
+    );
+    for _ in 0..20 {
+        assert_eq!(get(None).await, "primary", "the primary answers");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(f.primary_hits.load(Ordering::SeqCst) - before.0, 20);
+    assert_eq!(
+        f.canary_hits.load(Ordering::SeqCst) - before.1,
+        20,
+        "every request is mirrored to the canary"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_figures_match_what_the_client_saw_and_bad_backends_fail() {
+    let f = fixture("window", true).await;
+    f.proxy.set_route(&f.ns, "podinfo", Some(split(100)));
+    let client = reqwest::Client::new();
+    let mut ok = 0;
+    let mut latencies = Vec::new();
+    for _ in 0..400 {
+        let t = std::time::Instant::now();
+        let status = client
+            .get(format!("http://{}/", f.apex))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        latencies.push(t.elapsed());
+        if status.is_success() {
+            ok += 1;
+        }
+    }
+    let now = gitcanary::util::time::unix_now() as u64 + 1;
+    let w = global_stats()
+        .window("window", "podinfo", Duration::from_secs(60), now)
+        .expect("figures");
+    assert_eq!(w.requests, 400);
+    assert_eq!(w.success_rate, ok as f64 * 100.0 / 400.0);
+    assert_eq!(w.success_rate, 50.0);
+    latencies.sort();
+    let client_p99 = latencies[395].as_secs_f64() * 1000.0;
+    assert!(
+        w.p99_ms <= client_p99 + 0.5,
+        "proxy p99 {} ms vs client p99 {client_p99} ms",
+        w.p99_ms
+    );
+
+    // No ready endpoint: 503 at once. A dead backend: 502.
+    f.endpoints
+        .lock()
+        .unwrap()
+        .iter_mut()
+        .for_each(|e| e.ready = false);
+    let t = std::time::Instant::now();
+    assert_eq!(
+        client
+            .get(format!("http://{}/", f.apex))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert!(t.elapsed() < Duration::from_millis(500));
+    {
+        let mut eps = f.endpoints.lock().unwrap();
+        eps.iter_mut().for_each(|e| e.ready = true);
+        eps[1].ports[0].2 = 1; // nothing listens on port 1
+    }
+    assert_eq!(
+        client
+            .get(format!("http://{}/", f.apex))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        502
+    );
+    let text = global_stats().render();
+    assert!(text.contains("response_total{direction=\"inbound\",namespace=\"window\",deployment=\"podinfo\",classification=\"failure\",status_code=\"502\"} 1"), "{text}");
+}
