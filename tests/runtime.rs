@@ -321,3 +321,71 @@ fn a_service_balances_across_ready_replicas() {
     assert!(text.contains("response_total{direction=\"inbound\",namespace=\"test\",deployment=\"web\",classification=\"success\",status_code=\"200\"} 100"), "{text}");
     running.stop();
 }
+
+#[test]
+fn a_rollover_under_steady_load_fails_no_request() {
+    let svc = "apiVersion: v1\nkind: Service\nmetadata:\n  name: steady\n  namespace: test\nspec:\n  selector:\n    app: steady\n  ports:\n    - name: http\n      port: 80\n      targetPort: http\n";
+    let (remote, setup) = setup_with(&[
+        ("web.yaml", &deployment("steady", 2, "v1")),
+        ("svc.yaml", svc),
+    ]);
+    let running = setup.spawn_run(&[]);
+    wait_for(Duration::from_secs(30), || {
+        (status(&setup, "steady")["availableReplicas"] == 2).then_some(())
+    })
+    .expect("ready");
+    let out = setup.cmd(&["get", "services", "-o", "json"]);
+    let services: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let addr = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "steady")
+        .unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, addr) = (stop.clone(), addr.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (code, _, body) = http_request(&addr, "GET", "/", &[], b"");
+                if code == 200 {
+                    ok += 1;
+                } else {
+                    failed.push(format!("{code}: {}", String::from_utf8_lossy(&body)));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (ok, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    remote
+        .write(&[("web.yaml", &deployment("steady", 2, "v2"))])
+        .push("roll");
+    wait_for(Duration::from_secs(40), || {
+        let st = status(&setup, "steady");
+        (st["observedGeneration"] == 2
+            && st["updatedReplicas"] == 2
+            && st["availableReplicas"] == 2
+            && st["replicas"] == 2)
+            .then_some(())
+    })
+    .expect("rolled over");
+    std::thread::sleep(Duration::from_millis(2500)); // old pods drain and stop under load
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, failed) = load.join().unwrap();
+    assert!(ok > 100, "the load ran: {ok}");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the rollover: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    running.stop();
+}

@@ -41,6 +41,10 @@ pub struct ServiceDef {
 }
 
 type Key = (String, String);
+/// (namespace, Service name, port)
+type ListenerKey = (String, String, u16);
+/// A listener's address and its accept task.
+type Listener = (SocketAddr, tokio::task::JoinHandle<()>);
 type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
 struct Shared {
@@ -62,9 +66,7 @@ pub struct Proxy {
     store: LocalStore,
     configured: BTreeMap<String, String>,
     allocations_path: std::path::PathBuf,
-    listeners: tokio::sync::Mutex<
-        HashMap<(String, String, u16), (SocketAddr, tokio::task::JoinHandle<()>)>,
-    >,
+    listeners: tokio::sync::Mutex<HashMap<ListenerKey, Listener>>,
 }
 
 fn xorshift(seed: u64) -> u64 {
@@ -412,7 +414,21 @@ async fn handle(
     let Ok(out) = build(host_port) else {
         return text(StatusCode::BAD_REQUEST, "invalid request\n".into());
     };
-    match shared.client.request(out).await {
+    let mut result = shared.client.request(out).await;
+    let idempotent = matches!(
+        parts.method,
+        hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
+    );
+    if result.is_err() && idempotent {
+        // A pooled connection to a replica that just went away: try once more, on
+        // whichever ready endpoint is next.
+        if let Ok((retry_port, _)) = pick(shared, ns, &backend, port) {
+            if let Ok(again) = build(retry_port) {
+                result = shared.client.request(again).await;
+            }
+        }
+    }
+    match result {
         Ok(resp) => {
             shared.stats.record(
                 ns,

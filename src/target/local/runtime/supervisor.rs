@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_millis(100);
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// Time between leaving the endpoints and SIGTERM.
+const DRAIN: Duration = Duration::from_millis(1000);
 
 /// A ready-or-not replica, as Services see it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -138,6 +140,7 @@ struct Pod {
     containers: Vec<Container>,
     ready_since: Option<Instant>,
     terminate_deadline: Option<Instant>,
+    sigterm_at: Option<Instant>,
     labels: BTreeMap<String, String>,
     grace: Duration,
 }
@@ -385,6 +388,7 @@ impl Supervisor {
                 .collect(),
             ready_since: None,
             terminate_deadline: None,
+            sigterm_at: None,
             labels: plan.labels.clone(),
             grace: plan.grace,
         };
@@ -593,11 +597,20 @@ impl Supervisor {
                 pod.ready_since = None;
             }
         }
-        // Terminating pods: SIGKILL past the grace period; forget them once all exited.
+        // Terminating pods: SIGTERM after the drain, SIGKILL past the grace period;
+        // forget them once all exited.
         d.pods.retain_mut(|p| {
             let Some(deadline) = p.terminate_deadline else {
                 return true;
             };
+            if p.sigterm_at.is_some_and(|t| now >= t) {
+                p.sigterm_at = None;
+                for c in &p.containers {
+                    if let Some(ch) = &c.child {
+                        process::signal_group(ch.id(), libc::SIGTERM);
+                    }
+                }
+            }
             if now >= deadline {
                 for c in &p.containers {
                     if let Some(ch) = &c.child {
@@ -637,12 +650,13 @@ impl Supervisor {
                 Step::Stop(name) => {
                     if let Some(p) = d.pods.iter_mut().find(|p| p.name == name) {
                         tracing::info!(pod = %name, "stopping pod");
-                        p.terminate_deadline = Some(now + p.grace);
+                        // Leave the endpoints first, signal after a short drain: the
+                        // proxy stops routing new requests before the process stops
+                        // accepting them (what a preStop sleep does on Kubernetes).
+                        p.terminate_deadline = Some(now + DRAIN + p.grace);
+                        p.sigterm_at = Some(now + DRAIN);
                         for c in &mut p.containers {
                             c.ready = false;
-                            if let Some(ch) = &c.child {
-                                process::signal_group(ch.id(), libc::SIGTERM);
-                            }
                         }
                     }
                 }
