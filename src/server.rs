@@ -17,6 +17,8 @@ pub struct AppState {
     pub trigger: UnboundedSender<()>,
     /// Webhook secret; `None` disables `/hook`.
     pub webhook_secret: Option<Arc<Vec<u8>>>,
+    /// The built-in load tester, served under `/loadtester`.
+    pub loadtester: Arc<crate::target::local::loadtester::LoadTester>,
 }
 
 /// The router; tests call it directly or serve it on port 0.
@@ -33,7 +35,11 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
         .route("/hook", post(hook))
-        .with_state(state)
+        .with_state(state.clone())
+        .nest(
+            "/loadtester",
+            crate::target::local::loadtester::app(state.loadtester),
+        )
 }
 
 async fn hook(

@@ -44,9 +44,11 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
     .context("writing status/server.json")?;
     info!(address = %addr, "serving /metrics, /healthz and /hook on http://{addr}");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let loadtester = crate::target::local::loadtester::LoadTester::new(Some(cfg.state_dir()));
     let state = AppState {
         trigger: tx.clone(),
         webhook_secret,
+        loadtester,
     };
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app(state))

@@ -2,6 +2,8 @@
 //! demo app its workloads run.
 
 pub mod demo_app;
+pub mod loadtester;
+pub mod names;
 pub mod proxy;
 pub mod runtime;
 pub mod store;

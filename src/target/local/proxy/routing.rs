@@ -163,7 +163,7 @@ mod tests {
         assert_eq!(
             choose(
                 &r,
-                &|h| (h == "cookie").then(|| "a=b; canary=always".into()),
+                &|h| (h == "cookie").then(|| "a=b;canary=always".into()),
                 99,
                 0
             )

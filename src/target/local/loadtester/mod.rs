@@ -1,0 +1,343 @@
+//! The built-in load tester, serving the Flagger load tester's HTTP API so webhook URLs
+//! in existing Canary specs work: `POST /` runs `metadata.cmd` (type `cmd`: async, 202,
+//! de-duplicated per canary and command; type `bash`: `sh -c`, 200 or 500), and the
+//! gates `/gate/{approve,halt,check,open,close}` and `/rollback/{check,open,close}`.
+//! `hey` lines run on gitcanary's own load generator.
+
+pub mod hey;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a hey run did.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Report {
+    /// Requests sent.
+    pub total: u64,
+    /// Responses by status code.
+    pub by_status: BTreeMap<u16, u64>,
+    /// Requests that got no response (timeouts, refused connections).
+    pub errors: u64,
+    /// Wall time.
+    pub elapsed_secs: f64,
+    /// Achieved requests per second.
+    pub rps: f64,
+}
+
+/// Runs a hey spec; `rewrite` maps the URL (cluster names to local listeners).
+pub async fn run_hey(spec: &hey::HeySpec, url: &str) -> Report {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let started = Instant::now();
+    let deadline = spec.duration.map(|d| started + d);
+    let per_worker = spec.requests / spec.concurrency as u64;
+    let extra = spec.requests % spec.concurrency as u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..spec.concurrency as u64 {
+        let (client, spec, url) = (client.clone(), spec.clone(), url.to_string());
+        let budget = if deadline.is_some() {
+            u64::MAX
+        } else {
+            per_worker + u64::from(w < extra)
+        };
+        tasks.spawn(async move {
+            let mut r = Report::default();
+            let mut tick = (spec.rate_per_worker > 0.0).then(|| {
+                let mut i =
+                    tokio::time::interval(Duration::from_secs_f64(1.0 / spec.rate_per_worker));
+                i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                i
+            });
+            while r.total < budget {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                let mut b = hyper::Request::builder()
+                    .method(spec.method.as_str())
+                    .uri(&url);
+                for (k, v) in &spec.headers {
+                    b = b.header(k, v);
+                }
+                let Ok(req) = b.body(Full::new(Bytes::from(
+                    spec.body.clone().unwrap_or_default(),
+                ))) else {
+                    break;
+                };
+                r.total += 1;
+                let fut = async {
+                    let resp = client.request(req).await?;
+                    let status = resp.status().as_u16();
+                    let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                    Ok::<u16, hyper_util::client::legacy::Error>(status)
+                };
+                let outcome = match spec.timeout {
+                    Some(t) => tokio::time::timeout(t, fut).await.ok(),
+                    None => Some(fut.await),
+                };
+                match outcome {
+                    Some(Ok(status)) => *r.by_status.entry(status).or_default() += 1,
+                    _ => r.errors += 1,
+                }
+            }
+            r
+        });
+    }
+    let mut total = Report::default();
+    while let Some(Ok(r)) = tasks.join_next().await {
+        total.total += r.total;
+        total.errors += r.errors;
+        for (k, v) in r.by_status {
+            *total.by_status.entry(k).or_default() += v;
+        }
+    }
+    total.elapsed_secs = started.elapsed().as_secs_f64();
+    total.rps = total.total as f64 / total.elapsed_secs.max(1e-9);
+    total
+}
+
+/// Load tester state: running commands, gates, last reports.
+#[derive(Default)]
+pub struct LoadTester {
+    state_dir: Option<PathBuf>,
+    running: Mutex<HashSet<String>>,
+    gates: Mutex<HashSet<String>>,
+    rollbacks: Mutex<HashSet<String>>,
+    reports: Mutex<Vec<(String, Report)>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct Payload {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+impl LoadTester {
+    /// A load tester that resolves Service names through the local target at `state_dir`.
+    pub fn new(state_dir: Option<PathBuf>) -> Arc<LoadTester> {
+        Arc::new(LoadTester {
+            state_dir,
+            ..Default::default()
+        })
+    }
+
+    /// Reports of finished hey runs: (`namespace/name`, report).
+    pub fn reports(&self) -> Vec<(String, Report)> {
+        self.reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn local_url(&self, url: &str, ns: &str) -> String {
+        match &self.state_dir {
+            Some(d) => super::names::rewrite_url(
+                &super::names::allocations(d),
+                url,
+                if ns.is_empty() { "default" } else { ns },
+            ),
+            None => url.to_string(),
+        }
+    }
+
+    async fn run_command(
+        self: &Arc<Self>,
+        key: &str,
+        ns: &str,
+        cmd: &str,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        if let Some(parsed) = hey::parse(cmd) {
+            let spec = parsed?;
+            let url = self.local_url(&spec.url, ns);
+            let report = run_hey(&spec, &url).await;
+            tracing::info!(canary = %key, requests = report.total, errors = report.errors, rps = format!("{:.1}", report.rps), "load test finished: {cmd}");
+            let text = serde_json::to_string(&report).unwrap_or_default();
+            self.reports
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((key.to_string(), report));
+            return Ok(text);
+        }
+        let child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .kill_on_drop(true)
+            .output();
+        match tokio::time::timeout(timeout, child).await {
+            Ok(Ok(out)) if out.status.success() => {
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            }
+            Ok(Ok(out)) => Err(format!(
+                "command failed ({}): {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )),
+            Ok(Err(e)) => Err(format!("cannot run sh: {e}")),
+            Err(_) => Err(format!("command timed out after {timeout:?}")),
+        }
+    }
+}
+
+async fn command(
+    State(lt): State<Arc<LoadTester>>,
+    body: axum::body::Bytes,
+) -> (StatusCode, String) {
+    let p: Payload = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("invalid payload: {e}\n")),
+    };
+    let Some(cmd) = p.metadata.get("cmd").cloned() else {
+        return (StatusCode::BAD_REQUEST, "metadata.cmd is required\n".into());
+    };
+    let key = format!("{}/{}", p.namespace, p.name);
+    let timeout = p
+        .metadata
+        .get("timeout")
+        .and_then(|t| crate::util::duration::parse(t).ok())
+        .unwrap_or(Duration::from_secs(60));
+    match p.metadata.get("type").map(String::as_str).unwrap_or("cmd") {
+        "bash" => match lt.run_command(&key, &p.namespace, &cmd, timeout).await {
+            Ok(out) => (StatusCode::OK, out),
+            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        },
+        "cmd" => {
+            if let Some(Err(e)) = hey::parse(&cmd) {
+                return (StatusCode::BAD_REQUEST, format!("{e}\n"));
+            }
+            let dedupe = format!("{key}\0{cmd}");
+            if !lt
+                .running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(dedupe.clone())
+            {
+                return (StatusCode::ACCEPTED, "already running\n".into());
+            }
+            let lt2 = lt.clone();
+            tokio::spawn(async move {
+                if let Err(e) = lt2
+                    .run_command(&key, &p.namespace, &cmd, Duration::from_secs(24 * 3600))
+                    .await
+                {
+                    tracing::warn!(canary = %key, "load test command failed: {e}");
+                }
+                lt2.running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&dedupe);
+            });
+            (StatusCode::ACCEPTED, "started\n".into())
+        }
+        other => (
+            StatusCode::BAD_REQUEST,
+            format!("unknown metadata.type {other:?}: use cmd or bash\n"),
+        ),
+    }
+}
+
+fn key_of(body: &[u8]) -> String {
+    let p: Payload = serde_json::from_slice(body).unwrap_or_default();
+    format!("{}/{}", p.namespace, p.name)
+}
+
+fn gate(
+    set: fn(&LoadTester) -> &Mutex<HashSet<String>>,
+    action: &'static str,
+) -> axum::routing::MethodRouter<Arc<LoadTester>> {
+    post(
+        move |State(lt): State<Arc<LoadTester>>, body: axum::body::Bytes| async move {
+            let key = key_of(&body);
+            let mut s = set(&lt).lock().unwrap_or_else(|e| e.into_inner());
+            match action {
+                "open" => {
+                    s.insert(key);
+                    (StatusCode::OK, "opened\n")
+                }
+                "close" => {
+                    s.remove(&key);
+                    (StatusCode::OK, "closed\n")
+                }
+                _ if s.contains(&key) => (StatusCode::OK, "open\n"),
+                _ => (StatusCode::FORBIDDEN, "closed\n"),
+            }
+        },
+    )
+}
+
+/// The load tester's router.
+pub fn app(lt: Arc<LoadTester>) -> Router {
+    Router::new()
+        .route("/", post(command))
+        .route("/healthz", get(|| async { "OK" }))
+        .route(
+            "/gate/approve",
+            post(|| async { (StatusCode::OK, "approved\n") }),
+        )
+        .route(
+            "/gate/halt",
+            post(|| async { (StatusCode::FORBIDDEN, "halted\n") }),
+        )
+        .route("/gate/check", gate(|l| &l.gates, "check"))
+        .route("/gate/open", gate(|l| &l.gates, "open"))
+        .route("/gate/close", gate(|l| &l.gates, "close"))
+        .route("/rollback/check", gate(|l| &l.rollbacks, "check"))
+        .route("/rollback/open", gate(|l| &l.rollbacks, "open"))
+        .route("/rollback/close", gate(|l| &l.rollbacks, "close"))
+        .route(
+            "/reports",
+            get(|State(lt): State<Arc<LoadTester>>| async move { Json(lt.reports()) }),
+        )
+        .with_state(lt)
+}
+
+/// Whether a webhook URL's host names a load tester (`flagger-loadtester.test`,
+/// `load-tester.prod`): its first label contains one of `names`.
+pub fn is_loadtester_url(url: &str, names: &[String]) -> bool {
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    let first = host.split('.').next().unwrap_or_default();
+    names.iter().any(|n| first.contains(n.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_seed_guide_urls() {
+        let names = vec!["loadtester".to_string(), "load-tester".to_string()];
+        for u in [
+            "http://flagger-loadtester.test/",
+            "http://load-tester.prod/",
+            "http://flagger-loadtest-loadtester.loadtest/gate/check",
+        ] {
+            assert!(is_loadtester_url(u, &names), "{u}");
+        }
+        assert!(!is_loadtester_url(
+            "http://podinfo-canary.test:9898/",
+            &names
+        ));
+    }
+}
