@@ -23,6 +23,8 @@ pub enum Which {
         #[arg(long, default_value_t = 1_000)]
         files: usize,
     },
+    /// The Service proxy: throughput vs direct, added p99, memory per idle service.
+    Proxy,
     /// Image automation: semver selection, registry scanning, rewrite and commit.
     Images {
         /// The registry binary to start for the scan benchmark.
@@ -79,6 +81,7 @@ pub fn bench(which: Which) -> anyhow::Result<ExitCode> {
     match which {
         Which::Sync { objects, files } => bench_sync(objects, files),
         Which::Images { registry_bin } => super::bench_images::run(&registry_bin),
+        Which::Proxy => super::bench_proxy::run(),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_images;
+mod bench_proxy;
 mod demo;
 mod get;
 mod logs;

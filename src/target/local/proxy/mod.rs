@@ -49,7 +49,7 @@ type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
 struct Shared {
     services: RwLock<HashMap<Key, ServiceDef>>,
-    routes: RwLock<HashMap<Key, Route>>,
+    routes: RwLock<HashMap<Key, Arc<Route>>>,
     endpoints: Endpoints,
     client: Client<HttpConnector, Full<Bytes>>,
     /// Round-robin position over endpoints.
@@ -117,7 +117,7 @@ impl Proxy {
             .write()
             .unwrap_or_else(|e| e.into_inner());
         match route {
-            Some(r) => routes.insert((namespace.into(), name.into()), r),
+            Some(r) => routes.insert((namespace.into(), name.into()), Arc::new(r)),
             None => routes.remove(&(namespace.to_string(), name.to_string())),
         };
     }
@@ -232,7 +232,8 @@ impl Proxy {
             allocations.insert(alloc_key, addr.to_string());
             let shared = self.shared.clone();
             let (ns2, name2) = (ns.clone(), name.clone());
-            let task = tokio::spawn(async move { serve(listener, shared, ns2, name2, port).await });
+            let key = Arc::new((ns2, name2));
+            let task = tokio::spawn(async move { serve(listener, shared, key, port).await });
             tracing::info!(service = %id, port, address = %addr, "service listening");
             listeners.insert((ns, name, port), (addr, task));
         }
@@ -245,25 +246,18 @@ impl Proxy {
     }
 }
 
-async fn serve(
-    listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-    ns: String,
-    name: String,
-    port: u16,
-) {
+async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, key: Arc<Key>, port: u16) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let (ns, name) = (ns.clone(), name.clone());
+        let (shared, key) = (shared.clone(), key.clone());
         tokio::spawn(async move {
+            // Per request only reference counts are bumped: no strings are copied.
             let svc = hyper::service::service_fn(move |req| {
-                let shared = shared.clone();
-                let (ns, name) = (ns.clone(), name.clone());
-                async move { Ok::<_, hyper::Error>(handle(&shared, &ns, &name, port, req).await) }
+                let (shared, key) = (shared.clone(), key.clone());
+                async move { Ok::<_, hyper::Error>(handle(&shared, &key, port, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -297,28 +291,30 @@ fn pick(shared: &Shared, ns: &str, backend: &str, port: u16) -> Result<(u16, Str
         .map(|p| p.2.clone())
         .unwrap_or_default();
     let eps = shared.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-    let ready: Vec<(u16, &str)> = eps
-        .iter()
-        .filter(|e| e.ready && e.namespace == ns && routing::selects(&def.selector, &e.labels))
-        .filter_map(|e| {
-            let host_port = match &target {
-                serde_json::Value::String(n) => e
-                    .ports
-                    .iter()
-                    .find(|p| p.0.as_deref() == Some(n.as_str()))
-                    .map(|p| p.2),
-                v => v
-                    .as_u64()
-                    .and_then(|n| e.ports.iter().find(|p| p.1 as u64 == n).map(|p| p.2)),
-            }?;
-            Some((host_port, e.deployment.as_str()))
-        })
-        .collect();
-    if ready.is_empty() {
+    let host_port = |e: &crate::target::local::runtime::Endpoint| match &target {
+        serde_json::Value::String(n) => e
+            .ports
+            .iter()
+            .find(|p| p.0.as_deref() == Some(n.as_str()))
+            .map(|p| p.2),
+        v => v
+            .as_u64()
+            .and_then(|n| e.ports.iter().find(|p| p.1 as u64 == n).map(|p| p.2)),
+    };
+    let eligible = |e: &&crate::target::local::runtime::Endpoint| {
+        e.ready
+            && e.namespace == ns
+            && routing::selects(&def.selector, &e.labels)
+            && host_port(e).is_some()
+    };
+    // Two passes instead of collecting: this runs on every request.
+    let count = eps.iter().filter(eligible).count();
+    if count == 0 {
         return Err(format!("no ready endpoints for service {ns}/{backend}"));
     }
-    let i = shared.next.fetch_add(1, Ordering::Relaxed) as usize % ready.len();
-    Ok((ready[i].0, ready[i].1.to_string()))
+    let i = shared.next.fetch_add(1, Ordering::Relaxed) as usize % count;
+    let e = eps.iter().filter(eligible).nth(i).expect("counted above");
+    Ok((host_port(e).expect("eligible"), e.deployment.clone()))
 }
 
 const HOP_BY_HOP: [&str; 8] = [
@@ -334,41 +330,46 @@ const HOP_BY_HOP: [&str; 8] = [
 
 async fn handle(
     shared: &Arc<Shared>,
-    ns: &str,
-    name: &str,
+    key: &Key,
     port: u16,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
     let now = crate::util::time::unix_now() as u64;
+    let (ns, name) = (key.0.as_str(), key.1.as_str());
     let route = shared
         .routes
         .read()
         .unwrap_or_else(|e| e.into_inner())
-        .get(&(ns.to_string(), name.to_string()))
+        .get(key)
         .cloned();
-    let route = route.unwrap_or_else(|| Route {
-        primary: name.to_string(),
-        ..Default::default()
-    });
-    let n = shared.seq.fetch_add(1, Ordering::Relaxed);
-    let rolls =
-        xorshift(n.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ started.elapsed().as_nanos() as u64);
-    let headers = req.headers().clone();
-    let header = |h: &str| {
-        headers
-            .get(h)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+    // Without a split, the Service serves its own endpoints: no roll, no allocation.
+    let (backend, mirror): (std::borrow::Cow<str>, Option<String>) = match &route {
+        None => (name.into(), None),
+        Some(route) => {
+            let n = shared.seq.fetch_add(1, Ordering::Relaxed);
+            let rolls = xorshift(
+                n.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ started.elapsed().as_nanos() as u64,
+            );
+            let headers = req.headers();
+            let header = |h: &str| {
+                headers
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let decision = routing::choose(
+                route,
+                &header,
+                (rolls % 100) as u32,
+                ((rolls >> 32) % 100) as u32,
+            );
+            (
+                decision.backend.to_string().into(),
+                decision.mirror.map(str::to_string),
+            )
+        }
     };
-    let decision = routing::choose(
-        &route,
-        &header,
-        (rolls % 100) as u32,
-        ((rolls >> 32) % 100) as u32,
-    );
-    let backend = decision.backend.to_string();
-    let mirror = decision.mirror.map(str::to_string);
     let (parts, body) = req.into_parts();
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         return text(StatusCode::BAD_REQUEST, "cannot read request body\n".into());

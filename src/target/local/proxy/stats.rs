@@ -36,7 +36,9 @@ struct Series {
 /// Statistics for every (namespace, deployment).
 #[derive(Default)]
 pub struct Stats {
-    series: Mutex<BTreeMap<(String, String), Series>>,
+    /// namespace -> deployment -> series; looked up by `&str`, so recording a
+    /// response allocates nothing once the series exists.
+    series: Mutex<BTreeMap<String, BTreeMap<String, Series>>>,
 }
 
 /// What a window says.
@@ -66,9 +68,18 @@ impl Stats {
         now: u64,
     ) {
         let mut all = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        if !all
+            .get(namespace)
+            .is_some_and(|m| m.contains_key(deployment))
+        {
+            all.entry(namespace.to_string())
+                .or_default()
+                .insert(deployment.to_string(), Series::default());
+        }
         let s = all
-            .entry((namespace.to_string(), deployment.to_string()))
-            .or_default();
+            .get_mut(namespace)
+            .and_then(|m| m.get_mut(deployment))
+            .expect("inserted above");
         *s.by_status.entry(status).or_default() += 1;
         let ms = latency.as_secs_f64() * 1000.0;
         for (i, b) in BUCKETS.iter().enumerate() {
@@ -112,7 +123,7 @@ impl Stats {
         now: u64,
     ) -> Option<WindowFigures> {
         let all = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let s = all.get(&(namespace.to_string(), deployment.to_string()))?;
+        let s = all.get(namespace)?.get(deployment)?;
         let from = now.saturating_sub(window.as_secs().max(1));
         let secs: Vec<&Second> = s
             .window
@@ -145,7 +156,10 @@ impl Stats {
             return out;
         }
         out.push_str("# HELP response_total Responses served by the gitcanary proxy, per backend workload.\n# TYPE response_total counter\n");
-        for ((ns, dep), s) in all.iter() {
+        for (ns, dep, s) in all
+            .iter()
+            .flat_map(|(ns, m)| m.iter().map(move |(d, s)| (ns, d, s)))
+        {
             for (code, n) in &s.by_status {
                 let class = if is_failure(*code) {
                     "failure"
@@ -156,7 +170,10 @@ impl Stats {
             }
         }
         out.push_str("# HELP response_latency_ms Response latency through the gitcanary proxy, per backend workload.\n# TYPE response_latency_ms histogram\n");
-        for ((ns, dep), s) in all.iter() {
+        for (ns, dep, s) in all
+            .iter()
+            .flat_map(|(ns, m)| m.iter().map(move |(d, s)| (ns, d, s)))
+        {
             let labels = format!("direction=\"inbound\",namespace=\"{ns}\",deployment=\"{dep}\"");
             for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
