@@ -123,7 +123,7 @@ pub struct TargetConfig {
 }
 
 /// `target.local`
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LocalTarget {
     /// State folder; defaults to `.gitcanary` beside the config file.
@@ -136,6 +136,25 @@ pub struct LocalTarget {
     /// other Services get a free loopback port, kept across restarts.
     #[serde(default)]
     pub services: std::collections::BTreeMap<String, String>,
+    /// Webhook hosts whose first label contains one of these are served by the built-in
+    /// load tester (`http://flagger-loadtester.test/` works unchanged).
+    #[serde(default = "default_loadtester_names")]
+    pub loadtester_names: Vec<String>,
+}
+
+fn default_loadtester_names() -> Vec<String> {
+    vec!["loadtester".into(), "load-tester".into()]
+}
+
+impl Default for LocalTarget {
+    fn default() -> Self {
+        LocalTarget {
+            state_dir: None,
+            images: Default::default(),
+            services: Default::default(),
+            loadtester_names: default_loadtester_names(),
+        }
+    }
 }
 
 /// `target.kubernetes`

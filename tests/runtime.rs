@@ -389,3 +389,29 @@ fn a_rollover_under_steady_load_fails_no_request() {
     );
     running.stop();
 }
+
+#[test]
+fn an_image_without_command_or_mapping_is_an_error_on_the_status() {
+    let unmapped = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: unmapped\n  namespace: test\nspec:\n  selector:\n    matchLabels: {app: unmapped}\n  template:\n    metadata:\n      labels: {app: unmapped}\n    spec:\n      containers:\n        - name: app\n          image: registry.example/unknown:1.0\n";
+    let (_remote, setup) = setup_with(&[("u.yaml", unmapped)]);
+    let running = setup.spawn_run(&[]);
+    let st = wait_for(Duration::from_secs(20), || {
+        let st = status(&setup, "unmapped");
+        st["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Progressing" && c["reason"] == "InvalidPodTemplate")
+            .map(|_| st.clone())
+    })
+    .expect("status names the problem");
+    let msg = st["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Progressing")
+        .unwrap()["message"]
+        .clone();
+    assert_eq!(msg, "container \"app\": image \"registry.example/unknown\" has no command and target.local.images has no entry for it");
+    assert_eq!(st["replicas"], 0);
+    running.stop();
+}

@@ -86,5 +86,52 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if args.once {
         return super::sync::sync_once(cfg);
     }
+    // Once replicas are up, show where they answer.
+    let state = cfg.state_dir();
+    std::thread::spawn(move || print_addresses(&state));
     super::run::run(cfg)
+}
+
+/// Waits for ready replicas (up to a minute) and prints their addresses and the Services'.
+fn print_addresses(state: &Path) {
+    let read = |p: &str| -> serde_json::Value {
+        std::fs::read(state.join(p))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    };
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(60) {
+        let eps = read("status/endpoints.json");
+        let ready: Vec<&serde_json::Value> = eps
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["ready"] == true)
+            .collect();
+        if !ready.is_empty() {
+            println!("\nRunning on the local target:");
+            for e in ready {
+                let port = e["ports"][0][2].as_u64().unwrap_or(0);
+                println!(
+                    "  {}/{} replica {}: curl http://127.0.0.1:{port}/",
+                    e["namespace"].as_str().unwrap_or(""),
+                    e["deployment"].as_str().unwrap_or(""),
+                    e["pod"].as_str().unwrap_or("")
+                );
+            }
+            for (k, addr) in read("runtime/services.json")
+                .as_object()
+                .into_iter()
+                .flatten()
+            {
+                println!(
+                    "  service {k}: curl http://{}/",
+                    addr.as_str().unwrap_or("")
+                );
+            }
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
 }
