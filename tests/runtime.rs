@@ -231,6 +231,13 @@ fn sigkill_leaves_no_orphans_and_the_next_start_restarts_them() {
     running.stop();
 }
 
+fn pgrp(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rfind(')')
+        .and_then(|i| stat[i + 2..].split_whitespace().nth(2)?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn processes_with_cmdline(needle: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
@@ -255,14 +262,23 @@ fn grandchildren_left_by_a_sigkill_are_reaped_on_the_next_start() {
     let forker = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: forker\n  namespace: test\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {app: forker}\n  template:\n    metadata:\n      labels: {app: forker}\n    spec:\n      containers:\n        - name: app\n          image: busybox:1\n          command: [\"sh\", \"-c\", \"sleep 7777 & exec sleep 7778\"]\n";
     let (_remote, setup) = setup_with(&[("forker.yaml", forker)]);
     let mut running = setup.spawn_run(&[]);
-    wait_for(Duration::from_secs(20), || {
-        (!processes_with_cmdline("sleep 7777").is_empty()).then_some(())
+    // Only this run's processes count (another test run may be going on beside it):
+    // those in the process groups this gitcanary recorded.
+    let ours = |leaders: &[u32]| -> Vec<u32> {
+        processes_with_cmdline("sleep 7777")
+            .into_iter()
+            .filter(|p| leaders.contains(&pgrp(*p)))
+            .collect()
+    };
+    let leaders = wait_for(Duration::from_secs(20), || {
+        let leaders = pids_of(&setup);
+        (!ours(&leaders).is_empty()).then_some(leaders)
     })
     .expect("grandchild runs");
     running.child.kill().unwrap();
     running.child.wait().unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let orphans = processes_with_cmdline("sleep 7777");
+    let orphans = ours(&leaders);
     assert!(
         !orphans.is_empty(),
         "the grandchild outlives a SIGKILLed gitcanary (the case reaping exists for)"
@@ -272,9 +288,15 @@ fn grandchildren_left_by_a_sigkill_are_reaped_on_the_next_start() {
         orphans.iter().all(|p| !alive(*p)).then_some(())
     })
     .expect("the next start reaps the orphan");
+    let new_leaders = wait_for(Duration::from_secs(20), || {
+        let l = pids_of(&setup);
+        (!l.is_empty() && !ours(&l).is_empty()).then_some(l)
+    })
+    .expect("restarted");
     running.stop();
+    std::thread::sleep(Duration::from_millis(300));
     assert!(
-        processes_with_cmdline("sleep 7777").is_empty(),
+        ours(&new_leaders).is_empty(),
         "graceful stop kills the whole group"
     );
 }

@@ -71,6 +71,36 @@ pub fn peak_rss() -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
+/// Prints whether every target was met and turns it into the exit code.
+pub(crate) fn verdict(ok: bool) -> ExitCode {
+    println!(
+        "  result: {}",
+        if ok {
+            "all targets met"
+        } else {
+            "TARGET MISSED"
+        }
+    );
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Waits up to 10 s for something to listen on a loopback port.
+pub(crate) fn wait_for_port(port: u16, what: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        anyhow::ensure!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{what} did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 pub(crate) fn flush_disk() {
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
@@ -173,17 +203,5 @@ fn bench_sync(objects: usize, files: usize) -> anyhow::Result<ExitCode> {
         && noop_time.as_millis() < 300
         && noop.applied.writes == 0
         && mb(rss) < 60.0;
-    println!(
-        "  result:            {}",
-        if ok {
-            "all targets met"
-        } else {
-            "TARGET MISSED"
-        }
-    );
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(verdict(ok))
 }

@@ -92,14 +92,7 @@ fn bench_scan(registry_bin: &str) -> anyhow::Result<Duration> {
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("starting {registry_bin} (apt-get install docker-registry)"))?;
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(10),
-            "registry did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    super::bench::wait_for_port(port, "registry")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -233,17 +226,5 @@ pub fn run(registry_bin: &str) -> anyhow::Result<ExitCode> {
         ms(commit)
     );
     let ok = ms(semver) < 5.0 && ms(scan) < 3000.0 && ms(commit) < 500.0;
-    println!(
-        "  result: {}",
-        if ok {
-            "all targets met"
-        } else {
-            "TARGET MISSED"
-        }
-    );
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(super::bench::verdict(ok))
 }

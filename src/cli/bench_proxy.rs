@@ -115,14 +115,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(10),
-            "demo-app did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    super::bench::wait_for_port(port, "demo-app")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -183,17 +176,5 @@ pub fn run() -> anyhow::Result<ExitCode> {
     );
     println!("  memory per idle service:  {per_service_kb:>9.1} KB   (target < 200 KB)");
     let ok = ratio >= 0.5 && added < 1.0 && per_service_kb < 200.0;
-    println!(
-        "  result: {}",
-        if ok {
-            "all targets met"
-        } else {
-            "TARGET MISSED"
-        }
-    );
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(super::bench::verdict(ok))
 }

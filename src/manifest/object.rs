@@ -168,6 +168,17 @@ pub fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(value).expect("JSON values serialize")
 }
 
+/// A JSON object of strings as a map (labels, selectors); non-strings read as empty.
+pub fn string_map(v: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Lower-case hex sha256.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))

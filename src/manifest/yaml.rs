@@ -237,6 +237,14 @@ impl Offsets {
     }
 }
 
+/// Records a finished node under its anchor (if any) and returns it.
+fn anchored(anchors: &mut HashMap<usize, Node>, anchor: usize, node: Node) -> Node {
+    if anchor != 0 {
+        anchors.insert(anchor, node.clone());
+    }
+    node
+}
+
 enum Frame {
     Seq {
         start: Pos,
@@ -334,18 +342,16 @@ pub fn parse_documents(source: &str) -> Result<Vec<Document>, SyntaxError> {
                     start,
                     items,
                     anchor,
-                }) => {
-                    let node = Node {
+                }) => Some(anchored(
+                    &mut anchors,
+                    anchor,
+                    Node {
                         value: Value::Seq(items),
                         pos: start,
                         end,
                         style: Style::None,
-                    };
-                    if anchor != 0 {
-                        anchors.insert(anchor, node.clone());
-                    }
-                    Some(node)
-                }
+                    },
+                )),
                 _ => {
                     return Err(SyntaxError {
                         pos: start,
@@ -362,16 +368,16 @@ pub fn parse_documents(source: &str) -> Result<Vec<Document>, SyntaxError> {
                 }) => {
                     let entries = merge_keys(entries)?;
                     check_duplicate_keys(&entries)?;
-                    let node = Node {
-                        value: Value::Map(entries),
-                        pos: start,
-                        end,
-                        style: Style::None,
-                    };
-                    if anchor != 0 {
-                        anchors.insert(anchor, node.clone());
-                    }
-                    Some(node)
+                    Some(anchored(
+                        &mut anchors,
+                        anchor,
+                        Node {
+                            value: Value::Map(entries),
+                            pos: start,
+                            end,
+                            style: Style::None,
+                        },
+                    ))
                 }
                 _ => {
                     return Err(SyntaxError {

@@ -154,14 +154,7 @@ impl Proxy {
             let Ok(Some(obj)) = self.store.get(key) else {
                 continue;
             };
-            let selector = obj["spec"]["selector"]
-                .as_object()
-                .map(|m| {
-                    m.iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let selector = crate::manifest::object::string_map(&obj["spec"]["selector"]);
             let ports = obj["spec"]["ports"]
                 .as_array()
                 .into_iter()

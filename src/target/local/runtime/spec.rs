@@ -361,14 +361,7 @@ pub fn plan_deployment(
             .iter()
             .map(|c| container_plan(c, ns, lookup, images))
             .collect::<Result<Vec<_>, _>>()?;
-        let labels = template["metadata"]["labels"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let labels = crate::manifest::object::string_map(&template["metadata"]["labels"]);
         Ok(PodPlan {
             containers,
             grace: secs(&template["spec"]["terminationGracePeriodSeconds"], 30),
