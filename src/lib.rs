@@ -3,6 +3,7 @@
 //! Each subsystem lives in its own module; the pure deciding code (`sync::plan`,
 //! `manifest` validation) is kept apart from the executors that touch Git and disk.
 
+pub mod canary;
 pub mod cli;
 pub mod config;
 pub mod image;

@@ -25,6 +25,8 @@ pub enum Which {
     },
     /// The Service proxy: throughput vs direct, added p99, memory per idle service.
     Proxy,
+    /// The canary engine: `decide()` for 1,000 canaries.
+    Canary,
     /// Image automation: semver selection, registry scanning, rewrite and commit.
     Images {
         /// The registry binary to start for the scan benchmark.
@@ -112,7 +114,59 @@ pub fn bench(which: Which) -> anyhow::Result<ExitCode> {
         Which::Sync { objects, files } => bench_sync(objects, files),
         Which::Images { registry_bin } => super::bench_images::run(&registry_bin),
         Which::Proxy => super::bench_proxy::run(),
+        Which::Canary => bench_canary(),
     }
+}
+
+/// `decide()` for 1,000 canaries mid-analysis, each with a due step to take.
+fn bench_canary() -> anyhow::Result<ExitCode> {
+    use crate::canary::decide::{decide, Checks, Observations};
+    use crate::canary::state::{CanaryStatus, Phase};
+    let specs: Vec<_> = (0..1000)
+        .map(|i| {
+            let obj = serde_json::json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+                "metadata": {"name": format!("app-{i}"), "namespace": "bench"},
+                "spec": {"targetRef": {"kind": "Deployment", "name": format!("app-{i}")}, "service": {"port": 80},
+                    "analysis": {"interval": "10s", "threshold": 5, "maxWeight": 50, "stepWeight": 10,
+                        "metrics": [{"name": "request-success-rate", "thresholdRange": {"min": 99}}]}}});
+            crate::canary::spec::parse(&obj).map_err(|e| anyhow::anyhow!("{e:?}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let status = CanaryStatus {
+        phase: Phase::Progressing,
+        canary_weight: 10,
+        last_applied_spec: "r2".into(),
+        last_promoted_spec: "r1".into(),
+        ..Default::default()
+    };
+    let obs = Observations {
+        revision: "r2".into(),
+        primary_exists: true,
+        primary_ready: true,
+        slot_available: true,
+        analysis: Some(Checks::default()),
+        ..Default::default()
+    };
+    let rounds = 20;
+    let t = Instant::now();
+    let mut advanced = 0;
+    for _ in 0..rounds {
+        for spec in &specs {
+            let plan = decide(spec, &status, &obs, 1_000.0);
+            advanced += usize::from(plan.status.canary_weight == 20);
+        }
+    }
+    let per_round = t.elapsed() / rounds;
+    anyhow::ensure!(
+        advanced == 1000 * rounds as usize,
+        "every canary should advance"
+    );
+    println!("gitcanary bench canary");
+    println!(
+        "  decide() for 1,000 canaries: {:>8.3} ms   (target < 5 ms)",
+        per_round.as_secs_f64() * 1e3
+    );
+    Ok(verdict(per_round.as_secs_f64() * 1e3 < 5.0))
 }
 
 fn bench_sync(objects: usize, files: usize) -> anyhow::Result<ExitCode> {

@@ -1,0 +1,10 @@
+//! The canary engine: Flagger-compatible progressive delivery. `spec` reads Canary
+//! objects, `state` holds the phases and status, and `decide` is the pure state machine;
+//! executors (per target) act on its plans.
+
+pub mod decide;
+pub mod spec;
+pub mod state;
+
+#[cfg(test)]
+mod tests;

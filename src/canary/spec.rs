@@ -1,0 +1,403 @@
+//! The Canary spec, read from `flagger.app/v1beta1` (`spec.analysis`) and `v1alpha3`
+//! (`spec.canaryAnalysis`, where a metric's `threshold` is a minimum for
+//! request-success-rate and a maximum for everything else), and validated by Flagger's
+//! rules. gitcanary allows any analysis interval of at least 1s; Flagger raises anything
+//! below 10s to 10s.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// A metric check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricSpec {
+    /// `request-success-rate`, `request-duration`, or a template-backed name.
+    pub name: String,
+    /// Query window (defaults to the analysis interval).
+    pub interval: Duration,
+    /// Lower bound.
+    pub min: Option<f64>,
+    /// Upper bound.
+    pub max: Option<f64>,
+    /// MetricTemplate (name, namespace).
+    pub template: Option<(String, String)>,
+    /// `templateVariables`.
+    pub variables: BTreeMap<String, String>,
+}
+
+/// Webhook types, with Flagger's semantics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HookType {
+    /// Gate before a new revision starts.
+    ConfirmRollout,
+    /// Once, before the first traffic step.
+    PreRollout,
+    /// Every interval, as a check (the default type).
+    Rollout,
+    /// Gate before each weight increase.
+    ConfirmTrafficIncrease,
+    /// Gate before promotion.
+    ConfirmPromotion,
+    /// After promotion or rollback.
+    PostRollout,
+    /// 2xx means roll back now.
+    Rollback,
+    /// Receives every event.
+    Event,
+}
+
+impl HookType {
+    fn parse(s: &str) -> Option<HookType> {
+        Some(match s {
+            "" | "rollout" => HookType::Rollout,
+            "confirm-rollout" => HookType::ConfirmRollout,
+            "pre-rollout" => HookType::PreRollout,
+            "confirm-traffic-increase" => HookType::ConfirmTrafficIncrease,
+            "confirm-promotion" => HookType::ConfirmPromotion,
+            "post-rollout" => HookType::PostRollout,
+            "rollback" => HookType::Rollback,
+            "event" => HookType::Event,
+            _ => return None,
+        })
+    }
+}
+
+/// A webhook.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WebhookSpec {
+    /// Name.
+    pub name: String,
+    /// Type.
+    pub kind: HookType,
+    /// URL.
+    pub url: String,
+    /// Timeout (default 10s).
+    pub timeout: Duration,
+    /// Retries.
+    pub retries: u32,
+    /// `metadata`, sent in the payload.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// `spec.analysis` / `spec.canaryAnalysis`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Analysis {
+    /// Step interval.
+    pub interval: Duration,
+    /// Failed checks before rollback.
+    pub threshold: u32,
+    /// Highest canary weight (default 100).
+    pub max_weight: u32,
+    /// Weight step.
+    pub step_weight: u32,
+    /// Explicit weight steps.
+    pub step_weights: Vec<u32>,
+    /// Primary weight step during promotion (0: all at once).
+    pub step_weight_promotion: u32,
+    /// Blue/green (or A/B with `match`) iterations.
+    pub iterations: u32,
+    /// Flagger `match` rules, as written.
+    pub match_rules: Value,
+    /// Mirror traffic to the canary.
+    pub mirror: bool,
+    /// Percent mirrored.
+    pub mirror_weight: Option<u32>,
+    /// Percent of primary replicas that must be ready (default 100).
+    pub primary_ready_threshold: u32,
+    /// Percent of canary replicas that must be ready (default 100).
+    pub canary_ready_threshold: u32,
+    /// Metric checks.
+    pub metrics: Vec<MetricSpec>,
+    /// Webhooks.
+    pub webhooks: Vec<WebhookSpec>,
+    /// Alert provider references (name, namespace, severity).
+    pub alerts: Vec<(String, String, String)>,
+}
+
+/// A Canary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CanarySpec {
+    /// Canary name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// The target Deployment.
+    pub target: String,
+    /// `autoscalerRef.name`.
+    pub autoscaler: Option<String>,
+    /// Apex service name (default: the target's name).
+    pub service: String,
+    /// Service port.
+    pub port: u16,
+    /// Service target port, as written (number or name).
+    pub target_port: Value,
+    /// `progressDeadlineSeconds` (default 600).
+    pub progress_deadline: Duration,
+    /// Promote without analysis.
+    pub skip_analysis: bool,
+    /// Do nothing while set.
+    pub suspend: bool,
+    /// `provider`.
+    pub provider: Option<String>,
+    /// The analysis.
+    pub analysis: Analysis,
+}
+
+impl CanarySpec {
+    /// `name.namespace`, as Flagger's messages print a canary.
+    pub fn id(&self) -> String {
+        format!("{}.{}", self.name, self.namespace)
+    }
+
+    /// `target.namespace`.
+    pub fn target_id(&self) -> String {
+        format!("{}.{}", self.target, self.namespace)
+    }
+}
+
+fn dur(v: &Value, field: &str, errors: &mut Vec<String>) -> Option<Duration> {
+    let s = v.as_str()?;
+    match crate::util::duration::parse(s) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            errors.push(format!("{field}: {e}"));
+            None
+        }
+    }
+}
+
+/// Reads and validates a Canary object; errors name the field.
+pub fn parse(obj: &Value) -> Result<CanarySpec, Vec<String>> {
+    let mut errors = Vec::new();
+    let api = obj["apiVersion"].as_str().unwrap_or_default();
+    let v1alpha3 = api.ends_with("/v1alpha3");
+    let spec = &obj["spec"];
+    let (a, path) =
+        if v1alpha3 || (spec.get("analysis").is_none() && spec.get("canaryAnalysis").is_some()) {
+            (&spec["canaryAnalysis"], "spec.canaryAnalysis")
+        } else {
+            (&spec["analysis"], "spec.analysis")
+        };
+    if !a.is_object() {
+        errors.push(format!("{path}: missing required field"));
+    }
+    let interval = dur(&a["interval"], &format!("{path}.interval"), &mut errors);
+    if a["interval"].is_null() && a.is_object() {
+        errors.push(format!("{path}.interval: missing required field"));
+    }
+    if interval.is_some_and(|i| i < Duration::from_secs(1)) {
+        errors.push(format!("{path}.interval: must be at least 1s"));
+    }
+    let threshold = a["threshold"].as_u64();
+    if threshold.is_none() && a.is_object() {
+        errors.push(format!("{path}.threshold: missing required field"));
+    }
+    let u = |k: &str| a[k].as_u64().map(|n| n as u32);
+    let step_weights: Vec<u32> = a["stepWeights"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_u64().map(|n| n as u32))
+        .collect();
+    if a.is_object()
+        && u("iterations").is_none()
+        && u("stepWeight").is_none()
+        && step_weights.is_empty()
+    {
+        errors.push(format!(
+            "{path}: set one of iterations, stepWeight or stepWeights"
+        ));
+    }
+    if step_weights.windows(2).any(|w| w[0] >= w[1]) {
+        errors.push(format!("{path}.stepWeights: must be increasing"));
+    }
+    let metric_interval = interval.unwrap_or(Duration::from_secs(60));
+    let mut metrics = Vec::new();
+    for (i, m) in a["metrics"].as_array().into_iter().flatten().enumerate() {
+        let name = m["name"].as_str().unwrap_or_default().to_string();
+        let mut min = m["thresholdRange"]["min"].as_f64();
+        let mut max = m["thresholdRange"]["max"].as_f64();
+        if let Some(t) = m["threshold"].as_f64() {
+            // v1alpha3 (and v1beta1 without thresholdRange): a minimum for the success
+            // rate, a maximum for everything else.
+            if min.is_none() && max.is_none() {
+                if name == "request-success-rate" {
+                    min = Some(t)
+                } else {
+                    max = Some(t)
+                }
+            }
+        }
+        let template = m["templateRef"]["name"].as_str().map(|n| {
+            (
+                n.to_string(),
+                m["templateRef"]["namespace"]
+                    .as_str()
+                    .unwrap_or(obj["metadata"]["namespace"].as_str().unwrap_or("default"))
+                    .to_string(),
+            )
+        });
+        if template.is_none() && name != "request-success-rate" && name != "request-duration" {
+            errors.push(format!(
+                "{path}.metrics[{i}]: {name:?} is not a built-in metric; set templateRef"
+            ));
+        }
+        metrics.push(MetricSpec {
+            interval: dur(
+                &m["interval"],
+                &format!("{path}.metrics[{i}].interval"),
+                &mut errors,
+            )
+            .unwrap_or(metric_interval),
+            name,
+            min,
+            max,
+            template,
+            variables: crate::manifest::object::string_map(&m["templateVariables"]),
+        });
+    }
+    let mut webhooks = Vec::new();
+    for (i, w) in a["webhooks"].as_array().into_iter().flatten().enumerate() {
+        let ty = w["type"].as_str().unwrap_or_default();
+        let Some(kind) = HookType::parse(ty) else {
+            errors.push(format!(
+                "{path}.webhooks[{i}].type: unknown webhook type {ty:?}"
+            ));
+            continue;
+        };
+        webhooks.push(WebhookSpec {
+            name: w["name"].as_str().unwrap_or_default().to_string(),
+            kind,
+            url: w["url"].as_str().unwrap_or_default().to_string(),
+            timeout: dur(
+                &w["timeout"],
+                &format!("{path}.webhooks[{i}].timeout"),
+                &mut errors,
+            )
+            .unwrap_or(Duration::from_secs(10)),
+            retries: w["retries"].as_u64().unwrap_or(0) as u32,
+            metadata: crate::manifest::object::string_map(&w["metadata"]),
+        });
+    }
+    let ns = obj["metadata"]["namespace"]
+        .as_str()
+        .unwrap_or("default")
+        .to_string();
+    let alerts = a["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|al| {
+            let r = &al["providerRef"];
+            (
+                r["name"].as_str().unwrap_or_default().to_string(),
+                r["namespace"].as_str().unwrap_or(&ns).to_string(),
+                al["severity"].as_str().unwrap_or("info").to_string(),
+            )
+        })
+        .collect();
+    let target = spec["targetRef"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    if target.is_empty() {
+        errors.push("spec.targetRef.name: missing required field".into());
+    }
+    if let Some(k) = spec["targetRef"]["kind"]
+        .as_str()
+        .filter(|k| *k != "Deployment")
+    {
+        errors.push(format!(
+            "spec.targetRef.kind: {k:?} is not supported on the local target (use Deployment)"
+        ));
+    }
+    let port = spec["service"]["port"].as_u64();
+    if port.is_none() {
+        errors.push("spec.service.port: missing required field".into());
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(CanarySpec {
+        name: obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        namespace: ns,
+        service: spec["service"]["name"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| target.clone()),
+        target,
+        autoscaler: spec["autoscalerRef"]["name"].as_str().map(str::to_string),
+        port: port.unwrap_or(80) as u16,
+        target_port: spec["service"]
+            .get("targetPort")
+            .cloned()
+            .unwrap_or(spec["service"]["port"].clone()),
+        progress_deadline: Duration::from_secs(
+            spec["progressDeadlineSeconds"].as_u64().unwrap_or(600),
+        ),
+        skip_analysis: spec["skipAnalysis"].as_bool().unwrap_or(false),
+        suspend: spec["suspend"].as_bool().unwrap_or(false),
+        provider: spec["provider"].as_str().map(str::to_string),
+        analysis: Analysis {
+            interval: interval.unwrap_or(Duration::from_secs(60)),
+            threshold: threshold.unwrap_or(1) as u32,
+            max_weight: u("maxWeight").unwrap_or(100).min(100),
+            step_weight: u("stepWeight").unwrap_or(0),
+            step_weights,
+            step_weight_promotion: u("stepWeightPromotion").unwrap_or(0),
+            iterations: u("iterations").unwrap_or(0),
+            match_rules: a["match"].clone(),
+            mirror: a["mirror"].as_bool().unwrap_or(false),
+            mirror_weight: u("mirrorWeight"),
+            primary_ready_threshold: u("primaryReadyThreshold").unwrap_or(100),
+            canary_ready_threshold: u("canaryReadyThreshold").unwrap_or(100),
+            metrics,
+            webhooks,
+            alerts,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn v1beta1_and_v1alpha3_read_the_same() {
+        let beta = json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary", "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {"targetRef": {"kind": "Deployment", "name": "podinfo"}, "service": {"port": 9898},
+                "analysis": {"interval": "10s", "threshold": 5, "maxWeight": 50, "stepWeight": 10,
+                    "metrics": [{"name": "request-success-rate", "thresholdRange": {"min": 99}, "interval": "1m"},
+                                {"name": "request-duration", "thresholdRange": {"max": 500}, "interval": "30s"}]}}});
+        let alpha = json!({"apiVersion": "flagger.app/v1alpha3", "kind": "Canary", "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {"targetRef": {"kind": "Deployment", "name": "podinfo"}, "service": {"port": 9898},
+                "canaryAnalysis": {"interval": "10s", "threshold": 5, "maxWeight": 50, "stepWeight": 10,
+                    "metrics": [{"name": "request-success-rate", "threshold": 99, "interval": "1m"},
+                                {"name": "request-duration", "threshold": 500, "interval": "30s"}]}}});
+        assert_eq!(parse(&beta).unwrap(), parse(&alpha).unwrap());
+        let s = parse(&beta).unwrap();
+        assert_eq!(
+            (s.analysis.metrics[0].min, s.analysis.metrics[1].max),
+            (Some(99.0), Some(500.0))
+        );
+        assert_eq!(s.progress_deadline, Duration::from_secs(600));
+        assert_eq!(s.id(), "podinfo.test");
+    }
+
+    #[test]
+    fn flagger_validation_rules() {
+        let errs = parse(&json!({"metadata": {"name": "x"}, "spec": {"targetRef": {"name": "x"}, "service": {"port": 80}, "analysis": {"interval": "500ms"}}})).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "spec.analysis.interval: must be at least 1s",
+                "spec.analysis.threshold: missing required field",
+                "spec.analysis: set one of iterations, stepWeight or stepWeights",
+            ]
+        );
+    }
+}

@@ -1,0 +1,79 @@
+//! Canary phases and status, with Flagger's names and fields.
+
+use serde::{Deserialize, Serialize};
+
+/// The phases of a canary, as Flagger names them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Creating the primary.
+    #[default]
+    Initializing,
+    /// The primary serves; waiting for a new revision.
+    Initialized,
+    /// A new revision waits for a gate or a free slot.
+    Waiting,
+    /// Analysis is running.
+    Progressing,
+    /// Analysis passed; waiting for the promotion gate.
+    WaitingPromotion,
+    /// The primary is being updated and traffic shifted back to it.
+    Promoting,
+    /// Scaling the canary down after promotion.
+    Finalising,
+    /// Promoted.
+    Succeeded,
+    /// Rolled back.
+    Failed,
+}
+
+/// Event severity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Normal progress.
+    Info,
+    /// A halted step or a rollback.
+    Warn,
+    /// A failure that needs attention.
+    Error,
+}
+
+/// One event, worded as Flagger words it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Severity.
+    pub severity: Severity,
+    /// Message.
+    pub message: String,
+    /// When (Unix seconds).
+    pub at: f64,
+}
+
+/// The status kept for each canary, persisted after every step.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// Phase.
+    pub phase: Phase,
+    /// Current canary weight.
+    pub canary_weight: u32,
+    /// Failed checks in this analysis.
+    pub failed_checks: u32,
+    /// Iterations done (blue/green, A/B).
+    pub iterations: u32,
+    /// Whether traffic is mirrored.
+    pub mirrored: bool,
+    /// Revision of the target last taken into analysis.
+    pub last_applied_spec: String,
+    /// Revision last promoted to the primary.
+    pub last_promoted_spec: String,
+    /// When the phase last changed (Unix seconds).
+    pub last_transition_time: f64,
+    /// When the last analysis step ran (Unix seconds).
+    pub last_step_time: f64,
+    /// The last 100 events.
+    pub events: Vec<Event>,
+}
+
+/// Events kept in the status.
+pub const MAX_EVENTS: usize = 100;
