@@ -217,6 +217,9 @@ impl Default for ServerConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ImagesConfig {
+    /// Whether image automation runs at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
     /// How often registries are scanned.
     #[serde(default = "default_images_interval", with = "duration::serde_go")]
     pub interval: Duration,
@@ -242,6 +245,7 @@ pub struct ImagesConfig {
 impl Default for ImagesConfig {
     fn default() -> Self {
         ImagesConfig {
+            enabled: true,
             interval: default_images_interval(),
             insecure_registries: vec![],
             docker_config: None,
@@ -263,6 +267,10 @@ pub struct RegistryCredentials {
     pub username_env: String,
     /// Env var holding the password or token.
     pub password_env: String,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_images_interval() -> Duration {

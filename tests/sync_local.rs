@@ -241,7 +241,12 @@ fn examples_repo_syncs_into_the_local_target() {
     let remote = Remote::new();
     remote.copy_from(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples-repo"));
     remote.push("seed");
-    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+    // The examples follow public Docker Hub images; nothing here may reach them.
+    let setup = Setup::new(
+        &remote.bare.display().to_string(),
+        "",
+        "images:\n  enabled: false\n",
+    );
     let (ok, out) = setup.sync();
     assert!(ok, "{out}");
     let canary = setup

@@ -3,6 +3,7 @@
 //! executors (per target) act on its plans.
 
 pub mod decide;
+pub mod executor;
 pub mod spec;
 pub mod state;
 

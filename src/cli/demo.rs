@@ -57,7 +57,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }
     let config_path = dir.join("gitcanary.yaml");
     let config_text = format!(
-        "# Written by `gitcanary demo`.\nsource:\n  url: ./remote.git\n  branch: main\n  interval: 30s\ntarget:\n  local:\n    stateDir: ./state\n    images:\n      # Images run as local processes: podinfo is gitcanary's podinfo-compatible demo app.\n      ghcr.io/stefanprodan/podinfo: [\"gitcanary\", \"demo-app\", \"--port\", \"$(PORT)\"]\n      stefanprodan/podinfo: [\"gitcanary\", \"demo-app\", \"--port\", \"$(PORT)\"]\ngit:\n  author:\n    name: gitcanary\n    email: gitcanary@localhost\nserver:\n  listen: {:?}\n",
+        "# Written by `gitcanary demo`.\nsource:\n  url: ./remote.git\n  branch: main\n  interval: 30s\ntarget:\n  local:\n    stateDir: ./state\n    images:\n      # Images run as local processes: podinfo is gitcanary's podinfo-compatible demo app.\n      ghcr.io/stefanprodan/podinfo: [\"gitcanary\", \"demo-app\", \"--port\", \"$(PORT)\"]\n      stefanprodan/podinfo: [\"gitcanary\", \"demo-app\", \"--port\", \"$(PORT)\"]\ngit:\n  author:\n    name: gitcanary\n    email: gitcanary@localhost\nimages:\n  # The examples follow public Docker Hub images; turn this on when this machine can reach them.\n  enabled: false\nserver:\n  listen: {:?}\n",
         args.listen
     );
     crate::util::atomic::write(&config_path, config_text.as_bytes())?;

@@ -31,6 +31,12 @@ pub enum What {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// Canaries: phase, weight, failed checks, last transition, as `kubectl get canaries`.
+    Canaries {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Objects applied to the target.
     Objects {
         /// Output format.
@@ -226,6 +232,55 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
         }
         What::Images { output: fmt } => print_images(&state, fmt)?,
         What::Services { output: fmt } => print_services(&state, fmt)?,
+        What::Canaries { output: fmt } => {
+            let store = LocalStore::open(&state)?;
+            let mut rows = Vec::new();
+            for key in store.list("flagger.app", "Canary")? {
+                let st = crate::canary::executor::read_status(&state, &key.namespace, &key.name);
+                rows.push(serde_json::json!({"namespace": key.namespace, "name": key.name, "status": format!("{:?}", st.phase),
+                    "weight": st.canary_weight, "failedChecks": st.failed_checks,
+                    "lastTransitionTime": if st.last_transition_time > 0.0 { rfc3339_secs(st.last_transition_time) } else { String::new() }}));
+            }
+            if fmt == Format::Table {
+                let s = |v: &serde_json::Value| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                };
+                let table: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| {
+                        [
+                            "namespace",
+                            "name",
+                            "status",
+                            "weight",
+                            "failedChecks",
+                            "lastTransitionTime",
+                        ]
+                        .iter()
+                        .map(|k| s(&r[*k]))
+                        .collect()
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    output::table(
+                        &[
+                            "NAMESPACE",
+                            "NAME",
+                            "STATUS",
+                            "WEIGHT",
+                            "FAILEDCHECKS",
+                            "LASTTRANSITIONTIME"
+                        ],
+                        &table
+                    )
+                );
+            } else {
+                output::print_value(fmt, &serde_json::Value::Array(rows));
+            }
+        }
         What::Objects { output: fmt } => {
             let inv = LocalStore::open(&state)?.read_inventory()?;
             if fmt == Format::Table {

@@ -45,6 +45,7 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
     info!(address = %addr, "serving /metrics, /healthz and /hook on http://{addr}");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let loadtester = crate::target::local::loadtester::LoadTester::new(Some(cfg.state_dir()));
+    let lt_for_engine = loadtester.clone();
     let state = AppState {
         trigger: tx.clone(),
         webhook_secret,
@@ -57,7 +58,7 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
             })
             .await;
     });
-    let result = reconcile::run(cfg, tx, rx, shutdown_signal()).await;
+    let result = reconcile::run(cfg, tx, rx, lt_for_engine, shutdown_signal()).await;
     let _ = stop_tx.send(true);
     let _ = server.await;
     result?;

@@ -113,7 +113,7 @@ impl Reconciler {
         status.url = source.display_url();
         status.branch = cfg.source.branch.clone();
         status.path = cfg.source.path.clone();
-        let automation = if write {
+        let automation = if write && cfg.images.enabled {
             Some(Automation::new(&cfg).map_err(|e| Error::Automation(e.to_string()))?)
         } else {
             None
@@ -378,6 +378,7 @@ pub async fn run(
     cfg: Config,
     triggers: mpsc::UnboundedSender<()>,
     mut trigger_rx: mpsc::UnboundedReceiver<()>,
+    loadtester: std::sync::Arc<crate::target::local::loadtester::LoadTester>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let interval = cfg.source.interval;
@@ -411,7 +412,36 @@ pub async fn run(
         crate::target::local::proxy::Proxy::new(&state_dir, rt.endpoints(), local.services.clone())
             .map_err(|e| error!("cannot start the service proxy: {e}"))
             .ok()
+            .map(std::sync::Arc::new)
     });
+    // The canary engine ticks beside the sync, on the same store, proxy and runtime.
+    let (engine_stop, mut engine_stopped) = tokio::sync::watch::channel(false);
+    let engine_task = match (&proxy, &runtime) {
+        (Some(p), Some(rt)) => {
+            match crate::canary::executor::Engine::new(
+                &state_dir,
+                p.clone(),
+                loadtester.clone(),
+                local.loadtester_names.clone(),
+                Some(rt.notifier()),
+            ) {
+                Ok(engine) => Some(tokio::spawn(async move {
+                    loop {
+                        engine.tick(crate::util::time::unix_now()).await;
+                        tokio::select! {
+                            _ = tokio::time::sleep(crate::canary::executor::TICK) => {}
+                            _ = engine_stopped.changed() => break,
+                        }
+                    }
+                })),
+                Err(e) => {
+                    error!("cannot start the canary engine: {e}");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     if let Some(p) = &proxy {
         if let Err(e) = p.sync_services().await {
             warn!("services: {e}");
@@ -459,6 +489,10 @@ pub async fn run(
         }
     }
     info!("shutting down");
+    let _ = engine_stop.send(true);
+    if let Some(t) = engine_task {
+        let _ = t.await;
+    }
     // The reconciler owns image automation's own runtime, which may only be dropped
     // outside async context; stopping pods waits for their grace periods.
     let _ = tokio::task::spawn_blocking(move || {

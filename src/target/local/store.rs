@@ -10,6 +10,7 @@ use crate::sync::inventory::Entry;
 use crate::sync::{ApplyPlan, Inventory, Op};
 use crate::target::{ApplyReport, Error, Result, Target};
 use crate::util::atomic;
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -104,6 +105,78 @@ impl LocalStore {
     fn write_inventory(&self, inv: &Inventory) -> Result<()> {
         let path = self.inventory_path();
         atomic::write(&path, &inv.to_json()).map_err(io_err(&path))
+    }
+}
+
+impl LocalStore {
+    fn generated_path(&self) -> PathBuf {
+        self.root.join("generated.json")
+    }
+
+    /// Objects gitcanary generated itself (canary primaries, their Services and
+    /// configs), keyed by object, with the owner that made them. They live in the store
+    /// beside Git's objects but outside the inventory, so sync never prunes them.
+    pub fn generated(&self) -> BTreeMap<ObjectKey, String> {
+        let list: Vec<(ObjectKey, String)> = std::fs::read(self.generated_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        list.into_iter().collect()
+    }
+
+    fn write_generated(&self, g: &BTreeMap<ObjectKey, String>) -> Result<()> {
+        let list: Vec<(&ObjectKey, &String)> = g.iter().collect();
+        let path = self.generated_path();
+        atomic::write(&path, &serde_json::to_vec(&list).unwrap_or_default()).map_err(io_err(&path))
+    }
+
+    /// Writes a generated object owned by `owner` (e.g. `Canary/test/podinfo`).
+    pub fn put_generated(
+        &self,
+        key: &ObjectKey,
+        value: &serde_json::Value,
+        owner: &str,
+    ) -> Result<()> {
+        let path = self.object_path(key);
+        let mut g = self.generated();
+        if g.get(key).map(String::as_str) != Some(owner) {
+            g.insert(key.clone(), owner.to_string());
+            self.write_generated(&g)?;
+        }
+        atomic::write(&path, &crate::manifest::object::canonical_json(value)).map_err(io_err(&path))
+    }
+
+    /// Removes every generated object of `owner`.
+    pub fn remove_generated(&self, owner: &str) -> Result<()> {
+        let mut g = self.generated();
+        let keys: Vec<ObjectKey> = g
+            .iter()
+            .filter(|(_, o)| *o == owner)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &keys {
+            let _ = std::fs::remove_file(self.object_path(k));
+            g.remove(k);
+        }
+        self.write_generated(&g)
+    }
+
+    /// Every object of a group and kind: from Git (the inventory) and generated.
+    pub fn list(&self, group: &str, kind: &str) -> Result<Vec<ObjectKey>> {
+        let mut keys: Vec<ObjectKey> = self
+            .read_inventory()?
+            .entries
+            .into_keys()
+            .filter(|k| k.group == group && k.kind == kind)
+            .collect();
+        keys.extend(
+            self.generated()
+                .into_keys()
+                .filter(|k| k.group == group && k.kind == kind),
+        );
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
     }
 }
 

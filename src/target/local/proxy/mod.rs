@@ -144,13 +144,12 @@ impl Proxy {
 
     /// Re-reads Services from the store and opens or closes listeners to match.
     pub async fn sync_services(&self) -> std::io::Result<()> {
-        let inv = self.store.read_inventory().map_err(std::io::Error::other)?;
+        let keys = self
+            .store
+            .list("", "Service")
+            .map_err(std::io::Error::other)?;
         let mut defs = HashMap::new();
-        for key in inv
-            .entries
-            .keys()
-            .filter(|k| k.group.is_empty() && k.kind == "Service")
-        {
+        for key in &keys {
             let Ok(Some(obj)) = self.store.get(key) else {
                 continue;
             };

@@ -47,7 +47,19 @@ pub struct Endpoint {
 /// Shared view of the pods for the proxy and the CLI.
 pub type Endpoints = Arc<Mutex<Vec<Endpoint>>>;
 
-enum Msg {
+/// Tells the supervisor to re-read the store.
+#[derive(Clone)]
+pub struct Notifier(Sender<Msg>);
+
+impl Notifier {
+    /// The store changed.
+    pub fn notify(&self) {
+        let _ = self.0.send(Msg::Changed);
+    }
+}
+
+/// Messages to the supervisor thread.
+pub enum Msg {
     Changed,
     Shutdown,
 }
@@ -97,6 +109,11 @@ impl Runtime {
     /// Tells the supervisor the store changed.
     pub fn notify(&self) {
         let _ = self.tx.send(Msg::Changed);
+    }
+
+    /// A handle other subsystems use to say the store changed.
+    pub fn notifier(&self) -> Notifier {
+        Notifier(self.tx.clone())
     }
 
     /// The current endpoints.
@@ -169,6 +186,36 @@ struct Supervisor {
     deployments: BTreeMap<(String, String), DeployState>,
     endpoints: Endpoints,
     counter: u64,
+}
+
+/// `runtime/replicas.json`: replica counts set by the canary engine, `namespace/name`.
+pub fn replica_overrides(state_dir: &Path) -> BTreeMap<String, u32> {
+    std::fs::read(state_dir.join("runtime").join("replicas.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Sets (or clears) the replica override of one Deployment.
+pub fn set_replica_override(
+    state_dir: &Path,
+    ns: &str,
+    name: &str,
+    replicas: Option<u32>,
+) -> std::io::Result<()> {
+    let mut all = replica_overrides(state_dir);
+    let key = format!("{ns}/{name}");
+    if all.get(&key).copied() == replicas {
+        return Ok(());
+    }
+    match replicas {
+        Some(n) => all.insert(key, n),
+        None => all.remove(&key),
+    };
+    crate::util::atomic::write(
+        &state_dir.join("runtime").join("replicas.json"),
+        &serde_json::to_vec_pretty(&all).unwrap_or_default(),
+    )
 }
 
 fn free_port() -> u16 {
@@ -276,22 +323,24 @@ impl Supervisor {
 
     /// Re-reads every stored Deployment and re-plans it.
     fn reload(&mut self) {
-        let inv = match self.store.read_inventory() {
-            Ok(i) => i,
+        let keys = match self.store.list("apps", "Deployment") {
+            Ok(k) => k,
             Err(e) => {
                 tracing::warn!("runtime: cannot read the store: {e}");
                 return;
             }
         };
+        let overrides = replica_overrides(&self.state_dir);
         let mut seen = Vec::new();
-        for key in inv
-            .entries
-            .keys()
-            .filter(|k| k.group == "apps" && k.kind == "Deployment")
-        {
-            let Ok(Some(obj)) = self.store.get(key) else {
+        for key in &keys {
+            let Ok(Some(mut obj)) = self.store.get(key) else {
                 continue;
             };
+            // The canary engine scales its targets here, not in Git: no fight over
+            // `replicas` with the sync (flagger #1121, #1575).
+            if let Some(n) = overrides.get(&format!("{}/{}", key.namespace, key.name)) {
+                obj["spec"]["replicas"] = (*n).into();
+            }
             let plan = {
                 let lookup = self.lookup();
                 spec::plan_deployment(&obj, &lookup, &self.images)
@@ -788,6 +837,7 @@ impl Supervisor {
             "availableReplicas": available,
             "unavailableReplicas": replicas.saturating_sub(available),
             "restarts": restarts,
+            "templateHash": hash,
             "conditions": conditions,
         });
         // Write only when something other than the update time changed.

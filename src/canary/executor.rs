@@ -1,0 +1,695 @@
+//! The canary executor for the local target: the thin edge around `decide()`. Each
+//! tick it observes every Canary (target revision, readiness from the runtime, webhook
+//! gates, and, when a step is due, webhooks and built-in metrics from the proxy's
+//! window), calls `decide()`, and applies the plan: generated primary and Services in
+//! the store, routes on the proxy, replica overrides in the runtime, events in the log
+//! and the status.
+
+use super::decide::{self, Action, Checks, Due, Observations};
+use super::spec::{self, CanarySpec, HookType};
+use super::state::{CanaryStatus, Phase, Severity};
+use crate::manifest::ObjectKey;
+use crate::target::local::loadtester::{self, LoadTester};
+use crate::target::local::proxy::routing::{parse_matches, Route};
+use crate::target::local::proxy::{global_stats, Proxy};
+use crate::target::local::runtime::supervisor::{set_replica_override, Notifier};
+use crate::target::local::{names, LocalStore};
+use crate::target::Target;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The canary engine on the local target.
+pub struct Engine {
+    state_dir: PathBuf,
+    store: LocalStore,
+    proxy: Arc<Proxy>,
+    loadtester: Arc<LoadTester>,
+    loadtester_names: Vec<String>,
+    runtime: Option<Notifier>,
+    http: reqwest::Client,
+    /// Canaries whose route was restored from their status since start.
+    restored: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// Where a canary's status lives.
+pub fn status_path(state_dir: &Path, ns: &str, name: &str) -> PathBuf {
+    state_dir
+        .join("status")
+        .join("flagger.app")
+        .join("Canary")
+        .join(ns)
+        .join(format!("{name}.json"))
+}
+
+/// Reads a canary's status (default when none yet).
+pub fn read_status(state_dir: &Path, ns: &str, name: &str) -> CanaryStatus {
+    std::fs::read(status_path(state_dir, ns, name))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn deployment(ns: &str, name: &str) -> ObjectKey {
+    ObjectKey::new("apps/v1", "Deployment", ns, name)
+}
+
+/// The label a Deployment's selector uses for its name (Flagger: `app`, `name` or
+/// `app.kubernetes.io/name`).
+fn selector_label(dep: &Value) -> String {
+    let sel = &dep["spec"]["selector"]["matchLabels"];
+    ["app", "name", "app.kubernetes.io/name"]
+        .iter()
+        .find(|l| sel.get(**l).is_some())
+        .unwrap_or(&"app")
+        .to_string()
+}
+
+/// Go's short duration format for a latency in ms (`1.5s`, `250ms`).
+fn go_duration(ms: f64) -> String {
+    if ms >= 1000.0 {
+        let s = format!("{:.3}", ms / 1000.0);
+        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
+    } else {
+        let s = format!("{ms:.3}");
+        format!("{}ms", s.trim_end_matches('0').trim_end_matches('.'))
+    }
+}
+
+impl Engine {
+    /// An engine over the local target's store, proxy and load tester.
+    pub fn new(
+        state_dir: &Path,
+        proxy: Arc<Proxy>,
+        loadtester: Arc<LoadTester>,
+        loadtester_names: Vec<String>,
+        runtime: Option<Notifier>,
+    ) -> std::io::Result<Engine> {
+        crate::util::tls::install_crypto_provider();
+        Ok(Engine {
+            state_dir: state_dir.to_path_buf(),
+            store: LocalStore::open(state_dir).map_err(std::io::Error::other)?,
+            proxy,
+            loadtester,
+            loadtester_names,
+            runtime,
+            http: reqwest::Client::builder()
+                .build()
+                .map_err(std::io::Error::other)?,
+            restored: Default::default(),
+        })
+    }
+
+    fn notify(&self) {
+        if let Some(n) = &self.runtime {
+            n.notify();
+        }
+    }
+
+    /// The target's revision: its template hash plus the checksums of the ConfigMaps and
+    /// Secrets it references (Flagger's tracked configs), stable across versions.
+    fn revision(&self, target: &Value, ns: &str) -> String {
+        let mut parts = vec![crate::target::local::runtime::spec::template_hash(
+            &target["spec"]["template"],
+        )];
+        for (kind, name) in config_refs(&target["spec"]["template"]["spec"]) {
+            let obj = self
+                .store
+                .get(&ObjectKey::new("v1", &kind, ns, &name))
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let data = json!({"data": obj["data"], "stringData": obj["stringData"]});
+            parts.push(format!(
+                "{kind}/{name}:{}",
+                crate::manifest::object::sha256_hex(&crate::manifest::object::canonical_json(
+                    &data
+                ))
+            ));
+        }
+        crate::manifest::object::sha256_hex(parts.join("\n").as_bytes())
+    }
+
+    fn ready(
+        &self,
+        ns: &str,
+        name: &str,
+        template_hash: &str,
+        threshold: u32,
+    ) -> Result<(), String> {
+        let st: Value = std::fs::read(
+            self.state_dir
+                .join("status/apps/Deployment")
+                .join(ns)
+                .join(format!("{name}.json")),
+        )
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+        let desired = self
+            .store
+            .get(&deployment(ns, name))
+            .ok()
+            .flatten()
+            .map(|d| {
+                let overrides =
+                    crate::target::local::runtime::supervisor::replica_overrides(&self.state_dir);
+                overrides
+                    .get(&format!("{ns}/{name}"))
+                    .copied()
+                    .unwrap_or(d["spec"]["replicas"].as_u64().unwrap_or(1) as u32)
+            });
+        let desired = desired.unwrap_or(1).max(1);
+        let need = (desired * threshold).div_ceil(100).max(1);
+        let available = st["availableReplicas"].as_u64().unwrap_or(0) as u32;
+        let updated = st["updatedReplicas"].as_u64().unwrap_or(0) as u32;
+        if st["templateHash"] == template_hash && updated >= desired.min(need) && available >= need
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "deployment {name}.{ns} not ready: {available} of {desired} replicas available"
+            ))
+        }
+    }
+
+    async fn call_hook(
+        &self,
+        c: &CanarySpec,
+        w: &spec::WebhookSpec,
+        phase: Phase,
+        checksum: &str,
+    ) -> Result<(), String> {
+        let payload = json!({"name": c.name, "namespace": c.namespace, "phase": format!("{phase:?}"), "checksum": checksum, "metadata": w.metadata});
+        let mut last = String::new();
+        for _ in 0..=w.retries {
+            let result = if loadtester::is_loadtester_url(&w.url, &self.loadtester_names) {
+                // Served in-process by the built-in load tester.
+                use tower::ServiceExt;
+                let path = w
+                    .url
+                    .split("://")
+                    .nth(1)
+                    .and_then(|r| r.find('/').map(|i| r[i..].to_string()))
+                    .unwrap_or_else(|| "/".into());
+                let req = axum::http::Request::post(path)
+                    .header("content-type", "application/json")
+                    .body(axum::body::Body::from(payload.to_string()));
+                match req {
+                    Ok(req) => match tokio::time::timeout(
+                        w.timeout,
+                        loadtester::app(self.loadtester.clone()).oneshot(req),
+                    )
+                    .await
+                    {
+                        Ok(Ok(resp)) => Ok(resp.status().as_u16()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!("timed out after {:?}", w.timeout)),
+                    },
+                    Err(e) => Err(e.to_string()),
+                }
+            } else {
+                let url =
+                    names::rewrite_url(&names::allocations(&self.state_dir), &w.url, &c.namespace);
+                match self
+                    .http
+                    .post(url)
+                    .timeout(w.timeout)
+                    .json(&payload)
+                    .send()
+                    .await
+                {
+                    Ok(r) => Ok(r.status().as_u16()),
+                    Err(e) => Err(e.without_url().to_string()),
+                }
+            };
+            match result {
+                // Flagger: a status above 202 is a failure.
+                Ok(code) if code <= 202 => return Ok(()),
+                Ok(code) => last = format!("status code {code}"),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    async fn gate(&self, c: &CanarySpec, kind: HookType, phase: Phase, rev: &str) -> Option<bool> {
+        let hooks: Vec<_> = c
+            .analysis
+            .webhooks
+            .iter()
+            .filter(|w| w.kind == kind)
+            .collect();
+        if hooks.is_empty() {
+            return None;
+        }
+        for w in hooks {
+            if self.call_hook(c, w, phase, rev).await.is_err() {
+                return Some(false);
+            }
+        }
+        Some(true)
+    }
+
+    async fn checks(
+        &self,
+        c: &CanarySpec,
+        kind: HookType,
+        phase: Phase,
+        rev: &str,
+        now: f64,
+    ) -> Checks {
+        let mut failures = Vec::new();
+        for w in c.analysis.webhooks.iter().filter(|w| w.kind == kind) {
+            match (self.call_hook(c, w, phase, rev).await, kind) {
+                (Err(e), HookType::PreRollout) => failures.push(format!(
+                    "Halt {} advancement pre-rollout check {} failed {e}",
+                    c.id(),
+                    w.name
+                )),
+                (Err(e), _) => failures.push(format!(
+                    "Halt {} advancement external check {} failed {e}",
+                    c.id(),
+                    w.name
+                )),
+                (Ok(()), _) => {}
+            }
+        }
+        if kind != HookType::Rollout || !failures.is_empty() {
+            return Checks { failures };
+        }
+        let provider = c.provider.clone().unwrap_or_else(|| "gitcanary".into());
+        for m in &c.analysis.metrics {
+            if m.template.is_some() {
+                continue; // MetricTemplates are queried by the Prometheus provider (not yet wired here).
+            }
+            let w = global_stats().window(&c.namespace, &c.target, m.interval, now as u64 + 1);
+            let Some(w) = w else {
+                // Flagger counts an empty metric result as a failed check.
+                failures.push(format!("Halt advancement no values found for {provider} metric {} probably {} is not receiving traffic", m.name, c.target_id()));
+                continue;
+            };
+            match m.name.as_str() {
+                "request-success-rate" => {
+                    if let Some(min) = m.min.filter(|min| w.success_rate < *min) {
+                        failures.push(format!(
+                            "Halt {} advancement success rate {:.2}% < {min}%",
+                            c.id(),
+                            w.success_rate
+                        ));
+                    }
+                    if let Some(max) = m.max.filter(|max| w.success_rate > *max) {
+                        failures.push(format!(
+                            "Halt {} advancement success rate {:.2}% > {max}%",
+                            c.id(),
+                            w.success_rate
+                        ));
+                    }
+                }
+                "request-duration" => {
+                    if let Some(max) = m.max.filter(|max| w.p99_ms > *max) {
+                        failures.push(format!(
+                            "Halt {} advancement request duration {} > {}",
+                            c.id(),
+                            go_duration(w.p99_ms),
+                            go_duration(max)
+                        ));
+                    }
+                    if let Some(min) = m.min.filter(|min| w.p99_ms < *min) {
+                        failures.push(format!(
+                            "Halt {} advancement request duration {} < {}",
+                            c.id(),
+                            go_duration(w.p99_ms),
+                            go_duration(min)
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Checks { failures }
+    }
+
+    fn owner(c: &CanarySpec) -> String {
+        format!("Canary/{}/{}", c.namespace, c.name)
+    }
+
+    /// Writes `<target>-primary` (with `-primary` ConfigMap/Secret copies) from the target.
+    fn write_primary(&self, c: &CanarySpec, target: &Value) -> Result<(), String> {
+        let label = selector_label(target);
+        let primary_name = format!("{}-primary", c.target);
+        let mut p = target.clone();
+        p["metadata"] = json!({"name": primary_name, "namespace": c.namespace, "labels": {label.clone(): primary_name}});
+        p["spec"]["selector"]["matchLabels"][&label] = primary_name.clone().into();
+        p["spec"]["template"]["metadata"]["labels"][&label] = primary_name.clone().into();
+        let existing = self
+            .store
+            .get(&deployment(&c.namespace, &primary_name))
+            .ok()
+            .flatten();
+        // Keep the primary's replica count once it exists (an HPA may have set it).
+        if let Some(e) = &existing {
+            p["spec"]["replicas"] = e["spec"]["replicas"].clone();
+        }
+        for (kind, name) in config_refs(&target["spec"]["template"]["spec"]) {
+            let Ok(Some(mut cfg)) =
+                self.store
+                    .get(&ObjectKey::new("v1", &kind, &c.namespace, &name))
+            else {
+                continue;
+            };
+            let copy = format!("{name}-primary");
+            cfg["metadata"] = json!({"name": copy, "namespace": c.namespace});
+            self.store
+                .put_generated(
+                    &ObjectKey::new("v1", &kind, &c.namespace, &copy),
+                    &cfg,
+                    &Self::owner(c),
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        rename_config_refs(&mut p["spec"]["template"]["spec"]);
+        self.store
+            .put_generated(
+                &deployment(&c.namespace, &primary_name),
+                &p,
+                &Self::owner(c),
+            )
+            .map_err(|e| e.to_string())
+    }
+
+    fn write_services(&self, c: &CanarySpec, target: &Value) -> Result<(), String> {
+        let label = selector_label(target);
+        let svc = |name: String, app: String| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": c.namespace},
+                "spec": {"selector": {label.clone(): app}, "ports": [{"name": "http", "port": c.port, "targetPort": c.target_port}]}})
+        };
+        let primary = format!("{}-primary", c.target);
+        for (name, app) in [
+            (c.service.clone(), primary.clone()),
+            (format!("{}-primary", c.service), primary.clone()),
+            (format!("{}-canary", c.service), c.target.clone()),
+        ] {
+            self.store
+                .put_generated(
+                    &ObjectKey::new("v1", "Service", &c.namespace, &name),
+                    &svc(name.clone(), app),
+                    &Self::owner(c),
+                )
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// One pass over every Canary.
+    pub async fn tick(&self, now: f64) {
+        let keys = self.store.list("flagger.app", "Canary").unwrap_or_default();
+        let mut progressing = 0;
+        for key in &keys {
+            let st = read_status(&self.state_dir, &key.namespace, &key.name);
+            if matches!(
+                st.phase,
+                Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting | Phase::Finalising
+            ) {
+                progressing += 1;
+            }
+        }
+        for key in keys {
+            let Ok(Some(obj)) = self.store.get(&key) else {
+                continue;
+            };
+            let span =
+                tracing::info_span!("canary", canary = %format!("{}.{}", key.name, key.namespace));
+            let _g = span.enter();
+            match spec::parse(&obj) {
+                Ok(c) => {
+                    if let Err(e) = self.step(&c, now, progressing).await {
+                        tracing::warn!("{e}");
+                    }
+                }
+                Err(errs) => tracing::warn!("invalid Canary: {}", errs.join("; ")),
+            }
+        }
+    }
+
+    fn set_route(&self, c: &CanarySpec, canary: u32, mirror: bool, ab: bool) {
+        let matches = if ab {
+            parse_matches(&c.analysis.match_rules).unwrap_or_default()
+        } else {
+            vec![]
+        };
+        self.proxy.set_route(
+            &c.namespace,
+            &c.service,
+            Some(Route {
+                primary: format!("{}-primary", c.service),
+                canary: Some(format!("{}-canary", c.service)),
+                canary_weight: canary,
+                matches,
+                mirror,
+                mirror_weight: c.analysis.mirror_weight.unwrap_or(100),
+            }),
+        );
+    }
+
+    async fn step(&self, c: &CanarySpec, now: f64, progressing: usize) -> Result<(), String> {
+        let status = read_status(&self.state_dir, &c.namespace, &c.name);
+        // Routes live in the proxy's memory: after a restart, put back what the status
+        // says before deciding anything, so a resumed analysis keeps its weight.
+        if status.phase != Phase::Initializing
+            && self
+                .restored
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(c.id())
+        {
+            let ab = c.analysis.iterations > 0
+                && c.analysis
+                    .match_rules
+                    .as_array()
+                    .is_some_and(|m| !m.is_empty())
+                && status.phase == Phase::Progressing;
+            self.set_route(c, status.canary_weight, status.mirrored, ab);
+        }
+        let Some(target) = self
+            .store
+            .get(&deployment(&c.namespace, &c.target))
+            .map_err(|e| e.to_string())?
+        else {
+            return Err(format!(
+                "target deployment {}.{} not found",
+                c.target, c.namespace
+            ));
+        };
+        let rev = self.revision(&target, &c.namespace);
+        let primary_name = format!("{}-primary", c.target);
+        let primary = self
+            .store
+            .get(&deployment(&c.namespace, &primary_name))
+            .map_err(|e| e.to_string())?;
+        let primary_hash = primary
+            .as_ref()
+            .map(|p| crate::target::local::runtime::spec::template_hash(&p["spec"]["template"]))
+            .unwrap_or_default();
+        let target_hash =
+            crate::target::local::runtime::spec::template_hash(&target["spec"]["template"]);
+        let mut obs = Observations {
+            revision: rev.clone(),
+            primary_exists: primary.is_some(),
+            primary_ready: primary.is_some()
+                && self
+                    .ready(
+                        &c.namespace,
+                        &primary_name,
+                        &primary_hash,
+                        c.analysis.primary_ready_threshold,
+                    )
+                    .is_ok(),
+            canary_not_ready: match status.phase {
+                Phase::Progressing | Phase::WaitingPromotion => self
+                    .ready(
+                        &c.namespace,
+                        &c.target,
+                        &target_hash,
+                        c.analysis.canary_ready_threshold,
+                    )
+                    .err(),
+                _ => None,
+            },
+            slot_available: true,
+            ..Default::default()
+        };
+        let _ = progressing;
+        let new_revision = rev != status.last_applied_spec && rev != status.last_promoted_spec;
+        if matches!(
+            status.phase,
+            Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting
+        ) && (new_revision || status.phase == Phase::Waiting)
+        {
+            obs.confirm_rollout = self
+                .gate(c, HookType::ConfirmRollout, status.phase, &rev)
+                .await;
+        }
+        if matches!(
+            status.phase,
+            Phase::Progressing | Phase::Waiting | Phase::WaitingPromotion
+        ) {
+            obs.rollback_requested =
+                self.gate(c, HookType::Rollback, status.phase, &rev).await == Some(true);
+        }
+        match decide::due(c, &status, now) {
+            Due::PreRollout => {
+                obs.pre_rollout = Some(
+                    self.checks(c, HookType::PreRollout, status.phase, &rev, now)
+                        .await,
+                )
+            }
+            Due::Analysis => {
+                obs.analysis = Some(
+                    self.checks(c, HookType::Rollout, status.phase, &rev, now)
+                        .await,
+                );
+                obs.confirm_traffic_increase = self
+                    .gate(c, HookType::ConfirmTrafficIncrease, status.phase, &rev)
+                    .await;
+                obs.confirm_promotion = self
+                    .gate(c, HookType::ConfirmPromotion, status.phase, &rev)
+                    .await;
+            }
+            Due::Nothing => {}
+        }
+        let plan = decide::decide(c, &status, &obs, now);
+        let mut changed_store = false;
+        for action in &plan.actions {
+            match action {
+                Action::CreatePrimary | Action::Promote => {
+                    self.write_primary(c, &target)?;
+                    self.write_services(c, &target)?;
+                    changed_store = true;
+                }
+                Action::Route {
+                    primary: _,
+                    canary,
+                    mirror,
+                    ab,
+                } => self.set_route(c, *canary, *mirror, *ab),
+                Action::ScaleCanaryUp => {
+                    let replicas = target["spec"]["replicas"].as_u64().unwrap_or(1) as u32;
+                    set_replica_override(&self.state_dir, &c.namespace, &c.target, Some(replicas))
+                        .map_err(|e| e.to_string())?;
+                    changed_store = true;
+                }
+                Action::ScaleCanaryDown => {
+                    set_replica_override(&self.state_dir, &c.namespace, &c.target, Some(0))
+                        .map_err(|e| e.to_string())?;
+                    changed_store = true;
+                }
+                Action::RunHooks(kind) => {
+                    for w in c.analysis.webhooks.iter().filter(|w| w.kind == *kind) {
+                        let _ = self.call_hook(c, w, plan.status.phase, &rev).await;
+                    }
+                }
+            }
+        }
+        if changed_store {
+            self.notify();
+            let _ = self.proxy.sync_services().await;
+        }
+        for e in &plan.events {
+            match e.severity {
+                Severity::Info => tracing::info!(revision = %rev, "{}", e.message),
+                _ => tracing::warn!(revision = %rev, "{}", e.message),
+            }
+        }
+        crate::metrics::global().set(
+            "gitcanary_canary_weight",
+            "Canary traffic weight.",
+            &[("name", &c.name), ("namespace", &c.namespace)],
+            plan.status.canary_weight as f64,
+        );
+        if plan.status != status {
+            let path = status_path(&self.state_dir, &c.namespace, &c.name);
+            crate::util::atomic::write(
+                &path,
+                &serde_json::to_vec_pretty(&plan.status).unwrap_or_default(),
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// ConfigMaps and Secrets a pod spec references (env, envFrom, volumes), sorted.
+pub fn config_refs(pod: &Value) -> Vec<(String, String)> {
+    let mut out = std::collections::BTreeSet::new();
+    for c in pod["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(pod["initContainers"].as_array().into_iter().flatten())
+    {
+        for f in c["envFrom"].as_array().into_iter().flatten() {
+            if let Some(n) = f["configMapRef"]["name"].as_str() {
+                out.insert(("ConfigMap".to_string(), n.to_string()));
+            }
+            if let Some(n) = f["secretRef"]["name"].as_str() {
+                out.insert(("Secret".to_string(), n.to_string()));
+            }
+        }
+        for e in c["env"].as_array().into_iter().flatten() {
+            if let Some(n) = e["valueFrom"]["configMapKeyRef"]["name"].as_str() {
+                out.insert(("ConfigMap".to_string(), n.to_string()));
+            }
+            if let Some(n) = e["valueFrom"]["secretKeyRef"]["name"].as_str() {
+                out.insert(("Secret".to_string(), n.to_string()));
+            }
+        }
+    }
+    for v in pod["volumes"].as_array().into_iter().flatten() {
+        if let Some(n) = v["configMap"]["name"].as_str() {
+            out.insert(("ConfigMap".to_string(), n.to_string()));
+        }
+        if let Some(n) = v["secret"]["secretName"].as_str() {
+            out.insert(("Secret".to_string(), n.to_string()));
+        }
+    }
+    out.into_iter().collect()
+}
+
+fn rename_config_refs(pod: &mut Value) {
+    let rename = |v: &mut Value| {
+        if let Some(n) = v.as_str() {
+            *v = format!("{n}-primary").into();
+        }
+    };
+    for list in ["containers", "initContainers"] {
+        for c in pod[list].as_array_mut().into_iter().flatten() {
+            for f in c["envFrom"].as_array_mut().into_iter().flatten() {
+                for r in ["configMapRef", "secretRef"] {
+                    if f.get(r).is_some() {
+                        rename(&mut f[r]["name"]);
+                    }
+                }
+            }
+            for e in c["env"].as_array_mut().into_iter().flatten() {
+                for r in ["configMapKeyRef", "secretKeyRef"] {
+                    if e["valueFrom"].get(r).is_some() {
+                        rename(&mut e["valueFrom"][r]["name"]);
+                    }
+                }
+            }
+        }
+    }
+    for v in pod["volumes"].as_array_mut().into_iter().flatten() {
+        if v.get("configMap").is_some() {
+            rename(&mut v["configMap"]["name"]);
+        }
+        if v.get("secret").is_some() {
+            rename(&mut v["secret"]["secretName"]);
+        }
+    }
+}
+
+/// The engine's tick period.
+pub const TICK: Duration = Duration::from_millis(500);

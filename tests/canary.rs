@@ -1,0 +1,216 @@
+//! The canary engine end to end on the local target, through `gitcanary run` with a real
+//! Git remote, real processes and real traffic from the built-in load tester.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const IMAGES: &str = "    images:\n      example.com/podinfo: [\"gitcanary\", \"demo-app\", \"--port\", \"$(PORT)\"]\n";
+
+fn app(tag: &str, error_rate: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("ns.yaml", NAMESPACE.to_string()),
+        ("podinfo/configmap.yaml", format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: podinfo-config\n  namespace: test\ndata:\n  FAULT_ERROR_RATE: \"{error_rate}\"\n")),
+        ("podinfo/deployment.yaml", format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\n  namespace: test\nspec:\n  replicas: 2\n  selector:\n    matchLabels:\n      app: podinfo\n  template:\n    metadata:\n      labels:\n        app: podinfo\n    spec:\n      terminationGracePeriodSeconds: 5\n      containers:\n        - name: podinfod\n          image: example.com/podinfo:{tag}\n          ports:\n            - name: http\n              containerPort: 9898\n          envFrom:\n            - configMapRef:\n                name: podinfo-config\n          readinessProbe:\n            httpGet:\n              path: /readyz\n              port: http\n            periodSeconds: 1\n")),
+        ("podinfo/canary.yaml", "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n  namespace: test\nspec:\n  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: podinfo\n  progressDeadlineSeconds: 60\n  service:\n    port: 9898\n    targetPort: 9898\n  analysis:\n    interval: 1s\n    threshold: 3\n    maxWeight: 50\n    stepWeight: 10\n    metrics:\n      - name: request-success-rate\n        thresholdRange:\n          min: 99\n        interval: 5s\n      - name: request-duration\n        thresholdRange:\n          max: 500\n        interval: 5s\n    webhooks:\n      - name: load-test\n        url: http://flagger-loadtester.test/\n        timeout: 5s\n        metadata:\n          cmd: \"hey -z 2m -q 20 -c 2 http://podinfo-canary.test:9898/\"\n".to_string()),
+    ]
+}
+
+fn setup(tag: &str, error_rate: &str) -> (Remote, Setup) {
+    let remote = Remote::new();
+    let files = app(tag, error_rate);
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote.write(&refs).push("seed");
+    let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "    stateDir: ./state\n",
+        &format!("    stateDir: ./state\n{IMAGES}"),
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    (remote, setup)
+}
+
+fn push(remote: &Remote, tag: &str, error_rate: &str, msg: &str) {
+    let files = app(tag, error_rate);
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote.write(&refs).push(msg);
+}
+
+fn canary(setup: &Setup) -> serde_json::Value {
+    std::fs::read(
+        setup
+            .state()
+            .join("status/flagger.app/Canary/test/podinfo.json"),
+    )
+    .ok()
+    .and_then(|b| serde_json::from_slice(&b).ok())
+    .unwrap_or_default()
+}
+
+fn wait_phase(setup: &Setup, phase: &str, secs: u64) -> serde_json::Value {
+    wait_for(Duration::from_secs(secs), || {
+        let c = canary(setup);
+        (c["phase"] == phase).then_some(c)
+    })
+    .unwrap_or_else(|| panic!("canary never reached {phase}: {}", canary(setup)))
+}
+
+fn events(c: &serde_json::Value) -> Vec<String> {
+    c["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn apex(setup: &Setup) -> String {
+    let out = setup.cmd(&["get", "services", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "podinfo")
+        .unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string()
+}
+
+fn version(addr: &str) -> String {
+    let (code, _, body) = http_request(addr, "GET", "/version", &[], b"");
+    assert_eq!(code, 200);
+    serde_json::from_slice::<serde_json::Value>(&body).unwrap()["version"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `wanted` appear in `all` in this order (other events may come between).
+fn in_order(all: &[String], wanted: &[&str]) {
+    let mut it = all.iter();
+    for w in wanted {
+        assert!(
+            it.any(|e| e == w),
+            "missing or out of order: {w:?} in {all:#?}"
+        );
+    }
+}
+
+#[test]
+fn a_new_image_is_analysed_stepped_and_promoted() {
+    let (remote, setup) = setup("1.0.0", "0");
+    let running = setup.spawn_run(&[]);
+    wait_phase(&setup, "Initialized", 60);
+    assert_eq!(version(&apex(&setup)), "1.0.0");
+    push(&remote, "1.0.1", "0", "podinfo 1.0.1");
+    let c = wait_phase(&setup, "Succeeded", 120);
+    in_order(
+        &events(&c),
+        &[
+            "Initialization done! podinfo.test",
+            "New revision detected! Scaling up podinfo.test",
+            "Starting canary analysis for podinfo.test",
+            "Advance podinfo.test canary weight 10",
+            "Advance podinfo.test canary weight 20",
+            "Advance podinfo.test canary weight 30",
+            "Advance podinfo.test canary weight 40",
+            "Advance podinfo.test canary weight 50",
+            "Copying podinfo.test template spec to podinfo-primary.test",
+            "Routing all traffic to primary",
+            "Promotion completed! Scaling down podinfo.test",
+        ],
+    );
+    // The primary now serves the new version through the Service.
+    let addr = apex(&setup);
+    wait_for(Duration::from_secs(30), || {
+        (version(&addr) == "1.0.1").then_some(())
+    })
+    .expect("primary serves 1.0.1");
+    for _ in 0..20 {
+        assert_eq!(version(&addr), "1.0.1");
+    }
+    let out = setup.cmd(&["get", "canaries"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("podinfo") && table.contains("Succeeded"),
+        "{table}"
+    );
+    running.stop();
+}
+
+#[test]
+fn a_faulty_config_is_rolled_back_and_the_primary_keeps_serving() {
+    let (remote, setup) = setup("1.0.0", "0");
+    let running = setup.spawn_run(&[]);
+    wait_phase(&setup, "Initialized", 60);
+    push(&remote, "1.0.0", "0.5", "make half the requests fail");
+    let c = wait_phase(&setup, "Failed", 120);
+    let ev = events(&c);
+    assert!(
+        ev.iter().any(
+            |e| e.starts_with("Halt podinfo.test advancement success rate ")
+                && e.ends_with("% < 99%")
+        ),
+        "{ev:#?}"
+    );
+    in_order(
+        &ev,
+        &[
+            "New revision detected! Scaling up podinfo.test",
+            "Rolling back podinfo.test failed checks threshold reached 3",
+            "Canary failed! Scaling down podinfo.test",
+        ],
+    );
+    assert_eq!(c["canaryWeight"], 0);
+    // The primary keeps 100% of the traffic, with no errors.
+    let addr = apex(&setup);
+    for _ in 0..50 {
+        let (code, _, _) = http_request(&addr, "GET", "/", &[], b"");
+        assert_eq!(code, 200);
+    }
+    running.stop();
+}
+
+#[test]
+fn a_killed_gitcanary_resumes_the_analysis_and_promotes_once() {
+    let (remote, setup) = setup("1.0.0", "0");
+    let mut running = setup.spawn_run(&[]);
+    wait_phase(&setup, "Initialized", 60);
+    push(&remote, "1.0.2", "0", "podinfo 1.0.2");
+    let before = wait_for(Duration::from_secs(60), || {
+        let c = canary(&setup);
+        (c["phase"] == "Progressing" && c["canaryWeight"].as_u64()? >= 20).then_some(c)
+    })
+    .expect("mid-analysis");
+    running.child.kill().unwrap(); // SIGKILL mid-analysis
+    running.child.wait().unwrap();
+    let after_kill = canary(&setup);
+    assert!(
+        after_kill["canaryWeight"].as_u64() >= before["canaryWeight"].as_u64(),
+        "the weight persisted"
+    );
+    let running = setup.spawn_run(&[]);
+    let c = wait_phase(&setup, "Succeeded", 120);
+    let ev = events(&c);
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e.starts_with("Copying podinfo.test template spec"))
+            .count(),
+        1,
+        "promoted once: {ev:#?}"
+    );
+    assert!(
+        !ev.iter()
+            .skip_while(|e| !e.contains("weight 20"))
+            .any(|e| e == "Advance podinfo.test canary weight 10"),
+        "did not start over: {ev:#?}"
+    );
+    let addr = apex(&setup);
+    wait_for(Duration::from_secs(30), || {
+        (version(&addr) == "1.0.2").then_some(())
+    })
+    .expect("primary serves 1.0.2");
+    running.stop();
+}
