@@ -214,3 +214,92 @@ fn a_killed_gitcanary_resumes_the_analysis_and_promotes_once() {
     .expect("primary serves 1.0.2");
     running.stop();
 }
+
+#[test]
+fn a_metric_template_is_answered_by_a_real_prometheus() {
+    let prometheus = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .copied()
+        .expect("prometheus is installed (tests/run.sh installs it)");
+    let (remote, setup) = setup("1.0.0", "0");
+    // gitcanary on a known port, so Prometheus can scrape it.
+    let gc_port = free_port();
+    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+        "  listen: 127.0.0.1:0\n",
+        &format!("  listen: 127.0.0.1:{gc_port}\n"),
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    let prom_dir = tempfile::tempdir().unwrap();
+    let prom_port = free_port();
+    std::fs::write(
+        prom_dir.path().join("prometheus.yml"),
+        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: gitcanary\n    static_configs:\n      - targets: ['127.0.0.1:{gc_port}']\n"),
+    )
+    .unwrap();
+    let mut prom = std::process::Command::new(prometheus)
+        .arg(format!(
+            "--config.file={}",
+            prom_dir.path().join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            prom_dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The canary's checks: a MetricTemplate with Linkerd's PromQL, unchanged. The
+    // threshold sits above what a healthy canary reaches, so the check proves a real
+    // value came back and was compared.
+    let template = format!("apiVersion: flagger.app/v1beta1\nkind: MetricTemplate\nmetadata:\n  name: success-rate\n  namespace: test\nspec:\n  provider:\n    type: prometheus\n    address: http://127.0.0.1:{prom_port}\n  query: |\n    sum(rate(response_total{{namespace=\"{{{{ namespace }}}}\",deployment=\"{{{{ target }}}}\",classification!=\"failure\",direction=\"inbound\"}}[{{{{ interval }}}}])) / sum(rate(response_total{{namespace=\"{{{{ namespace }}}}\",deployment=\"{{{{ target }}}}\",direction=\"inbound\"}}[{{{{ interval }}}}])) * 100\n");
+    let canary = app("1.0.0", "0").into_iter().find(|(p, _)| *p == "podinfo/canary.yaml").unwrap().1.replace(
+        "    metrics:\n",
+        "    metrics:\n      - name: prom-success-rate\n        templateRef:\n          name: success-rate\n        thresholdRange:\n          min: 100.5\n        interval: 10s\n",
+    )
+    // Prometheus needs a few scrapes before a 10s rate() has data: be patient.
+    .replace("threshold: 3\n", "threshold: 30\n");
+    remote
+        .write(&[
+            ("podinfo/metric-template.yaml", &template),
+            ("podinfo/canary.yaml", &canary),
+        ])
+        .push("metric template");
+    let running = setup.spawn_run(&[]);
+    wait_phase(&setup, "Initialized", 60);
+    let mut files = app("1.0.3", "0");
+    files.retain(|(p, _)| *p != "podinfo/canary.yaml");
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote.write(&refs).push("podinfo 1.0.3");
+    let c = wait_for(Duration::from_secs(120), || {
+        let c = canary_status(&setup);
+        let ev = events(&c);
+        ev.iter()
+            .any(|e| {
+                e.starts_with("Halt podinfo.test advancement prom-success-rate 100.00 < 100.5")
+            })
+            .then_some(c)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "Prometheus never answered the template query: {:#?}",
+            events(&canary_status(&setup))
+        )
+    });
+    assert!(
+        !events(&c)
+            .iter()
+            .any(|e| e.starts_with("Metric query failed")),
+        "{:#?}",
+        events(&c)
+    );
+    running.stop();
+    let _ = prom.kill();
+    let _ = prom.wait();
+}
+
+fn canary_status(setup: &Setup) -> serde_json::Value {
+    canary(setup)
+}

@@ -281,8 +281,11 @@ impl Engine {
         }
         let provider = c.provider.clone().unwrap_or_else(|| "gitcanary".into());
         for m in &c.analysis.metrics {
-            if m.template.is_some() {
-                continue; // MetricTemplates are queried by the Prometheus provider (not yet wired here).
+            if let Some((tname, tns)) = &m.template {
+                if let Some(f) = self.template_check(c, m, tname, tns).await {
+                    failures.push(f);
+                }
+                continue;
             }
             let w = global_stats().window(&c.namespace, &c.target, m.interval, now as u64 + 1);
             let Some(w) = w else {
@@ -329,6 +332,72 @@ impl Engine {
             }
         }
         Checks { failures }
+    }
+
+    /// Runs one MetricTemplate check; the halt message on failure.
+    async fn template_check(
+        &self,
+        c: &CanarySpec,
+        m: &spec::MetricSpec,
+        tname: &str,
+        tns: &str,
+    ) -> Option<String> {
+        let key = ObjectKey::new("flagger.app/v1beta1", "MetricTemplate", tns, tname);
+        let Ok(Some(t)) = self.store.get(&key) else {
+            return Some(format!("Metric template {tname}.{tns} error: not found"));
+        };
+        let provider = t["spec"]["provider"]["type"]
+            .as_str()
+            .unwrap_or("prometheus");
+        if provider != "prometheus" {
+            return Some(format!("Metric template {tname}.{tns} provider {provider} error: only prometheus is supported"));
+        }
+        let interval = crate::util::duration::format(m.interval);
+        let model = super::metrics::Model {
+            name: &c.name,
+            namespace: &c.namespace,
+            target: &c.target,
+            service: &c.service,
+            interval: &interval,
+            variables: &m.variables,
+        };
+        let query =
+            match super::metrics::render(t["spec"]["query"].as_str().unwrap_or_default(), &model) {
+                Ok(q) => q,
+                Err(e) => {
+                    return Some(format!(
+                        "Metric template {tname}.{tns} query render error: {e}"
+                    ))
+                }
+            };
+        let address = names::rewrite_url(
+            &names::allocations(&self.state_dir),
+            t["spec"]["provider"]["address"]
+                .as_str()
+                .unwrap_or_default(),
+            &c.namespace,
+        );
+        match super::metrics::query(&self.http, &address, &query).await {
+            // Flagger counts an empty metric result as a failed check.
+            Ok(None) => Some(format!(
+                "Halt advancement no values found for custom metric: {}",
+                m.name
+            )),
+            Err(e) => Some(format!("Metric query failed for {}: {e}", m.name)),
+            Ok(Some(v)) => {
+                if let Some(min) = m.min.filter(|min| v < *min) {
+                    Some(format!(
+                        "Halt {} advancement {} {v:.2} < {min}",
+                        c.id(),
+                        m.name
+                    ))
+                } else {
+                    m.max
+                        .filter(|max| v > *max)
+                        .map(|max| format!("Halt {} advancement {} {v:.2} > {max}", c.id(), m.name))
+                }
+            }
+        }
     }
 
     fn owner(c: &CanarySpec) -> String {

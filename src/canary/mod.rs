@@ -4,6 +4,7 @@
 
 pub mod decide;
 pub mod executor;
+pub mod metrics;
 pub mod spec;
 pub mod state;
 
