@@ -50,6 +50,9 @@ pub struct Config {
     /// Image automation.
     #[serde(default)]
     pub images: ImagesConfig,
+    /// The canary engine.
+    #[serde(default)]
+    pub canary: CanaryConfig,
     /// Folder of the config file; relative paths in it are taken from here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -211,6 +214,14 @@ impl Default for ServerConfig {
             webhook_secret_env: None,
         }
     }
+}
+
+/// `canary:`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CanaryConfig {
+    /// Canaries analysed at once; the rest wait in `Waiting` (Flagger has no cap, #1069).
+    pub max_concurrent_canaries: Option<u32>,
 }
 
 /// `images:`

@@ -303,3 +303,66 @@ fn a_metric_template_is_answered_by_a_real_prometheus() {
 fn canary_status(setup: &Setup) -> serde_json::Value {
     canary(setup)
 }
+
+#[test]
+fn manual_gates_promote_abort_and_describe() {
+    let (remote, setup) = setup("1.0.0", "0");
+    // A confirm-promotion gate on the load tester, closed until opened.
+    let canary = app("1.0.0", "0").into_iter().find(|(p, _)| *p == "podinfo/canary.yaml").unwrap().1.replace(
+        "    webhooks:\n",
+        "    webhooks:\n      - name: gate\n        type: confirm-promotion\n        url: http://flagger-loadtester.test/gate/check\n",
+    );
+    remote
+        .write(&[("podinfo/canary.yaml", &canary)])
+        .push("promotion gate");
+    let running = setup.spawn_run(&[]);
+    wait_phase(&setup, "Initialized", 60);
+    let mut files = app("1.1.0", "0");
+    files.retain(|(p, _)| *p != "podinfo/canary.yaml");
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote.write(&refs).push("podinfo 1.1.0");
+    wait_phase(&setup, "WaitingPromotion", 120);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        canary_status(&setup)["phase"],
+        "WaitingPromotion",
+        "the closed gate holds"
+    );
+    let out = setup.cmd(&["describe", "canary", "test/podinfo"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Status:       WaitingPromotion")
+            && text.contains("request-success-rate")
+            && text.contains("threshold >= 99"),
+        "{text}"
+    );
+    assert!(setup
+        .cmd(&["promote", "canary", "test/podinfo"])
+        .status
+        .success());
+    wait_phase(&setup, "Succeeded", 60);
+
+    let mut files = app("1.2.0", "0");
+    files.retain(|(p, _)| *p != "podinfo/canary.yaml");
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote.write(&refs).push("podinfo 1.2.0");
+    wait_phase(&setup, "Progressing", 60);
+    assert!(setup
+        .cmd(&["abort", "canary", "test/podinfo"])
+        .status
+        .success());
+    let c = wait_phase(&setup, "Failed", 30);
+    assert!(
+        events(&c).contains(&"Rolling back podinfo.test aborted by gitcanary abort".to_string()),
+        "{:#?}",
+        events(&c)
+    );
+    assert!(
+        !setup
+            .cmd(&["promote", "canary", "test/nope"])
+            .status
+            .success(),
+        "unknown canaries are an error"
+    );
+    running.stop();
+}

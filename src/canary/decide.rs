@@ -409,6 +409,11 @@ fn progress(b: &mut Builder, obs: &Observations, approved: impl Fn(Option<bool>)
         b.rollback();
         return;
     }
+    // A manual promote opens the gate at once: the analysis already passed.
+    if status.phase == Phase::WaitingPromotion && obs.manual == Some(Manual::Promote) {
+        b.promote();
+        return;
+    }
     let checks = match (&obs.pre_rollout, &obs.analysis) {
         (Some(pre), _) => {
             b.event(

@@ -29,6 +29,7 @@ pub struct Engine {
     loadtester_names: Vec<String>,
     runtime: Option<Notifier>,
     http: reqwest::Client,
+    max_concurrent: Option<u32>,
     /// Canaries whose route was restored from their status since start.
     restored: std::sync::Mutex<std::collections::HashSet<String>>,
 }
@@ -85,6 +86,7 @@ impl Engine {
         loadtester: Arc<LoadTester>,
         loadtester_names: Vec<String>,
         runtime: Option<Notifier>,
+        max_concurrent: Option<u32>,
     ) -> std::io::Result<Engine> {
         crate::util::tls::install_crypto_provider();
         Ok(Engine {
@@ -98,6 +100,7 @@ impl Engine {
                 .build()
                 .map_err(std::io::Error::other)?,
             restored: Default::default(),
+            max_concurrent,
         })
     }
 
@@ -334,6 +337,37 @@ impl Engine {
         Checks { failures }
     }
 
+    /// The built-in metrics' current values, recorded when a step ran (for `describe`).
+    fn last_metric_values(
+        &self,
+        c: &CanarySpec,
+        obs: &Observations,
+        now: f64,
+    ) -> Option<Vec<super::state::MetricValue>> {
+        obs.analysis.as_ref()?;
+        Some(
+            c.analysis
+                .metrics
+                .iter()
+                .map(|m| {
+                    let w =
+                        global_stats().window(&c.namespace, &c.target, m.interval, now as u64 + 1);
+                    let value = match m.name.as_str() {
+                        "request-success-rate" => w.map(|w| w.success_rate),
+                        "request-duration" => w.map(|w| w.p99_ms),
+                        _ => None,
+                    };
+                    super::state::MetricValue {
+                        name: m.name.clone(),
+                        value,
+                        min: m.min,
+                        max: m.max,
+                    }
+                })
+                .collect(),
+        )
+    }
+
     /// Runs one MetricTemplate check; the halt message on failure.
     async fn template_check(
         &self,
@@ -492,7 +526,8 @@ impl Engine {
                 tracing::info_span!("canary", canary = %format!("{}.{}", key.name, key.namespace));
             let _g = span.enter();
             match spec::parse(&obj) {
-                Ok(c) => {
+                Ok(mut c) => {
+                    c.suspend |= super::commands::suspended(&self.state_dir, &c.namespace, &c.name);
                     if let Err(e) = self.step(&c, now, progressing).await {
                         tracing::warn!("{e}");
                     }
@@ -586,10 +621,13 @@ impl Engine {
                     .err(),
                 _ => None,
             },
-            slot_available: true,
+            // Waiting canaries start only while fewer than the cap are analysing.
+            slot_available: self
+                .max_concurrent
+                .is_none_or(|max| (progressing as u32) < max),
+            manual: super::commands::take(&self.state_dir, &c.namespace, &c.name),
             ..Default::default()
         };
-        let _ = progressing;
         let new_revision = rev != status.last_applied_spec && rev != status.last_promoted_spec;
         if matches!(
             status.phase,
@@ -628,7 +666,10 @@ impl Engine {
             }
             Due::Nothing => {}
         }
-        let plan = decide::decide(c, &status, &obs, now);
+        let mut plan = decide::decide(c, &status, &obs, now);
+        if let Some(values) = self.last_metric_values(c, &obs, now) {
+            plan.status.last_metrics = values;
+        }
         let mut changed_store = false;
         for action in &plan.actions {
             match action {
@@ -671,12 +712,62 @@ impl Engine {
                 _ => tracing::warn!(revision = %rev, "{}", e.message),
             }
         }
-        crate::metrics::global().set(
+        let labels = [
+            ("name", c.name.as_str()),
+            ("namespace", c.namespace.as_str()),
+        ];
+        let reg = crate::metrics::global();
+        reg.set(
             "gitcanary_canary_weight",
             "Canary traffic weight.",
-            &[("name", &c.name), ("namespace", &c.namespace)],
+            &labels,
             plan.status.canary_weight as f64,
         );
+        // Flagger's encoding: 0 running, 1 successful, 2 failed.
+        let code = match plan.status.phase {
+            Phase::Succeeded | Phase::Initialized => 1.0,
+            Phase::Failed => 2.0,
+            _ => 0.0,
+        };
+        reg.set(
+            "gitcanary_canary_status",
+            "Canary status: 0 running, 1 successful, 2 failed.",
+            &labels,
+            code,
+        );
+        if plan.status.phase != status.phase {
+            match plan.status.phase {
+                Phase::Succeeded if status.phase == Phase::Finalising || c.skip_analysis => {
+                    reg.inc(
+                        "gitcanary_canary_successes_total",
+                        "Canary analyses that ended in promotion.",
+                        &labels,
+                        1.0,
+                    );
+                    reg.set(
+                        "gitcanary_canary_duration_seconds",
+                        "Duration of the last canary analysis.",
+                        &labels,
+                        now - status_start(&status),
+                    );
+                }
+                Phase::Failed => {
+                    reg.inc(
+                        "gitcanary_canary_failures_total",
+                        "Canary analyses that ended in rollback.",
+                        &labels,
+                        1.0,
+                    );
+                    reg.set(
+                        "gitcanary_canary_duration_seconds",
+                        "Duration of the last canary analysis.",
+                        &labels,
+                        now - status_start(&status),
+                    );
+                }
+                _ => {}
+            }
+        }
         if plan.status != status {
             let path = status_path(&self.state_dir, &c.namespace, &c.name);
             crate::util::atomic::write(
@@ -687,6 +778,16 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// When the current analysis began: the last "New revision detected!" event.
+fn status_start(st: &CanaryStatus) -> f64 {
+    st.events
+        .iter()
+        .rev()
+        .find(|e| e.message.starts_with("New revision detected!"))
+        .map(|e| e.at)
+        .unwrap_or(st.last_transition_time)
 }
 
 /// ConfigMaps and Secrets a pod spec references (env, envFrom, volumes), sorted.

@@ -2,6 +2,7 @@
 //! objects, `state` holds the phases and status, and `decide` is the pure state machine;
 //! executors (per target) act on its plans.
 
+pub mod commands;
 pub mod decide;
 pub mod executor;
 pub mod metrics;

@@ -73,6 +73,23 @@ pub struct CanaryStatus {
     pub last_step_time: f64,
     /// The last 100 events.
     pub events: Vec<Event>,
+    /// Each metric's last value and threshold (flagger #1810 asks for this).
+    #[serde(default)]
+    pub last_metrics: Vec<MetricValue>,
+}
+
+/// A metric's last observed value against its threshold.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricValue {
+    /// Metric name.
+    pub name: String,
+    /// Last value; `None` when there was no data.
+    pub value: Option<f64>,
+    /// Lower bound.
+    pub min: Option<f64>,
+    /// Upper bound.
+    pub max: Option<f64>,
 }
 
 /// Events kept in the status.

@@ -453,3 +453,28 @@ fn step_weights_and_slots() {
     );
     assert_eq!(p.status.phase, Phase::Waiting);
 }
+
+#[test]
+fn manual_promote_between_steps_is_not_lost() {
+    let spec = CanaryFixture::podinfo().build();
+    let mut st = initialized(&spec);
+    st.phase = Phase::WaitingPromotion;
+    st.canary_weight = 50;
+    st.last_applied_spec = "r2".into();
+    st.last_step_time = 1_000.0;
+    // Not due (the interval has not passed), yet the command promotes.
+    let p = decide(
+        &spec,
+        &st,
+        &Observations {
+            manual: Some(Manual::Promote),
+            ..ok_obs("r2")
+        },
+        1_001.0,
+    );
+    assert_eq!(p.status.phase, Phase::Promoting);
+    assert_eq!(
+        p.events[0].message,
+        "Copying podinfo.test template spec to podinfo-primary.test"
+    );
+}

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_images;
 mod bench_proxy;
+mod canary;
 mod demo;
 mod get;
 mod logs;
@@ -67,6 +68,42 @@ pub enum Command {
         /// What to show.
         #[command(subcommand)]
         what: get::What,
+    },
+    /// Open every confirm gate of a canary now.
+    Promote {
+        /// The canary.
+        #[command(subcommand)]
+        what: canary::CanaryRef,
+    },
+    /// Roll a canary back now.
+    Abort {
+        /// The canary.
+        #[command(subcommand)]
+        what: canary::CanaryRef,
+    },
+    /// Analyse a canary's current revision again (after a failure), without a Git change.
+    Retry {
+        /// The canary.
+        #[command(subcommand)]
+        what: canary::CanaryRef,
+    },
+    /// Suspend a canary: the engine leaves it as it is.
+    Suspend {
+        /// The canary.
+        #[command(subcommand)]
+        what: canary::CanaryRef,
+    },
+    /// Resume a suspended canary.
+    Resume {
+        /// The canary.
+        #[command(subcommand)]
+        what: canary::CanaryRef,
+    },
+    /// Show a canary's spec summary, phase, metrics against thresholds, and events.
+    Describe {
+        /// The canary.
+        #[command(subcommand)]
+        what: canary::CanaryRef,
     },
     /// Image automation.
     Images {
@@ -137,6 +174,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => sync::images_scan_once(load_config(&cli.config)?),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { which } => bench::bench(which),
+        Command::Promote { what } => canary::manual(&load_config(&cli.config)?, &what, "promote"),
+        Command::Abort { what } => canary::manual(&load_config(&cli.config)?, &what, "abort"),
+        Command::Retry { what } => canary::manual(&load_config(&cli.config)?, &what, "retry"),
+        Command::Suspend { what } => canary::manual(&load_config(&cli.config)?, &what, "suspend"),
+        Command::Resume { what } => canary::manual(&load_config(&cli.config)?, &what, "resume"),
+        Command::Describe { what } => canary::describe(&load_config(&cli.config)?, &what),
         Command::Logs { deployment, follow } => {
             logs::logs(&load_config(&cli.config)?, &deployment, follow)
         }

@@ -415,6 +415,7 @@ pub async fn run(
             .map(std::sync::Arc::new)
     });
     // The canary engine ticks beside the sync, on the same store, proxy and runtime.
+    let max_concurrent = rec.config().canary.max_concurrent_canaries;
     let (engine_stop, mut engine_stopped) = tokio::sync::watch::channel(false);
     let engine_task = match (&proxy, &runtime) {
         (Some(p), Some(rt)) => {
@@ -424,6 +425,7 @@ pub async fn run(
                 loadtester.clone(),
                 local.loadtester_names.clone(),
                 Some(rt.notifier()),
+                max_concurrent,
             ) {
                 Ok(engine) => Some(tokio::spawn(async move {
                     loop {
