@@ -140,12 +140,66 @@ fn a_new_image_is_analysed_stepped_and_promoted() {
     running.stop();
 }
 
+/// A tiny HTTP receiver recording request bodies (an alert provider's endpoint).
+fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/alerts", l.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for stream in l.incoming().flatten() {
+            let mut r = BufReader::new(stream);
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            g.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&body).into_owned());
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
 #[test]
 fn a_faulty_config_is_rolled_back_and_the_primary_keeps_serving() {
     let (remote, setup) = setup("1.0.0", "0");
-    let running = setup.spawn_run(&[]);
+    // Alerts at severity error go to a generic provider whose address comes from an env var.
+    let provider = "apiVersion: flagger.app/v1beta1\nkind: AlertProvider\nmetadata:\n  name: on-call\n  namespace: test\nspec:\n  type: generic\n  addressEnv: ALERT_URL\n";
+    let canary = app("1.0.0", "0").into_iter().find(|(p, _)| *p == "podinfo/canary.yaml").unwrap().1.replace(
+        "    webhooks:\n",
+        "    alerts:\n      - name: on-call\n        severity: error\n        providerRef:\n          name: on-call\n    webhooks:\n",
+    );
+    remote
+        .write(&[
+            ("podinfo/alerts.yaml", provider),
+            ("podinfo/canary.yaml", &canary),
+        ])
+        .push("alerts");
+    let (alert_url, alerts) = receiver();
+    let running = setup.spawn_run(&[("ALERT_URL", &alert_url)]);
     wait_phase(&setup, "Initialized", 60);
-    push(&remote, "1.0.0", "0.5", "make half the requests fail");
+    // Only the ConfigMap changes (the Canary keeps its alerts).
+    let cm = app("1.0.0", "0.5")
+        .into_iter()
+        .find(|(p, _)| *p == "podinfo/configmap.yaml")
+        .unwrap()
+        .1;
+    remote
+        .write(&[("podinfo/configmap.yaml", &cm)])
+        .push("make half the requests fail");
     let c = wait_phase(&setup, "Failed", 120);
     let ev = events(&c);
     assert!(
@@ -164,6 +218,17 @@ fn a_faulty_config_is_rolled_back_and_the_primary_keeps_serving() {
         ],
     );
     assert_eq!(c["canaryWeight"], 0);
+    let got = wait_for(Duration::from_secs(10), || {
+        let a = alerts.lock().unwrap().clone();
+        a.iter()
+            .any(|b| b.contains("Canary failed! Scaling down podinfo.test"))
+            .then_some(a)
+    })
+    .expect("the rollback alerted");
+    assert!(
+        got.iter().all(|b| b.contains("\"severity\":\"error\"")),
+        "the severity filter drops info alerts: {got:?}"
+    );
     // The primary keeps 100% of the traffic, with no errors.
     let addr = apex(&setup);
     for _ in 0..50 {

@@ -291,3 +291,24 @@ fn signed_push_webhook_triggers_a_fetch() {
         "the secret never reaches the logs"
     );
 }
+
+#[test]
+fn validate_applies_flaggers_canary_rules_at_the_field_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("canary.yaml"),
+        "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n  namespace: test\nspec:\n  targetRef:\n    kind: Deployment\n    name: podinfo\n  service:\n    port: 9898\n  analysis:\n    interval: 500ms\n    threshold: 5\n    stepWeight: 10\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text.contains("canary.yaml:13:15: spec.analysis.interval: must be at least 1s"),
+        "{text}"
+    );
+}

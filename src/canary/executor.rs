@@ -434,6 +434,107 @@ impl Engine {
         }
     }
 
+    /// Sends events to `event` webhooks (all of them) and to alert providers (the
+    /// noteworthy ones, at or above each alert's severity).
+    async fn notify_events(&self, c: &CanarySpec, plan: &decide::Plan, rev: &str) {
+        for e in &plan.events {
+            for w in c
+                .analysis
+                .webhooks
+                .iter()
+                .filter(|w| w.kind == HookType::Event)
+            {
+                let mut w = w.clone();
+                w.metadata.insert("eventMessage".into(), e.message.clone());
+                w.metadata.insert(
+                    "eventType".into(),
+                    if e.severity == Severity::Info {
+                        "Normal".into()
+                    } else {
+                        "Warning".into()
+                    },
+                );
+                let _ = self.call_hook(c, &w, plan.status.phase, rev).await;
+            }
+            let Some(severity) = alert_severity(&e.message) else {
+                continue;
+            };
+            for (name, ns, filter) in &c.analysis.alerts {
+                let rank = |s: &str| match s {
+                    "error" => 2,
+                    "warn" => 1,
+                    _ => 0,
+                };
+                if rank(severity) < rank(filter) {
+                    continue;
+                }
+                if let Err(err) = self.send_alert(c, name, ns, severity, &e.message).await {
+                    tracing::warn!("alert provider {ns}/{name}: {err}");
+                }
+            }
+        }
+    }
+
+    async fn send_alert(
+        &self,
+        c: &CanarySpec,
+        name: &str,
+        ns: &str,
+        severity: &str,
+        message: &str,
+    ) -> Result<(), String> {
+        let key = ObjectKey::new("flagger.app/v1beta1", "AlertProvider", ns, name);
+        let p = self
+            .store
+            .get(&key)
+            .map_err(|e| e.to_string())?
+            .ok_or("AlertProvider not found")?;
+        // The address is a secret: gitcanary reads it from the env var the spec names.
+        let address = match (
+            p["spec"]["addressEnv"].as_str(),
+            p["spec"]["address"].as_str(),
+        ) {
+            (Some(var), _) => {
+                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+            }
+            (None, Some(a)) => a.to_string(),
+            (None, None) => return Err("spec.addressEnv or spec.address is required".into()),
+        };
+        let text = format!("{}: {message}", c.id());
+        let body = match p["spec"]["type"].as_str().unwrap_or("generic") {
+            "slack" => {
+                json!({"text": text, "channel": p["spec"]["channel"], "username": p["spec"]["username"].as_str().unwrap_or("gitcanary")})
+            }
+            "discord" => {
+                json!({"content": text, "username": p["spec"]["username"].as_str().unwrap_or("gitcanary")})
+            }
+            "msteams" => {
+                json!({"@type": "MessageCard", "@context": "https://schema.org/extensions", "summary": c.id(), "themeColor": if severity == "info" { "0076D7" } else { "FF0000" }, "title": c.id(), "text": message})
+            }
+            "generic" => {
+                json!({"name": c.name, "namespace": c.namespace, "severity": severity, "message": message})
+            }
+            other => {
+                return Err(format!(
+                    "unsupported provider type {other:?}: use slack, msteams, discord or generic"
+                ))
+            }
+        };
+        let url = names::rewrite_url(&names::allocations(&self.state_dir), &address, &c.namespace);
+        let resp = self
+            .http
+            .post(url)
+            .timeout(Duration::from_secs(10))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| e.without_url().to_string())?;
+        if !resp.status().is_success() {
+            return Err(format!("provider answered {}", resp.status()));
+        }
+        Ok(())
+    }
+
     fn owner(c: &CanarySpec) -> String {
         format!("Canary/{}/{}", c.namespace, c.name)
     }
@@ -473,6 +574,31 @@ impl Engine {
                 .map_err(|e| e.to_string())?;
         }
         rename_config_refs(&mut p["spec"]["template"]["spec"]);
+        if let Some(hpa_name) = &c.autoscaler {
+            let hpa_key = ObjectKey::new(
+                "autoscaling/v2",
+                "HorizontalPodAutoscaler",
+                &c.namespace,
+                hpa_name,
+            );
+            if let Ok(Some(mut hpa)) = self.store.get(&hpa_key) {
+                let copy = format!("{hpa_name}-primary");
+                hpa["metadata"] = json!({"name": copy, "namespace": c.namespace});
+                hpa["spec"]["scaleTargetRef"]["name"] = primary_name.clone().into();
+                self.store
+                    .put_generated(
+                        &ObjectKey::new(
+                            "autoscaling/v2",
+                            "HorizontalPodAutoscaler",
+                            &c.namespace,
+                            &copy,
+                        ),
+                        &hpa,
+                        &Self::owner(c),
+                    )
+                    .map_err(|e| e.to_string())?;
+            }
+        }
         self.store
             .put_generated(
                 &deployment(&c.namespace, &primary_name),
@@ -712,6 +838,7 @@ impl Engine {
                 _ => tracing::warn!(revision = %rev, "{}", e.message),
             }
         }
+        self.notify_events(c, &plan, &rev).await;
         let labels = [
             ("name", c.name.as_str()),
             ("namespace", c.namespace.as_str()),
@@ -777,6 +904,28 @@ impl Engine {
             .map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+}
+
+/// The severity an event alerts with, if it is one worth alerting on. Beyond Flagger's
+/// alerts, pre-rollout failures and progress-deadline rollbacks alert too (flagger #1663).
+fn alert_severity(message: &str) -> Option<&'static str> {
+    if message.starts_with("New revision detected! Scaling up")
+        || message.starts_with("Promotion completed!")
+    {
+        Some("info")
+    } else if message.contains("pre-rollout check")
+        || message.contains("manual webhook invoked")
+        || message.contains("aborted by")
+    {
+        Some("warn")
+    } else if message.starts_with("Canary failed!")
+        || message.contains("progress deadline exceeded")
+        || message.contains("failed checks threshold reached")
+    {
+        Some("error")
+    } else {
+        None
     }
 }
 

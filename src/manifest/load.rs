@@ -458,6 +458,26 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
     // reports all of them at once.
     if let Some(kind) = &kind {
         out.errors.extend(schema::check(kind, node, file));
+        if kind == "Canary"
+            && api_version
+                .as_deref()
+                .is_some_and(|a| a.starts_with("flagger.app/"))
+            && out.errors.len() == before
+        {
+            // Flagger's semantic rules (interval, threshold, one of the strategies), at
+            // the line of the field they are about.
+            if let Err(errs) = crate::canary::spec::parse(&node.to_json()) {
+                for e in errs {
+                    let (field, msg) = e.split_once(": ").unwrap_or(("spec", e.as_str()));
+                    out.errors.push(ManifestError::at(
+                        file,
+                        position_of(node, field),
+                        Some(field.to_string()),
+                        msg.to_string(),
+                    ));
+                }
+            }
+        }
     }
     let (Some(api_version), Some(kind), Some(name)) = (api_version, kind, name) else {
         return;
@@ -527,6 +547,26 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
             line: node.pos.line,
         },
     ));
+}
+
+/// The position of the deepest node along a dotted field path (`a.b[2].c`).
+fn position_of(root: &Node, field: &str) -> Pos {
+    let mut node = root;
+    for part in field.split('.') {
+        let (key, index) = match part.split_once('[') {
+            Some((k, i)) => (k, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let Some(next) = node.get(key) else { break };
+        node = next;
+        if let Some(i) = index {
+            match node.as_seq().and_then(|s| s.get(i)) {
+                Some(item) => node = item,
+                None => break,
+            }
+        }
+    }
+    node.pos
 }
 
 /// Names become file names in the local store, so they must be DNS-1123 subdomains, as
