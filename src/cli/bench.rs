@@ -27,6 +27,12 @@ pub enum Which {
     Proxy,
     /// The canary engine: `decide()` for 1,000 canaries.
     Canary,
+    /// Idle RSS of `gitcanary run` with canaries initialized, and memory per canary.
+    CanaryIdle {
+        /// Canaries to run.
+        #[arg(long, default_value_t = 100)]
+        canaries: usize,
+    },
     /// Image automation: semver selection, registry scanning, rewrite and commit.
     Images {
         /// The registry binary to start for the scan benchmark.
@@ -115,6 +121,7 @@ pub fn bench(which: Which) -> anyhow::Result<ExitCode> {
         Which::Images { registry_bin } => super::bench_images::run(&registry_bin),
         Which::Proxy => super::bench_proxy::run(),
         Which::Canary => bench_canary(),
+        Which::CanaryIdle { canaries } => super::bench_idle::run(canaries),
     }
 }
 

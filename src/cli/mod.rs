@@ -2,6 +2,7 @@
 //! the library and print; exit codes follow Flux (`diff`: 0 none, 1 changes, 2 error).
 
 mod bench;
+mod bench_idle;
 mod bench_images;
 mod bench_proxy;
 mod canary;
