@@ -10,7 +10,6 @@ use super::spec::{self, CanarySpec, HookType};
 use super::state::{CanaryStatus, Phase, Severity};
 use crate::manifest::ObjectKey;
 use crate::target::local::loadtester::{self, LoadTester};
-use crate::target::local::proxy::routing::{parse_matches, Route};
 use crate::target::local::proxy::{global_stats, Proxy};
 use crate::target::local::runtime::supervisor::{set_replica_override, Notifier};
 use crate::target::local::{names, LocalStore};
@@ -25,6 +24,7 @@ pub struct Engine {
     state_dir: PathBuf,
     store: LocalStore,
     proxy: Arc<Proxy>,
+    router: Arc<dyn super::router::TrafficRouter>,
     loadtester: Arc<LoadTester>,
     loadtester_names: Vec<String>,
     runtime: Option<Notifier>,
@@ -92,6 +92,7 @@ impl Engine {
         Ok(Engine {
             state_dir: state_dir.to_path_buf(),
             store: LocalStore::open(state_dir).map_err(std::io::Error::other)?,
+            router: proxy.clone(),
             proxy,
             loadtester,
             loadtester_names,
@@ -116,22 +117,38 @@ impl Engine {
         let mut parts = vec![crate::target::local::runtime::spec::template_hash(
             &target["spec"]["template"],
         )];
-        for (kind, name) in config_refs(&target["spec"]["template"]["spec"]) {
-            let obj = self
-                .store
-                .get(&ObjectKey::new("v1", &kind, ns, &name))
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            let data = json!({"data": obj["data"], "stringData": obj["stringData"]});
-            parts.push(format!(
-                "{kind}/{name}:{}",
-                crate::manifest::object::sha256_hex(&crate::manifest::object::canonical_json(
-                    &data
-                ))
-            ));
-        }
+        parts.extend(
+            self.tracked_configs(target, ns)
+                .into_iter()
+                .map(|(k, sum)| format!("{k}:{sum}")),
+        );
         crate::manifest::object::sha256_hex(parts.join("\n").as_bytes())
+    }
+
+    /// Checksums of the ConfigMaps and Secrets the target references, by `Kind/name`.
+    fn tracked_configs(
+        &self,
+        target: &Value,
+        ns: &str,
+    ) -> std::collections::BTreeMap<String, String> {
+        config_refs(&target["spec"]["template"]["spec"])
+            .into_iter()
+            .map(|(kind, name)| {
+                let obj = self
+                    .store
+                    .get(&ObjectKey::new("v1", &kind, ns, &name))
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                let data = json!({"data": obj["data"], "stringData": obj["stringData"]});
+                (
+                    format!("{kind}/{name}"),
+                    crate::manifest::object::sha256_hex(&crate::manifest::object::canonical_json(
+                        &data,
+                    )),
+                )
+            })
+            .collect()
     }
 
     fn ready(
@@ -664,23 +681,7 @@ impl Engine {
     }
 
     fn set_route(&self, c: &CanarySpec, canary: u32, mirror: bool, ab: bool) {
-        let matches = if ab {
-            parse_matches(&c.analysis.match_rules).unwrap_or_default()
-        } else {
-            vec![]
-        };
-        self.proxy.set_route(
-            &c.namespace,
-            &c.service,
-            Some(Route {
-                primary: format!("{}-primary", c.service),
-                canary: Some(format!("{}-canary", c.service)),
-                canary_weight: canary,
-                matches,
-                mirror,
-                mirror_weight: c.analysis.mirror_weight.unwrap_or(100),
-            }),
-        );
+        self.router.set_routes(c, canary, mirror, ab);
     }
 
     async fn step(&self, c: &CanarySpec, now: f64, progressing: usize) -> Result<(), String> {
@@ -793,6 +794,7 @@ impl Engine {
             Due::Nothing => {}
         }
         let mut plan = decide::decide(c, &status, &obs, now);
+        plan.status.tracked_configs = self.tracked_configs(&target, &c.namespace);
         if let Some(values) = self.last_metric_values(c, &obs, now) {
             plan.status.last_metrics = values;
         }

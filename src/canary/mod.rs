@@ -6,6 +6,7 @@ pub mod commands;
 pub mod decide;
 pub mod executor;
 pub mod metrics;
+pub mod router;
 pub mod spec;
 pub mod state;
 

@@ -67,6 +67,9 @@ pub struct CanaryStatus {
     pub last_applied_spec: String,
     /// Revision last promoted to the primary.
     pub last_promoted_spec: String,
+    /// Checksums of the ConfigMaps and Secrets the target references (part of the revision).
+    #[serde(default)]
+    pub tracked_configs: std::collections::BTreeMap<String, String>,
     /// When the phase last changed (Unix seconds).
     pub last_transition_time: f64,
     /// When the last analysis step ran (Unix seconds).

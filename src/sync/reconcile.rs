@@ -430,6 +430,13 @@ pub async fn run(
                 Ok(engine) => Some(tokio::spawn(async move {
                     loop {
                         engine.tick(crate::util::time::unix_now()).await;
+                        // Each tick parses every canary afresh; hand the freed heap back
+                        // so an idle engine holds only what it needs.
+                        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+                        // SAFETY: malloc_trim only releases free memory at the top of the heap.
+                        unsafe {
+                            libc::malloc_trim(0);
+                        }
                         tokio::select! {
                             _ = tokio::time::sleep(crate::canary::executor::TICK) => {}
                             _ = engine_stopped.changed() => break,
