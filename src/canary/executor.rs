@@ -865,36 +865,25 @@ impl Engine {
             code,
         );
         if plan.status.phase != status.phase {
-            match plan.status.phase {
-                Phase::Succeeded if status.phase == Phase::Finalising || c.skip_analysis => {
-                    reg.inc(
-                        "gitcanary_canary_successes_total",
-                        "Canary analyses that ended in promotion.",
-                        &labels,
-                        1.0,
-                    );
-                    reg.set(
-                        "gitcanary_canary_duration_seconds",
-                        "Duration of the last canary analysis.",
-                        &labels,
-                        now - status_start(&status),
-                    );
-                }
-                Phase::Failed => {
-                    reg.inc(
-                        "gitcanary_canary_failures_total",
-                        "Canary analyses that ended in rollback.",
-                        &labels,
-                        1.0,
-                    );
-                    reg.set(
-                        "gitcanary_canary_duration_seconds",
-                        "Duration of the last canary analysis.",
-                        &labels,
-                        now - status_start(&status),
-                    );
-                }
-                _ => {}
+            let outcome = match plan.status.phase {
+                Phase::Succeeded if status.phase == Phase::Finalising || c.skip_analysis => Some((
+                    "gitcanary_canary_successes_total",
+                    "Canary analyses that ended in promotion.",
+                )),
+                Phase::Failed => Some((
+                    "gitcanary_canary_failures_total",
+                    "Canary analyses that ended in rollback.",
+                )),
+                _ => None,
+            };
+            if let Some((counter, help)) = outcome {
+                reg.inc(counter, help, &labels, 1.0);
+                reg.set(
+                    "gitcanary_canary_duration_seconds",
+                    "Duration of the last canary analysis.",
+                    &labels,
+                    now - status_start(&status),
+                );
             }
         }
         if plan.status != status {

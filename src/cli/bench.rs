@@ -68,15 +68,16 @@ pub fn generate(dir: &Path, objects: usize, files: usize, variant: &str) -> std:
     Ok(())
 }
 
+/// A `/proc/<pid>/status` memory field (`VmRSS`, `VmHWM`) in KB.
+pub(crate) fn proc_kb(pid: &str, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Peak resident set size of this process in bytes (Linux `VmHWM`).
 pub fn peak_rss() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace()
-        .nth(1)?
-        .parse::<u64>()
-        .ok()
-        .map(|kb| kb * 1024)
+    proc_kb("self", "VmHWM:").map(|kb| kb * 1024)
 }
 
 /// Prints whether every target was met and turns it into the exit code.

@@ -6,14 +6,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    super::bench::proc_kb(&pid.to_string(), "VmRSS:").unwrap_or(0)
 }
 
 /// Runs gitcanary over `n` canaries until all are Initialized; returns its idle RSS (KB).

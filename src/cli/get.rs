@@ -91,30 +91,14 @@ fn print_services(state: &Path, fmt: Format) -> anyhow::Result<()> {
             "address": format!("http://{}", addr.as_str().unwrap_or_default()), "readyEndpoints": ready}));
     }
     if fmt == Format::Table {
-        let s = |v: &serde_json::Value| {
-            v.as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| v.to_string())
-        };
-        let table: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| {
-                vec![
-                    s(&r["namespace"]),
-                    s(&r["name"]),
-                    s(&r["port"]),
-                    s(&r["address"]),
-                    s(&r["readyEndpoints"]),
-                ]
-            })
-            .collect();
-        print!(
-            "{}",
-            output::table(
-                &["NAMESPACE", "NAME", "PORT", "ADDRESS", "ENDPOINTS"],
-                &table
-            )
-        );
+        let cols = [
+            ("NAMESPACE", "namespace"),
+            ("NAME", "name"),
+            ("PORT", "port"),
+            ("ADDRESS", "address"),
+            ("ENDPOINTS", "readyEndpoints"),
+        ];
+        print!("{}", output::rows_table(&cols, &rows));
     } else {
         output::print_value(fmt, &serde_json::Value::Array(rows));
     }
@@ -242,41 +226,15 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
                     "lastTransitionTime": if st.last_transition_time > 0.0 { rfc3339_secs(st.last_transition_time) } else { String::new() }}));
             }
             if fmt == Format::Table {
-                let s = |v: &serde_json::Value| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string())
-                };
-                let table: Vec<Vec<String>> = rows
-                    .iter()
-                    .map(|r| {
-                        [
-                            "namespace",
-                            "name",
-                            "status",
-                            "weight",
-                            "failedChecks",
-                            "lastTransitionTime",
-                        ]
-                        .iter()
-                        .map(|k| s(&r[*k]))
-                        .collect()
-                    })
-                    .collect();
-                print!(
-                    "{}",
-                    output::table(
-                        &[
-                            "NAMESPACE",
-                            "NAME",
-                            "STATUS",
-                            "WEIGHT",
-                            "FAILEDCHECKS",
-                            "LASTTRANSITIONTIME"
-                        ],
-                        &table
-                    )
-                );
+                let cols = [
+                    ("NAMESPACE", "namespace"),
+                    ("NAME", "name"),
+                    ("STATUS", "status"),
+                    ("WEIGHT", "weight"),
+                    ("FAILEDCHECKS", "failedChecks"),
+                    ("LASTTRANSITIONTIME", "lastTransitionTime"),
+                ];
+                print!("{}", output::rows_table(&cols, &rows));
             } else {
                 output::print_value(fmt, &serde_json::Value::Array(rows));
             }

@@ -39,6 +39,21 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Renders JSON rows as a table: `columns` pairs a header with the key it shows.
+pub fn rows_table(columns: &[(&str, &str)], rows: &[Value]) -> String {
+    let cell = |v: &Value| {
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+    };
+    let headers: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| columns.iter().map(|(_, k)| cell(&r[*k])).collect())
+        .collect();
+    table(&headers, &cells)
+}
+
 /// Emits a JSON value as block-style YAML.
 pub fn yaml(value: &Value) -> String {
     let mut out = String::new();
