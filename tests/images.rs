@@ -325,3 +325,45 @@ fn run_follows_a_new_registry_tag_without_a_manual_step() {
     let (status, stderr) = running.stop();
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn image_repository_secret_ref_and_interval() {
+    let reg = Registry::start(Some(("robot", "pa55")));
+    for t in ["1.0.0", "1.3.0"] {
+        reg.push_tag("team/secure", t, "2024-01-01T00:00:00Z");
+    }
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let dockerconfig = format!(
+        r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+        reg.addr,
+        b64("robot:pa55")
+    );
+    let image = format!("{}/team/secure", reg.addr);
+    let files = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: regcred\n  namespace: flux-system\ntype: kubernetes.io/dockerconfigjson\ndata:\n  .dockerconfigjson: {}\n---\napiVersion: image.toolkit.fluxcd.io/v1beta2\nkind: ImageRepository\nmetadata:\n  name: secure\n  namespace: flux-system\nspec:\n  image: {image}\n  interval: 1m\n  secretRef:\n    name: regcred\n---\napiVersion: image.toolkit.fluxcd.io/v1beta2\nkind: ImagePolicy\nmetadata:\n  name: secure\n  namespace: flux-system\nspec:\n  imageRepositoryRef:\n    name: secure\n  policy:\n    semver:\n      range: 1.x\n---\napiVersion: image.toolkit.fluxcd.io/v1beta2\nkind: ImageUpdateAutomation\nmetadata:\n  name: auto\n  namespace: flux-system\nspec:\n  update:\n    path: ./apps\n",
+        b64(&dockerconfig)
+    );
+    let deploy = format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: secure\n  namespace: test\nspec:\n  selector:\n    matchLabels: {{app: secure}}\n  template:\n    metadata:\n      labels: {{app: secure}}\n    spec:\n      containers:\n        - name: app\n          image: {image}:1.0.0 # {{\"$imagepolicy\": \"flux-system:secure\"}}\n");
+    let remote = Remote::new();
+    remote
+        .write(&[
+            ("flux-system/images.yaml", &files),
+            ("apps/deploy.yaml", &deploy),
+        ])
+        .push("seed");
+    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+    let out = setup.cmd(&["images", "scan", "--once"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(!text.contains("pa55"), "credentials leaked");
+    assert_eq!(
+        commits(&remote.bare)[0],
+        format!("Auto-release {image}:1.3.0"),
+        "the Secret's credentials were used"
+    );
+}

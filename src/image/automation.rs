@@ -107,6 +107,8 @@ pub struct Change {
 #[serde(rename_all = "camelCase")]
 struct V2Spec {
     image: Option<String>,
+    interval: Option<String>,
+    secret_ref: Option<NamedRef>,
     #[serde(default)]
     exclusion_list: Option<Vec<String>>,
     image_repository_ref: Option<NamedRef>,
@@ -189,6 +191,8 @@ struct PolicyEntry {
 #[derive(Default)]
 struct V2 {
     repos: HashMap<(String, String), (String, Vec<Regex>)>,
+    /// Per ImageRepository: its scan `interval` and `secretRef` name.
+    repo_extras: HashMap<(String, String), (Option<Duration>, Option<String>)>,
     policies: HashMap<(String, String), Result<PolicyEntry, String>>,
     automation: Option<(String, V2Spec)>,
 }
@@ -245,6 +249,18 @@ fn parse_v2(objects: &[Object], branch: &str, errors: &mut Vec<ManifestError>) -
                     )),
                 }
             }
+            let interval = match spec.interval.as_deref().map(crate::util::duration::parse) {
+                Some(Ok(d)) => Some(d),
+                Some(Err(e)) => {
+                    errors.push(err(o, format!("spec.interval: {e}")));
+                    None
+                }
+                None => None,
+            };
+            v2.repo_extras.insert(
+                id.clone(),
+                (interval, spec.secret_ref.as_ref().map(|r| r.name.clone())),
+            );
             v2.repos.insert(id, (image, ex));
         } else if is_image_kind(o, "ImagePolicy") {
             let resolved = (|| {
@@ -344,6 +360,8 @@ fn parse_v2(objects: &[Object], branch: &str, errors: &mut Vec<ManifestError>) -
 
 /// What a setter follows: its policy and image.
 pub struct Resolved {
+    /// Scan interval of the ImageRepository, when it sets one.
+    pub interval: Option<Duration>,
     /// The policy.
     pub policy: Policy,
     /// The image repository.
@@ -363,6 +381,7 @@ fn resolve(s: &Setter, v2: &V2) -> Result<Resolved, String> {
             policy: policy.clone(),
             image: s.repo.clone().ok_or("no image repository")?,
             exclusions: vec![],
+            interval: None,
             rule: key.clone(),
         }),
         PolicySource::ImagePolicy { namespace, name } => {
@@ -384,6 +403,7 @@ fn resolve(s: &Setter, v2: &V2) -> Result<Resolved, String> {
                 image: image.clone(),
                 exclusions: ex.clone(),
                 rule: label,
+                interval: v2.repo_extras.get(&repo).and_then(|x| x.0),
             })
         }
     }
@@ -490,6 +510,15 @@ pub fn default_message(changes: &[Change]) -> String {
     format!("{subject}\n{body}\n")
 }
 
+/// What one image needs from a scan.
+#[derive(Default)]
+struct Want {
+    exclusions: Vec<Regex>,
+    /// A Flux v1 glob/regex policy needs creation times.
+    time_policy: Option<Policy>,
+    interval: Option<Duration>,
+}
+
 /// Image automation state for one source.
 pub struct Automation {
     cfg: crate::config::ImagesConfig,
@@ -579,6 +608,46 @@ impl Automation {
     ) -> Result<(Vec<Resolution>, V2), Error> {
         let mut errors = Vec::new();
         let v2 = parse_v2(objects, branch, &mut errors);
+        for ((ns, repo), (_, secret)) in &v2.repo_extras {
+            let Some(secret) = secret else { continue };
+            let found = objects.iter().find(|o| {
+                o.key.group.is_empty()
+                    && o.key.kind == "Secret"
+                    && o.key.namespace == *ns
+                    && o.key.name == *secret
+            });
+            let Some(obj) = found else {
+                errors.push(ManifestError { file: String::new(), pos: None, field: None, message: format!("ImageRepository {ns}/{repo}: spec.secretRef: Secret {ns}/{secret} not found in the repository") });
+                continue;
+            };
+            let v = obj.value();
+            let json = v["data"][".dockerconfigjson"]
+                .as_str()
+                .and_then(|b| {
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).ok()
+                })
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .or_else(|| {
+                    v["stringData"][".dockerconfigjson"]
+                        .as_str()
+                        .map(str::to_string)
+                });
+            match json.map(|j| registry::Credentials::from_docker_config(&j)) {
+                Some(Ok(c)) => self.client.add_credentials(&c),
+                Some(Err(e)) => errors.push(ManifestError {
+                    file: obj.origin.file.clone(),
+                    pos: None,
+                    field: Some("data..dockerconfigjson".into()),
+                    message: format!("Secret {ns}/{secret}: {e}"),
+                }),
+                None => errors.push(ManifestError {
+                    file: obj.origin.file.clone(),
+                    pos: None,
+                    field: Some("data".into()),
+                    message: format!("Secret {ns}/{secret}: no .dockerconfigjson"),
+                }),
+            }
+        }
         let mut files: Vec<String> = objects
             .iter()
             .filter(|o| {
@@ -623,13 +692,15 @@ impl Automation {
         Ok((setters, v2))
     }
 
-    fn scan(&mut self, wanted: &BTreeMap<String, (Vec<Regex>, Option<Policy>)>, force: bool) {
+    fn scan(&mut self, wanted: &BTreeMap<String, Want>, force: bool) {
         let now = unix_now();
-        let interval = self.cfg.interval.as_secs_f64();
         let due: Vec<(String, Vec<Regex>, Option<Policy>)> = wanted
             .iter()
-            .filter(|(img, _)| force || self.scans.get(*img).is_none_or(|s| now - s.at >= interval))
-            .map(|(i, (e, p))| (i.clone(), e.clone(), p.clone()))
+            .filter(|(img, w)| {
+                let interval = w.interval.unwrap_or(self.cfg.interval).as_secs_f64();
+                force || self.scans.get(*img).is_none_or(|s| now - s.at >= interval)
+            })
+            .map(|(i, w)| (i.clone(), w.exclusions.clone(), w.time_policy.clone()))
             .collect();
         if due.is_empty() {
             return;
@@ -704,15 +775,21 @@ impl Automation {
         loop {
             let snap = source.snapshot(&head)?;
             let (setters, v2) = self.collect(&snap, &objects, source.branch())?;
-            let mut wanted: BTreeMap<String, (Vec<Regex>, Option<Policy>)> = BTreeMap::new();
+            let mut wanted: BTreeMap<String, Want> = BTreeMap::new();
             for (_, r) in &setters {
                 if let Ok(r) = r {
-                    let e = wanted
-                        .entry(r.image.clone())
-                        .or_insert_with(|| (r.exclusions.clone(), None));
+                    let w = wanted.entry(r.image.clone()).or_insert_with(|| Want {
+                        exclusions: r.exclusions.clone(),
+                        ..Default::default()
+                    });
                     if r.policy.needs_created() {
-                        e.1 = Some(r.policy.clone());
+                        w.time_policy = Some(r.policy.clone());
                     }
+                    // The shortest interval of the ImageRepositories that name the image.
+                    w.interval = match (w.interval, r.interval) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                 }
             }
             self.scan(&wanted, force_scan && attempts == 0);

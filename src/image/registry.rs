@@ -158,7 +158,7 @@ impl Default for Settings {
 pub struct Client {
     http: reqwest::Client,
     settings: Settings,
-    creds: Credentials,
+    creds: std::sync::RwLock<Credentials>,
     tokens: Mutex<HashMap<String, (String, Instant)>>,
 }
 
@@ -273,7 +273,7 @@ impl Client {
         Client {
             http,
             settings,
-            creds,
+            creds: std::sync::RwLock::new(creds),
             tokens: Mutex::new(HashMap::new()),
         }
     }
@@ -322,7 +322,13 @@ impl Client {
             }
         }
         let mut req = self.http.get(url);
-        if let Some(b) = self.creds.get(&image.registry) {
+        if let Some(b) = self
+            .creds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&image.registry)
+            .cloned()
+        {
             req = req.basic_auth(&b.username, Some(&b.password));
         }
         let resp = req.send().await.map_err(|e| Self::transport(image, e))?;
@@ -395,7 +401,13 @@ impl Client {
                             ))
                         }
                         _ => {
-                            match self.creds.get(&image.registry) {
+                            match self
+                                .creds
+                                .read()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get(&image.registry)
+                                .cloned()
+                            {
                                 Some(b) => Some(format!(
                                     "Basic {}",
                                     base64::engine::general_purpose::STANDARD
@@ -433,6 +445,14 @@ impl Client {
                     });
                 }
             }
+        }
+    }
+
+    /// Adds credentials (e.g. from an ImageRepository's `secretRef`) for later requests.
+    pub fn add_credentials(&self, more: &Credentials) {
+        let mut c = self.creds.write().unwrap_or_else(|e| e.into_inner());
+        for (host, b) in &more.by_host {
+            c.by_host.insert(host.clone(), b.clone());
         }
     }
 
