@@ -22,11 +22,7 @@ fn setup(tag: &str, error_rate: &str) -> (Remote, Setup) {
     let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
     remote.write(&refs).push("seed");
     let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
-    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
-        "    stateDir: ./state\n",
-        &format!("    stateDir: ./state\n{IMAGES}"),
-    );
-    std::fs::write(&setup.config, text).unwrap();
+    setup.with_local_images(IMAGES);
     (remote, setup)
 }
 
@@ -290,11 +286,10 @@ fn a_metric_template_is_answered_by_a_real_prometheus() {
     let (remote, setup) = setup("1.0.0", "0");
     // gitcanary on a known port, so Prometheus can scrape it.
     let gc_port = free_port();
-    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+    setup.edit_config(
         "  listen: 127.0.0.1:0\n",
         &format!("  listen: 127.0.0.1:{gc_port}\n"),
     );
-    std::fs::write(&setup.config, text).unwrap();
     let prom_dir = tempfile::tempdir().unwrap();
     let prom_port = free_port();
     std::fs::write(

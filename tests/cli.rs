@@ -4,7 +4,6 @@
 mod common;
 use common::*;
 use hmac::Mac;
-use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -15,21 +14,8 @@ fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, resp)
+    let (code, _, body) = http_request(addr, method, path, headers, body.as_bytes());
+    (code, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[test]
@@ -234,11 +220,10 @@ fn signed_push_webhook_triggers_a_fetch() {
         .push("one");
     let daemon = GitDaemon::start(remote.dir.path(), free_port());
     let setup = Setup::new(&daemon.url("remote.git"), "  interval: 1h\n", "");
-    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
+    setup.edit_config(
         "  listen: 127.0.0.1:0\n",
         "  listen: 127.0.0.1:0\n  webhookSecretEnv: HOOK_SECRET\n",
     );
-    std::fs::write(&setup.config, text).unwrap();
     let running = setup.spawn_run(&[("HOOK_SECRET", "s3cr3t")]);
     wait_for(Duration::from_secs(20), || {
         setup.object("core", "ConfigMap", "test", "cfg")

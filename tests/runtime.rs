@@ -18,11 +18,7 @@ fn setup_with(files: &[(&str, &str)]) -> (Remote, Setup) {
     let remote = Remote::new();
     remote.write(files).push("seed");
     let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
-    let text = std::fs::read_to_string(&setup.config).unwrap().replace(
-        "    stateDir: ./state\n",
-        &format!("    stateDir: ./state\n{IMAGES}"),
-    );
-    std::fs::write(&setup.config, text).unwrap();
+    setup.with_local_images(IMAGES);
     (remote, setup)
 }
 

@@ -117,6 +117,21 @@ impl Setup {
         Setup { dir, config }
     }
 
+    /// Edits the config file: replaces `from` with `to` (which must be there).
+    pub fn edit_config(&self, from: &str, to: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        assert!(text.contains(from), "config has no {from:?}");
+        std::fs::write(&self.config, text.replace(from, to)).unwrap();
+    }
+
+    /// Adds `target.local.images` entries (YAML lines indented four spaces).
+    pub fn with_local_images(&self, images: &str) {
+        self.edit_config(
+            "    stateDir: ./state\n",
+            &format!("    stateDir: ./state\n{images}"),
+        );
+    }
+
     pub fn state(&self) -> PathBuf {
         self.dir.path().join("state")
     }
