@@ -6,6 +6,7 @@
 pub mod canary;
 pub mod cli;
 pub mod config;
+pub mod helm;
 pub mod image;
 pub mod manifest;
 pub mod metrics;

@@ -71,9 +71,8 @@ fn scalar(v: &Value) -> String {
         Value::Number(n) => n.to_string(),
         Value::String(s) => {
             let plain = !s.is_empty()
-                && !s.starts_with(|c: char| {
-                    " -?:,[]{}#&*!|>'\"%@`~".contains(c) || c.is_ascii_digit()
-                })
+                && !s.starts_with(|c: char| " -?:,[]{}#&*!|>'\"%@`~".contains(c))
+                && !looks_numeric(s)
                 && !s.contains(": ")
                 && !s.contains(" #")
                 && !s.ends_with(' ')
@@ -101,6 +100,15 @@ fn scalar(v: &Value) -> String {
         }
         _ => unreachable!("collections are emitted by emit"),
     }
+}
+
+/// Whether a plain scalar could be read back as a number, date or time (YAML 1.1
+/// resolves those), so it must be quoted: `100m` stays plain, `1e3`, `.5`,
+/// `2001-12-14` and `1:20` do not.
+fn looks_numeric(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_digit() || c == '.' || c == '+')
+        && s.chars()
+            .all(|c| c.is_ascii_hexdigit() || "._+-:xXoO".contains(c))
 }
 
 fn emit(v: &Value, indent: usize, out: &mut String, inline_first: bool) {
@@ -172,7 +180,8 @@ mod tests {
     fn yaml_round_trips_through_our_parser() {
         let v = serde_json::json!({
             "a": {"b": [1, "two", {"c": "x: y", "d": []}], "e": {}},
-            "f": "true", "g": "07", "h": null, "i": "multi\nline", "j": [[1, 2], "-x"]
+            "f": "true", "g": "07", "h": null, "i": "multi\nline", "j": [[1, 2], "-x"],
+            "k": ["100m", "1e3", ".5", "2001-12-14", "1:20", "+1", "0x1F", "6.0.1"]
         });
         let text = yaml(&v);
         let back = parse_documents(&text).unwrap().remove(0).root.to_json();
