@@ -1,5 +1,9 @@
 //! Helm: a built-in renderer for charts (Go templates with Helm's and Sprig's
-//! functions). Chart sources, values and wiring into sync come next; for now the
-//! template engine stands alone.
+//! functions, Helm's built-in objects, values coalescing and schema validation), so
+//! HelmRelease objects render without a `helm` binary. Chart sources (repo paths,
+//! other Git repos, Helm HTTP repositories) and wiring into sync come next.
 
+pub mod chart;
+pub mod objects;
+pub mod schema;
 pub mod template;

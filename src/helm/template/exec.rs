@@ -4,6 +4,7 @@
 
 use super::funcs;
 use super::parse::{parse, Arg, Node, Parsed, Pipeline, TemplateError};
+use crate::helm::objects;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -46,6 +47,12 @@ pub fn print(v: &Value) -> String {
 
 fn field(mut v: Value, path: &[String]) -> Value {
     for key in path {
+        if objects::has_methods(&v) {
+            if let Some(Ok(r)) = objects::method(&v, key, &[]) {
+                v = r;
+                continue;
+            }
+        }
         v = match v {
             Value::Object(mut m) => m.remove(key).unwrap_or(Value::Null),
             _ => Value::Null,
@@ -100,10 +107,14 @@ impl Engine {
 
     /// Renders a `define`d template (Helm's `include`).
     pub fn include(&self, name: &str, dot: &Value, depth: usize) -> Result<String, String> {
-        let (file, nodes) = self
-            .defines
-            .get(name)
-            .ok_or_else(|| format!("no template {name:?} associated with template"))?;
+        // Every file is also a template named by its path, as in Helm.
+        let (file, nodes) = match self.defines.get(name) {
+            Some((file, nodes)) => (file, nodes),
+            None => match self.files.get_key_value(name) {
+                Some((file, parsed)) => (file, &parsed.body),
+                None => return Err(format!("no template {name:?} associated with template")),
+            },
+        };
         if depth > 100 {
             return Err(format!("template {name:?}: recursion too deep"));
         }
@@ -287,6 +298,27 @@ impl Ctx<'_> {
                     vals.push(p);
                 }
                 self.call(name, vals, dot)
+            }
+            Arg::Field(path) | Arg::Var(_, path)
+                if !path.is_empty() && (args.len() > 1 || piped.is_some()) =>
+            {
+                let (name, recv_path) = path.split_last().expect("path is not empty");
+                let recv = match &args[0] {
+                    Arg::Var(var, _) => field(
+                        self.var(var)
+                            .ok_or_else(|| format!("undefined variable ${var}"))?,
+                        recv_path,
+                    ),
+                    _ => field(dot.clone(), recv_path),
+                };
+                let mut vals = Vec::with_capacity(args.len());
+                for a in &args[1..] {
+                    vals.push(self.arg(a, dot)?);
+                }
+                vals.extend(piped);
+                objects::method(&recv, name, &vals).unwrap_or_else(|| {
+                    Err(format!("can't give an argument to non-function {name}"))
+                })
             }
             first => {
                 if args.len() > 1 || piped.is_some() {

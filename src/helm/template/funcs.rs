@@ -235,7 +235,17 @@ pub fn call(name: &str, args: Vec<Value>, _dot: &Value) -> Result<Value, String>
             }
             v
         }
-        "print" => Value::from(a.iter().map(s).collect::<Vec<_>>().join(" ")),
+        "print" => {
+            // Go's fmt.Sprint: a space only between operands when neither is a string.
+            let mut out = String::new();
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 && !v.is_string() && !a[i - 1].is_string() {
+                    out.push(' ');
+                }
+                out.push_str(&s(v));
+            }
+            Value::from(out)
+        }
         "println" => Value::from(format!(
             "{}\n",
             a.iter().map(s).collect::<Vec<_>>().join(" ")

@@ -178,3 +178,14 @@ fn required_and_unknown_functions_name_file_line_and_column() {
     let err = render_err("{{ if .a }}unclosed", json!({}));
     assert!(err.contains("templates/t.yaml:1:"), "{err}");
 }
+
+#[test]
+fn print_spaces_like_go_sprint() {
+    assert_eq!(
+        render(
+            "{{ print \"a\" \"b\" }}|{{ print 1 2 }}|{{ print \"a\" 1 }}|{{ println \"x\" 2 }}",
+            json!({})
+        ),
+        "ab|1 2|a1|x 2\n"
+    );
+}
