@@ -164,3 +164,198 @@ fn capabilities_and_release_objects() {
     let caps = out.iter().find(|r| r.name.ends_with("caps.yaml")).unwrap();
     assert_eq!(caps.text, "kube: v1.29.0\nhpa: true\nx: false\nrev: 4\nup: true\ntpl: podinfo/templates/caps.yaml\nlines: 2\n");
 }
+
+mod releases {
+    use gitcanary::helm::chart::Capabilities;
+    use gitcanary::helm::release::{chart_source, expand, release_identity, ChartSource};
+    use gitcanary::manifest::snapshot::DirSnapshot;
+    use serde_json::json;
+    use std::path::Path;
+
+    fn repo() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples-repo")
+    }
+
+    #[test]
+    fn seed_helm_releases_render_from_the_repo_chart() {
+        let snap = DirSnapshot::new(repo());
+        let loaded = gitcanary::manifest::load(&snap, "", None);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let x = expand(
+            &snap,
+            &loaded.objects,
+            "https://example.com/repo.git",
+            &Capabilities::default(),
+        );
+        assert!(x.errors.is_empty(), "{:?}", x.errors);
+        let keys: Vec<String> = x
+            .objects
+            .iter()
+            .map(|o| format!("{}/{}/{}", o.key.kind, o.key.namespace, o.key.name))
+            .collect();
+        for want in [
+            "Deployment/test/frontend-podinfo",
+            "Service/test/frontend-podinfo",
+            "HorizontalPodAutoscaler/test/frontend-podinfo",
+            "Deployment/test/backend-podinfo",
+            "Service/test/backend-podinfo",
+        ] {
+            assert!(
+                keys.contains(&want.to_string()),
+                "{want} missing from {keys:?}"
+            );
+        }
+        assert!(
+            !keys.contains(&"HorizontalPodAutoscaler/test/backend-podinfo".to_string()),
+            "{keys:?}"
+        );
+        let backend = x
+            .objects
+            .iter()
+            .find(|o| o.key.kind == "Deployment" && o.key.name == "backend-podinfo")
+            .unwrap()
+            .value();
+        assert_eq!(backend["spec"]["replicas"], 2);
+        assert_eq!(
+            backend["spec"]["template"]["spec"]["containers"][0]["image"],
+            "stefanprodan/podinfo:2.0.0"
+        );
+        let frontend = x
+            .objects
+            .iter()
+            .find(|o| o.key.kind == "Deployment" && o.key.name == "frontend-podinfo")
+            .unwrap();
+        assert!(
+            frontend.value()["spec"].get("replicas").is_none(),
+            "the HPA owns replicas"
+        );
+        assert_eq!(
+            frontend.origin.file,
+            "charts/podinfo/templates/deployment.yaml"
+        );
+    }
+
+    #[test]
+    fn chart_sources_and_release_names_follow_flux() {
+        let url = "ssh://git@example.com/org/fleet.git";
+        let v1 = json!({"apiVersion": "helm.fluxcd.io/v1", "metadata": {"name": "app", "namespace": "prod"}, "spec": {"chart": {"git": url, "path": "./charts/app"}}});
+        assert_eq!(
+            chart_source(&v1, url).unwrap(),
+            ChartSource::Path("charts/app".into())
+        );
+        assert_eq!(
+            release_identity(&v1),
+            ("prod-app".to_string(), "prod".to_string())
+        );
+        let other = json!({"apiVersion": "helm.fluxcd.io/v1", "spec": {"chart": {"git": "https://other/x", "path": "c"}}});
+        assert!(matches!(
+            chart_source(&other, url).unwrap(),
+            ChartSource::Other(_)
+        ));
+        let repo = json!({"apiVersion": "helm.fluxcd.io/v1", "spec": {"chart": {"repository": "https://charts.example.com/", "name": "redis", "version": "1.0.0"}}});
+        assert!(matches!(
+            chart_source(&repo, url).unwrap(),
+            ChartSource::Other(_)
+        ));
+        let v2 = json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "metadata": {"name": "podinfo", "namespace": "flux-system"},
+            "spec": {"targetNamespace": "apps", "chart": {"spec": {"chart": "./charts/podinfo", "sourceRef": {"kind": "GitRepository", "name": "flux-system"}}}}});
+        assert_eq!(
+            chart_source(&v2, url).unwrap(),
+            ChartSource::Path("charts/podinfo".into())
+        );
+        assert_eq!(
+            release_identity(&v2),
+            ("apps-podinfo".to_string(), "apps".to_string())
+        );
+        let v2_repo = json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "spec": {"chart": {"spec": {"chart": "podinfo", "sourceRef": {"kind": "HelmRepository", "name": "podinfo"}}}}});
+        assert!(matches!(
+            chart_source(&v2_repo, url).unwrap(),
+            ChartSource::Other(_)
+        ));
+        let missing = json!({"apiVersion": "helm.fluxcd.io/v1", "spec": {"chart": {}}});
+        assert_eq!(
+            chart_source(&missing, url).unwrap_err(),
+            "spec.chart.path: missing required field"
+        );
+    }
+
+    #[test]
+    fn values_from_and_errors_name_the_release_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("charts")).unwrap();
+        let copy = |from: &Path, to: &Path| {
+            for e in walk(from) {
+                let rel = e.strip_prefix(from).unwrap();
+                std::fs::create_dir_all(to.join(rel).parent().unwrap()).unwrap();
+                std::fs::copy(&e, to.join(rel)).unwrap();
+            }
+        };
+        copy(&repo().join("charts/podinfo"), &root.join("charts/podinfo"));
+        std::fs::write(root.join("values.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-values\n  namespace: apps\ndata:\n  values.yaml: |\n    replicaCount: 4\n    message: from-configmap\n  tag: 2.0.5\n").unwrap();
+        std::fs::write(root.join("release.yaml"), "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  chart:\n    spec:\n      chart: ./charts/podinfo\n  valuesFrom:\n    - kind: ConfigMap\n      name: web-values\n    - kind: ConfigMap\n      name: web-values\n      valuesKey: tag\n      targetPath: image.tag\n  values:\n    message: from-release\n").unwrap();
+        let snap = DirSnapshot::new(root);
+        let loaded = gitcanary::manifest::load(&snap, "", None);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        assert!(x.errors.is_empty(), "{:?}", x.errors);
+        let d = x
+            .objects
+            .iter()
+            .find(|o| o.key.kind == "Deployment")
+            .unwrap()
+            .value();
+        assert_eq!(d["metadata"]["name"], "web-podinfo");
+        assert_eq!(d["spec"]["replicas"], 4);
+        assert_eq!(
+            d["spec"]["template"]["spec"]["containers"][0]["image"],
+            "stefanprodan/podinfo:2.0.5"
+        );
+        let env = d["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+        assert!(
+            env.contains("from-release"),
+            "spec.values wins over valuesFrom: {env}"
+        );
+
+        // A missing ConfigMap names the release's file, line and field.
+        std::fs::remove_file(root.join("values.yaml")).unwrap();
+        let loaded = gitcanary::manifest::load(&snap, "", None);
+        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        let e = x.errors[0].to_string();
+        assert!(e.starts_with("release.yaml:1:"), "{e}");
+        assert!(
+            e.contains("spec.valuesFrom[0]") && e.contains("ConfigMap apps/web-values not found"),
+            "{e}"
+        );
+
+        // A template error names the chart file in the repository.
+        std::fs::write(
+            root.join("charts/podinfo/templates/broken.yaml"),
+            "x: {{ .Values.image.tag | nosuch }}\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("release.yaml"), "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  chart:\n    spec:\n      chart: ./charts/podinfo\n").unwrap();
+        let loaded = gitcanary::manifest::load(&snap, "", None);
+        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        let e = x
+            .errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(e.contains("charts/podinfo/templates/broken.yaml:1:"), "{e}");
+    }
+
+    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+        out
+    }
+}

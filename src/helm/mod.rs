@@ -5,5 +5,6 @@
 
 pub mod chart;
 pub mod objects;
+pub mod release;
 pub mod schema;
 pub mod template;

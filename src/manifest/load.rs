@@ -75,6 +75,8 @@ pub struct Cache {
 #[derive(Clone, Debug, Default)]
 struct Context {
     namespace: Option<String>,
+    /// The namespace for objects that name none (a Helm release's); below `namespace`.
+    default_namespace: Option<String>,
     images: Vec<kustomize::ImageOverride>,
 }
 
@@ -266,6 +268,7 @@ impl Walker<'_> {
                 .chain(outer.images.iter())
                 .cloned()
                 .collect(),
+            default_namespace: None,
         };
         for (res, pos) in &spec.resources {
             if res.contains("://") || res.starts_with("github.com/") || res.starts_with("git@") {
@@ -369,6 +372,21 @@ impl Walker<'_> {
             cache.map.insert(key, (Arc::new(result), gen));
         }
     }
+}
+
+/// Parses generated manifests (a rendered Helm template) shown as `file`, with the same
+/// checks as files in the repository; objects naming no namespace get `namespace`.
+pub fn parse_generated(
+    file: &str,
+    text: &str,
+    namespace: &str,
+) -> (Vec<Object>, Vec<ManifestError>) {
+    let ctx = Context {
+        default_namespace: Some(namespace.to_string()),
+        ..Context::default()
+    };
+    let r = parse_file(file, text, &ctx);
+    (r.objects, r.errors)
 }
 
 fn parse_file(file: &str, text: &str, ctx: &Context) -> FileResult {
@@ -517,6 +535,7 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
             .clone()
             .or_else(|| value["metadata"]["namespace"].as_str().map(str::to_string))
             .filter(|s| !s.is_empty())
+            .or_else(|| ctx.default_namespace.clone())
             .unwrap_or_else(|| "default".to_string());
         if let Err(msg) = check_name(&ns) {
             let pos = node

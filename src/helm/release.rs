@@ -1,0 +1,337 @@
+//! HelmRelease → objects. For each HelmRelease (`flux.weave.works/v1beta1`,
+//! `helm.fluxcd.io/v1`, `helm.toolkit.fluxcd.io/v2`) whose chart lives in the cluster
+//! repository, this plans the release (name, namespace, chart path, values from the
+//! chart, `valuesFrom` and `spec.values`), renders the chart and parses the output with
+//! the same checks as files in Git. Pure: it reads the snapshot and the loaded objects
+//! and returns objects and errors; sync applies and prunes them like any other.
+
+use super::chart::{merge_values, render, Capabilities, Chart, Release};
+use crate::manifest::load::parse_generated;
+use crate::manifest::snapshot::{join, Entry, Snapshot};
+use crate::manifest::{ManifestError, Object};
+use base64::Engine as _;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// Chart files above this total size are refused.
+pub const MAX_CHART_BYTES: usize = 16 << 20;
+
+/// What expanding the HelmReleases of a revision gave.
+#[derive(Debug, Default)]
+pub struct Expansion {
+    /// Rendered objects, in release then template order.
+    pub objects: Vec<Object>,
+    /// Errors; any error means the revision must not be applied.
+    pub errors: Vec<ManifestError>,
+    /// Releases left unrendered because their chart source is not in this repository,
+    /// with the reason.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Where a release's chart comes from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChartSource {
+    /// A folder in the cluster repository.
+    Path(String),
+    /// Anything else (another Git repository, a Helm repository), described.
+    Other(String),
+}
+
+/// The chart source a HelmRelease names; `source_url` is the cluster repo's URL.
+pub fn chart_source(hr: &Value, source_url: &str) -> Result<ChartSource, String> {
+    let chart = &hr["spec"]["chart"];
+    if hr["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("helm.toolkit.fluxcd.io/")
+    {
+        let spec = &chart["spec"];
+        let name = spec["chart"]
+            .as_str()
+            .ok_or("spec.chart.spec.chart: missing required field")?;
+        return Ok(match spec["sourceRef"]["kind"].as_str() {
+            None | Some("GitRepository") => {
+                ChartSource::Path(name.trim_start_matches("./").to_string())
+            }
+            Some(kind) => ChartSource::Other(format!(
+                "chart {name} from {kind} {}",
+                spec["sourceRef"]["name"].as_str().unwrap_or_default()
+            )),
+        });
+    }
+    if let Some(repo) = chart["repository"].as_str() {
+        return Ok(ChartSource::Other(format!(
+            "chart {} from Helm repository {repo}",
+            chart["name"].as_str().unwrap_or_default()
+        )));
+    }
+    let path = chart["path"]
+        .as_str()
+        .ok_or("spec.chart.path: missing required field")?;
+    match chart["git"].as_str() {
+        Some(git)
+            if git.trim_end_matches('/').trim_end_matches(".git")
+                != source_url.trim_end_matches('/').trim_end_matches(".git") =>
+        {
+            Ok(ChartSource::Other(format!(
+                "chart {path} from Git repository {git}"
+            )))
+        }
+        _ => Ok(ChartSource::Path(path.trim_start_matches("./").to_string())),
+    }
+}
+
+/// The release name and namespace, with Flux's defaults: v2 uses
+/// `[targetNamespace-]name`, the Helm operator `namespace-name`.
+pub fn release_identity(hr: &Value) -> (String, String) {
+    let name = hr["metadata"]["name"].as_str().unwrap_or_default();
+    let ns = hr["metadata"]["namespace"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default");
+    let target = hr["spec"]["targetNamespace"]
+        .as_str()
+        .filter(|s| !s.is_empty());
+    let release = match hr["spec"]["releaseName"].as_str().filter(|s| !s.is_empty()) {
+        Some(r) => r.to_string(),
+        None if hr["apiVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("helm.toolkit.fluxcd.io/") =>
+        {
+            match target {
+                Some(t) => format!("{t}-{name}"),
+                None => name.to_string(),
+            }
+        }
+        None => format!("{ns}-{name}"),
+    };
+    (release, target.unwrap_or(ns).to_string())
+}
+
+fn set_path(v: &mut Value, path: &str, leaf: Value) {
+    let mut cur = v;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, p) in parts.iter().enumerate() {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        let m = cur.as_object_mut().expect("made an object");
+        if i + 1 == parts.len() {
+            m.insert(p.to_string(), leaf);
+            return;
+        }
+        cur = m.entry(p.to_string()).or_insert_with(|| json!({}));
+    }
+}
+
+/// Reads one `valuesFrom` entry (v2 `{kind,name,valuesKey,targetPath,optional}` or the
+/// Helm operator's `{configMapKeyRef|secretKeyRef: {name,key,namespace,optional}}`).
+fn values_from(entry: &Value, ns: &str, objects: &[Object]) -> Result<Option<Value>, String> {
+    let (kind, r) = if let Some(r) = entry.get("configMapKeyRef") {
+        ("ConfigMap", r)
+    } else if let Some(r) = entry.get("secretKeyRef") {
+        ("Secret", r)
+    } else {
+        (entry["kind"].as_str().unwrap_or_default(), entry)
+    };
+    if !matches!(kind, "ConfigMap" | "Secret") {
+        return Err(format!(
+            "kind: expected ConfigMap or Secret, found {kind:?}"
+        ));
+    }
+    let name = r["name"].as_str().ok_or("name: missing required field")?;
+    let ns = r["namespace"].as_str().unwrap_or(ns);
+    let key = r["valuesKey"]
+        .as_str()
+        .or(r["key"].as_str())
+        .unwrap_or("values.yaml");
+    let optional = r["optional"].as_bool().unwrap_or(false);
+    let found = objects.iter().find(|o| {
+        o.key.group.is_empty() && o.key.kind == kind && o.key.namespace == ns && o.key.name == name
+    });
+    let Some(obj) = found else {
+        return if optional {
+            Ok(None)
+        } else {
+            Err(format!("{kind} {ns}/{name} not found in the repository"))
+        };
+    };
+    let v = obj.value();
+    let text = match (kind, v["data"].get(key), v["stringData"].get(key)) {
+        ("Secret", Some(Value::String(b)), _) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .map_err(|_| format!("{kind} {ns}/{name}: key {key} is not valid base64"))?;
+            String::from_utf8(bytes)
+                .map_err(|_| format!("{kind} {ns}/{name}: key {key} is not UTF-8"))?
+        }
+        (_, Some(Value::String(s)), _) | (_, _, Some(Value::String(s))) => s.clone(),
+        _ if optional => return Ok(None),
+        _ => return Err(format!("{kind} {ns}/{name} has no key {key}")),
+    };
+    if let Some(target) = r["targetPath"].as_str().filter(|s| !s.is_empty()) {
+        let mut out = json!({});
+        set_path(&mut out, target, Value::from(text));
+        return Ok(Some(out));
+    }
+    let docs = crate::manifest::yaml::parse_documents(&text)
+        .map_err(|e| format!("{kind} {ns}/{name} key {key}: invalid YAML at {e}"))?;
+    match docs.into_iter().next().map(|d| d.root.to_json()) {
+        Some(v @ Value::Object(_)) => Ok(Some(v)),
+        None | Some(Value::Null) => Ok(Some(json!({}))),
+        Some(_) => Err(format!(
+            "{kind} {ns}/{name} key {key}: values must be a mapping"
+        )),
+    }
+}
+
+/// Reads the chart folder `dir` from the snapshot; symlinks and oversized charts are
+/// refused.
+pub fn read_chart(snap: &dyn Snapshot, dir: &str) -> Result<Chart, String> {
+    fn walk(
+        snap: &dyn Snapshot,
+        root: &str,
+        dir: &str,
+        out: &mut BTreeMap<String, String>,
+        total: &mut usize,
+    ) -> Result<(), String> {
+        for name in snap.children(dir) {
+            let path = format!("{dir}/{name}");
+            match snap.entry(&path) {
+                Some(Entry::Dir) => walk(snap, root, &path, out, total)?,
+                Some(Entry::File) => {
+                    let bytes = snap.read(&path).map_err(|e| format!("{path}: {e}"))?;
+                    *total += bytes.len();
+                    if *total > MAX_CHART_BYTES {
+                        return Err(format!(
+                            "{root}: chart is larger than {} MiB",
+                            MAX_CHART_BYTES >> 20
+                        ));
+                    }
+                    let rel = path[root.len() + 1..].to_string();
+                    out.insert(rel, String::from_utf8_lossy(&bytes).into_owned());
+                }
+                Some(Entry::Symlink(_)) => {
+                    return Err(format!("{path}: symlinks are not allowed in charts"))
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+    match snap.entry(dir) {
+        Some(Entry::Dir) => {}
+        _ => return Err(format!("{dir}: chart folder not found in the repository")),
+    }
+    let mut files = BTreeMap::new();
+    walk(snap, dir, dir, &mut files, &mut 0)?;
+    Chart::from_files(dir, files)
+}
+
+/// Renders every in-repo HelmRelease among `objects`.
+pub fn expand(
+    snap: &dyn Snapshot,
+    objects: &[Object],
+    source_url: &str,
+    caps: &Capabilities,
+) -> Expansion {
+    let mut out = Expansion::default();
+    for hr in objects.iter().filter(|o| o.key.kind == "HelmRelease") {
+        let v = hr.value();
+        let id = format!("HelmRelease {}/{}", hr.key.namespace, hr.key.name);
+        let fail = |field: &str, msg: String| ManifestError {
+            file: hr.origin.file.clone(),
+            pos: Some(crate::manifest::yaml::Pos {
+                line: hr.origin.line,
+                col: 1,
+                offset: 0,
+            }),
+            field: Some(field.to_string()),
+            message: format!("{id}: {msg}"),
+        };
+        let dir = match chart_source(&v, source_url) {
+            Ok(ChartSource::Path(p)) => p,
+            Ok(ChartSource::Other(why)) => {
+                out.skipped.push((id, why));
+                continue;
+            }
+            Err(e) => {
+                let (field, msg) = e.split_once(": ").unwrap_or(("spec.chart", &e));
+                out.errors.push(fail(field, msg.to_string()));
+                continue;
+            }
+        };
+        let Some(dir) = join("", &dir) else {
+            out.errors.push(fail(
+                "spec.chart",
+                format!("chart path {dir:?} escapes the repository"),
+            ));
+            continue;
+        };
+        let chart = match read_chart(snap, &dir) {
+            Ok(c) => c,
+            Err(e) => {
+                out.errors.push(fail("spec.chart", e));
+                continue;
+            }
+        };
+        let (release, ns) = release_identity(&v);
+        let mut supplied = json!({});
+        let mut ok = true;
+        for (i, entry) in v["spec"]["valuesFrom"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            match values_from(entry, &hr.key.namespace, objects) {
+                Ok(Some(vals)) => merge_values(&mut supplied, &vals),
+                Ok(None) => {}
+                Err(e) => {
+                    out.errors.push(fail(&format!("spec.valuesFrom[{i}]"), e));
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            continue;
+        }
+        if v["spec"]["values"].is_object() {
+            merge_values(&mut supplied, &v["spec"]["values"]);
+        }
+        let rel = Release {
+            name: release,
+            namespace: ns.clone(),
+            revision: 1,
+            is_install: true,
+        };
+        let rendered = match render(&chart, &rel, &supplied, caps) {
+            Ok(r) => r,
+            Err(e) => {
+                let prefix = format!("{}/", chart.name());
+                let e = e
+                    .strip_prefix(&prefix)
+                    .map(|rest| format!("{dir}/{rest}"))
+                    .unwrap_or(e);
+                out.errors
+                    .push(fail("spec.values", format!("rendering chart {dir}: {e}")));
+                continue;
+            }
+        };
+        for r in rendered {
+            let file = r
+                .name
+                .strip_prefix(&format!("{}/", chart.name()))
+                .map(|rest| format!("{dir}/{rest}"))
+                .unwrap_or(r.name);
+            let (objs, errs) = parse_generated(&file, &r.text, &ns);
+            out.objects.extend(objs);
+            out.errors.extend(errs.into_iter().map(|mut e| {
+                e.message = format!("rendered for {id}: {}", e.message);
+                e
+            }));
+        }
+    }
+    out
+}
