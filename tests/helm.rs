@@ -247,11 +247,13 @@ mod releases {
             release_identity(&v1),
             ("prod-app".to_string(), "prod".to_string())
         );
-        let other = json!({"apiVersion": "helm.fluxcd.io/v1", "spec": {"chart": {"git": "https://other/x", "path": "c"}}});
-        assert!(matches!(
-            chart_source(&other, url).unwrap(),
-            ChartSource::Other(_)
-        ));
+        let other = json!({"apiVersion": "helm.fluxcd.io/v1", "spec": {"chart": {"git": "https://bot:s3cret@other/x", "path": "c"}}});
+        match chart_source(&other, url).unwrap() {
+            ChartSource::Other(why) => {
+                assert!(why.contains("other/x") && !why.contains("s3cret"), "{why}")
+            }
+            p => panic!("{p:?}"),
+        }
         let repo = json!({"apiVersion": "helm.fluxcd.io/v1", "spec": {"chart": {"repository": "https://charts.example.com/", "name": "redis", "version": "1.0.0"}}});
         assert!(matches!(
             chart_source(&repo, url).unwrap(),

@@ -259,10 +259,105 @@ fn examples_repo_syncs_into_the_local_target() {
     assert!(setup
         .object("apps", "Deployment", "test", "podinfo")
         .is_some());
+    // The HelmReleases render from charts/podinfo into ordinary objects.
+    let backend = setup
+        .object("apps", "Deployment", "test", "backend-podinfo")
+        .expect("chart rendered");
+    assert_eq!(backend["spec"]["replicas"], 2);
+    assert!(setup
+        .object(
+            "autoscaling",
+            "HorizontalPodAutoscaler",
+            "test",
+            "frontend-podinfo"
+        )
+        .is_some());
     // A second sync writes nothing.
     let (ok, out) = setup.sync();
     assert!(
-        ok && out.contains("0 created, 0 configured, 0 pruned, 7 unchanged"),
+        ok && out.contains("0 created, 0 configured, 0 pruned, 12 unchanged"),
         "{out}"
     );
+}
+
+const CHART: &[(&str, &str)] = &[
+    ("charts/web/Chart.yaml", "apiVersion: v2\nname: web\nversion: 1.0.0\n"),
+    ("charts/web/values.yaml", "message: hello\nextra: false\n"),
+    (
+        "charts/web/templates/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\ndata:\n  message: {{ .Values.message | quote }}\n",
+    ),
+    (
+        "charts/web/templates/extra.yaml",
+        "{{- if .Values.extra }}\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-extra\ndata: {}\n{{- end }}\n",
+    ),
+];
+
+fn helm_release(values: &str) -> String {
+    format!("apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: test\nspec:\n  interval: 5m\n  chart:\n    spec:\n      chart: ./charts/web\n      sourceRef:\n        kind: GitRepository\n        name: flux-system\n  values:\n{values}")
+}
+
+#[test]
+fn helm_release_renders_applies_and_prunes_from_git() {
+    let mut files = CHART.to_vec();
+    let hr = helm_release("    message: first\n");
+    files.push(("releases/web.yaml", &hr));
+    let (remote, setup) = setup_with(&files);
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    let cm = setup
+        .object("core", "ConfigMap", "test", "web-cfg")
+        .expect("rendered");
+    assert_eq!(cm["data"]["message"], "first");
+    assert!(setup
+        .object("core", "ConfigMap", "test", "web-extra")
+        .is_none());
+
+    // Changing values in Git re-renders; a template switched on appears.
+    remote
+        .write(&[(
+            "releases/web.yaml",
+            &helm_release("    message: second\n    extra: true\n"),
+        )])
+        .push("values");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert_eq!(
+        setup
+            .object("core", "ConfigMap", "test", "web-cfg")
+            .unwrap()["data"]["message"],
+        "second"
+    );
+    assert!(setup
+        .object("core", "ConfigMap", "test", "web-extra")
+        .is_some());
+
+    // A template error applies nothing and keeps the last good state.
+    let good = setup.status()["appliedRevision"].clone();
+    remote
+        .write(&[(
+            "charts/web/templates/bad.yaml",
+            "x: {{ .Values.message | nosuch }}\n",
+        )])
+        .push("bad template");
+    let (ok, out) = setup.sync();
+    assert!(!ok, "{out}");
+    assert!(out.contains("charts/web/templates/bad.yaml:1:"), "{out}");
+    assert_eq!(setup.status()["appliedRevision"], good);
+    assert!(setup
+        .object("core", "ConfigMap", "test", "web-extra")
+        .is_some());
+
+    // Removing the release prunes what it rendered.
+    remote.remove("charts/web/templates/bad.yaml");
+    remote.remove("releases/web.yaml");
+    remote.push("remove release");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert!(setup
+        .object("core", "ConfigMap", "test", "web-cfg")
+        .is_none());
+    assert!(setup
+        .object("core", "ConfigMap", "test", "web-extra")
+        .is_none());
 }

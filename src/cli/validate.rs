@@ -10,7 +10,12 @@ pub fn validate(dir: PathBuf, path: &str) -> anyhow::Result<ExitCode> {
         anyhow::bail!("{}: not a folder", dir.display());
     }
     let snap = DirSnapshot::new(&dir);
-    let loaded = manifest::load(&snap, path, None);
+    let mut loaded = manifest::load(&snap, path, None);
+    if loaded.errors.is_empty() {
+        for (release, why) in crate::helm::release::expand_into(&snap, &mut loaded, "") {
+            println!("! {release}: not rendered: {why} is not supported yet");
+        }
+    }
     let prefix = if dir == std::path::Path::new(".") {
         String::new()
     } else {

@@ -61,8 +61,9 @@ pub fn chart_source(hr: &Value, source_url: &str) -> Result<ChartSource, String>
     }
     if let Some(repo) = chart["repository"].as_str() {
         return Ok(ChartSource::Other(format!(
-            "chart {} from Helm repository {repo}",
-            chart["name"].as_str().unwrap_or_default()
+            "chart {} from Helm repository {}",
+            chart["name"].as_str().unwrap_or_default(),
+            crate::source::git::redact_url(repo)
         )));
     }
     let path = chart["path"]
@@ -74,7 +75,8 @@ pub fn chart_source(hr: &Value, source_url: &str) -> Result<ChartSource, String>
                 != source_url.trim_end_matches('/').trim_end_matches(".git") =>
         {
             Ok(ChartSource::Other(format!(
-                "chart {path} from Git repository {git}"
+                "chart {path} from Git repository {}",
+                crate::source::git::redact_url(git)
             )))
         }
         _ => Ok(ChartSource::Path(path.trim_start_matches("./").to_string())),
@@ -334,4 +336,42 @@ pub fn expand(
         }
     }
     out
+}
+
+/// Expands the HelmReleases of a loaded revision in place: rendered objects join
+/// `loaded.objects`, errors join `loaded.errors` (an object both in Git and in a
+/// chart, or in two releases, is an error). Returns the releases left unrendered.
+pub fn expand_into(
+    snap: &dyn Snapshot,
+    loaded: &mut crate::manifest::Loaded,
+    source_url: &str,
+) -> Vec<(String, String)> {
+    let x = expand(snap, &loaded.objects, source_url, &Capabilities::default());
+    let mut seen: std::collections::HashMap<crate::manifest::ObjectKey, String> = loaded
+        .objects
+        .iter()
+        .map(|o| (o.key.clone(), o.origin.to_string()))
+        .collect();
+    for o in x.objects {
+        if let Some(first) = seen.get(&o.key) {
+            loaded.errors.push(ManifestError {
+                file: o.origin.file.clone(),
+                pos: Some(crate::manifest::yaml::Pos {
+                    line: o.origin.line,
+                    col: 1,
+                    offset: 0,
+                }),
+                field: None,
+                message: format!(
+                    "{} is defined twice: first at {first}, again rendered from a HelmRelease",
+                    o.key
+                ),
+            });
+            continue;
+        }
+        seen.insert(o.key.clone(), o.origin.to_string());
+        loaded.objects.push(o);
+    }
+    loaded.errors.extend(x.errors);
+    x.skipped
 }

@@ -161,7 +161,14 @@ impl Reconciler {
 
     fn load(&mut self, commit: &str) -> Result<(Vec<Object>, (usize, usize)), Error> {
         let snap = self.source.snapshot(commit)?;
-        let loaded = manifest::load(&snap, &self.cfg.source.path, Some(&mut self.cache));
+        let mut loaded = manifest::load(&snap, &self.cfg.source.path, Some(&mut self.cache));
+        if loaded.errors.is_empty() {
+            for (release, why) in
+                crate::helm::release::expand_into(&snap, &mut loaded, &self.cfg.source.url)
+            {
+                tracing::warn!(release = %release, "not rendered: {why} is not supported yet; the HelmRelease object is stored as is");
+            }
+        }
         if !loaded.errors.is_empty() {
             return Err(Error::Invalid {
                 revision: revision_string(&self.cfg.source.branch, commit),
