@@ -297,3 +297,62 @@ fn validate_applies_flaggers_canary_rules_at_the_field_line() {
         "{text}"
     );
 }
+
+#[test]
+fn helm_template_prints_rendered_objects_and_fails_with_positions() {
+    let file = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples-repo/releases/test/frontend.yaml"
+    );
+    let out = Command::new(bin())
+        .args(["helm", "template", file])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Helm's install order: Service before Deployment before HorizontalPodAutoscaler.
+    let svc = text.find("kind: Service").expect("service");
+    let dep = text.find("kind: Deployment").expect("deployment");
+    let hpa = text.find("kind: HorizontalPodAutoscaler").expect("hpa");
+    assert!(svc < dep && dep < hpa, "{text}");
+    assert!(
+        text.contains("# Source: charts/podinfo/templates/deployment.yaml"),
+        "{text}"
+    );
+    assert!(text.contains("helm.sh/chart: podinfo-"), "{text}");
+    assert!(
+        text.contains("app.kubernetes.io/managed-by: Helm"),
+        "{text}"
+    );
+
+    // A chart that fails to render: non-zero exit, file:line in the message.
+    let remote = Remote::new();
+    remote.copy_from(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples-repo"
+    )));
+    remote.write(&[(
+        "charts/podinfo/templates/oops.yaml",
+        "a: 1\nb: {{ required \"image.digest is required\" .Values.image.digest }}\n",
+    )]);
+    let out = Command::new(bin())
+        .args(["helm", "template"])
+        .arg(remote.work.join("releases/test/frontend.yaml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("releases/test/frontend.yaml:2:1: spec.values:"),
+        "{err}"
+    );
+    assert!(
+        err.contains("charts/podinfo/templates/oops.yaml:2:"),
+        "{err}"
+    );
+    assert!(err.contains("image.digest is required"), "{err}");
+}

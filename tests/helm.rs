@@ -1,4 +1,4 @@
-//! Rendering a real chart directory (tests/fixtures/charts/podinfo, shaped like the
+//! Rendering a real chart directory (tests/charts/podinfo, shaped like the
 //! upstream podinfo chart) with Helm's built-in objects, values coalescing,
 //! subcharts, `.Files` and schema validation; the output parses as manifests.
 
@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use std::path::Path;
 
 fn chart() -> Chart {
-    Chart::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/charts/podinfo"))
+    Chart::load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/charts/podinfo"))
         .expect("chart loads")
 }
 

@@ -288,6 +288,10 @@ const CHART: &[(&str, &str)] = &[
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\ndata:\n  message: {{ .Values.message | quote }}\n",
     ),
     (
+        "charts/web/templates/tests/ping.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-test\n  annotations:\n    helm.sh/hook: test\ndata: {}\n",
+    ),
+    (
         "charts/web/templates/extra.yaml",
         "{{- if .Values.extra }}\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-extra\ndata: {}\n{{- end }}\n",
     ),
@@ -311,6 +315,10 @@ fn helm_release_renders_applies_and_prunes_from_git() {
     assert_eq!(cm["data"]["message"], "first");
     assert!(setup
         .object("core", "ConfigMap", "test", "web-extra")
+        .is_none());
+    // Hooks are separated out, not applied as release objects.
+    assert!(setup
+        .object("core", "ConfigMap", "test", "web-test")
         .is_none());
 
     // Changing values in Git re-renders; a template switched on appears.

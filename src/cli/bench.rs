@@ -33,6 +33,12 @@ pub enum Which {
         #[arg(long, default_value_t = 100)]
         canaries: usize,
     },
+    /// Helm: render the examples-repo podinfo chart once, and for 100 releases.
+    Helm {
+        /// The cluster repository holding releases/test/frontend.yaml and charts/podinfo.
+        #[arg(long, default_value = "examples-repo")]
+        repo: std::path::PathBuf,
+    },
     /// Image automation: semver selection, registry scanning, rewrite and commit.
     Images {
         /// The registry binary to start for the scan benchmark.
@@ -122,6 +128,7 @@ pub fn bench(which: Which) -> anyhow::Result<ExitCode> {
         Which::Images { registry_bin } => super::bench_images::run(&registry_bin),
         Which::Proxy => super::bench_proxy::run(),
         Which::Canary => bench_canary(),
+        Which::Helm { repo } => bench_helm(&repo),
         Which::CanaryIdle { canaries } => super::bench_idle::run(canaries),
     }
 }
@@ -266,4 +273,68 @@ fn bench_sync(objects: usize, files: usize) -> anyhow::Result<ExitCode> {
         && noop.applied.writes == 0
         && mb(rss) < 60.0;
     Ok(verdict(ok))
+}
+
+/// Reads the chart and renders the frontend release `rounds` times (median), then
+/// expands 100 HelmReleases of the chart in one revision, as a sync does.
+fn bench_helm(repo: &Path) -> anyhow::Result<ExitCode> {
+    use crate::helm::chart::Capabilities;
+    use crate::helm::release::expand;
+    use crate::manifest::snapshot::DirSnapshot;
+    let snap = DirSnapshot::new(repo);
+    let loaded = crate::manifest::load(&snap, "releases/test/frontend.yaml", None);
+    anyhow::ensure!(
+        loaded.errors.is_empty() && !loaded.objects.is_empty(),
+        "{}: no frontend release",
+        repo.display()
+    );
+    let caps = Capabilities::default();
+    let mut times = Vec::new();
+    let mut rendered = 0;
+    for _ in 0..51 {
+        let t = Instant::now();
+        let x = expand(&snap, &loaded.objects, "", &caps);
+        times.push(t.elapsed());
+        anyhow::ensure!(x.errors.is_empty(), "{:?}", x.errors);
+        rendered = x.objects.len();
+    }
+    times.sort();
+    let one = times[times.len() / 2];
+    let hr = loaded
+        .objects
+        .iter()
+        .find(|o| o.key.kind == "HelmRelease")
+        .expect("checked")
+        .value();
+    let many: Vec<_> = (0..100)
+        .map(|i| {
+            let mut v = hr.clone();
+            v["metadata"]["name"] = format!("frontend-{i}").into();
+            v["spec"]["releaseName"] = format!("frontend-{i}").into();
+            v["spec"]["values"]["replicaCount"] = (i % 5 + 1).into();
+            let key = crate::manifest::ObjectKey::new(
+                "flux.weave.works/v1beta1",
+                "HelmRelease",
+                "test",
+                &format!("frontend-{i}"),
+            );
+            crate::manifest::Object::from_json(
+                key,
+                "flux.weave.works/v1beta1".into(),
+                &v,
+                Default::default(),
+            )
+        })
+        .collect();
+    let t = Instant::now();
+    let x = expand(&snap, &many, "", &caps);
+    let hundred = t.elapsed();
+    anyhow::ensure!(x.errors.is_empty(), "{:?}", x.errors);
+    println!("helm: one release of charts/podinfo (read chart + render + parse, {rendered} objects): {:.2} ms median of 51", one.as_secs_f64() * 1e3);
+    println!(
+        "helm: 100 releases in one revision ({} objects): {:.1} ms",
+        x.objects.len(),
+        hundred.as_secs_f64() * 1e3
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ mod bench_proxy;
 mod canary;
 mod demo;
 mod get;
+mod helm;
 mod logs;
 pub mod output;
 mod run;
@@ -128,6 +129,12 @@ pub enum Command {
         #[arg(long, default_value_t = 9898)]
         port: u16,
     },
+    /// Helm charts: render HelmReleases without a cluster.
+    Helm {
+        /// What to do.
+        #[command(subcommand)]
+        what: helm::HelmCmd,
+    },
     /// Benchmarks.
     Bench {
         /// Which benchmark.
@@ -175,6 +182,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => sync::images_scan_once(load_config(&cli.config)?),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { which } => bench::bench(which),
+        Command::Helm { what } => helm::helm(what),
         Command::Promote { what } => canary::manual(&load_config(&cli.config)?, &what, "promote"),
         Command::Abort { what } => canary::manual(&load_config(&cli.config)?, &what, "abort"),
         Command::Retry { what } => canary::manual(&load_config(&cli.config)?, &what, "retry"),

@@ -26,6 +26,57 @@ pub struct Expansion {
     /// Releases left unrendered because their chart source is not in this repository,
     /// with the reason.
     pub skipped: Vec<(String, String)>,
+    /// Hook objects (`helm.sh/hook`) left out, with the release and the hook kinds.
+    pub hooks: Vec<(String, Object, String)>,
+}
+
+/// Helm's install order of kinds; other kinds go last, in template order.
+pub const INSTALL_ORDER: &[&str] = &[
+    "Namespace",
+    "NetworkPolicy",
+    "ResourceQuota",
+    "LimitRange",
+    "PodSecurityPolicy",
+    "PodDisruptionBudget",
+    "ServiceAccount",
+    "Secret",
+    "SecretList",
+    "ConfigMap",
+    "StorageClass",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "CustomResourceDefinition",
+    "ClusterRole",
+    "ClusterRoleList",
+    "ClusterRoleBinding",
+    "ClusterRoleBindingList",
+    "Role",
+    "RoleList",
+    "RoleBinding",
+    "RoleBindingList",
+    "Service",
+    "DaemonSet",
+    "Pod",
+    "ReplicationController",
+    "ReplicaSet",
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "StatefulSet",
+    "Job",
+    "CronJob",
+    "IngressClass",
+    "Ingress",
+    "APIService",
+];
+
+/// Sorts objects the way Helm installs them (stable within a kind).
+pub fn sort_for_install(objects: &mut [Object]) {
+    objects.sort_by_key(|o| {
+        INSTALL_ORDER
+            .iter()
+            .position(|k| *k == o.key.kind)
+            .unwrap_or(INSTALL_ORDER.len())
+    });
 }
 
 /// Where a release's chart comes from.
@@ -321,6 +372,7 @@ pub fn expand(
                 continue;
             }
         };
+        let mut objects = Vec::new();
         for r in rendered {
             let file = r
                 .name
@@ -328,12 +380,19 @@ pub fn expand(
                 .map(|rest| format!("{dir}/{rest}"))
                 .unwrap_or(r.name);
             let (objs, errs) = parse_generated(&file, &r.text, &ns);
-            out.objects.extend(objs);
+            for o in objs {
+                match o.value()["metadata"]["annotations"]["helm.sh/hook"].as_str() {
+                    Some(hook) => out.hooks.push((id.clone(), o, hook.to_string())),
+                    None => objects.push(o),
+                }
+            }
             out.errors.extend(errs.into_iter().map(|mut e| {
                 e.message = format!("rendered for {id}: {}", e.message);
                 e
             }));
         }
+        sort_for_install(&mut objects);
+        out.objects.extend(objects);
     }
     out
 }
@@ -373,5 +432,8 @@ pub fn expand_into(
         loaded.objects.push(o);
     }
     loaded.errors.extend(x.errors);
+    for (release, hook, kinds) in &x.hooks {
+        tracing::warn!(release = %release, hook = %hook.key, "Helm hook ({kinds}) not applied: hooks are not run yet");
+    }
     x.skipped
 }

@@ -82,7 +82,7 @@ pub fn is_cluster_scoped(api_version: &str, kind: &str) -> bool {
 }
 
 /// Where an object was defined.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Origin {
     /// Repo-relative file path.
     pub file: String,
