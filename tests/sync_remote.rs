@@ -58,7 +58,11 @@ fn git_daemon_push_sync_and_recovery_after_outage() {
         (v["data"]["key"] == "two").then_some(())
     })
     .expect("recovers once the remote is back");
-    assert_eq!(setup.status()["ready"], true);
+    // The status is saved just after the objects are applied.
+    wait_for(Duration::from_secs(10), || {
+        (setup.status()["ready"] == true).then_some(())
+    })
+    .expect("ready again once the remote is back");
     let (status, stderr) = running.stop();
     assert!(status.success(), "graceful shutdown: {stderr}");
     assert!(stderr.contains("shutting down"), "{stderr}");
