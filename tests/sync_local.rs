@@ -369,3 +369,85 @@ fn helm_release_renders_applies_and_prunes_from_git() {
         .object("core", "ConfigMap", "test", "web-extra")
         .is_none());
 }
+
+/// A real HTTP server on 127.0.0.1:0 serving fixed files (a Helm repository).
+fn serve_files(
+    files: Vec<(String, Vec<u8>)>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut buf = [0u8; 4096];
+            let n = conn.read(&mut buf).unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let found = files.iter().find(|(p, _)| *p == path);
+            if path.ends_with(".tgz") {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            let (status, body) = match found {
+                Some((_, b)) => ("200 OK", b.clone()),
+                None => ("404 Not Found", b"not found".to_vec()),
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(&body);
+        }
+    });
+    (addr, hits)
+}
+
+#[test]
+fn helm_repository_charts_are_downloaded_verified_and_cached() {
+    use sha2::Digest;
+    let tgz = gitcanary::helm::repo::pack(&[
+        ("redis/Chart.yaml", "apiVersion: v2\nname: redis\nversion: 1.2.0\n"),
+        ("redis/values.yaml", "port: 6379\n"),
+        ("redis/templates/svc.yaml", "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n  ports:\n    - port: {{ .Values.port }}\n"),
+    ]);
+    let digest = gitcanary::manifest::object::hex(&sha2::Sha256::digest(&tgz));
+    let index = format!("apiVersion: v1\nentries:\n  redis:\n    - version: 1.2.0\n      urls: [redis-1.2.0.tgz]\n      digest: {digest}\n    - version: 1.1.0\n      urls: [redis-1.1.0.tgz]\n      digest: {}\n", "ab".repeat(32));
+    let (url, downloads) = serve_files(vec![
+        ("/index.yaml".into(), index.into_bytes()),
+        ("/redis-1.2.0.tgz".into(), tgz.clone()),
+        ("/redis-1.1.0.tgz".into(), tgz),
+    ]);
+    let v1 = format!("apiVersion: helm.fluxcd.io/v1\nkind: HelmRelease\nmetadata:\n  name: cache\n  namespace: test\nspec:\n  releaseName: cache\n  chart:\n    repository: {url}/\n    name: redis\n    version: \"^1.0\"\n  values:\n    port: 6380\n");
+    let v2 = format!("apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: test\nspec:\n  url: {url}\n---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: queue\n  namespace: test\nspec:\n  chart:\n    spec:\n      chart: redis\n      version: \"1.x\"\n      sourceRef:\n        kind: HelmRepository\n        name: charts\n");
+    let (remote, setup) = setup_with(&[("releases/cache.yaml", &v1), ("releases/queue.yaml", &v2)]);
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    let svc = setup
+        .object("core", "Service", "test", "cache")
+        .expect("rendered from the Helm repository");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 6380);
+    let svc = setup
+        .object("core", "Service", "test", "queue")
+        .expect("rendered via a HelmRepository");
+    assert_eq!(svc["spec"]["ports"][0]["port"], 6379);
+    assert_eq!(
+        downloads.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "cached by digest after the first download"
+    );
+
+    // A download whose digest differs from the index applies nothing.
+    remote
+        .write(&[("releases/cache.yaml", &v1.replace("\"^1.0\"", "1.1.0"))])
+        .push("pin 1.1.0");
+    let (ok, out) = setup.sync();
+    assert!(!ok, "{out}");
+    assert!(out.contains("digest mismatch"), "{out}");
+    assert_eq!(
+        setup.object("core", "Service", "test", "cache").unwrap()["spec"]["ports"][0]["port"],
+        6380
+    );
+}

@@ -6,5 +6,6 @@
 pub mod chart;
 pub mod objects;
 pub mod release;
+pub mod repo;
 pub mod schema;
 pub mod template;

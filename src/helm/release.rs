@@ -84,7 +84,19 @@ pub fn sort_for_install(objects: &mut [Object]) {
 pub enum ChartSource {
     /// A folder in the cluster repository.
     Path(String),
-    /// Anything else (another Git repository, a Helm repository), described.
+    /// A Helm HTTP repository: its URL, or the HelmRepository object (namespace, name)
+    /// naming it; the chart name; the version or semver range.
+    HelmRepo {
+        /// Repository URL, when given directly (Helm operator `chart.repository`).
+        url: Option<String>,
+        /// A HelmRepository object, `(namespace, name)` (v2 `sourceRef`).
+        object: Option<(Option<String>, String)>,
+        /// Chart name.
+        chart: String,
+        /// Version or range; empty means the latest stable.
+        version: String,
+    },
+    /// Anything else (another Git repository), described.
     Other(String),
 }
 
@@ -104,6 +116,18 @@ pub fn chart_source(hr: &Value, source_url: &str) -> Result<ChartSource, String>
             None | Some("GitRepository") => {
                 ChartSource::Path(name.trim_start_matches("./").to_string())
             }
+            Some("HelmRepository") => ChartSource::HelmRepo {
+                url: None,
+                object: Some((
+                    spec["sourceRef"]["namespace"].as_str().map(String::from),
+                    spec["sourceRef"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )),
+                chart: name.to_string(),
+                version: spec["version"].as_str().unwrap_or_default().to_string(),
+            },
             Some(kind) => ChartSource::Other(format!(
                 "chart {name} from {kind} {}",
                 spec["sourceRef"]["name"].as_str().unwrap_or_default()
@@ -111,11 +135,15 @@ pub fn chart_source(hr: &Value, source_url: &str) -> Result<ChartSource, String>
         });
     }
     if let Some(repo) = chart["repository"].as_str() {
-        return Ok(ChartSource::Other(format!(
-            "chart {} from Helm repository {}",
-            chart["name"].as_str().unwrap_or_default(),
-            crate::source::git::redact_url(repo)
-        )));
+        return Ok(ChartSource::HelmRepo {
+            url: Some(repo.to_string()),
+            object: None,
+            chart: chart["name"]
+                .as_str()
+                .ok_or("spec.chart.name: missing required field")?
+                .to_string(),
+            version: chart["version"].as_str().unwrap_or_default().to_string(),
+        });
     }
     let path = chart["path"]
         .as_str()
@@ -282,12 +310,27 @@ pub fn read_chart(snap: &dyn Snapshot, dir: &str) -> Result<Chart, String> {
     Chart::from_files(dir, files)
 }
 
+/// Fetches a chart from a Helm repository: (repository URL, chart, version range).
+pub type Fetcher<'a> = &'a dyn Fn(&str, &str, &str) -> Result<Chart, String>;
+
 /// Renders every in-repo HelmRelease among `objects`.
 pub fn expand(
     snap: &dyn Snapshot,
     objects: &[Object],
     source_url: &str,
     caps: &Capabilities,
+) -> Expansion {
+    expand_with(snap, objects, source_url, caps, None)
+}
+
+/// Renders every HelmRelease among `objects`; charts in Helm repositories come from
+/// `fetch` (without one, those releases are skipped).
+pub fn expand_with(
+    snap: &dyn Snapshot,
+    objects: &[Object],
+    source_url: &str,
+    caps: &Capabilities,
+    fetch: Option<Fetcher>,
 ) -> Expansion {
     let mut out = Expansion::default();
     for hr in objects.iter().filter(|o| o.key.kind == "HelmRelease") {
@@ -303,8 +346,58 @@ pub fn expand(
             field: Some(field.to_string()),
             message: format!("{id}: {msg}"),
         };
+        let mut fetched: Option<(String, Chart)> = None;
+        if let Ok(ChartSource::HelmRepo {
+            url,
+            object,
+            chart,
+            version,
+        }) = chart_source(&v, source_url)
+        {
+            let url = match (url, object) {
+                (Some(u), _) => u,
+                (None, Some((ns, name))) => {
+                    let ns = ns.unwrap_or_else(|| hr.key.namespace.clone());
+                    let found = objects.iter().find(|o| {
+                        o.key.kind == "HelmRepository"
+                            && o.key.namespace == ns
+                            && o.key.name == name
+                    });
+                    match found.and_then(|o| o.value()["spec"]["url"].as_str().map(String::from)) {
+                        Some(u) => u,
+                        None => {
+                            out.errors.push(fail(
+                                "spec.chart.spec.sourceRef",
+                                format!("HelmRepository {ns}/{name} not found in the repository"),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                (None, None) => unreachable!("a Helm repository source names a URL or an object"),
+            };
+            let Some(fetch) = fetch else {
+                out.skipped.push((
+                    id,
+                    format!(
+                        "chart {chart} from Helm repository {}",
+                        crate::source::git::redact_url(&url)
+                    ),
+                ));
+                continue;
+            };
+            match fetch(&url, &chart, &version) {
+                Ok(c) => fetched = Some((format!("{}-{}", c.name(), c.version()), c)),
+                Err(e) => {
+                    out.errors.push(fail("spec.chart", e));
+                    continue;
+                }
+            }
+        }
         let dir = match chart_source(&v, source_url) {
+            _ if fetched.is_some() => fetched.as_ref().map(|f| f.0.clone()).unwrap_or_default(),
             Ok(ChartSource::Path(p)) => p,
+            Ok(ChartSource::HelmRepo { .. }) => unreachable!("handled above"),
             Ok(ChartSource::Other(why)) => {
                 out.skipped.push((id, why));
                 continue;
@@ -322,12 +415,15 @@ pub fn expand(
             ));
             continue;
         };
-        let chart = match read_chart(snap, &dir) {
-            Ok(c) => c,
-            Err(e) => {
-                out.errors.push(fail("spec.chart", e));
-                continue;
-            }
+        let chart = match fetched {
+            Some((_, c)) => c,
+            None => match read_chart(snap, &dir) {
+                Ok(c) => c,
+                Err(e) => {
+                    out.errors.push(fail("spec.chart", e));
+                    continue;
+                }
+            },
         };
         let (release, ns) = release_identity(&v);
         let mut supplied = json!({});
@@ -405,7 +501,23 @@ pub fn expand_into(
     loaded: &mut crate::manifest::Loaded,
     source_url: &str,
 ) -> Vec<(String, String)> {
-    let x = expand(snap, &loaded.objects, source_url, &Capabilities::default());
+    expand_into_with(snap, loaded, source_url, None)
+}
+
+/// [`expand_into`] with a fetcher for charts in Helm repositories.
+pub fn expand_into_with(
+    snap: &dyn Snapshot,
+    loaded: &mut crate::manifest::Loaded,
+    source_url: &str,
+    fetch: Option<Fetcher>,
+) -> Vec<(String, String)> {
+    let x = expand_with(
+        snap,
+        &loaded.objects,
+        source_url,
+        &Capabilities::default(),
+        fetch,
+    );
     let mut seen: std::collections::HashMap<crate::manifest::ObjectKey, String> = loaded
         .objects
         .iter()

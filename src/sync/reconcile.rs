@@ -163,9 +163,16 @@ impl Reconciler {
         let snap = self.source.snapshot(commit)?;
         let mut loaded = manifest::load(&snap, &self.cfg.source.path, Some(&mut self.cache));
         if loaded.errors.is_empty() {
-            for (release, why) in
-                crate::helm::release::expand_into(&snap, &mut loaded, &self.cfg.source.url)
-            {
+            let cache = self.state_dir().join("helm-charts");
+            let fetch = move |url: &str, chart: &str, version: &str| {
+                crate::helm::repo::fetch(url, chart, version, &cache).map(|(_, c)| c)
+            };
+            for (release, why) in crate::helm::release::expand_into_with(
+                &snap,
+                &mut loaded,
+                &self.cfg.source.url,
+                Some(&fetch),
+            ) {
                 tracing::warn!(release = %release, "not rendered: {why} is not supported yet; the HelmRelease object is stored as is");
             }
         }

@@ -1,0 +1,334 @@
+//! Charts from Helm HTTP repositories. The plan half is pure. [`resolve`] reads
+//! `index.yaml` and picks the highest version that matches a semver range. [`unpack`]
+//! opens a `.tgz` safely: no absolute paths, no `..`, no links, and limits on size and
+//! file count. [`fetch`] is the thin executor: it downloads the index and archive,
+//! checks the archive's digest against the index, and caches it by digest.
+
+use super::chart::Chart;
+use crate::image::semver::{Constraint, Version};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+/// Largest archive accepted, compressed.
+pub const MAX_ARCHIVE_BYTES: usize = 10 << 20;
+/// Largest total of unpacked files.
+pub const MAX_UNPACKED_BYTES: u64 = 32 << 20;
+/// Most files in one chart archive.
+pub const MAX_FILES: usize = 5_000;
+
+/// One chart version picked from an index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pick {
+    /// The version.
+    pub version: String,
+    /// Absolute download URL.
+    pub url: String,
+    /// sha256 hex from the index (empty when the index gives none).
+    pub digest: String,
+}
+
+/// Picks the highest version of `chart` in `index` that matches `range` (an exact
+/// version, a range like `^6.0`, or empty / `*` for the latest stable).
+pub fn resolve(repo_url: &str, index: &str, chart: &str, range: &str) -> Result<Pick, String> {
+    let docs =
+        crate::manifest::yaml::parse_documents(index).map_err(|e| format!("index.yaml:{e}"))?;
+    let index = docs
+        .into_iter()
+        .next()
+        .map(|d| d.root.to_json())
+        .unwrap_or(Value::Null);
+    let entries = index["entries"][chart]
+        .as_array()
+        .ok_or_else(|| format!("chart {chart:?} not found in {repo_url}/index.yaml"))?;
+    let range = if range.trim().is_empty() {
+        "*"
+    } else {
+        range.trim()
+    };
+    let constraint = Constraint::parse(range).map_err(|e| format!("version {range:?}: {e}"))?;
+    let best = entries
+        .iter()
+        .filter_map(|e| Some((Version::parse(e["version"].as_str()?)?, e)))
+        .filter(|(v, _)| constraint.matches(v))
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .ok_or_else(|| {
+            format!("no version of chart {chart:?} matches {range:?} in {repo_url}/index.yaml")
+        })?;
+    let e = best.1;
+    let url = e["urls"][0]
+        .as_str()
+        .ok_or_else(|| format!("chart {chart:?} {}: no urls in the index", e["version"]))?;
+    let url = if url.contains("://") {
+        url.to_string()
+    } else {
+        format!(
+            "{}/{}",
+            repo_url.trim_end_matches('/'),
+            url.trim_start_matches('/')
+        )
+    };
+    Ok(Pick {
+        version: e["version"].as_str().unwrap_or_default().to_string(),
+        url,
+        digest: e["digest"].as_str().unwrap_or_default().to_lowercase(),
+    })
+}
+
+/// Unpacks a chart archive into its files, relative to the chart folder (the archive's
+/// single top-level folder).
+pub fn unpack(tgz: &[u8]) -> Result<BTreeMap<String, String>, String> {
+    if tgz.len() > MAX_ARCHIVE_BYTES {
+        return Err(format!(
+            "chart archive is larger than {} MiB",
+            MAX_ARCHIVE_BYTES >> 20
+        ));
+    }
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    let mut out = BTreeMap::new();
+    let mut total = 0u64;
+    let mut top: Option<String> = None;
+    for entry in archive
+        .entries()
+        .map_err(|e| format!("chart archive: {e}"))?
+    {
+        let mut entry = entry.map_err(|e| format!("chart archive: {e}"))?;
+        let path = entry
+            .path()
+            .map_err(|e| format!("chart archive: {e}"))?
+            .to_string_lossy()
+            .replace('\\', "/");
+        let kind = entry.header().entry_type();
+        if path.starts_with('/') || path.split('/').any(|p| p == "..") {
+            return Err(format!("chart archive: unsafe path {path:?}"));
+        }
+        if kind.is_symlink() || kind.is_hard_link() {
+            return Err(format!("chart archive: link {path:?} is not allowed"));
+        }
+        if kind.is_dir()
+            || matches!(
+                kind,
+                tar::EntryType::XGlobalHeader | tar::EntryType::XHeader
+            )
+        {
+            continue;
+        }
+        if !kind.is_file() {
+            return Err(format!("chart archive: {path:?} is not a regular file"));
+        }
+        let (first, rest) = path
+            .trim_start_matches("./")
+            .split_once('/')
+            .ok_or_else(|| format!("chart archive: {path:?} is outside the chart folder"))?;
+        match &top {
+            None => top = Some(first.to_string()),
+            Some(t) if t != first => {
+                return Err(format!(
+                    "chart archive: more than one top-level folder ({t}, {first})"
+                ))
+            }
+            _ => {}
+        }
+        total += entry.size();
+        if total > MAX_UNPACKED_BYTES {
+            return Err(format!(
+                "chart archive unpacks to more than {} MiB",
+                MAX_UNPACKED_BYTES >> 20
+            ));
+        }
+        if out.len() >= MAX_FILES {
+            return Err(format!("chart archive has more than {MAX_FILES} files"));
+        }
+        let mut bytes = Vec::with_capacity(entry.size() as usize);
+        entry
+            .by_ref()
+            .take(MAX_UNPACKED_BYTES)
+            .read_to_end(&mut bytes)
+            .map_err(|e| format!("chart archive: {path}: {e}"))?;
+        out.insert(
+            rest.to_string(),
+            String::from_utf8_lossy(&bytes).into_owned(),
+        );
+    }
+    if out.is_empty() {
+        return Err("chart archive is empty".into());
+    }
+    Ok(out)
+}
+
+fn get(url: &str) -> Result<Vec<u8>, String> {
+    let shown = crate::source::git::redact_url(url);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .map_err(|e| e.to_string())?;
+        let resp = client.get(url).send().await.map_err(|e| {
+            format!(
+                "GET {shown}: {}",
+                crate::source::git::redact_url(&e.to_string())
+            )
+        })?;
+        if !resp.status().is_success() {
+            return Err(format!("GET {shown}: HTTP {}", resp.status().as_u16()));
+        }
+        if resp
+            .content_length()
+            .is_some_and(|n| n as usize > MAX_ARCHIVE_BYTES)
+        {
+            return Err(format!(
+                "GET {shown}: larger than {} MiB",
+                MAX_ARCHIVE_BYTES >> 20
+            ));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| format!("GET {shown}: {e}"))?;
+        if body.len() > MAX_ARCHIVE_BYTES {
+            return Err(format!(
+                "GET {shown}: larger than {} MiB",
+                MAX_ARCHIVE_BYTES >> 20
+            ));
+        }
+        Ok(body.to_vec())
+    })
+}
+
+/// Downloads (or takes from `cache_dir`) the chart picked from a Helm repository.
+pub fn fetch(
+    repo_url: &str,
+    chart: &str,
+    range: &str,
+    cache_dir: &Path,
+) -> Result<(Pick, Chart), String> {
+    let index = get(&format!("{}/index.yaml", repo_url.trim_end_matches('/')))?;
+    let pick = resolve(repo_url, &String::from_utf8_lossy(&index), chart, range)?;
+    let cached = (!pick.digest.is_empty()).then(|| cache_dir.join(format!("{}.tgz", pick.digest)));
+    let bytes = match cached.as_ref().and_then(|p| std::fs::read(p).ok()) {
+        Some(b) if crate::manifest::object::sha256_hex(&b) == pick.digest => b,
+        _ => {
+            let b = get(&pick.url)?;
+            let got = hex(&Sha256::digest(&b));
+            if !pick.digest.is_empty() && got != pick.digest {
+                return Err(format!("chart {chart} {}: digest mismatch: the index says sha256:{}, the download is sha256:{got}", pick.version, pick.digest));
+            }
+            if let Some(p) = &cached {
+                std::fs::create_dir_all(cache_dir)
+                    .map_err(|e| format!("{}: {e}", cache_dir.display()))?;
+                crate::util::atomic::write(p, &b).map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+            b
+        }
+    };
+    let files = unpack(&bytes)?;
+    let chart_obj = Chart::from_files(&format!("{chart}-{}.tgz", pick.version), files)?;
+    Ok((pick, chart_obj))
+}
+
+fn hex(b: &[u8]) -> String {
+    crate::manifest::object::hex(b)
+}
+
+/// Builds a gzipped tar from `(path, body)` pairs (for tests and benchmarks).
+pub fn pack(files: &[(&str, &str)]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut b = tar::Builder::new(gz);
+    for (path, body) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(body.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        // set_path refuses `..`; write the name bytes directly so tests can build hostile archives.
+        let name = &mut h.as_old_mut().name;
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_cksum();
+        b.append(&h, body.as_bytes()).expect("in-memory tar");
+    }
+    b.into_inner()
+        .and_then(|gz| gz.finish())
+        .expect("in-memory gzip")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INDEX: &str = "apiVersion: v1\nentries:\n  podinfo:\n    - version: 6.1.0\n      urls: [podinfo-6.1.0.tgz]\n      digest: AB12\n    - version: 6.0.3\n      urls: [https://cdn.example.com/podinfo-6.0.3.tgz]\n      digest: cd34\n    - version: 7.0.0-rc.1\n      urls: [podinfo-7.0.0-rc.1.tgz]\n    - version: 5.2.1\n      urls: [charts/podinfo-5.2.1.tgz]\n";
+
+    #[test]
+    fn resolves_ranges_against_the_index() {
+        let r = "http://charts.local/repo/";
+        assert_eq!(
+            resolve(r, INDEX, "podinfo", "").unwrap(),
+            Pick {
+                version: "6.1.0".into(),
+                url: "http://charts.local/repo/podinfo-6.1.0.tgz".into(),
+                digest: "ab12".into()
+            }
+        );
+        assert_eq!(
+            resolve(r, INDEX, "podinfo", "~6.0").unwrap().url,
+            "https://cdn.example.com/podinfo-6.0.3.tgz"
+        );
+        assert_eq!(
+            resolve(r, INDEX, "podinfo", "5.2.1").unwrap().url,
+            "http://charts.local/repo/charts/podinfo-5.2.1.tgz"
+        );
+        assert_eq!(
+            resolve(r, INDEX, "podinfo", ">=7.0.0-0").unwrap().version,
+            "7.0.0-rc.1"
+        );
+        assert_eq!(
+            resolve(r, INDEX, "podinfo", "6.0.3").unwrap().version,
+            "6.0.3"
+        );
+        assert!(resolve(r, INDEX, "podinfo", "^8")
+            .unwrap_err()
+            .contains("no version of chart \"podinfo\" matches \"^8\""));
+        assert!(resolve(r, INDEX, "redis", "")
+            .unwrap_err()
+            .contains("chart \"redis\" not found"));
+    }
+
+    #[test]
+    fn unpacks_the_chart_folder_and_refuses_unsafe_archives() {
+        let ok = pack(&[
+            ("podinfo/Chart.yaml", "name: podinfo\nversion: 1.0.0\n"),
+            ("podinfo/templates/cm.yaml", "x: 1\n"),
+        ]);
+        let files = unpack(&ok).unwrap();
+        assert_eq!(
+            files.keys().collect::<Vec<_>>(),
+            ["Chart.yaml", "templates/cm.yaml"]
+        );
+        let bad = pack(&[("podinfo/../../etc/passwd", "x")]);
+        assert!(unpack(&bad).unwrap_err().contains("unsafe path"));
+        let bad = pack(&[("/etc/passwd", "x")]);
+        assert!(unpack(&bad).unwrap_err().contains("unsafe path"));
+        let bad = pack(&[("a/Chart.yaml", "x"), ("b/Chart.yaml", "y")]);
+        assert!(unpack(&bad)
+            .unwrap_err()
+            .contains("more than one top-level folder"));
+        let mut link = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        link.append_link(&mut h, "podinfo/values.yaml", "/etc/shadow")
+            .unwrap();
+        let bytes = link.into_inner().unwrap().finish().unwrap();
+        assert!(unpack(&bytes).unwrap_err().contains("link"));
+        assert!(unpack(b"not a gzip").is_err());
+        let huge = vec![0u8; MAX_ARCHIVE_BYTES + 1];
+        assert!(unpack(&huge).unwrap_err().contains("larger than"));
+    }
+}
