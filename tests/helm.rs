@@ -255,10 +255,15 @@ mod releases {
             p => panic!("{p:?}"),
         }
         let repo = json!({"apiVersion": "helm.fluxcd.io/v1", "spec": {"chart": {"repository": "https://charts.example.com/", "name": "redis", "version": "1.0.0"}}});
-        assert!(matches!(
+        assert_eq!(
             chart_source(&repo, url).unwrap(),
-            ChartSource::Other(_)
-        ));
+            ChartSource::HelmRepo {
+                url: Some("https://charts.example.com/".into()),
+                object: None,
+                chart: "redis".into(),
+                version: "1.0.0".into()
+            }
+        );
         let v2 = json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "metadata": {"name": "podinfo", "namespace": "flux-system"},
             "spec": {"targetNamespace": "apps", "chart": {"spec": {"chart": "./charts/podinfo", "sourceRef": {"kind": "GitRepository", "name": "flux-system"}}}}});
         assert_eq!(
@@ -272,7 +277,10 @@ mod releases {
         let v2_repo = json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "spec": {"chart": {"spec": {"chart": "podinfo", "sourceRef": {"kind": "HelmRepository", "name": "podinfo"}}}}});
         assert!(matches!(
             chart_source(&v2_repo, url).unwrap(),
-            ChartSource::Other(_)
+            ChartSource::HelmRepo {
+                object: Some((None, _)),
+                ..
+            }
         ));
         let missing = json!({"apiVersion": "helm.fluxcd.io/v1", "spec": {"chart": {}}});
         assert_eq!(
