@@ -248,12 +248,14 @@ mod releases {
             ("prod-app".to_string(), "prod".to_string())
         );
         let other = json!({"apiVersion": "helm.fluxcd.io/v1", "spec": {"chart": {"git": "https://bot:s3cret@other/x", "path": "c"}}});
-        match chart_source(&other, url).unwrap() {
-            ChartSource::Other(why) => {
-                assert!(why.contains("other/x") && !why.contains("s3cret"), "{why}")
+        assert_eq!(
+            chart_source(&other, url).unwrap(),
+            ChartSource::Git {
+                url: "https://bot:s3cret@other/x".into(),
+                git_ref: "master".into(),
+                path: "c".into()
             }
-            p => panic!("{p:?}"),
-        }
+        );
         let repo = json!({"apiVersion": "helm.fluxcd.io/v1", "spec": {"chart": {"repository": "https://charts.example.com/", "name": "redis", "version": "1.0.0"}}});
         assert_eq!(
             chart_source(&repo, url).unwrap(),
@@ -368,4 +370,21 @@ mod releases {
         }
         out
     }
+}
+
+#[test]
+fn skipped_remote_charts_never_show_credentials() {
+    use gitcanary::manifest::{Object, ObjectKey};
+    let v = json!({"apiVersion": "helm.fluxcd.io/v1", "kind": "HelmRelease", "metadata": {"name": "app", "namespace": "prod"},
+        "spec": {"chart": {"git": "https://bot:s3cret@git.example.com/charts.git", "path": "charts/app"}}});
+    let key = ObjectKey::new("helm.fluxcd.io/v1", "HelmRelease", "prod", "app");
+    let obj = Object::from_json(key, "helm.fluxcd.io/v1".into(), &v, Default::default());
+    let snap = gitcanary::manifest::snapshot::DirSnapshot::new(env!("CARGO_MANIFEST_DIR"));
+    let x = gitcanary::helm::release::expand(&snap, &[obj], "", &Capabilities::default());
+    assert_eq!(x.skipped.len(), 1);
+    let why = &x.skipped[0].1;
+    assert!(
+        why.contains("git.example.com/charts.git") && !why.contains("s3cret"),
+        "{why}"
+    );
 }

@@ -451,3 +451,30 @@ fn helm_repository_charts_are_downloaded_verified_and_cached() {
         6380
     );
 }
+
+#[test]
+fn helm_release_charts_from_another_git_repository() {
+    let charts = Remote::new();
+    charts.write(CHART).push("charts");
+    let hr = format!("apiVersion: helm.fluxcd.io/v1\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: test\nspec:\n  releaseName: web\n  chart:\n    git: file://{}\n    ref: main\n    path: charts/web\n  values:\n    message: from-other-repo\n", charts.bare.display());
+    let (_remote, setup) = setup_with(&[("releases/web.yaml", &hr)]);
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    let cm = setup
+        .object("core", "ConfigMap", "test", "web-cfg")
+        .expect("rendered from the chart repository");
+    assert_eq!(cm["data"]["message"], "from-other-repo");
+
+    // A missing chart folder names the release, the field and the repository.
+    let (_remote, setup) = setup_with(&[(
+        "releases/web.yaml",
+        &hr.replace("charts/web", "charts/nope"),
+    )]);
+    let (ok, out) = setup.sync();
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("releases/web.yaml:1:1: spec.chart: HelmRelease test/web")
+            && out.contains("charts/nope: chart folder not found"),
+        "{out}"
+    );
+}

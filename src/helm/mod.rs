@@ -6,6 +6,7 @@
 pub mod chart;
 pub mod objects;
 pub mod release;
+pub mod remote;
 pub mod repo;
 pub mod schema;
 pub mod template;

@@ -96,7 +96,16 @@ pub enum ChartSource {
         /// Version or range; empty means the latest stable.
         version: String,
     },
-    /// Anything else (another Git repository), described.
+    /// A folder in another Git repository, at a branch.
+    Git {
+        /// Repository URL.
+        url: String,
+        /// Branch (the Helm operator's `chart.ref`, default `master`).
+        git_ref: String,
+        /// Chart folder in that repository.
+        path: String,
+    },
+    /// Anything else, described.
     Other(String),
 }
 
@@ -153,10 +162,15 @@ pub fn chart_source(hr: &Value, source_url: &str) -> Result<ChartSource, String>
             if git.trim_end_matches('/').trim_end_matches(".git")
                 != source_url.trim_end_matches('/').trim_end_matches(".git") =>
         {
-            Ok(ChartSource::Other(format!(
-                "chart {path} from Git repository {}",
-                crate::source::git::redact_url(git)
-            )))
+            Ok(ChartSource::Git {
+                url: git.to_string(),
+                git_ref: chart["ref"]
+                    .as_str()
+                    .filter(|r| !r.is_empty())
+                    .unwrap_or("master")
+                    .to_string(),
+                path: path.trim_start_matches("./").to_string(),
+            })
         }
         _ => Ok(ChartSource::Path(path.trim_start_matches("./").to_string())),
     }
@@ -310,8 +324,9 @@ pub fn read_chart(snap: &dyn Snapshot, dir: &str) -> Result<Chart, String> {
     Chart::from_files(dir, files)
 }
 
-/// Fetches a chart from a Helm repository: (repository URL, chart, version range).
-pub type Fetcher<'a> = &'a dyn Fn(&str, &str, &str) -> Result<Chart, String>;
+/// Fetches a chart from outside the cluster repository: a [`ChartSource::HelmRepo`]
+/// (with its URL resolved) or a [`ChartSource::Git`].
+pub type Fetcher<'a> = &'a dyn Fn(&ChartSource) -> Result<Chart, String>;
 
 /// Renders every in-repo HelmRelease among `objects`.
 pub fn expand(
@@ -386,8 +401,36 @@ pub fn expand_with(
                 ));
                 continue;
             };
-            match fetch(&url, &chart, &version) {
+            let resolved = ChartSource::HelmRepo {
+                url: Some(url),
+                object: None,
+                chart,
+                version,
+            };
+            match fetch(&resolved) {
                 Ok(c) => fetched = Some((format!("{}-{}", c.name(), c.version()), c)),
+                Err(e) => {
+                    out.errors.push(fail("spec.chart", e));
+                    continue;
+                }
+            }
+        }
+        if let Ok(src @ ChartSource::Git { .. }) = chart_source(&v, source_url) {
+            let ChartSource::Git { url, path, .. } = &src else {
+                unreachable!()
+            };
+            let Some(fetch) = fetch else {
+                out.skipped.push((
+                    id,
+                    format!(
+                        "chart {path} from Git repository {}",
+                        crate::source::git::redact_url(url)
+                    ),
+                ));
+                continue;
+            };
+            match fetch(&src) {
+                Ok(c) => fetched = Some((path.clone(), c)),
                 Err(e) => {
                     out.errors.push(fail("spec.chart", e));
                     continue;
@@ -397,7 +440,9 @@ pub fn expand_with(
         let dir = match chart_source(&v, source_url) {
             _ if fetched.is_some() => fetched.as_ref().map(|f| f.0.clone()).unwrap_or_default(),
             Ok(ChartSource::Path(p)) => p,
-            Ok(ChartSource::HelmRepo { .. }) => unreachable!("handled above"),
+            Ok(ChartSource::HelmRepo { .. } | ChartSource::Git { .. }) => {
+                unreachable!("handled above")
+            }
             Ok(ChartSource::Other(why)) => {
                 out.skipped.push((id, why));
                 continue;

@@ -163,9 +163,11 @@ impl Reconciler {
         let snap = self.source.snapshot(commit)?;
         let mut loaded = manifest::load(&snap, &self.cfg.source.path, Some(&mut self.cache));
         if loaded.errors.is_empty() {
-            let cache = self.state_dir().join("helm-charts");
-            let fetch = move |url: &str, chart: &str, version: &str| {
-                crate::helm::repo::fetch(url, chart, version, &cache).map(|(_, c)| c)
+            let state_dir = self.state_dir();
+            let source_cfg = self.cfg.source.clone();
+            let base_dir = self.cfg.base_dir.clone();
+            let fetch = move |src: &crate::helm::release::ChartSource| {
+                crate::helm::remote::fetch(src, &source_cfg, &base_dir, &state_dir)
             };
             for (release, why) in crate::helm::release::expand_into_with(
                 &snap,
