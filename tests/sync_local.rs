@@ -465,6 +465,16 @@ fn helm_release_charts_from_another_git_repository() {
         .expect("rendered from the chart repository");
     assert_eq!(cm["data"]["message"], "from-other-repo");
 
+    // Flux v2: a sourceRef to a GitRepository object naming another repository.
+    let v2 = format!("apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: charts\n  namespace: test\nspec:\n  interval: 5m\n  url: file://{}\n  ref:\n    branch: main\n---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: api\n  namespace: test\nspec:\n  chart:\n    spec:\n      chart: ./charts/web\n      sourceRef:\n        kind: GitRepository\n        name: charts\n  values:\n    message: via-gitrepository\n", charts.bare.display());
+    let (_remote, setup) = setup_with(&[("releases/api.yaml", &v2)]);
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    let cm = setup
+        .object("core", "ConfigMap", "test", "api-cfg")
+        .expect("rendered via the GitRepository");
+    assert_eq!(cm["data"]["message"], "via-gitrepository");
+
     // A missing chart folder names the release, the field and the repository.
     let (_remote, setup) = setup_with(&[(
         "releases/web.yaml",

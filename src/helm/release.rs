@@ -324,6 +324,45 @@ pub fn read_chart(snap: &dyn Snapshot, dir: &str) -> Result<Chart, String> {
     Chart::from_files(dir, files)
 }
 
+/// [`chart_source`], with a v2 `sourceRef` to a GitRepository object of this revision
+/// whose URL is not the cluster repository's read as that other repository (its
+/// `spec.ref.branch`, default `master`).
+fn effective_source(
+    hr: &Value,
+    source_url: &str,
+    objects: &[Object],
+    hr_ns: &str,
+) -> Result<ChartSource, String> {
+    let src = chart_source(hr, source_url)?;
+    let ChartSource::Path(path) = &src else {
+        return Ok(src);
+    };
+    let r = &hr["spec"]["chart"]["spec"]["sourceRef"];
+    if r["kind"].as_str() != Some("GitRepository") {
+        return Ok(src);
+    }
+    let name = r["name"].as_str().unwrap_or_default();
+    let ns = r["namespace"].as_str().unwrap_or(hr_ns);
+    let repo = objects
+        .iter()
+        .find(|o| o.key.kind == "GitRepository" && o.key.namespace == ns && o.key.name == name)
+        .map(|o| o.value());
+    let Some(repo) = repo else { return Ok(src) };
+    let url = repo["spec"]["url"].as_str().unwrap_or_default();
+    let same = |u: &str| u.trim_end_matches('/').trim_end_matches(".git").to_string();
+    if url.is_empty() || same(url) == same(source_url) {
+        return Ok(src);
+    }
+    Ok(ChartSource::Git {
+        url: url.to_string(),
+        git_ref: repo["spec"]["ref"]["branch"]
+            .as_str()
+            .unwrap_or("master")
+            .to_string(),
+        path: path.clone(),
+    })
+}
+
 /// Fetches a chart from outside the cluster repository: a [`ChartSource::HelmRepo`]
 /// (with its URL resolved) or a [`ChartSource::Git`].
 pub type Fetcher<'a> = &'a dyn Fn(&ChartSource) -> Result<Chart, String>;
@@ -367,7 +406,7 @@ pub fn expand_with(
             object,
             chart,
             version,
-        }) = chart_source(&v, source_url)
+        }) = effective_source(&v, source_url, objects, &hr.key.namespace)
         {
             let url = match (url, object) {
                 (Some(u), _) => u,
@@ -415,7 +454,9 @@ pub fn expand_with(
                 }
             }
         }
-        if let Ok(src @ ChartSource::Git { .. }) = chart_source(&v, source_url) {
+        if let Ok(src @ ChartSource::Git { .. }) =
+            effective_source(&v, source_url, objects, &hr.key.namespace)
+        {
             let ChartSource::Git { url, path, .. } = &src else {
                 unreachable!()
             };
@@ -437,7 +478,7 @@ pub fn expand_with(
                 }
             }
         }
-        let dir = match chart_source(&v, source_url) {
+        let dir = match effective_source(&v, source_url, objects, &hr.key.namespace) {
             _ if fetched.is_some() => fetched.as_ref().map(|f| f.0.clone()).unwrap_or_default(),
             Ok(ChartSource::Path(p)) => p,
             Ok(ChartSource::HelmRepo { .. } | ChartSource::Git { .. }) => {
