@@ -68,7 +68,8 @@ impl Default for Capabilities {
     }
 }
 
-fn yaml_value(file: &str, text: &str) -> Result<Value, String> {
+/// The first YAML document of `text` as JSON (`null` when empty); errors name `file`.
+pub(crate) fn yaml_value(file: &str, text: &str) -> Result<Value, String> {
     let docs = parse_documents(text).map_err(|e| format!("{file}:{e}"))?;
     Ok(docs
         .into_iter()

@@ -158,20 +158,15 @@ pub fn chart_source(hr: &Value, source_url: &str) -> Result<ChartSource, String>
         .as_str()
         .ok_or("spec.chart.path: missing required field")?;
     match chart["git"].as_str() {
-        Some(git)
-            if git.trim_end_matches('/').trim_end_matches(".git")
-                != source_url.trim_end_matches('/').trim_end_matches(".git") =>
-        {
-            Ok(ChartSource::Git {
-                url: git.to_string(),
-                git_ref: chart["ref"]
-                    .as_str()
-                    .filter(|r| !r.is_empty())
-                    .unwrap_or("master")
-                    .to_string(),
-                path: path.trim_start_matches("./").to_string(),
-            })
-        }
+        Some(git) if !same_repo(git, source_url) => Ok(ChartSource::Git {
+            url: git.to_string(),
+            git_ref: chart["ref"]
+                .as_str()
+                .filter(|r| !r.is_empty())
+                .unwrap_or("master")
+                .to_string(),
+            path: path.trim_start_matches("./").to_string(),
+        }),
         _ => Ok(ChartSource::Path(path.trim_start_matches("./").to_string())),
     }
 }
@@ -324,7 +319,31 @@ pub fn read_chart(snap: &dyn Snapshot, dir: &str) -> Result<Chart, String> {
     Chart::from_files(dir, files)
 }
 
-/// [`chart_source`], with a v2 `sourceRef` to a GitRepository object of this revision
+/// Whether two Git URLs name the same repository (ignoring a trailing `/` or `.git`).
+fn same_repo(a: &str, b: &str) -> bool {
+    let norm = |u: &str| u.trim_end_matches('/').trim_end_matches(".git").to_string();
+    norm(a) == norm(b)
+}
+
+/// A remote chart source for messages, with credentials redacted.
+fn describe(src: &ChartSource) -> String {
+    use crate::source::git::redact_url;
+    match src {
+        ChartSource::HelmRepo { url, chart, .. } => {
+            format!(
+                "chart {chart} from Helm repository {}",
+                redact_url(url.as_deref().unwrap_or_default())
+            )
+        }
+        ChartSource::Git { url, path, .. } => {
+            format!("chart {path} from Git repository {}", redact_url(url))
+        }
+        ChartSource::Path(p) => format!("chart {p}"),
+        ChartSource::Other(why) => why.clone(),
+    }
+}
+
+/// [`chart_source`], with a HelmRepository `sourceRef` resolved to its URL and a v2 `sourceRef` to a GitRepository object of this revision
 /// whose URL is not the cluster repository's read as that other repository (its
 /// `spec.ref.branch`, default `master`).
 fn effective_source(
@@ -334,6 +353,27 @@ fn effective_source(
     hr_ns: &str,
 ) -> Result<ChartSource, String> {
     let src = chart_source(hr, source_url)?;
+    if let ChartSource::HelmRepo {
+        url: None,
+        object: Some((ns, name)),
+        chart,
+        version,
+    } = src
+    {
+        let ns = ns.unwrap_or_else(|| hr_ns.to_string());
+        let found = objects.iter().find(|o| {
+            o.key.kind == "HelmRepository" && o.key.namespace == ns && o.key.name == name
+        });
+        let url = found
+            .and_then(|o| o.value()["spec"]["url"].as_str().map(String::from))
+            .ok_or_else(|| format!("spec.chart.spec.sourceRef: HelmRepository {ns}/{name} not found in the repository"))?;
+        return Ok(ChartSource::HelmRepo {
+            url: Some(url),
+            object: None,
+            chart,
+            version,
+        });
+    }
     let ChartSource::Path(path) = &src else {
         return Ok(src);
     };
@@ -349,8 +389,7 @@ fn effective_source(
         .map(|o| o.value());
     let Some(repo) = repo else { return Ok(src) };
     let url = repo["spec"]["url"].as_str().unwrap_or_default();
-    let same = |u: &str| u.trim_end_matches('/').trim_end_matches(".git").to_string();
-    if url.is_empty() || same(url) == same(source_url) {
+    if url.is_empty() || same_repo(url, source_url) {
         return Ok(src);
     }
     Ok(ChartSource::Git {
@@ -390,126 +429,54 @@ pub fn expand_with(
     for hr in objects.iter().filter(|o| o.key.kind == "HelmRelease") {
         let v = hr.value();
         let id = format!("HelmRelease {}/{}", hr.key.namespace, hr.key.name);
-        let fail = |field: &str, msg: String| ManifestError {
-            file: hr.origin.file.clone(),
-            pos: Some(crate::manifest::yaml::Pos {
-                line: hr.origin.line,
-                col: 1,
-                offset: 0,
-            }),
-            field: Some(field.to_string()),
-            message: format!("{id}: {msg}"),
+        let fail = |field: &str, msg: String| {
+            ManifestError::at_origin(&hr.origin, Some(field.to_string()), format!("{id}: {msg}"))
         };
-        let mut fetched: Option<(String, Chart)> = None;
-        if let Ok(ChartSource::HelmRepo {
-            url,
-            object,
-            chart,
-            version,
-        }) = effective_source(&v, source_url, objects, &hr.key.namespace)
-        {
-            let url = match (url, object) {
-                (Some(u), _) => u,
-                (None, Some((ns, name))) => {
-                    let ns = ns.unwrap_or_else(|| hr.key.namespace.clone());
-                    let found = objects.iter().find(|o| {
-                        o.key.kind == "HelmRepository"
-                            && o.key.namespace == ns
-                            && o.key.name == name
-                    });
-                    match found.and_then(|o| o.value()["spec"]["url"].as_str().map(String::from)) {
-                        Some(u) => u,
-                        None => {
-                            out.errors.push(fail(
-                                "spec.chart.spec.sourceRef",
-                                format!("HelmRepository {ns}/{name} not found in the repository"),
-                            ));
-                            continue;
-                        }
-                    }
-                }
-                (None, None) => unreachable!("a Helm repository source names a URL or an object"),
-            };
-            let Some(fetch) = fetch else {
-                out.skipped.push((
-                    id,
-                    format!(
-                        "chart {chart} from Helm repository {}",
-                        crate::source::git::redact_url(&url)
-                    ),
-                ));
-                continue;
-            };
-            let resolved = ChartSource::HelmRepo {
-                url: Some(url),
-                object: None,
-                chart,
-                version,
-            };
-            match fetch(&resolved) {
-                Ok(c) => fetched = Some((format!("{}-{}", c.name(), c.version()), c)),
-                Err(e) => {
-                    out.errors.push(fail("spec.chart", e));
-                    continue;
-                }
-            }
-        }
-        if let Ok(src @ ChartSource::Git { .. }) =
-            effective_source(&v, source_url, objects, &hr.key.namespace)
-        {
-            let ChartSource::Git { url, path, .. } = &src else {
-                unreachable!()
-            };
-            let Some(fetch) = fetch else {
-                out.skipped.push((
-                    id,
-                    format!(
-                        "chart {path} from Git repository {}",
-                        crate::source::git::redact_url(url)
-                    ),
-                ));
-                continue;
-            };
-            match fetch(&src) {
-                Ok(c) => fetched = Some((path.clone(), c)),
-                Err(e) => {
-                    out.errors.push(fail("spec.chart", e));
-                    continue;
-                }
-            }
-        }
-        let dir = match effective_source(&v, source_url, objects, &hr.key.namespace) {
-            _ if fetched.is_some() => fetched.as_ref().map(|f| f.0.clone()).unwrap_or_default(),
-            Ok(ChartSource::Path(p)) => p,
-            Ok(ChartSource::HelmRepo { .. } | ChartSource::Git { .. }) => {
-                unreachable!("handled above")
-            }
-            Ok(ChartSource::Other(why)) => {
-                out.skipped.push((id, why));
-                continue;
-            }
+        let (dir, chart) = match effective_source(&v, source_url, objects, &hr.key.namespace) {
             Err(e) => {
                 let (field, msg) = e.split_once(": ").unwrap_or(("spec.chart", &e));
                 out.errors.push(fail(field, msg.to_string()));
                 continue;
             }
-        };
-        let Some(dir) = join("", &dir) else {
-            out.errors.push(fail(
-                "spec.chart",
-                format!("chart path {dir:?} escapes the repository"),
-            ));
-            continue;
-        };
-        let chart = match fetched {
-            Some((_, c)) => c,
-            None => match read_chart(snap, &dir) {
-                Ok(c) => c,
-                Err(e) => {
-                    out.errors.push(fail("spec.chart", e));
+            Ok(ChartSource::Other(why)) => {
+                out.skipped.push((id, why));
+                continue;
+            }
+            Ok(ChartSource::Path(p)) => {
+                let Some(dir) = join("", &p) else {
+                    out.errors.push(fail(
+                        "spec.chart",
+                        format!("chart path {p:?} escapes the repository"),
+                    ));
                     continue;
+                };
+                match read_chart(snap, &dir) {
+                    Ok(c) => (dir, c),
+                    Err(e) => {
+                        out.errors.push(fail("spec.chart", e));
+                        continue;
+                    }
                 }
-            },
+            }
+            Ok(remote) => {
+                let Some(fetch) = fetch else {
+                    out.skipped.push((id, describe(&remote)));
+                    continue;
+                };
+                match fetch(&remote) {
+                    Ok(c) => {
+                        let label = match &remote {
+                            ChartSource::Git { path, .. } => path.clone(),
+                            _ => format!("{}-{}", c.name(), c.version()),
+                        };
+                        (label, c)
+                    }
+                    Err(e) => {
+                        out.errors.push(fail("spec.chart", e));
+                        continue;
+                    }
+                }
+            }
         };
         let (release, ns) = release_identity(&v);
         let mut supplied = json!({});
@@ -604,31 +571,8 @@ pub fn expand_into_with(
         &Capabilities::default(),
         fetch,
     );
-    let mut seen: std::collections::HashMap<crate::manifest::ObjectKey, String> = loaded
-        .objects
-        .iter()
-        .map(|o| (o.key.clone(), o.origin.to_string()))
-        .collect();
-    for o in x.objects {
-        if let Some(first) = seen.get(&o.key) {
-            loaded.errors.push(ManifestError {
-                file: o.origin.file.clone(),
-                pos: Some(crate::manifest::yaml::Pos {
-                    line: o.origin.line,
-                    col: 1,
-                    offset: 0,
-                }),
-                field: None,
-                message: format!(
-                    "{} is defined twice: first at {first}, again rendered from a HelmRelease",
-                    o.key
-                ),
-            });
-            continue;
-        }
-        seen.insert(o.key.clone(), o.origin.to_string());
-        loaded.objects.push(o);
-    }
+    loaded.objects.extend(x.objects);
+    crate::manifest::load::find_duplicates(loaded);
     loaded.errors.extend(x.errors);
     for (release, hook, kinds) in &x.hooks {
         tracing::warn!(release = %release, hook = %hook.key, "Helm hook ({kinds}) not applied: hooks are not run yet");

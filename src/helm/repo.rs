@@ -6,8 +6,6 @@
 
 use super::chart::Chart;
 use crate::image::semver::{Constraint, Version};
-use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
@@ -33,13 +31,7 @@ pub struct Pick {
 /// Picks the highest version of `chart` in `index` that matches `range` (an exact
 /// version, a range like `^6.0`, or empty / `*` for the latest stable).
 pub fn resolve(repo_url: &str, index: &str, chart: &str, range: &str) -> Result<Pick, String> {
-    let docs =
-        crate::manifest::yaml::parse_documents(index).map_err(|e| format!("index.yaml:{e}"))?;
-    let index = docs
-        .into_iter()
-        .next()
-        .map(|d| d.root.to_json())
-        .unwrap_or(Value::Null);
+    let index = super::chart::yaml_value("index.yaml", index)?;
     let entries = index["entries"][chart]
         .as_array()
         .ok_or_else(|| format!("chart {chart:?} not found in {repo_url}/index.yaml"))?;
@@ -158,47 +150,54 @@ pub fn unpack(tgz: &[u8]) -> Result<BTreeMap<String, String>, String> {
     Ok(out)
 }
 
-fn get(url: &str) -> Result<Vec<u8>, String> {
-    let shown = crate::source::git::redact_url(url);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
+/// Largest `index.yaml` accepted (big public repositories publish indexes of tens of MiB).
+pub const MAX_INDEX_BYTES: usize = 64 << 20;
+
+/// One runtime and client for the downloads of one fetch.
+struct Http {
+    rt: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+impl Http {
+    fn new() -> Result<Http, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(60))
             .build()
             .map_err(|e| e.to_string())?;
-        let resp = client.get(url).send().await.map_err(|e| {
-            format!(
-                "GET {shown}: {}",
-                crate::source::git::redact_url(&e.to_string())
-            )
-        })?;
-        if !resp.status().is_success() {
-            return Err(format!("GET {shown}: HTTP {}", resp.status().as_u16()));
-        }
-        if resp
-            .content_length()
-            .is_some_and(|n| n as usize > MAX_ARCHIVE_BYTES)
-        {
-            return Err(format!(
-                "GET {shown}: larger than {} MiB",
-                MAX_ARCHIVE_BYTES >> 20
-            ));
-        }
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| format!("GET {shown}: {e}"))?;
-        if body.len() > MAX_ARCHIVE_BYTES {
-            return Err(format!(
-                "GET {shown}: larger than {} MiB",
-                MAX_ARCHIVE_BYTES >> 20
-            ));
-        }
-        Ok(body.to_vec())
-    })
+        Ok(Http { rt, client })
+    }
+
+    fn get(&self, url: &str, limit: usize) -> Result<Vec<u8>, String> {
+        let shown = crate::source::git::redact_url(url);
+        let too_big = || format!("GET {shown}: larger than {} MiB", limit >> 20);
+        self.rt.block_on(async {
+            let resp = self.client.get(url).send().await.map_err(|e| {
+                format!(
+                    "GET {shown}: {}",
+                    crate::source::git::redact_url(&e.to_string())
+                )
+            })?;
+            if !resp.status().is_success() {
+                return Err(format!("GET {shown}: HTTP {}", resp.status().as_u16()));
+            }
+            if resp.content_length().is_some_and(|n| n as usize > limit) {
+                return Err(too_big());
+            }
+            let body = resp
+                .bytes()
+                .await
+                .map_err(|e| format!("GET {shown}: {e}"))?;
+            if body.len() > limit {
+                return Err(too_big());
+            }
+            Ok(body.to_vec())
+        })
+    }
 }
 
 /// Downloads (or takes from `cache_dir`) the chart picked from a Helm repository.
@@ -208,14 +207,18 @@ pub fn fetch(
     range: &str,
     cache_dir: &Path,
 ) -> Result<(Pick, Chart), String> {
-    let index = get(&format!("{}/index.yaml", repo_url.trim_end_matches('/')))?;
+    let http = Http::new()?;
+    let index = http.get(
+        &format!("{}/index.yaml", repo_url.trim_end_matches('/')),
+        MAX_INDEX_BYTES,
+    )?;
     let pick = resolve(repo_url, &String::from_utf8_lossy(&index), chart, range)?;
     let cached = (!pick.digest.is_empty()).then(|| cache_dir.join(format!("{}.tgz", pick.digest)));
     let bytes = match cached.as_ref().and_then(|p| std::fs::read(p).ok()) {
         Some(b) if crate::manifest::object::sha256_hex(&b) == pick.digest => b,
         _ => {
-            let b = get(&pick.url)?;
-            let got = hex(&Sha256::digest(&b));
+            let b = http.get(&pick.url, MAX_ARCHIVE_BYTES)?;
+            let got = crate::manifest::object::sha256_hex(&b);
             if !pick.digest.is_empty() && got != pick.digest {
                 return Err(format!("chart {chart} {}: digest mismatch: the index says sha256:{}, the download is sha256:{got}", pick.version, pick.digest));
             }
@@ -230,10 +233,6 @@ pub fn fetch(
     let files = unpack(&bytes)?;
     let chart_obj = Chart::from_files(&format!("{chart}-{}.tgz", pick.version), files)?;
     Ok((pick, chart_obj))
-}
-
-fn hex(b: &[u8]) -> String {
-    crate::manifest::object::hex(b)
 }
 
 /// Builds a gzipped tar from `(path, body)` pairs (for tests and benchmarks).

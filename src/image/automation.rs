@@ -203,15 +203,8 @@ fn is_image_kind(o: &Object, kind: &str) -> bool {
 
 fn parse_v2(objects: &[Object], branch: &str, errors: &mut Vec<ManifestError>) -> V2 {
     let mut v2 = V2::default();
-    let err = |o: &Object, msg: String| ManifestError {
-        file: o.origin.file.clone(),
-        pos: Some(crate::manifest::yaml::Pos {
-            line: o.origin.line,
-            col: 1,
-            offset: 0,
-        }),
-        field: None,
-        message: format!("{}: {msg}", o.key),
+    let err = |o: &Object, msg: String| {
+        ManifestError::at_origin(&o.origin, None, format!("{}: {msg}", o.key))
     };
     for o in objects
         .iter()

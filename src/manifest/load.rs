@@ -126,24 +126,20 @@ pub fn load(snap: &dyn Snapshot, root: &str, cache: Option<&mut Cache>) -> Loade
     out
 }
 
-fn find_duplicates(out: &mut Loaded) {
+/// Adds an error for every object whose key an earlier object already has.
+pub fn find_duplicates(out: &mut Loaded) {
     let mut seen: HashMap<&ObjectKey, &Origin> = HashMap::with_capacity(out.objects.len());
     let mut dups = Vec::new();
     for o in &out.objects {
         if let Some(first) = seen.insert(&o.key, &o.origin) {
-            dups.push(ManifestError {
-                file: o.origin.file.clone(),
-                pos: Some(Pos {
-                    line: o.origin.line,
-                    col: 1,
-                    offset: 0,
-                }),
-                field: None,
-                message: format!(
+            dups.push(ManifestError::at_origin(
+                &o.origin,
+                None,
+                format!(
                     "{} is defined twice: first at {first}, again at {}",
                     o.key, o.origin
                 ),
-            });
+            ));
             seen.insert(&o.key, first);
         }
     }

@@ -218,6 +218,16 @@ impl ManifestError {
             message: message.into(),
         }
     }
+
+    /// An error at the start of the document an object came from.
+    pub fn at_origin(origin: &Origin, field: Option<String>, message: impl Into<String>) -> Self {
+        let pos = Pos {
+            line: origin.line,
+            col: 1,
+            offset: 0,
+        };
+        ManifestError::at(&origin.file, pos, field, message)
+    }
 }
 
 impl fmt::Display for ManifestError {
