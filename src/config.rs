@@ -146,7 +146,12 @@ pub struct LocalTarget {
 }
 
 fn default_loadtester_names() -> Vec<String> {
-    vec!["loadtester".into(), "load-tester".into()]
+    vec![
+        "loadtester".into(),
+        "load-tester".into(),
+        "helmtester".into(),
+        "helm-tester".into(),
+    ]
 }
 
 impl Default for LocalTarget {

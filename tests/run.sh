@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs the real parts the tests
-# start on 127.0.0.1 (git, git-daemon, sshd, docker-registry, htpasswd, prometheus),
+# start on 127.0.0.1 (git, git-daemon, sshd, docker-registry, htpasswd, prometheus, and curl for
+# the Helm test hooks),
 # then `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v prometheus >/dev/null || need+=(prometheus)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq

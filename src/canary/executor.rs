@@ -223,7 +223,14 @@ impl Engine {
                     )
                     .await
                     {
-                        Ok(Ok(resp)) => Ok(resp.status().as_u16()),
+                        Ok(Ok(resp)) => {
+                            let code = resp.status().as_u16();
+                            let body = http_body_util::BodyExt::collect(resp.into_body())
+                                .await
+                                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+                                .unwrap_or_default();
+                            Ok((code, body))
+                        }
                         Ok(Err(e)) => Err(e.to_string()),
                         Err(_) => Err(format!("timed out after {:?}", w.timeout)),
                     },
@@ -240,14 +247,24 @@ impl Engine {
                     .send()
                     .await
                 {
-                    Ok(r) => Ok(r.status().as_u16()),
+                    Ok(r) => {
+                        let code = r.status().as_u16();
+                        Ok((code, r.text().await.unwrap_or_default()))
+                    }
                     Err(e) => Err(e.without_url().to_string()),
                 }
             };
             match result {
-                // Flagger: a status above 202 is a failure.
-                Ok(code) if code <= 202 => return Ok(()),
-                Ok(code) => last = format!("status code {code}"),
+                // Flagger: a status above 202 is a failure, reported with the body.
+                Ok((code, _)) if code <= 202 => return Ok(()),
+                Ok((code, body)) => {
+                    let body = body.trim();
+                    last = if body.is_empty() {
+                        format!("status code {code}")
+                    } else {
+                        body.chars().take(1000).collect()
+                    };
+                }
                 Err(e) => last = e,
             }
         }

@@ -17,11 +17,59 @@ pub enum HelmCmd {
         /// A file in a cluster repository holding HelmRelease objects.
         release_file: PathBuf,
     },
+    /// Run the test hooks of a release applied to the local target, as `helm test`.
+    Test {
+        /// Release name.
+        release: String,
+        /// Release namespace (default: the one namespace that has the release).
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Timeout for all tests (default: the HelmRelease's `spec.timeout`, or 5m).
+        #[arg(long)]
+        timeout: Option<String>,
+    },
+}
+
+/// `gitcanary helm test`: runs the release's test hooks; non-zero exit on failure.
+pub fn test(
+    cfg: &crate::config::Config,
+    release: String,
+    namespace: Option<String>,
+    timeout: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let timeout = timeout
+        .map(|t| crate::util::duration::parse(&t))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--timeout: {e}"))?;
+    let cmd = crate::helm::hooks::TestCommand {
+        release,
+        namespace,
+        timeout,
+    };
+    let images = cfg
+        .target
+        .local
+        .as_ref()
+        .map(|l| l.images.clone())
+        .unwrap_or_default();
+    match crate::sync::hooks::helm_test(&cfg.state_dir(), &images, &cmd, "default") {
+        Ok(out) => {
+            println!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Runs a `helm` subcommand.
 pub fn helm(cmd: HelmCmd) -> anyhow::Result<ExitCode> {
-    let HelmCmd::Template { release_file } = cmd;
+    let release_file = match cmd {
+        HelmCmd::Template { release_file } => release_file,
+        HelmCmd::Test { .. } => unreachable!("dispatched with the config"),
+    };
     let (top, rel) = repo_root(&release_file)?;
     let file = manifest::load(&DirSnapshot::new(&top), &rel, None);
     if !file.errors.is_empty() {
@@ -61,9 +109,14 @@ pub fn helm(cmd: HelmCmd) -> anyhow::Result<ExitCode> {
         eprintln!("{release}: not rendered: {why} is not supported yet");
     }
     let mut out = String::new();
-    for o in x.objects.iter().chain(x.hooks.iter().map(|(_, o, _)| o)) {
+    for o in &x.objects {
         out.push_str(&format!("---\n# Source: {}\n", o.origin.file));
         out.push_str(&super::output::yaml(&o.value()));
+    }
+    // Hooks follow the manifests, as in `helm template`.
+    for h in x.releases.iter().flat_map(|r| &r.hooks) {
+        out.push_str(&format!("---\n# Source: {}\n", h.file));
+        out.push_str(&super::output::yaml(&h.object));
     }
     print!("{out}");
     Ok(ExitCode::SUCCESS)

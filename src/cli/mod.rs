@@ -129,7 +129,7 @@ pub enum Command {
         #[arg(long, default_value_t = 9898)]
         port: u16,
     },
-    /// Helm charts: render HelmReleases without a cluster.
+    /// Helm charts: render HelmReleases without a cluster; run release tests.
     Helm {
         /// What to do.
         #[command(subcommand)]
@@ -182,6 +182,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => sync::images_scan_once(load_config(&cli.config)?),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { which } => bench::bench(which),
+        Command::Helm {
+            what:
+                helm::HelmCmd::Test {
+                    release,
+                    namespace,
+                    timeout,
+                },
+        } => helm::test(&load_config(&cli.config)?, release, namespace, timeout),
         Command::Helm { what } => helm::helm(what),
         Command::Promote { what } => canary::manual(&load_config(&cli.config)?, &what, "promote"),
         Command::Abort { what } => canary::manual(&load_config(&cli.config)?, &what, "abort"),

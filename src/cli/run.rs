@@ -44,7 +44,14 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
     .context("writing status/server.json")?;
     info!(address = %addr, "serving /metrics, /healthz and /hook on http://{addr}");
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let loadtester = crate::target::local::loadtester::LoadTester::new(Some(cfg.state_dir()));
+    let loadtester = crate::target::local::loadtester::LoadTester::local(
+        cfg.state_dir(),
+        cfg.target
+            .local
+            .as_ref()
+            .map(|l| l.images.clone())
+            .unwrap_or_default(),
+    );
     let lt_for_engine = loadtester.clone();
     let state = AppState {
         trigger: tx.clone(),

@@ -12,7 +12,7 @@ pub fn validate(dir: PathBuf, path: &str) -> anyhow::Result<ExitCode> {
     let snap = DirSnapshot::new(&dir);
     let mut loaded = manifest::load(&snap, path, None);
     if loaded.errors.is_empty() {
-        for (release, why) in crate::helm::release::expand_into(&snap, &mut loaded, "") {
+        for (release, why) in crate::helm::release::expand_into(&snap, &mut loaded, "").skipped {
             println!("! {release}: not rendered: {why} is not supported yet");
         }
     }

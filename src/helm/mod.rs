@@ -4,6 +4,7 @@
 //! other Git repos, Helm HTTP repositories) and wiring into sync come next.
 
 pub mod chart;
+pub mod hooks;
 pub mod objects;
 pub mod release;
 pub mod remote;

@@ -6,6 +6,7 @@
 //! and returns objects and errors; sync applies and prunes them like any other.
 
 use super::chart::{merge_values, render, Capabilities, Chart, Release};
+use super::hooks::{sort_hooks, Hook, ReleaseRecord};
 use crate::manifest::load::parse_generated;
 use crate::manifest::snapshot::{join, Entry, Snapshot};
 use crate::manifest::{ManifestError, Object};
@@ -26,8 +27,9 @@ pub struct Expansion {
     /// Releases left unrendered because their chart source is not in this repository,
     /// with the reason.
     pub skipped: Vec<(String, String)>,
-    /// Hook objects (`helm.sh/hook`) left out, with the release and the hook kinds.
-    pub hooks: Vec<(String, Object, String)>,
+    /// One record per rendered release, with its hooks (`helm.sh/hook` objects, left
+    /// out of `objects`) in Helm's order.
+    pub releases: Vec<ReleaseRecord>,
 }
 
 /// Helm's install order of kinds; other kinds go last, in template order.
@@ -522,6 +524,7 @@ pub fn expand_with(
             }
         };
         let mut objects = Vec::new();
+        let mut hooks = Vec::new();
         for r in rendered {
             let file = r
                 .name
@@ -530,8 +533,13 @@ pub fn expand_with(
                 .unwrap_or(r.name);
             let (objs, errs) = parse_generated(&file, &r.text, &ns);
             for o in objs {
-                match o.value()["metadata"]["annotations"]["helm.sh/hook"].as_str() {
-                    Some(hook) => out.hooks.push((id.clone(), o, hook.to_string())),
+                match Hook::from_object(&o.value(), &file) {
+                    Some(Ok(h)) => hooks.push(h),
+                    Some(Err(e)) => out.errors.push(ManifestError::at_origin(
+                        &o.origin,
+                        Some("metadata.annotations".into()),
+                        format!("rendered for {id}: {e}"),
+                    )),
                     None => objects.push(o),
                 }
             }
@@ -541,6 +549,9 @@ pub fn expand_with(
             }));
         }
         sort_for_install(&mut objects);
+        sort_hooks(&mut hooks);
+        out.releases
+            .push(release_record(&v, &rel, &chart, &objects, hooks));
         out.objects.extend(objects);
     }
     out
@@ -553,7 +564,7 @@ pub fn expand_into(
     snap: &dyn Snapshot,
     loaded: &mut crate::manifest::Loaded,
     source_url: &str,
-) -> Vec<(String, String)> {
+) -> Expanded {
     expand_into_with(snap, loaded, source_url, None)
 }
 
@@ -563,7 +574,7 @@ pub fn expand_into_with(
     loaded: &mut crate::manifest::Loaded,
     source_url: &str,
     fetch: Option<Fetcher>,
-) -> Vec<(String, String)> {
+) -> Expanded {
     let x = expand_with(
         snap,
         &loaded.objects,
@@ -574,8 +585,65 @@ pub fn expand_into_with(
     loaded.objects.extend(x.objects);
     crate::manifest::load::find_duplicates(loaded);
     loaded.errors.extend(x.errors);
-    for (release, hook, kinds) in &x.hooks {
-        tracing::warn!(release = %release, hook = %hook.key, "Helm hook ({kinds}) not applied: hooks are not run yet");
+    Expanded {
+        skipped: x.skipped,
+        releases: x.releases,
     }
-    x.skipped
+}
+
+/// What [`expand_into_with`] leaves beside the objects.
+#[derive(Debug, Default)]
+pub struct Expanded {
+    /// Releases left unrendered, with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Records of the rendered releases, with their hooks.
+    pub releases: Vec<ReleaseRecord>,
+}
+
+/// Helm's timeout for a release's hooks: v2 `spec.timeout` (a duration), the Helm
+/// operator's `spec.timeout` (seconds); 5 minutes when unset.
+pub fn release_timeout(hr: &Value) -> std::time::Duration {
+    match &hr["spec"]["timeout"] {
+        Value::Number(n) => std::time::Duration::from_secs(n.as_u64().unwrap_or(300)),
+        Value::String(s) => crate::util::duration::parse(s)
+            .or_else(|_| s.parse::<u64>().map(std::time::Duration::from_secs))
+            .unwrap_or(std::time::Duration::from_secs(300)),
+        _ => std::time::Duration::from_secs(300),
+    }
+}
+
+fn release_record(
+    hr: &Value,
+    rel: &Release,
+    chart: &Chart,
+    objects: &[Object],
+    hooks: Vec<Hook>,
+) -> ReleaseRecord {
+    use sha2::Digest as _;
+    let mut d = sha2::Sha256::new();
+    for o in objects {
+        d.update(o.hash.as_bytes());
+    }
+    for h in &hooks {
+        d.update(crate::manifest::object::canonical_json(&h.object));
+    }
+    ReleaseRecord {
+        helm_release: format!(
+            "{}/{}",
+            hr["metadata"]["namespace"].as_str().unwrap_or("default"),
+            hr["metadata"]["name"].as_str().unwrap_or_default()
+        ),
+        name: rel.name.clone(),
+        namespace: rel.namespace.clone(),
+        chart: format!("{}-{}", chart.name(), chart.version()),
+        digest: crate::manifest::object::hex(&d.finalize()),
+        revision: 0,
+        objects: objects
+            .iter()
+            .map(|o| format!("{}/{}/{}", o.key.kind, o.key.namespace, o.key.name))
+            .collect(),
+        hooks,
+        timeout_secs: release_timeout(hr).as_secs(),
+        last_hook_error: None,
+    }
 }

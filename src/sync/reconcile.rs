@@ -4,12 +4,13 @@
 //! exponential backoff and syncs at once on a local commit or a push webhook.
 
 use crate::config::Config;
+use crate::helm::hooks::{plan_hooks, Event, ReleaseRecord};
 use crate::image::automation::Automation;
 use crate::manifest::{self, ManifestError, Object};
 use crate::metrics;
 use crate::source::status::{self, revision_string, SourceStatus};
 use crate::source::GitSource;
-use crate::sync::{plan, ApplyPlan};
+use crate::sync::{hooks, plan, ApplyPlan};
 use crate::target::{self, local::store::WriterLock, local::LocalStore, ApplyReport, Target};
 use crate::util::{duration, time::unix_now};
 use std::future::Future;
@@ -38,6 +39,15 @@ pub enum Error {
     /// The status record could not be written.
     #[error("status: {0}")]
     Status(std::io::Error),
+    /// A `pre-install`, `pre-upgrade` or `pre-delete` Helm hook failed; nothing was
+    /// applied.
+    #[error("revision {revision}: nothing applied: {message}")]
+    Hook {
+        /// The revision held back.
+        revision: String,
+        /// Which hook failed and why.
+        message: String,
+    },
     /// Image automation could not start.
     #[error("{0}")]
     Automation(String),
@@ -79,6 +89,12 @@ pub struct Reconciler {
     /// Scan registries on the next sync even if the scan cache is fresh.
     pub force_scan: bool,
     images_active: bool,
+    /// Runs after an apply whose releases have `post-*` hooks, before those run: the
+    /// run loop uses it to start the new workloads and Services at once.
+    pub after_apply: Option<Box<dyn Fn() + Send>>,
+    /// Wait for a release's Deployments to be ready before its `post-*` hooks (set when
+    /// the local runtime runs in this process).
+    pub wait_ready: bool,
     _lock: Option<WriterLock>,
 }
 
@@ -127,6 +143,8 @@ impl Reconciler {
             automation,
             force_scan: false,
             images_active: false,
+            after_apply: None,
+            wait_ready: false,
             _lock: lock,
         })
     }
@@ -159,9 +177,14 @@ impl Reconciler {
         status::write(&self.state_dir(), &self.status).map_err(Error::Status)
     }
 
-    fn load(&mut self, commit: &str) -> Result<(Vec<Object>, (usize, usize)), Error> {
+    #[allow(clippy::type_complexity)]
+    fn load(
+        &mut self,
+        commit: &str,
+    ) -> Result<(Vec<Object>, (usize, usize), Vec<ReleaseRecord>), Error> {
         let snap = self.source.snapshot(commit)?;
         let mut loaded = manifest::load(&snap, &self.cfg.source.path, Some(&mut self.cache));
+        let mut releases = Vec::new();
         if loaded.errors.is_empty() {
             let state_dir = self.state_dir();
             let source_cfg = self.cfg.source.clone();
@@ -169,14 +192,16 @@ impl Reconciler {
             let fetch = move |src: &crate::helm::release::ChartSource| {
                 crate::helm::remote::fetch(src, &source_cfg, &base_dir, &state_dir)
             };
-            for (release, why) in crate::helm::release::expand_into_with(
+            let x = crate::helm::release::expand_into_with(
                 &snap,
                 &mut loaded,
                 &self.cfg.source.url,
                 Some(&fetch),
-            ) {
+            );
+            for (release, why) in x.skipped {
                 tracing::warn!(release = %release, "not rendered: {why} is not supported yet; the HelmRelease object is stored as is");
             }
+            releases = x.releases;
         }
         if !loaded.errors.is_empty() {
             return Err(Error::Invalid {
@@ -184,13 +209,13 @@ impl Reconciler {
                 errors: loaded.errors,
             });
         }
-        Ok((loaded.objects, (loaded.files, loaded.cache_hits)))
+        Ok((loaded.objects, (loaded.files, loaded.cache_hits), releases))
     }
 
     /// Fetches and plans without applying (for `gitcanary diff`).
     pub fn preview(&mut self) -> Result<Preview, Error> {
         let fetched = self.source.fetch()?;
-        let (desired, _) = self.load(&fetched.commit)?;
+        let (desired, _, _) = self.load(&fetched.commit)?;
         let plan = plan(&desired, &self.store.inventory()?);
         Ok(Preview {
             revision: fetched.commit,
@@ -275,17 +300,86 @@ impl Reconciler {
         self.status.fetched_revision =
             Some(revision_string(&self.cfg.source.branch, &fetched.commit));
         self.status.fetched_at = Some(unix_now());
-        let (mut desired, mut files) = self.load(&fetched.commit)?;
+        let (mut desired, mut files, mut releases) = self.load(&fetched.commit)?;
         let mut head = fetched.commit;
         if let Some(pushed) = self.automate(&head, &desired) {
             // Apply what automation just pushed, without waiting for the next poll.
             head = pushed;
-            (desired, files) = self.load(&head)?;
+            (desired, files, releases) = self.load(&head)?;
+        }
+        let state_dir = self.state_dir();
+        let (steps, mut records) = plan_hooks(&hooks::read_records(&state_dir), &releases);
+        let images = self
+            .cfg
+            .target
+            .local
+            .as_ref()
+            .map(|l| l.images.clone())
+            .unwrap_or_default();
+        for step in &steps {
+            let timeout = Duration::from_secs(step.record.timeout_secs);
+            hooks::run_event(
+                &self.store,
+                &state_dir,
+                &images,
+                &step.record,
+                step.pre,
+                timeout,
+            )
+            .map_err(|e| Error::Hook {
+                revision: revision_string(&self.cfg.source.branch, &head),
+                message: e,
+            })?;
         }
         let inventory = self.store.inventory()?;
         let plan = plan(&desired, &inventory);
         let applied = self.store.apply(&plan, &desired, &inventory, &head)?;
         drop(inventory);
+        if steps.iter().any(|s| !s.record.hooks_for(s.post).is_empty()) {
+            if let Some(after) = &self.after_apply {
+                after();
+            }
+        }
+        for step in &steps {
+            if step.record.hooks_for(step.post).is_empty() {
+                continue;
+            }
+            let timeout = Duration::from_secs(step.record.timeout_secs);
+            let ready = if self.wait_ready && step.post != Event::PostDelete {
+                hooks::wait_ready(
+                    &self.store,
+                    &state_dir,
+                    &hooks::release_deployments(step, &desired),
+                    timeout,
+                )
+                .map_err(|e| {
+                    format!(
+                        "release {}: {e}; {} hooks not run",
+                        step.release,
+                        step.post.name()
+                    )
+                })
+            } else {
+                Ok(())
+            };
+            let result = ready.and_then(|()| {
+                hooks::run_event(
+                    &self.store,
+                    &state_dir,
+                    &images,
+                    &step.record,
+                    step.post,
+                    timeout,
+                )
+            });
+            if let Err(e) = result {
+                warn!(release = %step.release, "{e}");
+                if let Some(r) = records.iter_mut().find(|r| r.key() == step.release) {
+                    r.last_hook_error = Some(e);
+                }
+            }
+        }
+        hooks::write_records(&state_dir, &records).map_err(Error::Status)?;
         self.status.applied_revision = Some(revision_string(&self.cfg.source.branch, &head));
         self.status.applied_at = Some(unix_now());
         self.status.objects = desired.len();
@@ -471,6 +565,20 @@ pub async fn run(
         if let Err(e) = p.sync_services().await {
             warn!("services: {e}");
         }
+    }
+    if let Some(rt) = &runtime {
+        let notifier = rt.notifier();
+        let proxy = proxy.clone();
+        let handle = tokio::runtime::Handle::current();
+        rec.wait_ready = true;
+        rec.after_apply = Some(Box::new(move || {
+            notifier.notify();
+            if let Some(p) = &proxy {
+                if let Err(e) = handle.block_on(p.sync_services()) {
+                    warn!("services: {e}");
+                }
+            }
+        }));
     }
     tokio::pin!(shutdown);
     loop {

@@ -111,6 +111,7 @@ pub async fn run_hey(spec: &hey::HeySpec, url: &str) -> Report {
 #[derive(Default)]
 pub struct LoadTester {
     state_dir: Option<PathBuf>,
+    images: BTreeMap<String, Vec<String>>,
     running: Mutex<HashSet<String>>,
     gates: Mutex<HashSet<String>>,
     rollbacks: Mutex<HashSet<String>>,
@@ -134,6 +135,30 @@ impl LoadTester {
             state_dir,
             ..Default::default()
         })
+    }
+
+    /// A load tester on the local target at `state_dir` that can also run Helm tests,
+    /// with containers resolved through `images` (`target.local.images`).
+    pub fn local(state_dir: PathBuf, images: BTreeMap<String, Vec<String>>) -> Arc<LoadTester> {
+        Arc::new(LoadTester {
+            state_dir: Some(state_dir),
+            images,
+            ..Default::default()
+        })
+    }
+
+    /// Runs `helm test` (the Flagger helm tester's `metadata.cmd`).
+    async fn helm_test(&self, ns: &str, cmd: &str) -> Result<String, String> {
+        let parsed = crate::helm::hooks::parse_test_command(cmd)?;
+        let Some(state_dir) = self.state_dir.clone() else {
+            return Err("helm tester: no local target".into());
+        };
+        let (images, ns) = (self.images.clone(), ns.to_string());
+        tokio::task::spawn_blocking(move || {
+            crate::sync::hooks::helm_test(&state_dir, &images, &parsed, &ns)
+        })
+        .await
+        .map_err(|e| format!("helm tester: {e}"))?
     }
 
     /// Reports of finished hey runs: (`namespace/name`, report).
@@ -245,9 +270,20 @@ async fn command(
             });
             (StatusCode::ACCEPTED, "started\n".into())
         }
+        // The Flagger helm tester: `helm`/`helmv2` (Helm 2) and `helmv3`.
+        "helm" | "helmv2" | "helmv3" => match lt.helm_test(&p.namespace, &cmd).await {
+            Ok(out) => {
+                tracing::info!(canary = %key, "helm test passed: {cmd}");
+                (StatusCode::OK, format!("{out}\n"))
+            }
+            Err(e) => {
+                tracing::warn!(canary = %key, "helm test failed: {e}");
+                (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
+            }
+        },
         other => (
             StatusCode::BAD_REQUEST,
-            format!("unknown metadata.type {other:?}: use cmd or bash\n"),
+            format!("unknown metadata.type {other:?}: use cmd, bash, helm, helmv2 or helmv3\n"),
         ),
     }
 }

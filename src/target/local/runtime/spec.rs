@@ -377,6 +377,29 @@ pub fn plan_deployment(
     }
 }
 
+/// Resolves the containers of a pod spec (a Pod's `spec`, a Job's
+/// `spec.template.spec`): init containers, then containers.
+pub fn plan_pod_spec(
+    spec: &Value,
+    ns: &str,
+    lookup: Lookup,
+    images: &BTreeMap<String, Vec<String>>,
+) -> Result<(Vec<ContainerPlan>, Vec<ContainerPlan>), String> {
+    let plan = |field: &str| -> Result<Vec<ContainerPlan>, String> {
+        spec[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| container_plan(c, ns, lookup, images))
+            .collect()
+    };
+    let containers = plan("containers")?;
+    if containers.is_empty() {
+        return Err("spec.containers: missing".into());
+    }
+    Ok((plan("initContainers")?, containers))
+}
+
 /// The pod-template revision: sha256 of its canonical JSON. Stable across gitcanary
 /// versions because it depends only on the template's content (see flagger #1799).
 pub fn template_hash(template: &Value) -> String {

@@ -1,0 +1,490 @@
+//! Helm hooks, decided purely: which rendered objects are hooks (`helm.sh/hook`), their
+//! events, weights and delete policies, Helm's hook order, the release record kept
+//! between syncs, and which hooks a sync must run (install, upgrade or delete). The
+//! local target runs them (`target::local::runtime::job`); `helm test` runs the test
+//! hooks, e.g. as a Canary `pre-rollout` webhook of type `helmv3`.
+
+use super::release::INSTALL_ORDER;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A Helm hook event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Event {
+    /// Before the first install's objects are applied.
+    PreInstall,
+    /// After the first install's objects are applied.
+    PostInstall,
+    /// Before an upgrade's objects are applied.
+    PreUpgrade,
+    /// After an upgrade's objects are applied.
+    PostUpgrade,
+    /// Before a release's objects are pruned.
+    PreDelete,
+    /// After a release's objects are pruned.
+    PostDelete,
+    /// Before a rollback (never emitted: a rollback here is a Git revert, an upgrade).
+    PreRollback,
+    /// After a rollback (never emitted, as above).
+    PostRollback,
+    /// `helm test` (`test-success` is the Helm 2 name).
+    Test,
+    /// A Helm 2 test expected to fail.
+    TestFailure,
+}
+
+impl Event {
+    /// Parses one `helm.sh/hook` entry.
+    pub fn parse(s: &str) -> Option<Event> {
+        Some(match s.trim() {
+            "pre-install" => Event::PreInstall,
+            "post-install" => Event::PostInstall,
+            "pre-upgrade" => Event::PreUpgrade,
+            "post-upgrade" => Event::PostUpgrade,
+            "pre-delete" => Event::PreDelete,
+            "post-delete" => Event::PostDelete,
+            "pre-rollback" => Event::PreRollback,
+            "post-rollback" => Event::PostRollback,
+            "test" | "test-success" => Event::Test,
+            "test-failure" => Event::TestFailure,
+            _ => return None,
+        })
+    }
+
+    /// Helm's name for the event.
+    pub fn name(self) -> &'static str {
+        match self {
+            Event::PreInstall => "pre-install",
+            Event::PostInstall => "post-install",
+            Event::PreUpgrade => "pre-upgrade",
+            Event::PostUpgrade => "post-upgrade",
+            Event::PreDelete => "pre-delete",
+            Event::PostDelete => "post-delete",
+            Event::PreRollback => "pre-rollback",
+            Event::PostRollback => "post-rollback",
+            Event::Test => "test",
+            Event::TestFailure => "test-failure",
+        }
+    }
+}
+
+/// One hook object of a release.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hook {
+    /// Kind.
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Template file it came from, for messages.
+    pub file: String,
+    /// Events it runs on.
+    pub events: Vec<Event>,
+    /// `helm.sh/hook-weight` (default 0; lower runs first).
+    pub weight: i64,
+    /// `helm.sh/hook-delete-policy` entries.
+    pub delete_policies: Vec<String>,
+    /// The rendered object.
+    pub object: Value,
+}
+
+impl Hook {
+    /// Reads the hook annotations of a rendered object; `None` when it is no hook.
+    /// An unknown event or a weight that is not an integer is an error, as in Helm.
+    pub fn from_object(object: &Value, file: &str) -> Option<Result<Hook, String>> {
+        let ann = &object["metadata"]["annotations"];
+        let events = ann["helm.sh/hook"].as_str()?;
+        let kind = object["kind"].as_str().unwrap_or_default().to_string();
+        let name = object["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        Some((|| {
+            let mut parsed = Vec::new();
+            for e in events.split(',').filter(|e| !e.trim().is_empty()) {
+                parsed.push(Event::parse(e).ok_or_else(|| {
+                    format!(
+                        "{kind} {name}: metadata.annotations.helm.sh/hook: unknown hook event {:?}",
+                        e.trim()
+                    )
+                })?);
+            }
+            let weight = match ann["helm.sh/hook-weight"].as_str().map(str::trim) {
+                None | Some("") => 0,
+                Some(w) => w.parse().map_err(|_| {
+                    format!("{kind} {name}: metadata.annotations.helm.sh/hook-weight: {w:?} is not an integer")
+                })?,
+            };
+            let delete_policies = ann["helm.sh/hook-delete-policy"]
+                .as_str()
+                .unwrap_or_default()
+                .split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect();
+            Ok(Hook {
+                kind,
+                name,
+                file: file.to_string(),
+                events: parsed,
+                weight,
+                delete_policies,
+                object: object.clone(),
+            })
+        })())
+    }
+
+    /// Whether the hook runs on `event`.
+    pub fn on(&self, event: Event) -> bool {
+        self.events.contains(&event)
+    }
+
+    /// `kind/name` for messages.
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.kind, self.name)
+    }
+}
+
+/// Sorts hooks in Helm's order: by weight, then kind (install order), then name.
+pub fn sort_hooks(hooks: &mut [Hook]) {
+    let kind_rank = |k: &str| {
+        INSTALL_ORDER
+            .iter()
+            .position(|x| *x == k)
+            .unwrap_or(INSTALL_ORDER.len())
+    };
+    hooks.sort_by(|a, b| {
+        (a.weight, kind_rank(&a.kind), &a.name).cmp(&(b.weight, kind_rank(&b.kind), &b.name))
+    });
+}
+
+/// What is kept of a release between syncs (`<stateDir>/helm/releases/<ns>/<name>.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseRecord {
+    /// The HelmRelease object, `namespace/name`.
+    pub helm_release: String,
+    /// Release name.
+    pub name: String,
+    /// Release namespace.
+    pub namespace: String,
+    /// `chart-version`.
+    pub chart: String,
+    /// sha256 over the rendered objects and hooks: a change is an upgrade.
+    pub digest: String,
+    /// Release revision: 1 at install, +1 per upgrade.
+    #[serde(default)]
+    pub revision: u64,
+    /// The rendered objects, as `Kind/namespace/name`.
+    #[serde(default)]
+    pub objects: Vec<String>,
+    /// Hooks in Helm's order.
+    pub hooks: Vec<Hook>,
+    /// Helm's timeout for hooks (`spec.timeout`, default 5m), in seconds.
+    pub timeout_secs: u64,
+    /// The last hook failure, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_hook_error: Option<String>,
+}
+
+impl ReleaseRecord {
+    /// `namespace/name` of the release.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Its hooks for `event`, in order.
+    pub fn hooks_for(&self, event: Event) -> Vec<&Hook> {
+        self.hooks.iter().filter(|h| h.on(event)).collect()
+    }
+}
+
+/// What one sync does with a release's hooks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HookStep {
+    /// Release `namespace/name`.
+    pub release: String,
+    /// Event run before the objects change (`pre-install`, `pre-upgrade`, `pre-delete`).
+    pub pre: Event,
+    /// Event run after (`post-install`, `post-upgrade`, `post-delete`).
+    pub post: Event,
+    /// The record the hooks come from (the old one for a delete).
+    pub record: ReleaseRecord,
+}
+
+/// Decides the hook steps of a sync from the records of the last applied revision
+/// (`prev`) and of the revision about to be applied (`next`): a new release installs,
+/// a changed digest upgrades (the revision goes up by one), a release gone deletes.
+/// Releases with no hooks for their events are left out. Returns the steps and `next`
+/// with revisions carried over.
+pub fn plan_hooks(
+    prev: &[ReleaseRecord],
+    next: &[ReleaseRecord],
+) -> (Vec<HookStep>, Vec<ReleaseRecord>) {
+    let mut steps = Vec::new();
+    let mut records = Vec::new();
+    for n in next {
+        let mut n = n.clone();
+        let old = prev.iter().find(|p| p.key() == n.key());
+        let events = match old {
+            None => {
+                n.revision = 1;
+                Some((Event::PreInstall, Event::PostInstall))
+            }
+            Some(o) if o.digest != n.digest => {
+                n.revision = o.revision.max(1) + 1;
+                Some((Event::PreUpgrade, Event::PostUpgrade))
+            }
+            Some(o) => {
+                n.revision = o.revision.max(1);
+                n.last_hook_error = o.last_hook_error.clone();
+                None
+            }
+        };
+        if let Some((pre, post)) = events {
+            if !n.hooks_for(pre).is_empty() || !n.hooks_for(post).is_empty() {
+                steps.push(HookStep {
+                    release: n.key(),
+                    pre,
+                    post,
+                    record: n.clone(),
+                });
+            }
+        }
+        records.push(n);
+    }
+    for o in prev {
+        if next.iter().all(|n| n.key() != o.key())
+            && (!o.hooks_for(Event::PreDelete).is_empty()
+                || !o.hooks_for(Event::PostDelete).is_empty())
+        {
+            steps.push(HookStep {
+                release: o.key(),
+                pre: Event::PreDelete,
+                post: Event::PostDelete,
+                record: o.clone(),
+            });
+        }
+    }
+    (steps, records)
+}
+
+/// A `helm test` command line as the Flagger helm tester takes it in `metadata.cmd`:
+/// `test RELEASE [-n|--namespace NS] [--timeout D] [--cleanup] [--logs]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestCommand {
+    /// Release name.
+    pub release: String,
+    /// Namespace, when given.
+    pub namespace: Option<String>,
+    /// Timeout, when given.
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// Parses a `helm test` command (with or without a leading `helm`).
+pub fn parse_test_command(cmd: &str) -> Result<TestCommand, String> {
+    let words: Vec<&str> = cmd.split_whitespace().collect();
+    let words = match words.first() {
+        Some(&"helm" | &"helmv3" | &"helm3") => &words[1..],
+        _ => &words[..],
+    };
+    let rest = match words.first() {
+        Some(&"test") => &words[1..],
+        _ => {
+            return Err(format!(
+                "helm tester: expected `test RELEASE [-n NAMESPACE]`, got {cmd:?}"
+            ))
+        }
+    };
+    let mut out = TestCommand {
+        release: String::new(),
+        namespace: None,
+        timeout: None,
+    };
+    let mut i = 0;
+    while i < rest.len() {
+        let w = rest[i];
+        let value = |i: usize| {
+            rest.get(i + 1)
+                .map(|s| s.to_string())
+                .ok_or_else(|| format!("helm tester: {w} needs a value"))
+        };
+        match w {
+            "-n" | "--namespace" => {
+                out.namespace = Some(value(i)?);
+                i += 1;
+            }
+            "--timeout" => {
+                let t = value(i)?;
+                // Helm 2 took seconds, Helm 3 a duration.
+                out.timeout = Some(match t.parse::<u64>() {
+                    Ok(secs) => std::time::Duration::from_secs(secs),
+                    Err(_) => crate::util::duration::parse(&t)
+                        .map_err(|e| format!("helm tester: --timeout: {e}"))?,
+                });
+                i += 1;
+            }
+            "--cleanup" | "--logs" | "--parallel" => {}
+            _ if w.starts_with("--namespace=") => {
+                out.namespace = Some(w["--namespace=".len()..].to_string())
+            }
+            _ if w.starts_with("--timeout=") => {
+                out.timeout = Some(
+                    crate::util::duration::parse(&w["--timeout=".len()..])
+                        .map_err(|e| format!("helm tester: --timeout: {e}"))?,
+                )
+            }
+            _ if w.starts_with('-') => {
+                return Err(format!("helm tester: unsupported flag {w}"));
+            }
+            _ if out.release.is_empty() => out.release = w.to_string(),
+            _ => return Err(format!("helm tester: unexpected argument {w:?}")),
+        }
+        i += 1;
+    }
+    if out.release.is_empty() {
+        return Err("helm tester: `test` needs a release name".into());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hook(kind: &str, name: &str, events: &str, weight: Option<&str>) -> Hook {
+        let mut ann = json!({"helm.sh/hook": events});
+        if let Some(w) = weight {
+            ann["helm.sh/hook-weight"] = json!(w);
+        }
+        Hook::from_object(
+            &json!({"kind": kind, "metadata": {"name": name, "annotations": ann}}),
+            "t.yaml",
+        )
+        .unwrap()
+        .unwrap()
+    }
+
+    fn record(name: &str, digest: &str, hooks: Vec<Hook>) -> ReleaseRecord {
+        ReleaseRecord {
+            helm_release: format!("test/{name}"),
+            name: name.into(),
+            namespace: "test".into(),
+            chart: "podinfo-1.0.0".into(),
+            digest: digest.into(),
+            revision: 0,
+            objects: Vec::new(),
+            hooks,
+            timeout_secs: 300,
+            last_hook_error: None,
+        }
+    }
+
+    #[test]
+    fn parses_hook_annotations() {
+        let h = hook("Job", "migrate", "pre-install, pre-upgrade", Some("-5"));
+        assert_eq!(h.events, vec![Event::PreInstall, Event::PreUpgrade]);
+        assert_eq!(h.weight, -5);
+        assert_eq!(
+            hook("Pod", "t", "test-success", None).events,
+            vec![Event::Test]
+        );
+        assert!(
+            Hook::from_object(&json!({"kind": "Pod", "metadata": {"name": "x"}}), "f").is_none()
+        );
+        let bad = Hook::from_object(
+            &json!({"kind": "Pod", "metadata": {"name": "x", "annotations": {"helm.sh/hook": "pre-instal"}}}),
+            "f",
+        )
+        .unwrap()
+        .unwrap_err();
+        assert!(bad.contains("unknown hook event \"pre-instal\""), "{bad}");
+        let bad = Hook::from_object(
+            &json!({"kind": "Pod", "metadata": {"name": "x", "annotations": {"helm.sh/hook": "test", "helm.sh/hook-weight": "one"}}}),
+            "f",
+        )
+        .unwrap()
+        .unwrap_err();
+        assert!(bad.contains("hook-weight"), "{bad}");
+    }
+
+    #[test]
+    fn helm_hook_order() {
+        let mut hooks = vec![
+            hook("Job", "b", "pre-install", Some("1")),
+            hook("Job", "a", "pre-install", Some("1")),
+            hook("ConfigMap", "z", "pre-install", Some("1")),
+            hook("Pod", "first", "pre-install", Some("-1")),
+        ];
+        sort_hooks(&mut hooks);
+        let names: Vec<_> = hooks.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["first", "z", "a", "b"]);
+    }
+
+    #[test]
+    fn install_upgrade_unchanged_delete() {
+        let hooks = vec![
+            hook("Job", "migrate", "pre-install,pre-upgrade", None),
+            hook("Job", "cleanup", "pre-delete", None),
+        ];
+        let (steps, recs) = plan_hooks(&[], &[record("a", "d1", hooks.clone())]);
+        assert_eq!(steps.len(), 1);
+        assert_eq!(
+            (steps[0].pre, steps[0].post),
+            (Event::PreInstall, Event::PostInstall)
+        );
+        assert_eq!(recs[0].revision, 1);
+
+        let (steps, recs2) = plan_hooks(&recs, &[record("a", "d1", hooks.clone())]);
+        assert!(steps.is_empty());
+        assert_eq!(recs2[0].revision, 1);
+
+        let (steps, recs3) = plan_hooks(&recs2, &[record("a", "d2", hooks.clone())]);
+        assert_eq!(steps[0].pre, Event::PreUpgrade);
+        assert_eq!(recs3[0].revision, 2);
+
+        let (steps, recs4) = plan_hooks(&recs3, &[]);
+        assert!(recs4.is_empty());
+        assert_eq!(steps[0].pre, Event::PreDelete);
+        assert_eq!(
+            steps[0].record.hooks_for(Event::PreDelete)[0].name,
+            "cleanup"
+        );
+
+        // A release with only test hooks has no sync steps.
+        let (steps, _) = plan_hooks(
+            &[],
+            &[record("t", "d", vec![hook("Pod", "t", "test", None)])],
+        );
+        assert!(steps.is_empty());
+    }
+
+    #[test]
+    fn test_commands() {
+        assert_eq!(
+            parse_test_command("test podinfo -n test --timeout 2m --cleanup").unwrap(),
+            TestCommand {
+                release: "podinfo".into(),
+                namespace: Some("test".into()),
+                timeout: Some(std::time::Duration::from_secs(120)),
+            }
+        );
+        assert_eq!(
+            parse_test_command("helm test frontend --timeout=30s")
+                .unwrap()
+                .timeout,
+            Some(std::time::Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_test_command("test podinfo --timeout 90")
+                .unwrap()
+                .timeout,
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert!(parse_test_command("install x").is_err());
+        assert!(parse_test_command("test").is_err());
+        assert!(parse_test_command("test a --wat").is_err());
+    }
+}

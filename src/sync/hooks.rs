@@ -1,0 +1,261 @@
+//! The hook executor around an apply: release records on disk
+//! (`<stateDir>/helm/releases/<ns>/<release>.json`, written atomically), `pre-*` hooks
+//! before the objects change (a failure applies nothing, like an invalid revision), and
+//! `post-*` hooks after, once the release's Deployments are ready when the runtime is
+//! running (as Helm's `--wait`, Flux's default). What to run is decided by
+//! [`crate::helm::hooks::plan_hooks`].
+
+use crate::helm::hooks::{Event, HookStep, ReleaseRecord};
+use crate::target::local::runtime::job::{self, JobContext};
+use crate::target::local::LocalStore;
+use crate::target::Target as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn records_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("helm").join("releases")
+}
+
+/// The records of the last applied revision.
+pub fn read_records(state_dir: &Path) -> Vec<ReleaseRecord> {
+    let mut out = Vec::new();
+    for ns in std::fs::read_dir(records_dir(state_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+            let p = f.path();
+            if p.extension().is_some_and(|e| e == "json") {
+                match std::fs::read(&p).map(|b| serde_json::from_slice::<ReleaseRecord>(&b)) {
+                    Ok(Ok(r)) => out.push(r),
+                    _ => {
+                        tracing::warn!(file = %p.display(), "unreadable Helm release record ignored")
+                    }
+                }
+            }
+        }
+    }
+    out.sort_by_key(|r| r.key());
+    out
+}
+
+/// One release's record.
+pub fn read_record(state_dir: &Path, ns: &str, name: &str) -> Option<ReleaseRecord> {
+    let b = std::fs::read(records_dir(state_dir).join(ns).join(format!("{name}.json"))).ok()?;
+    serde_json::from_slice(&b).ok()
+}
+
+/// Replaces the records with `records`: changed ones are written atomically, gone ones
+/// removed.
+pub fn write_records(state_dir: &Path, records: &[ReleaseRecord]) -> std::io::Result<()> {
+    let old = read_records(state_dir);
+    for r in records {
+        if old.iter().any(|o| o == r) {
+            continue;
+        }
+        let bytes = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
+        crate::util::atomic::write(
+            &records_dir(state_dir)
+                .join(&r.namespace)
+                .join(format!("{}.json", r.name)),
+            &bytes,
+        )?;
+    }
+    for o in old {
+        if records.iter().all(|r| r.key() != o.key()) {
+            let _ = std::fs::remove_file(
+                records_dir(state_dir)
+                    .join(&o.namespace)
+                    .join(format!("{}.json", o.name)),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs the hooks of `event` for one release; `Err` carries Helm-like wording.
+pub fn run_event(
+    store: &LocalStore,
+    state_dir: &Path,
+    images: &std::collections::BTreeMap<String, Vec<String>>,
+    record: &ReleaseRecord,
+    event: Event,
+    timeout: Duration,
+) -> Result<Vec<String>, String> {
+    let hooks = record.hooks_for(event);
+    if hooks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lookup = |kind: &str, ns: &str, name: &str| {
+        store
+            .get(&crate::manifest::ObjectKey::new("v1", kind, ns, name))
+            .ok()
+            .flatten()
+    };
+    let ctx = JobContext {
+        state_dir,
+        images,
+        lookup: &lookup,
+        work_dir: state_dir.to_path_buf(),
+    };
+    let started = Instant::now();
+    let results = job::run_hooks(&ctx, &hooks, event, &record.namespace, timeout);
+    let mut done = Vec::new();
+    for r in &results {
+        if r.ok {
+            tracing::info!(release = %record.key(), hook = %r.hook, event = event.name(), "{}", r.message);
+            done.push(r.message.clone());
+        } else {
+            let msg = format!(
+                "release {}: {} hook {} failed: {}",
+                record.key(),
+                event.name(),
+                r.hook,
+                r.message
+            );
+            tracing::error!(release = %record.key(), hook = %r.hook, event = event.name(), "{msg}");
+            crate::metrics::global().inc(
+                "gitcanary_helm_hook_failures_total",
+                "Helm hooks that failed.",
+                &[("event", event.name())],
+                1.0,
+            );
+            return Err(msg);
+        }
+    }
+    crate::metrics::global().set(
+        "gitcanary_helm_hook_duration_seconds",
+        "Duration of the last run of a release's hooks for an event.",
+        &[("release", &record.key()), ("event", event.name())],
+        started.elapsed().as_secs_f64(),
+    );
+    Ok(done)
+}
+
+/// Waits until the release's Deployments (`deployments`, as `ns/name`) run their
+/// current template with the replicas they want, or `timeout` passes.
+pub fn wait_ready(
+    store: &LocalStore,
+    state_dir: &Path,
+    deployments: &[(String, String)],
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let overrides = crate::target::local::runtime::supervisor::replica_overrides(state_dir);
+    loop {
+        let mut waiting = None;
+        for (ns, name) in deployments {
+            let key = crate::manifest::ObjectKey::new("apps/v1", "Deployment", ns, name);
+            let Some(d) = store.get(&key).ok().flatten() else {
+                continue;
+            };
+            let want = overrides
+                .get(&format!("{ns}/{name}"))
+                .copied()
+                .unwrap_or(d["spec"]["replicas"].as_u64().unwrap_or(1) as u32);
+            let st: serde_json::Value = std::fs::read(
+                state_dir
+                    .join("status/apps/Deployment")
+                    .join(ns)
+                    .join(format!("{name}.json")),
+            )
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+            let hash = crate::target::local::runtime::spec::template_hash(&d["spec"]["template"]);
+            let available = st["availableReplicas"].as_u64().unwrap_or(0) as u32;
+            if want > 0 && (st["templateHash"] != hash.as_str() || available < want) {
+                waiting = Some(format!(
+                    "Deployment {ns}/{name}: {available} of {want} replicas available"
+                ));
+                break;
+            }
+        }
+        match waiting {
+            None => return Ok(()),
+            Some(w) if Instant::now() >= deadline => {
+                return Err(format!("timed out waiting for readiness: {w}"))
+            }
+            Some(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// The Deployments among a release's rendered objects.
+pub fn release_deployments(
+    step: &HookStep,
+    desired: &[crate::manifest::Object],
+) -> Vec<(String, String)> {
+    desired
+        .iter()
+        .filter(|o| {
+            o.key.kind == "Deployment"
+                && step
+                    .record
+                    .objects
+                    .contains(&format!("Deployment/{}/{}", o.key.namespace, o.key.name))
+        })
+        .map(|o| (o.key.namespace.clone(), o.key.name.clone()))
+        .collect()
+}
+
+/// `helm test`: runs the test hooks of a release recorded by the last sync, in Helm's
+/// order. The release is found by name in `namespace`, or, with none given, in
+/// `fallback_ns` or else wherever it is unique. `timeout` defaults to the release's.
+pub fn helm_test(
+    state_dir: &Path,
+    images: &std::collections::BTreeMap<String, Vec<String>>,
+    cmd: &crate::helm::hooks::TestCommand,
+    fallback_ns: &str,
+) -> Result<String, String> {
+    let records = read_records(state_dir);
+    let named: Vec<&ReleaseRecord> = records.iter().filter(|r| r.name == cmd.release).collect();
+    let record = match &cmd.namespace {
+        Some(ns) => named.iter().find(|r| &r.namespace == ns).copied(),
+        None => named
+            .iter()
+            .find(|r| r.namespace == fallback_ns)
+            .copied()
+            .or(if named.len() == 1 {
+                Some(named[0])
+            } else {
+                None
+            }),
+    };
+    let Some(record) = record else {
+        return Err(match (&cmd.namespace, named.len()) {
+            (_, 0) | (Some(_), _) => {
+                format!(
+                "release {}{} not found: no HelmRelease with that release name has been applied",
+                cmd.namespace.as_deref().map(|n| format!("{n}/")).unwrap_or_default(),
+                cmd.release
+            )
+            }
+            _ => format!(
+                "release {} is in several namespaces; give one with -n",
+                cmd.release
+            ),
+        });
+    };
+    let store = LocalStore::open(state_dir).map_err(|e| e.to_string())?;
+    let timeout = cmd
+        .timeout
+        .unwrap_or(Duration::from_secs(record.timeout_secs));
+    let mut lines = Vec::new();
+    for event in [Event::Test, Event::TestFailure] {
+        lines.extend(run_event(
+            &store, state_dir, images, record, event, timeout,
+        )?);
+    }
+    if lines.is_empty() {
+        return Ok(format!("release {}: no tests", record.key()));
+    }
+    Ok(format!(
+        "release {} revision {}: {} test(s) passed\n{}",
+        record.key(),
+        record.revision,
+        lines.len(),
+        lines.join("\n")
+    ))
+}
