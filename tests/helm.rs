@@ -263,7 +263,8 @@ mod releases {
                 url: Some("https://charts.example.com/".into()),
                 object: None,
                 chart: "redis".into(),
-                version: "1.0.0".into()
+                version: "1.0.0".into(),
+                access: Default::default(),
             }
         );
         let v2 = json!({"apiVersion": "helm.toolkit.fluxcd.io/v2", "metadata": {"name": "podinfo", "namespace": "flux-system"},

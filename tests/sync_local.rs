@@ -370,15 +370,25 @@ fn helm_release_renders_applies_and_prunes_from_git() {
         .is_none());
 }
 
-/// A real HTTP server on 127.0.0.1:0 serving fixed files (a Helm repository).
-fn serve_files(
-    files: Vec<(String, Vec<u8>)>,
-) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+type Hits = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A real HTTP server on 127.0.0.1:0 serving fixed files (a Helm repository), with
+/// basic auth when `basic` is given (`user:password`). Returns the URL and the paths
+/// requested.
+fn serve_files(files: Vec<(String, Vec<u8>)>, basic: Option<&str>) -> (String, Hits) {
+    use base64::Engine as _;
     use std::io::{Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
-    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = hits.clone();
+    let hits: Hits = Default::default();
+    let log = hits.clone();
+    let want = basic.map(|b| {
+        format!(
+            "authorization: basic {}",
+            base64::engine::general_purpose::STANDARD.encode(b)
+        )
+        .to_lowercase()
+    });
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
@@ -387,10 +397,12 @@ fn serve_files(
             let req = String::from_utf8_lossy(&buf[..n]).to_string();
             let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
             let found = files.iter().find(|(p, _)| *p == path);
-            if path.ends_with(".tgz") {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
+            log.lock().unwrap().push(path.clone());
+            let authorized = want
+                .as_ref()
+                .is_none_or(|w| req.to_lowercase().lines().any(|l| l.trim() == w));
             let (status, body) = match found {
+                _ if !authorized => ("401 Unauthorized", b"unauthorized".to_vec()),
                 Some((_, b)) => ("200 OK", b.clone()),
                 None => ("404 Not Found", b"not found".to_vec()),
             };
@@ -415,11 +427,16 @@ fn helm_repository_charts_are_downloaded_verified_and_cached() {
     ]);
     let digest = gitcanary::manifest::object::hex(&sha2::Sha256::digest(&tgz));
     let index = format!("apiVersion: v1\nentries:\n  redis:\n    - version: 1.2.0\n      urls: [redis-1.2.0.tgz]\n      digest: {digest}\n    - version: 1.1.0\n      urls: [redis-1.1.0.tgz]\n      digest: {}\n", "ab".repeat(32));
-    let (url, downloads) = serve_files(vec![
-        ("/index.yaml".into(), index.into_bytes()),
-        ("/redis-1.2.0.tgz".into(), tgz.clone()),
-        ("/redis-1.1.0.tgz".into(), tgz),
-    ]);
+    let (url, hits) = serve_files(
+        vec![
+            ("/index.yaml".into(), index.clone().into_bytes()),
+            ("/redis-1.2.0.tgz".into(), tgz.clone()),
+            ("/redis-1.1.0.tgz".into(), tgz.clone()),
+        ],
+        None,
+    );
+    let count =
+        |hits: &Hits, path: &str| hits.lock().unwrap().iter().filter(|p| *p == path).count();
     let v1 = format!("apiVersion: helm.fluxcd.io/v1\nkind: HelmRelease\nmetadata:\n  name: cache\n  namespace: test\nspec:\n  releaseName: cache\n  chart:\n    repository: {url}/\n    name: redis\n    version: \"^1.0\"\n  values:\n    port: 6380\n");
     let v2 = format!("apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: charts\n  namespace: test\nspec:\n  url: {url}\n---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: queue\n  namespace: test\nspec:\n  chart:\n    spec:\n      chart: redis\n      version: \"1.x\"\n      sourceRef:\n        kind: HelmRepository\n        name: charts\n");
     let (remote, setup) = setup_with(&[("releases/cache.yaml", &v1), ("releases/queue.yaml", &v2)]);
@@ -434,9 +451,19 @@ fn helm_repository_charts_are_downloaded_verified_and_cached() {
         .expect("rendered via a HelmRepository");
     assert_eq!(svc["spec"]["ports"][0]["port"], 6379);
     assert_eq!(
-        downloads.load(std::sync::atomic::Ordering::SeqCst),
+        count(&hits, "/redis-1.2.0.tgz"),
         1,
         "cached by digest after the first download"
+    );
+    // Within the repositories' intervals the index is reused: a no-op sync makes no request.
+    let before = hits.lock().unwrap().len();
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert_eq!(
+        hits.lock().unwrap().len(),
+        before,
+        "{:?}",
+        hits.lock().unwrap()
     );
 
     // A download whose digest differs from the index applies nothing.
@@ -450,6 +477,69 @@ fn helm_repository_charts_are_downloaded_verified_and_cached() {
         setup.object("core", "Service", "test", "cache").unwrap()["spec"]["ports"][0]["port"],
         6380
     );
+}
+
+#[test]
+fn private_helm_repositories_take_credentials_from_a_secret_ref() {
+    use sha2::Digest;
+    let tgz = gitcanary::helm::repo::pack(&[
+        ("redis/Chart.yaml", "apiVersion: v2\nname: redis\nversion: 1.2.0\n"),
+        ("redis/templates/svc.yaml", "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n  ports:\n    - port: 6379\n"),
+    ]);
+    let digest = gitcanary::manifest::object::hex(&sha2::Sha256::digest(&tgz));
+    let index = format!("apiVersion: v1\nentries:\n  redis:\n    - version: 1.2.0\n      urls: [redis-1.2.0.tgz]\n      digest: {digest}\n");
+    let (url, hits) = serve_files(
+        vec![
+            ("/index.yaml".into(), index.into_bytes()),
+            ("/redis-1.2.0.tgz".into(), tgz),
+        ],
+        Some("bot:s3cret-pw"),
+    );
+    let repo = |secret: &str| {
+        format!("apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: private\n  namespace: test\nspec:\n  interval: 1m\n  url: {url}\n{secret}---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: queue\n  namespace: test\nspec:\n  chart:\n    spec:\n      chart: redis\n      sourceRef:\n        kind: HelmRepository\n        name: private\n")
+    };
+    // No credentials: the error says what to set.
+    let (remote, setup) = setup_with(&[("releases/queue.yaml", &repo(""))]);
+    let (ok, out) = setup.sync();
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("HTTP 401") && out.contains("spec.secretRef"),
+        "{out}"
+    );
+    // A secretRef to a missing Secret is named.
+    remote
+        .write(&[(
+            "releases/queue.yaml",
+            &repo("  secretRef:\n    name: creds\n"),
+        )])
+        .push("secretRef");
+    let (ok, out) = setup.sync();
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("spec.secretRef: Secret test/creds not found"),
+        "{out}"
+    );
+    // Wrong password: refused, and no password in the output.
+    let secret = |pw: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\n  namespace: test\nstringData:\n  username: bot\n  password: {pw}\n")
+    };
+    remote
+        .write(&[("releases/creds.yaml", &secret("wrong-pw"))])
+        .push("creds");
+    let (ok, out) = setup.sync();
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("credentials were refused") && !out.contains("wrong-pw"),
+        "{out}"
+    );
+    remote
+        .write(&[("releases/creds.yaml", &secret("s3cret-pw"))])
+        .push("right creds");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert!(!out.contains("s3cret-pw"), "{out}");
+    assert!(setup.object("core", "Service", "test", "queue").is_some());
+    assert!(hits.lock().unwrap().iter().any(|p| p == "/redis-1.2.0.tgz"));
 }
 
 #[test]

@@ -97,6 +97,8 @@ pub enum ChartSource {
         chart: String,
         /// Version or range; empty means the latest stable.
         version: String,
+        /// Credentials and index refresh interval (from a HelmRepository object).
+        access: super::repo::Access,
     },
     /// A folder in another Git repository, at a branch.
     Git {
@@ -138,6 +140,7 @@ pub fn chart_source(hr: &Value, source_url: &str) -> Result<ChartSource, String>
                 )),
                 chart: name.to_string(),
                 version: spec["version"].as_str().unwrap_or_default().to_string(),
+                access: Default::default(),
             },
             Some(kind) => ChartSource::Other(format!(
                 "chart {name} from {kind} {}",
@@ -154,6 +157,7 @@ pub fn chart_source(hr: &Value, source_url: &str) -> Result<ChartSource, String>
                 .ok_or("spec.chart.name: missing required field")?
                 .to_string(),
             version: chart["version"].as_str().unwrap_or_default().to_string(),
+            access: Default::default(),
         });
     }
     let path = chart["path"]
@@ -360,20 +364,30 @@ fn effective_source(
         object: Some((ns, name)),
         chart,
         version,
+        ..
     } = src
     {
         let ns = ns.unwrap_or_else(|| hr_ns.to_string());
-        let found = objects.iter().find(|o| {
-            o.key.kind == "HelmRepository" && o.key.namespace == ns && o.key.name == name
-        });
-        let url = found
-            .and_then(|o| o.value()["spec"]["url"].as_str().map(String::from))
-            .ok_or_else(|| format!("spec.chart.spec.sourceRef: HelmRepository {ns}/{name} not found in the repository"))?;
+        let found = objects
+            .iter()
+            .find(|o| o.key.kind == "HelmRepository" && o.key.namespace == ns && o.key.name == name)
+            .map(|o| o.value());
+        let Some(url) = found
+            .as_ref()
+            .and_then(|o| o["spec"]["url"].as_str().map(String::from))
+        else {
+            return Err(format!(
+                "spec.chart.spec.sourceRef: HelmRepository {ns}/{name} not found in the repository"
+            ));
+        };
+        let repo = found.unwrap_or_default();
+        let access = repo_access(&repo, &ns, &name, objects)?;
         return Ok(ChartSource::HelmRepo {
             url: Some(url),
             object: None,
             chart,
             version,
+            access,
         });
     }
     let ChartSource::Path(path) = &src else {
@@ -402,6 +416,73 @@ fn effective_source(
             .to_string(),
         path: path.clone(),
     })
+}
+
+/// A HelmRepository's `spec.interval` (how long its index is reused), `secretRef`
+/// (a Secret in the repository with `username` and `password`) and `passCredentials`.
+fn repo_access(
+    repo: &Value,
+    ns: &str,
+    name: &str,
+    objects: &[Object],
+) -> Result<super::repo::Access, String> {
+    let mut access = super::repo::Access::default();
+    if let Some(i) = repo["spec"]["interval"].as_str() {
+        access.index_ttl = Some(crate::util::duration::parse(i).map_err(|e| {
+            format!("spec.chart.spec.sourceRef: HelmRepository {ns}/{name}: spec.interval: {e}")
+        })?);
+    }
+    access.pass_credentials = repo["spec"]["passCredentials"].as_bool().unwrap_or(false);
+    let Some(secret) = repo["spec"]["secretRef"]["name"].as_str() else {
+        return Ok(access);
+    };
+    let fail = |msg: String| {
+        format!("spec.chart.spec.sourceRef: HelmRepository {ns}/{name}: spec.secretRef: {msg}")
+    };
+    let obj = objects
+        .iter()
+        .find(|o| {
+            o.key.group.is_empty()
+                && o.key.kind == "Secret"
+                && o.key.namespace == ns
+                && o.key.name == secret
+        })
+        .ok_or_else(|| fail(format!("Secret {ns}/{secret} not found in the repository")))?
+        .value();
+    let field = |key: &str| -> Result<Option<String>, String> {
+        if let Some(s) = obj["stringData"][key].as_str() {
+            return Ok(Some(s.to_string()));
+        }
+        match obj["data"][key].as_str() {
+            None => Ok(None),
+            Some(b) => base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    fail(format!(
+                        "Secret {ns}/{secret}: key {key} is not valid base64 UTF-8"
+                    ))
+                }),
+        }
+    };
+    match (field("username")?, field("password")?) {
+        (Some(username), Some(password)) => {
+            access.credentials = Some(super::repo::Credentials { username, password })
+        }
+        (None, None) => {
+            return Err(fail(format!(
+                "Secret {ns}/{secret} has no username and password (TLS client certificates are not supported)"
+            )))
+        }
+        _ => {
+            return Err(fail(format!(
+                "Secret {ns}/{secret} needs both username and password"
+            )))
+        }
+    }
+    Ok(access)
 }
 
 /// Fetches a chart from outside the cluster repository: a [`ChartSource::HelmRepo`]

@@ -20,10 +20,10 @@ pub fn fetch(
             url: Some(url),
             chart,
             version,
+            access,
             ..
-        } => {
-            super::repo::fetch(url, chart, version, &state_dir.join("helm-charts")).map(|(_, c)| c)
-        }
+        } => super::repo::fetch(url, chart, version, &state_dir.join("helm-charts"), access)
+            .map(|(_, c)| c),
         ChartSource::Git { url, git_ref, path } => {
             let mut cfg = source.clone();
             cfg.url = url.clone();
@@ -35,6 +35,8 @@ pub fn fetch(
                 .ok_or_else(|| format!("chart path {path:?} escapes the repository"))?;
             read_chart(&snap, &dir).map_err(|e| format!("{} ({}): {e}", git.display_url(), git_ref))
         }
-        other => Err(format!("unsupported chart source {other:?}")),
+        ChartSource::HelmRepo { url: None, .. } | ChartSource::Path(_) | ChartSource::Other(_) => {
+            Err("not a remote chart source".into())
+        }
     }
 }

@@ -153,6 +153,60 @@ pub fn unpack(tgz: &[u8]) -> Result<BTreeMap<String, String>, String> {
 /// Largest `index.yaml` accepted (big public repositories publish indexes of tens of MiB).
 pub const MAX_INDEX_BYTES: usize = 64 << 20;
 
+/// Basic-auth credentials for a Helm repository. Never printed: `Debug` hides them.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(<redacted>)")
+    }
+}
+
+/// How to reach a Helm repository.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Basic auth (a HelmRepository's `secretRef`, or `user:password@` in the URL).
+    pub credentials: Option<Credentials>,
+    /// Send the credentials to chart URLs on other hosts too (`passCredentials`).
+    pub pass_credentials: bool,
+    /// How long a downloaded index is reused (a HelmRepository's `spec.interval`);
+    /// [`DEFAULT_INDEX_TTL`] when unset.
+    pub index_ttl: Option<std::time::Duration>,
+}
+
+/// How long an index is reused when the repository gives no interval.
+pub const DEFAULT_INDEX_TTL: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Splits `user:password@` out of a URL: (URL without it, credentials).
+pub fn split_userinfo(url: &str) -> (String, Option<Credentials>) {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return (url.to_string(), None);
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return (url.to_string(), None);
+    };
+    let (user, pass) = rest[..at].split_once(':').unwrap_or((&rest[..at], ""));
+    (
+        format!("{scheme}://{}", &rest[at + 1..]),
+        Some(Credentials {
+            username: user.to_string(),
+            password: pass.to_string(),
+        }),
+    )
+}
+
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    &rest[..rest.find('/').unwrap_or(rest.len())]
+}
+
 /// One runtime and client for the downloads of one fetch.
 struct Http {
     rt: tokio::runtime::Runtime,
@@ -172,16 +226,33 @@ impl Http {
         Ok(Http { rt, client })
     }
 
-    fn get(&self, url: &str, limit: usize) -> Result<Vec<u8>, String> {
+    fn get(&self, url: &str, limit: usize, auth: Option<&Credentials>) -> Result<Vec<u8>, String> {
         let shown = crate::source::git::redact_url(url);
         let too_big = || format!("GET {shown}: larger than {} MiB", limit >> 20);
         self.rt.block_on(async {
-            let resp = self.client.get(url).send().await.map_err(|e| {
+            let mut req = self.client.get(url);
+            if let Some(c) = auth {
+                req = req.basic_auth(&c.username, Some(&c.password));
+            }
+            let resp = req.send().await.map_err(|e| {
                 format!(
                     "GET {shown}: {}",
                     crate::source::git::redact_url(&e.to_string())
                 )
             })?;
+            if resp.status() == reqwest::StatusCode::UNAUTHORIZED
+                || resp.status() == reqwest::StatusCode::FORBIDDEN
+            {
+                return Err(format!(
+                    "GET {shown}: HTTP {} ({})",
+                    resp.status().as_u16(),
+                    if auth.is_some() {
+                        "the credentials were refused"
+                    } else {
+                        "the repository needs credentials: set the HelmRepository's spec.secretRef"
+                    }
+                ));
+            }
             if !resp.status().is_success() {
                 return Err(format!("GET {shown}: HTTP {}", resp.status().as_u16()));
             }
@@ -200,24 +271,56 @@ impl Http {
     }
 }
 
-/// Downloads (or takes from `cache_dir`) the chart picked from a Helm repository.
+/// Downloads (or takes from `cache_dir`) the chart picked from a Helm repository. The
+/// index is reused for `access.index_ttl` (and fetched anew when the cached one has no
+/// matching version); archives are cached by digest.
 pub fn fetch(
     repo_url: &str,
     chart: &str,
     range: &str,
     cache_dir: &Path,
+    access: &Access,
 ) -> Result<(Pick, Chart), String> {
+    let (repo_url, in_url) = split_userinfo(repo_url);
+    let repo_url = repo_url.as_str();
+    let auth = access.credentials.clone().or(in_url);
     let http = Http::new()?;
-    let index = http.get(
-        &format!("{}/index.yaml", repo_url.trim_end_matches('/')),
-        MAX_INDEX_BYTES,
-    )?;
-    let pick = resolve(repo_url, &String::from_utf8_lossy(&index), chart, range)?;
+    let index_url = format!("{}/index.yaml", repo_url.trim_end_matches('/'));
+    let index_file = cache_dir.join("index").join(format!(
+        "{}.yaml",
+        crate::manifest::object::sha256_hex(index_url.as_bytes())
+    ));
+    let ttl = access.index_ttl.unwrap_or(DEFAULT_INDEX_TTL);
+    let fresh = std::fs::metadata(&index_file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < ttl);
+    let cached_pick = fresh
+        .then(|| std::fs::read(&index_file).ok())
+        .flatten()
+        .and_then(|b| resolve(repo_url, &String::from_utf8_lossy(&b), chart, range).ok());
+    let pick = match cached_pick {
+        Some(p) => p,
+        None => {
+            let index = http.get(&index_url, MAX_INDEX_BYTES, auth.as_ref())?;
+            let pick = resolve(repo_url, &String::from_utf8_lossy(&index), chart, range)?;
+            if let Err(e) = crate::util::atomic::write(&index_file, &index) {
+                tracing::warn!("cannot cache {}: {e}", index_file.display());
+            }
+            pick
+        }
+    };
+    // Like Helm, credentials go to chart URLs on the repository's host only, unless
+    // passCredentials is set.
+    let chart_auth = auth
+        .as_ref()
+        .filter(|_| access.pass_credentials || host_of(&pick.url) == host_of(repo_url));
     let cached = (!pick.digest.is_empty()).then(|| cache_dir.join(format!("{}.tgz", pick.digest)));
     let bytes = match cached.as_ref().and_then(|p| std::fs::read(p).ok()) {
         Some(b) if crate::manifest::object::sha256_hex(&b) == pick.digest => b,
         _ => {
-            let b = http.get(&pick.url, MAX_ARCHIVE_BYTES)?;
+            let b = http.get(&pick.url, MAX_ARCHIVE_BYTES, chart_auth)?;
             let got = crate::manifest::object::sha256_hex(&b);
             if !pick.digest.is_empty() && got != pick.digest {
                 return Err(format!("chart {chart} {}: digest mismatch: the index says sha256:{}, the download is sha256:{got}", pick.version, pick.digest));
@@ -258,6 +361,30 @@ pub fn pack(files: &[(&str, &str)]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_split_out_and_never_printed() {
+        let (url, c) = split_userinfo("https://bot:p%40ss@charts.example.com/stable");
+        assert_eq!(url, "https://charts.example.com/stable");
+        let c = c.unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str()),
+            ("bot", "p%40ss")
+        );
+        let shown = format!(
+            "{:?}",
+            Access {
+                credentials: Some(c),
+                ..Default::default()
+            }
+        );
+        assert!(!shown.contains("p%40ss"), "{shown}");
+        assert_eq!(split_userinfo("https://charts.example.com/a@b").1, None);
+        assert_eq!(
+            host_of("https://charts.example.com/x.tgz"),
+            "charts.example.com"
+        );
+    }
 
     const INDEX: &str = "apiVersion: v1\nentries:\n  podinfo:\n    - version: 6.1.0\n      urls: [podinfo-6.1.0.tgz]\n      digest: AB12\n    - version: 6.0.3\n      urls: [https://cdn.example.com/podinfo-6.0.3.tgz]\n      digest: cd34\n    - version: 7.0.0-rc.1\n      urls: [podinfo-7.0.0-rc.1.tgz]\n    - version: 5.2.1\n      urls: [charts/podinfo-5.2.1.tgz]\n";
 
