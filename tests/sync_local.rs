@@ -565,6 +565,73 @@ fn helm_release_charts_from_another_git_repository() {
         .expect("rendered via the GitRepository");
     assert_eq!(cm["data"]["message"], "via-gitrepository");
 
+    // Tags, semver ranges over tags, and commits: the chart repository moves on, the
+    // releases stay where their ref points.
+    let tag = |name: &str| {
+        git(&charts.work, &["tag", name]);
+        git(&charts.work, &["push", "-q", "origin", name]);
+    };
+    let values = |msg: &str| format!("message: {msg}\nextra: false\n");
+    charts.write(&[("charts/web/values.yaml", &values("one"))]);
+    let one = charts.push("1.0.0");
+    tag("v1.0.0");
+    charts.write(&[("charts/web/values.yaml", &values("one-one"))]);
+    charts.push("1.1.0");
+    tag("v1.1.0");
+    charts.write(&[("charts/web/values.yaml", &values("two"))]);
+    charts.push("2.0.0");
+    tag("v2.0.0");
+    charts.write(&[("charts/web/values.yaml", &values("head"))]);
+    charts.push("unreleased");
+    let by_ref = |name: &str, r: &str| {
+        format!("apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: {name}\n  namespace: test\nspec:\n  interval: 5m\n  url: file://{}\n  ref:\n{r}---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: {name}\n  namespace: test\nspec:\n  chart:\n    spec:\n      chart: ./charts/web\n      sourceRef:\n        kind: GitRepository\n        name: {name}\n", charts.bare.display())
+    };
+    let v1_tag = hr
+        .replace("ref: main", "ref: v1.1.0")
+        .replace("name: web\n  namespace", "name: pinned\n  namespace")
+        .replace("releaseName: web", "releaseName: pinned")
+        .replace("    message: from-other-repo\n", "");
+    let (_remote, setup) = setup_with(&[
+        (
+            "releases/semver.yaml",
+            &by_ref("semver", "    semver: \">=1.0.0 <2.0.0\"\n"),
+        ),
+        ("releases/tag.yaml", &by_ref("tag", "    tag: v2.0.0\n")),
+        (
+            "releases/commit.yaml",
+            &by_ref(
+                "commit",
+                &format!("    branch: main\n    commit: {}\n", &one[..12]),
+            ),
+        ),
+        (
+            "releases/branch.yaml",
+            &by_ref("branch", "    branch: main\n"),
+        ),
+        ("releases/pinned.yaml", &v1_tag),
+    ]);
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    for (release, want) in [
+        ("semver", "one-one"),
+        ("tag", "two"),
+        ("commit", "one"),
+        ("branch", "head"),
+        ("pinned", "one-one"),
+    ] {
+        let cm = setup
+            .object("core", "ConfigMap", "test", &format!("{release}-cfg"))
+            .unwrap_or_else(|| panic!("{release} rendered"));
+        assert_eq!(cm["data"]["message"], want, "{release}");
+    }
+    let (_remote, setup) = setup_with(&[(
+        "releases/semver.yaml",
+        &by_ref("semver", "    semver: \">=3.0.0\"\n"),
+    )]);
+    let (ok, out) = setup.sync();
+    assert!(!ok, "{out}");
+    assert!(out.contains("no tag matches semver \">=3.0.0\""), "{out}");
+
     // A missing chart folder names the release, the field and the repository.
     let (_remote, setup) = setup_with(&[(
         "releases/web.yaml",

@@ -100,12 +100,13 @@ pub enum ChartSource {
         /// Credentials and index refresh interval (from a HelmRepository object).
         access: super::repo::Access,
     },
-    /// A folder in another Git repository, at a branch.
+    /// A folder in another Git repository, at a branch, tag, semver tag or commit.
     Git {
         /// Repository URL.
         url: String,
-        /// Branch (the Helm operator's `chart.ref`, default `master`).
-        git_ref: String,
+        /// The reference (the Helm operator's `chart.ref`, default `master`; a
+        /// GitRepository's `spec.ref`).
+        git_ref: crate::source::git::GitRef,
         /// Chart folder in that repository.
         path: String,
     },
@@ -170,7 +171,7 @@ pub fn chart_source(hr: &Value, source_url: &str) -> Result<ChartSource, String>
                 .as_str()
                 .filter(|r| !r.is_empty())
                 .unwrap_or("master")
-                .to_string(),
+                .into(),
             path: path.trim_start_matches("./").to_string(),
         }),
         _ => Ok(ChartSource::Path(path.trim_start_matches("./").to_string())),
@@ -410,12 +411,33 @@ fn effective_source(
     }
     Ok(ChartSource::Git {
         url: url.to_string(),
-        git_ref: repo["spec"]["ref"]["branch"]
-            .as_str()
-            .unwrap_or("master")
-            .to_string(),
+        git_ref: git_repository_ref(&repo["spec"]["ref"]),
         path: path.clone(),
     })
+}
+
+/// A GitRepository's `spec.ref`, with Flux's precedence: commit, name, semver, tag,
+/// branch (default `master`).
+pub fn git_repository_ref(r: &Value) -> crate::source::git::GitRef {
+    use crate::source::git::GitRef;
+    let get = |k: &str| r[k].as_str().filter(|s| !s.is_empty()).map(String::from);
+    if let Some(c) = get("commit") {
+        GitRef::Commit(c)
+    } else if let Some(n) = get("name") {
+        if let Some(b) = n.strip_prefix("refs/heads/") {
+            GitRef::Branch(b.to_string())
+        } else if let Some(t) = n.strip_prefix("refs/tags/") {
+            GitRef::Tag(t.to_string())
+        } else {
+            GitRef::Name(n)
+        }
+    } else if let Some(v) = get("semver") {
+        GitRef::Semver(v)
+    } else if let Some(t) = get("tag") {
+        GitRef::Tag(t)
+    } else {
+        GitRef::Branch(get("branch").unwrap_or_else(|| "master".into()))
+    }
 }
 
 /// A HelmRepository's `spec.interval` (how long its index is reused), `secretRef`

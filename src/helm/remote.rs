@@ -27,13 +27,14 @@ pub fn fetch(
         ChartSource::Git { url, git_ref, path } => {
             let mut cfg = source.clone();
             cfg.url = url.clone();
-            cfg.branch = git_ref.clone();
             let git = GitSource::new(&cfg, base_dir, &state_dir.join("helm-git"));
-            let fetched = git.fetch().map_err(|e| e.to_string())?;
+            let fetched = git
+                .fetch_ref(git_ref)
+                .map_err(|e| format!("{e} ({git_ref})"))?;
             let snap = git.snapshot(&fetched.commit).map_err(|e| e.to_string())?;
             let dir = crate::manifest::snapshot::join("", path)
                 .ok_or_else(|| format!("chart path {path:?} escapes the repository"))?;
-            read_chart(&snap, &dir).map_err(|e| format!("{} ({}): {e}", git.display_url(), git_ref))
+            read_chart(&snap, &dir).map_err(|e| format!("{} ({git_ref}): {e}", git.display_url()))
         }
         ChartSource::HelmRepo { url: None, .. } | ChartSource::Path(_) | ChartSource::Other(_) => {
             Err("not a remote chart source".into())

@@ -183,8 +183,8 @@ impl GitSource {
         format!("refs/remotes/origin/{}", self.branch)
     }
 
-    /// Fetches the branch and returns its head commit. Blocking.
-    pub fn fetch(&self) -> Result<Fetched> {
+    /// Fetches `refspecs` into the cache repository.
+    fn fetch_refspecs(&self, refspecs: &[&str]) -> Result<Repository> {
         init_timeouts();
         let local = Path::new(self.url.strip_prefix("file://").unwrap_or(&self.url));
         if local.is_absolute() && !local.exists() {
@@ -200,8 +200,7 @@ impl GitSource {
         let mut opts = FetchOptions::new();
         opts.remote_callbacks(callbacks)
             .download_tags(AutotagOption::None);
-        let refspec = format!("+refs/heads/{b}:refs/remotes/origin/{b}", b = self.branch);
-        if let Err(e) = remote.fetch(&[&refspec], Some(&mut opts), None) {
+        if let Err(e) = remote.fetch(refspecs, Some(&mut opts), None) {
             let message = rejection
                 .borrow()
                 .clone()
@@ -212,21 +211,75 @@ impl GitSource {
             });
         }
         drop(remote);
+        Ok(repo)
+    }
+
+    /// Fetches the branch and returns its head commit. Blocking.
+    pub fn fetch(&self) -> Result<Fetched> {
+        let refspec = format!("+refs/heads/{b}:refs/remotes/origin/{b}", b = self.branch);
+        let repo = self.fetch_refspecs(&[&refspec])?;
         let oid = repo
             .refname_to_id(&self.tracking_ref())
             .map_err(|_| Error::NoBranch {
                 url: self.display_url(),
                 branch: self.branch.clone(),
             })?;
-        let commit = repo.find_commit(oid).map_err(git_err)?;
-        Ok(Fetched {
-            commit: oid.to_string(),
-            summary: String::from_utf8_lossy(commit.message_bytes())
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string(),
-        })
+        fetched(&repo, oid)
+    }
+
+    /// Fetches every branch and tag and resolves `r` (a branch, a tag, the highest tag
+    /// in a semver range, or a commit) to a commit. Blocking.
+    pub fn fetch_ref(&self, r: &GitRef) -> Result<Fetched> {
+        if let GitRef::Branch(b) = r {
+            let refspec = format!("+refs/heads/{b}:refs/remotes/origin/{b}");
+            let repo = self.fetch_refspecs(&[&refspec])?;
+            let oid = repo
+                .refname_to_id(&format!("refs/remotes/origin/{b}"))
+                .map_err(|_| Error::NoBranch {
+                    url: self.display_url(),
+                    branch: b.clone(),
+                })?;
+            return fetched(&repo, oid);
+        }
+        let repo = self.fetch_refspecs(&[
+            "+refs/heads/*:refs/remotes/origin/*",
+            "+refs/tags/*:refs/tags/*",
+        ])?;
+        let mut refs = Vec::new();
+        for reference in repo.references().map_err(git_err)?.flatten() {
+            let (Ok(name), Ok(commit)) = (reference.name(), reference.peel_to_commit()) else {
+                continue;
+            };
+            let short = if let Some(b) = name.strip_prefix("refs/remotes/origin/") {
+                format!("branch:{b}")
+            } else if let Some(t) = name.strip_prefix("refs/tags/") {
+                format!("tag:{t}")
+            } else {
+                continue;
+            };
+            refs.push((short, commit.id().to_string()));
+        }
+        let found = resolve_ref(&refs, r).map_err(|message| Error::Fetch {
+            url: self.display_url(),
+            message,
+        })?;
+        let oid = match found {
+            Some(oid) => Oid::from_str(&oid).map_err(git_err)?,
+            None => {
+                // A commit: full or abbreviated, reachable from what was fetched.
+                let (GitRef::Commit(sha) | GitRef::Name(sha)) = r else {
+                    unreachable!("resolve_ref answers every other kind")
+                };
+                repo.revparse_single(sha)
+                    .and_then(|o| o.peel_to_commit())
+                    .map_err(|_| Error::Fetch {
+                        url: self.display_url(),
+                        message: format!("no branch, tag or commit {sha:?}"),
+                    })?
+                    .id()
+            }
+        };
+        fetched(&repo, oid)
     }
 
     /// The last fetched head, without contacting the remote.
@@ -442,6 +495,81 @@ impl GitSource {
     }
 }
 
+fn fetched(repo: &Repository, oid: Oid) -> Result<Fetched> {
+    let commit = repo.find_commit(oid).map_err(git_err)?;
+    Ok(Fetched {
+        commit: oid.to_string(),
+        summary: String::from_utf8_lossy(commit.message_bytes())
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string(),
+    })
+}
+
+/// A Git reference to check out (Flux's GitRepository `spec.ref`, the Helm operator's
+/// `chart.ref`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GitRef {
+    /// A branch.
+    Branch(String),
+    /// A tag.
+    Tag(String),
+    /// The highest tag matching a semver range (Masterminds syntax, `v` prefix allowed).
+    Semver(String),
+    /// A commit SHA, full or abbreviated.
+    Commit(String),
+    /// A branch, else a tag, else a commit (the Helm operator's `chart.ref`).
+    Name(String),
+}
+
+impl From<&str> for GitRef {
+    fn from(s: &str) -> Self {
+        GitRef::Name(s.to_string())
+    }
+}
+
+impl std::fmt::Display for GitRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GitRef::Branch(b) => write!(f, "branch {b}"),
+            GitRef::Tag(t) => write!(f, "tag {t}"),
+            GitRef::Semver(r) => write!(f, "semver {r}"),
+            GitRef::Commit(c) => write!(f, "commit {c}"),
+            GitRef::Name(n) => write!(f, "ref {n}"),
+        }
+    }
+}
+
+/// Resolves `r` among fetched refs (`branch:<name>` or `tag:<name>`, commit id).
+/// `Ok(None)` means: look it up as a commit.
+pub fn resolve_ref(refs: &[(String, String)], r: &GitRef) -> Result<Option<String>, String> {
+    let find = |k: &str| refs.iter().find(|(n, _)| n == k).map(|(_, c)| c.clone());
+    match r {
+        GitRef::Branch(b) => find(&format!("branch:{b}"))
+            .map(Some)
+            .ok_or_else(|| format!("branch {b:?} not found")),
+        GitRef::Tag(t) => find(&format!("tag:{t}"))
+            .map(Some)
+            .ok_or_else(|| format!("tag {t:?} not found")),
+        GitRef::Semver(range) => {
+            use crate::image::semver::{Constraint, Version};
+            let c = Constraint::parse(range).map_err(|e| format!("semver {range:?}: {e}"))?;
+            refs.iter()
+                .filter_map(|(n, id)| {
+                    let tag = n.strip_prefix("tag:")?;
+                    Some((Version::parse(tag)?, id))
+                })
+                .filter(|(v, _)| c.matches(v))
+                .max_by(|a, b| a.0.cmp(&b.0))
+                .map(|(_, id)| Some(id.clone()))
+                .ok_or_else(|| format!("no tag matches semver {range:?}"))
+        }
+        GitRef::Commit(_) => Ok(None),
+        GitRef::Name(n) => Ok(find(&format!("branch:{n}")).or_else(|| find(&format!("tag:{n}")))),
+    }
+}
+
 fn normalize_url(url: &str, base: &Path) -> String {
     let is_remote = url.contains("://") || ssh_host_port(url).is_some();
     if is_remote {
@@ -565,6 +693,32 @@ impl Snapshot for GitSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resolves_branches_tags_semver_and_names() {
+        let refs: Vec<(String, String)> = [
+            ("branch:main", "m"),
+            ("tag:v1.0.0", "a"),
+            ("tag:v1.2.0", "b"),
+            ("tag:2.0.0", "c"),
+            ("tag:2.1.0-rc.1", "d"),
+            ("tag:latest", "e"),
+        ]
+        .iter()
+        .map(|(n, c)| (n.to_string(), c.to_string()))
+        .collect();
+        let r = |g: GitRef| resolve_ref(&refs, &g);
+        assert_eq!(r(GitRef::Branch("main".into())), Ok(Some("m".into())));
+        assert!(r(GitRef::Branch("dev".into())).is_err());
+        assert_eq!(r(GitRef::Tag("latest".into())), Ok(Some("e".into())));
+        assert_eq!(r(GitRef::Semver("^1".into())), Ok(Some("b".into())));
+        assert_eq!(r(GitRef::Semver(">=1.0.0".into())), Ok(Some("c".into())));
+        assert!(r(GitRef::Semver("^3".into())).is_err());
+        assert_eq!(r(GitRef::Name("main".into())), Ok(Some("m".into())));
+        assert_eq!(r(GitRef::Name("v1.0.0".into())), Ok(Some("a".into())));
+        assert_eq!(r(GitRef::Name("0123abc".into())), Ok(None));
+        assert_eq!(r(GitRef::Commit("0123abc".into())), Ok(None));
+    }
 
     #[test]
     fn redacts_credentials() {
