@@ -140,7 +140,8 @@ pub struct LocalTarget {
     #[serde(default)]
     pub services: std::collections::BTreeMap<String, String>,
     /// Webhook hosts whose first label contains one of these are served by the built-in
-    /// load tester (`http://flagger-loadtester.test/` works unchanged).
+    /// load tester (`http://flagger-loadtester.test/` and the helm tester
+    /// `http://flagger-helmtester.kube-system/` work unchanged).
     #[serde(default = "default_loadtester_names")]
     pub loadtester_names: Vec<String>,
 }

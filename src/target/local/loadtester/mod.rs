@@ -2,6 +2,8 @@
 //! in existing Canary specs work: `POST /` runs `metadata.cmd` (type `cmd`: async, 202,
 //! de-duplicated per canary and command; type `bash`: `sh -c`, 200 or 500), and the
 //! gates `/gate/{approve,halt,check,open,close}` and `/rollback/{check,open,close}`.
+//! Types `helm`, `helmv2` and `helmv3` run a release's Helm test hooks (the Flagger helm
+//! tester).
 //! `hey` lines run on gitcanary's own load generator.
 
 pub mod hey;
