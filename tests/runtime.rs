@@ -433,3 +433,129 @@ fn an_image_without_command_or_mapping_is_an_error_on_the_status() {
     assert_eq!(st["replicas"], 0);
     running.stop();
 }
+
+/// The Flagger guides' podinfo Deployment, unchanged: `./podinfo` inside the image with
+/// literal ports, three declared ports, and `podcli` exec probes.
+const GUIDE_PODINFO: &str = r##"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: podinfo
+  namespace: test
+  labels:
+    app: podinfo
+spec:
+  replicas: 2
+  minReadySeconds: 5
+  revisionHistoryLimit: 5
+  progressDeadlineSeconds: 60
+  strategy:
+    rollingUpdate:
+      maxUnavailable: 1
+    type: RollingUpdate
+  selector:
+    matchLabels:
+      app: podinfo
+  template:
+    metadata:
+      annotations:
+        prometheus.io/scrape: "true"
+        prometheus.io/port: "9797"
+      labels:
+        app: podinfo
+    spec:
+      containers:
+      - name: podinfod
+        image: ghcr.io/stefanprodan/podinfo:6.0.0
+        imagePullPolicy: IfNotPresent
+        ports:
+        - name: http
+          containerPort: 9898
+          protocol: TCP
+        - name: http-metrics
+          containerPort: 9797
+          protocol: TCP
+        - name: grpc
+          containerPort: 9999
+          protocol: TCP
+        command:
+        - ./podinfo
+        - --port=9898
+        - --port-metrics=9797
+        - --grpc-port=9999
+        - --grpc-service-name=podinfo
+        - --level=info
+        - --random-delay=false
+        - --random-error=false
+        env:
+        - name: PODINFO_UI_COLOR
+          value: "#34577c"
+        livenessProbe:
+          exec:
+            command:
+            - podcli
+            - check
+            - http
+            - localhost:9898/healthz
+          initialDelaySeconds: 5
+          timeoutSeconds: 5
+        readinessProbe:
+          exec:
+            command:
+            - podcli
+            - check
+            - http
+            - localhost:9898/readyz
+          initialDelaySeconds: 1
+          timeoutSeconds: 5
+        resources:
+          limits:
+            cpu: 2000m
+            memory: 512Mi
+          requests:
+            cpu: 100m
+            memory: 64Mi
+"##;
+
+#[test]
+fn the_flagger_guides_podinfo_runs_unchanged() {
+    let remote = Remote::new();
+    remote
+        .write(&[("podinfo.yaml", GUIDE_PODINFO)])
+        .push("seed");
+    let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
+    setup.with_local_images(
+        "    images:\n      ghcr.io/stefanprodan/podinfo: [\"gitcanary\", \"demo-app\"]\n",
+    );
+    let running = setup.spawn_run(&[]);
+    wait_for(Duration::from_secs(40), || {
+        (status(&setup, "podinfo")["readyReplicas"] == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("2 ready replicas: {}", status(&setup, "podinfo")));
+    let eps = endpoints(&setup);
+    assert_eq!(eps.len(), 2);
+    for ep in &eps {
+        // Every declared port got a host port and the literal flags were rewritten to
+        // them: the app answers on its http and http-metrics ports.
+        let ports: Vec<(String, u64)> = ep["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p[0].as_str().unwrap_or_default().to_string(),
+                    p[2].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        let port = |name: &str| ports.iter().find(|(n, _)| n == name).unwrap().1;
+        assert_ne!(port("http"), 9898);
+        let (code, body) = get(port("http"), "/version").expect("replica answers");
+        assert_eq!(code, 200);
+        assert!(body.contains("\"version\":\"6.0.0\""), "{body}");
+        assert_eq!(
+            get(port("http-metrics"), "/metrics").map(|r| r.0),
+            Some(200)
+        );
+    }
+    running.stop();
+}

@@ -125,9 +125,17 @@ pub enum Command {
     },
     /// Run the podinfo-compatible demo app (what the local target runs for podinfo).
     DemoApp {
-        /// Port to listen on (127.0.0.1).
-        #[arg(long, default_value_t = 9898)]
-        port: u16,
+        /// podinfo's flags: `--port N` (default 9898) and `--port-metrics N` are served,
+        /// the others accepted and ignored.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
+    /// podinfo's probe CLI: `podcli check http URL` or `podcli check tcp ADDR`.
+    #[command(hide = true)]
+    Podcli {
+        /// `check http URL` or `check tcp ADDR`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
     },
     /// Helm charts: render HelmReleases without a cluster; run release tests.
     Helm {
@@ -200,17 +208,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs { deployment, follow } => {
             logs::logs(&load_config(&cli.config)?, &deployment, follow)
         }
-        Command::DemoApp { port } => {
+        Command::DemoApp { args } => {
+            use crate::target::local::demo_app;
+            let a = demo_app::parse_args(&args).map_err(|e| anyhow::anyhow!("demo-app: {e}"))?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .enable_all()
                 .build()?;
-            rt.block_on(crate::target::local::demo_app::serve(
-                port,
-                crate::target::local::demo_app::DemoConfig::from_env(),
-            ))?;
+            let ports: Vec<u16> = std::iter::once(a.port).chain(a.port_metrics).collect();
+            rt.block_on(demo_app::serve_on(&ports, demo_app::DemoConfig::from_env()))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Podcli { args } => match crate::target::local::demo_app::podcli(&args) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
     }
 }
 

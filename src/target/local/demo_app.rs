@@ -145,20 +145,145 @@ async fn index(State(s): State<Arc<AppState>>) -> Response {
     .into_response()
 }
 
+/// The demo app's command line: podinfo's flags, so the Flagger guides' `./podinfo
+/// --port=9898 --port-metrics=9797 ...` runs unchanged. `--port` and `--port-metrics`
+/// (either `--flag N` or `--flag=N`; the last one wins) are served; podinfo's other
+/// flags (`--grpc-port`, `--level`, `--random-delay`, ...) are accepted and ignored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DemoArgs {
+    /// HTTP port (default 9898).
+    pub port: u16,
+    /// Second port serving the same app, for `/metrics` scrapes.
+    pub port_metrics: Option<u16>,
+}
+
+/// Parses [`DemoArgs`].
+pub fn parse_args(args: &[String]) -> Result<DemoArgs, String> {
+    let mut out = DemoArgs {
+        port: 9898,
+        port_metrics: None,
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) => (f, Some(v.to_string())),
+            None => (a.as_str(), None),
+        };
+        let flag = flag.trim_start_matches('-');
+        let takes_value = matches!(flag, "port" | "port-metrics");
+        let value = if takes_value && inline.is_none() {
+            i += 1;
+            args.get(i).cloned()
+        } else {
+            inline
+        };
+        let port = |v: Option<String>| -> Result<u16, String> {
+            v.as_deref()
+                .unwrap_or_default()
+                .parse::<u16>()
+                .map_err(|_| format!("--{flag}: expected a port number, got {v:?}"))
+        };
+        match flag {
+            "port" => out.port = port(value)?,
+            "port-metrics" => {
+                let p = port(value)?;
+                out.port_metrics = (p != 0).then_some(p);
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
 /// Serves the demo app on `port` (loopback) until SIGTERM/SIGINT.
 pub async fn serve(port: u16, cfg: DemoConfig) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    axum::serve(listener, app(cfg))
-        .with_graceful_shutdown(async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+    serve_on(&[port], cfg).await
+}
+
+/// Serves the demo app on every port in `ports` (loopback) until SIGTERM/SIGINT.
+pub async fn serve_on(ports: &[u16], cfg: DemoConfig) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for port in ports {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", *port)).await?;
+        let mut stop = stop_rx.clone();
+        let app = app(cfg.clone());
+        servers.spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let _ = stop_tx.send(true);
+    while let Some(r) = servers.join_next().await {
+        r.map_err(std::io::Error::other)??;
+    }
+    Ok(())
+}
+
+/// `gitcanary podcli check http URL` / `check tcp ADDR`: podinfo's probe CLI. Exits 0
+/// when the URL answers 2xx (or the address accepts a connection).
+pub fn podcli(args: &[String]) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let words: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let timeout = Duration::from_secs(2);
+    let connect = |addr: &str| -> Result<std::net::TcpStream, String> {
+        use std::net::ToSocketAddrs;
+        let sa = addr
+            .to_socket_addrs()
+            .map_err(|e| format!("{addr}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{addr}: no address"))?;
+        std::net::TcpStream::connect_timeout(&sa, timeout).map_err(|e| format!("{addr}: {e}"))
+    };
+    match words.as_slice() {
+        ["check", "http", url, ..] => {
+            let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+            let (authority, path) = rest
+                .find('/')
+                .map(|i| (&rest[..i], &rest[i..]))
+                .unwrap_or((rest, "/"));
+            let authority = if authority.contains(':') {
+                authority.to_string()
+            } else {
+                format!("{authority}:80")
+            };
+            let mut s = connect(&authority)?;
+            let _ = s.set_read_timeout(Some(timeout));
+            write!(
+                s,
+                "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: podcli\r\n\r\n"
+            )
+            .map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 64];
+            let n = s.read(&mut buf).map_err(|e| e.to_string())?;
+            let line = String::from_utf8_lossy(&buf[..n]);
+            match line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse::<u16>().ok())
+            {
+                Some(code) if (200..300).contains(&code) => Ok(()),
+                Some(code) => Err(format!("check failed: {url} answered {code}")),
+                None => Err(format!("check failed: {url}: no HTTP answer")),
             }
-        })
-        .await
+        }
+        ["check", "tcp", addr, ..] => connect(addr).map(|_| ()),
+        _ => Err("usage: podcli check http URL | podcli check tcp HOST:PORT".into()),
+    }
 }
 
 #[cfg(test)]

@@ -146,6 +146,52 @@ fn port_ref(v: &Value) -> Option<PortRef> {
     }
 }
 
+/// Whether `program` runs on this machine: `gitcanary` (this binary), an absolute path
+/// that exists, or a bare name on `PATH`. A relative path (`./podinfo`) is taken to be
+/// inside the image.
+pub fn on_host(program: &str) -> bool {
+    if program == "gitcanary" {
+        return true;
+    }
+    if program.starts_with('/') {
+        return std::path::Path::new(program).is_file();
+    }
+    if program.contains('/') || program.is_empty() {
+        return false;
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+/// Programs of well-known images gitcanary provides itself: podinfo's `podcli` (used by
+/// the Flagger guides' exec probes) is `gitcanary podcli`.
+pub fn builtin_tool(program: &str) -> Option<Vec<String>> {
+    let base = program.rsplit('/').next().unwrap_or(program);
+    (base == "podcli").then(|| vec!["gitcanary".to_string(), "podcli".to_string()])
+}
+
+/// Rewrites container port numbers in one argument to the replica's host ports: the
+/// whole argument (`9898`), after `=` (`--port=9898`) or after `:` (`localhost:9898/x`),
+/// so programs started with literal ports bind and reach the right host port.
+pub fn rewrite_ports(arg: &str, ports: &HashMap<u16, u16>) -> String {
+    if ports.iter().all(|(c, h)| c == h) {
+        return arg.to_string();
+    }
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re =
+        RE.get_or_init(|| regex::Regex::new(r"(^|[=:])([0-9]{1,5})($|/)").expect("valid regex"));
+    re.replace_all(arg, |c: &regex::Captures| {
+        let port = c[2]
+            .parse::<u16>()
+            .ok()
+            .and_then(|p| ports.get(&p))
+            .map(u16::to_string)
+            .unwrap_or_else(|| c[2].to_string());
+        format!("{}{port}{}", &c[1], &c[3])
+    })
+    .into_owned()
+}
+
 fn probe(v: &Value) -> Option<Probe> {
     if !v.is_object() {
         return None;
@@ -160,13 +206,19 @@ fn probe(v: &Value) -> Option<Probe> {
             port: port_ref(&t["port"])?,
         }
     } else if let Some(e) = v.get("exec") {
-        ProbeAction::Exec {
-            command: e["command"]
-                .as_array()?
-                .iter()
-                .filter_map(|c| c.as_str().map(str::to_string))
-                .collect(),
+        let mut command: Vec<String> = e["command"]
+            .as_array()?
+            .iter()
+            .filter_map(|c| c.as_str().map(str::to_string))
+            .collect();
+        if let Some(tool) = command
+            .first()
+            .filter(|p| !on_host(p))
+            .and_then(|p| builtin_tool(p))
+        {
+            command.splice(0..1, tool);
         }
+        ProbeAction::Exec { command }
     } else {
         return None;
     };
@@ -237,6 +289,18 @@ fn container_plan(
     };
     let args = strings(&c["args"]);
     let argv = match c.get("command").map(strings).filter(|c| !c.is_empty()) {
+        Some(mut cmd) if !on_host(&cmd[0]) => {
+            // A program inside the image (`./podinfo`): run the host program the
+            // image maps to, with the container's flags.
+            let host = builtin_tool(&cmd[0]).or_else(|| images.get(repo).cloned());
+            let Some(host) = host else {
+                return Err(format!(
+                    "container {name:?}: command {:?} is a program inside image {repo:?}, not on this machine: map the image in target.local.images",
+                    cmd[0]
+                ));
+            };
+            host.into_iter().chain(cmd.drain(1..)).chain(args).collect()
+        }
         Some(mut cmd) => {
             cmd.extend(args);
             cmd
@@ -497,7 +561,11 @@ pub fn materialize(
         let v = expand(v, &vars);
         set(k.clone(), v, &mut vars, &mut env);
     }
-    let mut argv: Vec<String> = c.argv.iter().map(|a| expand(a, &vars)).collect();
+    let mut argv: Vec<String> = c
+        .argv
+        .iter()
+        .map(|a| rewrite_ports(&expand(a, &vars), ports))
+        .collect();
     if argv.first().map(String::as_str) == Some("gitcanary") {
         argv[0] = self_exe.to_string();
     }
@@ -553,6 +621,95 @@ mod tests {
                 }
             }
         })
+    }
+
+    #[test]
+    fn programs_inside_the_image_run_as_the_mapped_host_program() {
+        let images: BTreeMap<String, Vec<String>> = [(
+            "ghcr.io/stefanprodan/podinfo".to_string(),
+            vec!["gitcanary".to_string(), "demo-app".to_string()],
+        )]
+        .into();
+        let c = serde_json::json!({"name": "podinfod", "image": "ghcr.io/stefanprodan/podinfo:6.0.0",
+            "command": ["./podinfo", "--port=9898"], "args": ["--level=info"],
+            "ports": [{"containerPort": 9898}],
+            "readinessProbe": {"exec": {"command": ["podcli", "check", "http", "localhost:9898/readyz"]}}});
+        let p = container_plan(&c, "test", &lookup, &images).unwrap();
+        assert_eq!(
+            p.argv,
+            ["gitcanary", "demo-app", "--port=9898", "--level=info"]
+        );
+        assert_eq!(
+            p.readiness.unwrap().action,
+            ProbeAction::Exec {
+                command: [
+                    "gitcanary",
+                    "podcli",
+                    "check",
+                    "http",
+                    "localhost:9898/readyz"
+                ]
+                .map(String::from)
+                .to_vec()
+            }
+        );
+        // Host programs run as written; an unmapped image's program is a clear error.
+        let sh =
+            serde_json::json!({"name": "t", "image": "busybox", "command": ["sh", "-c", "true"]});
+        assert_eq!(
+            container_plan(&sh, "test", &lookup, &images).unwrap().argv,
+            ["sh", "-c", "true"]
+        );
+        let e = container_plan(
+            &serde_json::json!({"name": "a", "image": "example.com/x:1", "command": ["./x"]}),
+            "test",
+            &lookup,
+            &images,
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("\"./x\" is a program inside image \"example.com/x\""),
+            "{e}"
+        );
+        // Literal container ports become the replica's host ports.
+        let ports: HashMap<u16, u16> = [(9898, 41000), (9797, 41001)].into();
+        let ex = materialize(
+            &p_with(&[
+                "x",
+                "--port=9898",
+                "9797",
+                "localhost:9898/readyz",
+                "--replicas=2",
+                "19898",
+            ]),
+            "pod",
+            &ports,
+            "/bin/gitcanary",
+        );
+        assert_eq!(
+            ex.argv,
+            [
+                "x",
+                "--port=41000",
+                "41001",
+                "localhost:41000/readyz",
+                "--replicas=2",
+                "19898"
+            ]
+        );
+    }
+
+    fn p_with(argv: &[&str]) -> ContainerPlan {
+        ContainerPlan {
+            name: "c".into(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            env: vec![],
+            working_dir: None,
+            ports: vec![],
+            readiness: None,
+            liveness: None,
+            image_tag: "1".into(),
+        }
     }
 
     fn lookup(kind: &str, _ns: &str, name: &str) -> Option<Value> {

@@ -257,8 +257,19 @@ fn run_probe(
             TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), p.timeout).is_ok()
         }),
         ProbeAction::Exec { command } => {
+            let command: Vec<String> = command
+                .iter()
+                .map(|a| spec::rewrite_ports(a, ports))
+                .collect();
             let Some((prog, args)) = command.split_first() else {
                 return false;
+            };
+            let prog = if prog == "gitcanary" {
+                std::env::current_exe()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| prog.clone())
+            } else {
+                prog.clone()
             };
             let Ok(mut child) = std::process::Command::new(prog)
                 .args(args)
