@@ -306,7 +306,8 @@ mod releases {
         };
         copy(&repo().join("charts/podinfo"), &root.join("charts/podinfo"));
         std::fs::write(root.join("values.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-values\n  namespace: apps\ndata:\n  values.yaml: |\n    replicaCount: 4\n    message: from-configmap\n  tag: 2.0.5\n").unwrap();
-        std::fs::write(root.join("release.yaml"), "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  chart:\n    spec:\n      chart: ./charts/podinfo\n  valuesFrom:\n    - kind: ConfigMap\n      name: web-values\n    - kind: ConfigMap\n      name: web-values\n      valuesKey: tag\n      targetPath: image.tag\n  values:\n    message: from-release\n").unwrap();
+        let values_from_release = "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  chart:\n    spec:\n      chart: ./charts/podinfo\n  valuesFrom:\n    - kind: ConfigMap\n      name: web-values\n    - kind: ConfigMap\n      name: web-values\n      valuesKey: tag\n      targetPath: image.tag\n  values:\n    message: from-release\n";
+        std::fs::write(root.join("release.yaml"), values_from_release).unwrap();
         let snap = DirSnapshot::new(root);
         let loaded = gitcanary::manifest::load(&snap, "", None);
         assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
@@ -329,6 +330,57 @@ mod releases {
             env.contains("from-release"),
             "spec.values wins over valuesFrom: {env}"
         );
+
+        // valuesFiles replace the chart's values.yaml (unless listed), merged in order;
+        // paths are relative to the repository root or the chart.
+        std::fs::write(
+            root.join("charts/podinfo/values-prod.yaml"),
+            "replicaCount: 3\nhpa:\n  enabled: false\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("env")).unwrap();
+        std::fs::write(root.join("env/prod.yaml"), "message: prod\n").unwrap();
+        let files_release = |files: &str| {
+            format!("apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  chart:\n    spec:\n      chart: ./charts/podinfo\n      valuesFiles:\n{files}")
+        };
+        std::fs::write(
+            root.join("release.yaml"),
+            files_release("        - ./charts/podinfo/values.yaml\n        - values-prod.yaml\n        - ./env/prod.yaml\n"),
+        )
+        .unwrap();
+        let loaded = gitcanary::manifest::load(&snap, "", None);
+        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        assert!(x.errors.is_empty(), "{:?}", x.errors);
+        let d = x
+            .objects
+            .iter()
+            .find(|o| o.key.kind == "Deployment")
+            .unwrap()
+            .value();
+        assert_eq!(d["spec"]["replicas"], 3);
+        assert!(d.to_string().contains("\"prod\""), "{d}");
+        assert!(
+            d["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap()
+                .starts_with("stefanprodan/podinfo:"),
+            "values.yaml listed first still gives the defaults"
+        );
+        std::fs::write(
+            root.join("release.yaml"),
+            files_release("        - values-nope.yaml\n"),
+        )
+        .unwrap();
+        let loaded = gitcanary::manifest::load(&snap, "", None);
+        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        let e = x.errors[0].to_string();
+        assert!(
+            e.contains("spec.chart.spec.valuesFiles[0]")
+                && e.contains("values-nope.yaml: no such values file"),
+            "{e}"
+        );
+        std::fs::remove_file(root.join("charts/podinfo/values-prod.yaml")).unwrap();
+        std::fs::write(root.join("release.yaml"), values_from_release).unwrap();
 
         // A missing ConfigMap names the release's file, line and field.
         std::fs::remove_file(root.join("values.yaml")).unwrap();

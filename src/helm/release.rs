@@ -537,7 +537,8 @@ pub fn expand_with(
         let fail = |field: &str, msg: String| {
             ManifestError::at_origin(&hr.origin, Some(field.to_string()), format!("{id}: {msg}"))
         };
-        let (dir, chart) = match effective_source(&v, source_url, objects, &hr.key.namespace) {
+        let (dir, chart, local) = match effective_source(&v, source_url, objects, &hr.key.namespace)
+        {
             Err(e) => {
                 let (field, msg) = e.split_once(": ").unwrap_or(("spec.chart", &e));
                 out.errors.push(fail(field, msg.to_string()));
@@ -556,7 +557,7 @@ pub fn expand_with(
                     continue;
                 };
                 match read_chart(snap, &dir) {
-                    Ok(c) => (dir, c),
+                    Ok(c) => (dir, c, true),
                     Err(e) => {
                         out.errors.push(fail("spec.chart", e));
                         continue;
@@ -574,7 +575,7 @@ pub fn expand_with(
                             ChartSource::Git { path, .. } => path.clone(),
                             _ => format!("{}-{}", c.name(), c.version()),
                         };
-                        (label, c)
+                        (label, c, false)
                     }
                     Err(e) => {
                         out.errors.push(fail("spec.chart", e));
@@ -583,6 +584,11 @@ pub fn expand_with(
                 }
             }
         };
+        let mut chart = chart;
+        if let Err((field, e)) = apply_values_files(&v, &mut chart, &dir, local.then_some(snap)) {
+            out.errors.push(fail(&field, e));
+            continue;
+        }
         let (release, ns) = release_identity(&v);
         let mut supplied = json!({});
         let mut ok = true;
@@ -701,6 +707,70 @@ pub struct Expanded {
     pub skipped: Vec<(String, String)>,
     /// Records of the rendered releases, with their hooks.
     pub releases: Vec<ReleaseRecord>,
+}
+
+/// Flux v2's `spec.chart.spec.valuesFiles` (and the older `valuesFile`): the chart's
+/// values become these files merged in order (`values.yaml` only if listed). Paths are
+/// relative to the source's root (`./charts/x/values-prod.yaml`) or to the chart.
+fn apply_values_files(
+    hr: &Value,
+    chart: &mut Chart,
+    dir: &str,
+    snap: Option<&dyn Snapshot>,
+) -> Result<(), (String, String)> {
+    let spec = &hr["spec"]["chart"]["spec"];
+    let mut list: Vec<(String, String)> = spec["valuesFiles"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, f)| {
+            Some((
+                format!("spec.chart.spec.valuesFiles[{i}]"),
+                f.as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    if list.is_empty() {
+        if let Some(f) = spec["valuesFile"].as_str().filter(|f| !f.is_empty()) {
+            list.push(("spec.chart.spec.valuesFile".into(), f.to_string()));
+        }
+    }
+    if list.is_empty() {
+        return Ok(());
+    }
+    let mut merged = json!({});
+    for (field, path) in list {
+        let rel = path.trim_start_matches("./");
+        let in_chart = rel.strip_prefix(&format!("{dir}/")).unwrap_or(rel);
+        let text = if in_chart == "values.yaml" {
+            None
+        } else if let Some(t) = chart.files.get(in_chart) {
+            Some(t.clone())
+        } else {
+            match snap.zip(join("", rel)).and_then(|(s, p)| s.read(&p).ok()) {
+                Some(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+                None => {
+                    return Err((
+                        field,
+                        format!("{path}: no such values file in the chart or the repository"),
+                    ))
+                }
+            }
+        };
+        let values = match text {
+            None => chart.values.clone(),
+            Some(t) => match super::chart::yaml_value(&path, &t) {
+                Ok(v @ Value::Object(_)) => v,
+                Ok(Value::Null) => json!({}),
+                Ok(_) => return Err((field, format!("{path}: values must be a mapping"))),
+                Err(e) => return Err((field, e)),
+            },
+        };
+        merge_values(&mut merged, &values);
+    }
+    chart.values = merged;
+    Ok(())
 }
 
 /// Helm's timeout for a release's hooks: v2 `spec.timeout` (a duration), the Helm
