@@ -100,7 +100,7 @@ spec:
   containers:
     - name: notify
       image: busybox
-      command: ["sh", "-c", "echo \"notify {{ .Values.image.tag }}\" >> {{ .Values.marker }}"]
+      command: ["sh", "-c", "echo \"notify {{ .Values.image.tag }} revision {{ .Release.Revision }} upgrade={{ .Release.IsUpgrade }}\" >> {{ .Values.marker }}"]
 ---
 apiVersion: v1
 kind: Pod
@@ -202,7 +202,10 @@ fn hooks_run_in_order_around_the_apply_and_a_failing_pre_upgrade_applies_nothing
     assert!(ok, "{out}");
     // pre-install: the ConfigMap hook (weight -5) feeds the Job (weight -1); then
     // post-install after the objects are applied.
-    assert_eq!(lines(&marker), ["migrate 1.0.0", "notify 1.0.0"]);
+    assert_eq!(
+        lines(&marker),
+        ["migrate 1.0.0", "notify 1.0.0 revision 1 upgrade=false"]
+    );
     let d = setup.object("apps", "Deployment", "test", "web").unwrap();
     assert_eq!(
         d["spec"]["template"]["spec"]["containers"][0]["image"],
@@ -221,10 +224,12 @@ fn hooks_run_in_order_around_the_apply_and_a_failing_pre_upgrade_applies_nothing
         .object("", "ConfigMap", "test", "web-migrate-env")
         .is_none());
 
-    // Nothing changed: no hooks.
-    let (ok, out) = setup.sync();
-    assert!(ok, "{out}");
-    assert_eq!(lines(&marker).len(), 2);
+    // Nothing changed: no hooks, even though templates use `.Release.Revision`.
+    for _ in 0..2 {
+        let (ok, out) = setup.sync();
+        assert!(ok, "{out}");
+        assert_eq!(lines(&marker).len(), 2);
+    }
 
     // An upgrade runs pre-upgrade and post-upgrade.
     remote
@@ -234,7 +239,10 @@ fn hooks_run_in_order_around_the_apply_and_a_failing_pre_upgrade_applies_nothing
     assert!(ok, "{out}");
     assert_eq!(
         lines(&marker)[2..],
-        ["migrate 1.0.1".to_string(), "notify 1.0.1".to_string()]
+        [
+            "migrate 1.0.1".to_string(),
+            "notify 1.0.1 revision 2 upgrade=true".to_string()
+        ]
     );
     let record: serde_json::Value = serde_json::from_slice(
         &std::fs::read(setup.state().join("helm/releases/test/web.json")).unwrap(),

@@ -176,6 +176,9 @@ pub struct ReleaseRecord {
     /// Release revision: 1 at install, +1 per upgrade.
     #[serde(default)]
     pub revision: u64,
+    /// Whether the revision was rendered as an install (`.Release.IsInstall`).
+    #[serde(default)]
+    pub is_install: bool,
     /// The rendered objects, as `Kind/namespace/name`.
     #[serde(default)]
     pub objects: Vec<String>,
@@ -375,6 +378,7 @@ mod tests {
             chart: "podinfo-1.0.0".into(),
             digest: digest.into(),
             revision: 0,
+            is_install: true,
             objects: Vec::new(),
             hooks,
             timeout_secs: 300,

@@ -518,7 +518,7 @@ pub fn expand(
     source_url: &str,
     caps: &Capabilities,
 ) -> Expansion {
-    expand_with(snap, objects, source_url, caps, None)
+    expand_with(snap, objects, source_url, caps, None, &[])
 }
 
 /// Renders every HelmRelease among `objects`; charts in Helm repositories come from
@@ -529,6 +529,7 @@ pub fn expand_with(
     source_url: &str,
     caps: &Capabilities,
     fetch: Option<Fetcher>,
+    prev: &[ReleaseRecord],
 ) -> Expansion {
     let mut out = Expansion::default();
     for hr in objects.iter().filter(|o| o.key.kind == "HelmRelease") {
@@ -613,57 +614,85 @@ pub fn expand_with(
         if v["spec"]["values"].is_object() {
             merge_values(&mut supplied, &v["spec"]["values"]);
         }
-        let rel = Release {
+        // Render as the last applied revision did (`.Release.Revision`, `IsInstall`);
+        // if that gives something new, it is an upgrade: render as the next revision.
+        let last = prev.iter().find(|p| p.namespace == ns && p.name == release);
+        let mut rel = Release {
             name: release,
             namespace: ns.clone(),
-            revision: 1,
-            is_install: true,
+            revision: last.map(|p| p.revision.max(1)).unwrap_or(1),
+            is_install: last.is_none_or(|p| p.is_install),
         };
-        let rendered = match render(&chart, &rel, &supplied, caps) {
-            Ok(r) => r,
-            Err(e) => {
-                let prefix = format!("{}/", chart.name());
-                let e = e
-                    .strip_prefix(&prefix)
-                    .map(|rest| format!("{dir}/{rest}"))
-                    .unwrap_or(e);
-                out.errors
-                    .push(fail("spec.values", format!("rendering chart {dir}: {e}")));
-                continue;
+        let mut result = render_release(&chart, &rel, &supplied, caps, &dir, &ns, &id);
+        if let (Some(p), Ok((objs, hooks, _))) = (last, &result) {
+            if release_record(&v, &rel, &chart, objs, hooks.clone()).digest != p.digest {
+                rel.revision += 1;
+                rel.is_install = false;
+                result = render_release(&chart, &rel, &supplied, caps, &dir, &ns, &id);
             }
-        };
-        let mut objects = Vec::new();
-        let mut hooks = Vec::new();
-        for r in rendered {
-            let file = r
-                .name
-                .strip_prefix(&format!("{}/", chart.name()))
-                .map(|rest| format!("{dir}/{rest}"))
-                .unwrap_or(r.name);
-            let (objs, errs) = parse_generated(&file, &r.text, &ns);
-            for o in objs {
-                match Hook::from_object(&o.value(), &file) {
-                    Some(Ok(h)) => hooks.push(h),
-                    Some(Err(e)) => out.errors.push(ManifestError::at_origin(
-                        &o.origin,
-                        Some("metadata.annotations".into()),
-                        format!("rendered for {id}: {e}"),
-                    )),
-                    None => objects.push(o),
-                }
-            }
-            out.errors.extend(errs.into_iter().map(|mut e| {
-                e.message = format!("rendered for {id}: {}", e.message);
-                e
-            }));
         }
-        sort_for_install(&mut objects);
-        sort_hooks(&mut hooks);
-        out.releases
-            .push(release_record(&v, &rel, &chart, &objects, hooks));
-        out.objects.extend(objects);
+        match result {
+            Ok((objects, hooks, errors)) => {
+                out.errors.extend(errors);
+                out.releases
+                    .push(release_record(&v, &rel, &chart, &objects, hooks));
+                out.objects.extend(objects);
+            }
+            Err(e) => out.errors.push(fail("spec.values", e)),
+        }
     }
     out
+}
+
+/// Renders one release and parses the output: objects in install order, hooks in
+/// hook order, and the errors of the parse; `Err` when the chart fails to render.
+#[allow(clippy::type_complexity)]
+fn render_release(
+    chart: &Chart,
+    rel: &Release,
+    supplied: &Value,
+    caps: &Capabilities,
+    dir: &str,
+    ns: &str,
+    id: &str,
+) -> Result<(Vec<Object>, Vec<Hook>, Vec<ManifestError>), String> {
+    let rendered = render(chart, rel, supplied, caps).map_err(|e| {
+        let prefix = format!("{}/", chart.name());
+        let e = e
+            .strip_prefix(&prefix)
+            .map(|rest| format!("{dir}/{rest}"))
+            .unwrap_or(e);
+        format!("rendering chart {dir}: {e}")
+    })?;
+    let mut objects = Vec::new();
+    let mut hooks = Vec::new();
+    let mut errors = Vec::new();
+    for r in rendered {
+        let file = r
+            .name
+            .strip_prefix(&format!("{}/", chart.name()))
+            .map(|rest| format!("{dir}/{rest}"))
+            .unwrap_or(r.name);
+        let (objs, errs) = parse_generated(&file, &r.text, ns);
+        for o in objs {
+            match Hook::from_object(&o.value(), &file) {
+                Some(Ok(h)) => hooks.push(h),
+                Some(Err(e)) => errors.push(ManifestError::at_origin(
+                    &o.origin,
+                    Some("metadata.annotations".into()),
+                    format!("rendered for {id}: {e}"),
+                )),
+                None => objects.push(o),
+            }
+        }
+        errors.extend(errs.into_iter().map(|mut e| {
+            e.message = format!("rendered for {id}: {}", e.message);
+            e
+        }));
+    }
+    sort_for_install(&mut objects);
+    sort_hooks(&mut hooks);
+    Ok((objects, hooks, errors))
 }
 
 /// Expands the HelmReleases of a loaded revision in place: rendered objects join
@@ -674,7 +703,7 @@ pub fn expand_into(
     loaded: &mut crate::manifest::Loaded,
     source_url: &str,
 ) -> Expanded {
-    expand_into_with(snap, loaded, source_url, None)
+    expand_into_with(snap, loaded, source_url, None, &[])
 }
 
 /// [`expand_into`] with a fetcher for charts in Helm repositories.
@@ -683,6 +712,7 @@ pub fn expand_into_with(
     loaded: &mut crate::manifest::Loaded,
     source_url: &str,
     fetch: Option<Fetcher>,
+    prev: &[ReleaseRecord],
 ) -> Expanded {
     let x = expand_with(
         snap,
@@ -690,6 +720,7 @@ pub fn expand_into_with(
         source_url,
         &Capabilities::default(),
         fetch,
+        prev,
     );
     loaded.objects.extend(x.objects);
     crate::manifest::load::find_duplicates(loaded);
@@ -810,7 +841,8 @@ fn release_record(
         namespace: rel.namespace.clone(),
         chart: format!("{}-{}", chart.name(), chart.version()),
         digest: crate::manifest::object::hex(&d.finalize()),
-        revision: 0,
+        revision: rel.revision,
+        is_install: rel.is_install,
         objects: objects
             .iter()
             .map(|o| format!("{}/{}/{}", o.key.kind, o.key.namespace, o.key.name))

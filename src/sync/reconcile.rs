@@ -197,6 +197,7 @@ impl Reconciler {
                 &mut loaded,
                 &self.cfg.source.url,
                 Some(&fetch),
+                &hooks::read_records(&self.state_dir()),
             );
             for (release, why) in x.skipped {
                 tracing::warn!(release = %release, "not rendered: {why} is not supported yet; the HelmRelease object is stored as is");
