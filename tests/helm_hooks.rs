@@ -249,6 +249,14 @@ fn hooks_run_in_order_around_the_apply_and_a_failing_pre_upgrade_applies_nothing
     )
     .unwrap();
     assert_eq!(record["revision"], 2);
+    let out = setup.cmd(&["get", "helmreleases", "-o", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows[0]["name"], "web");
+    assert_eq!(rows[0]["revision"], 2);
+    assert_eq!(rows[0]["chart"], "web-0.1.0");
+    assert_eq!(rows[0]["ready"], "True");
+    let out = setup.cmd(&["get", "hr"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("test/web"));
 
     // A failing pre-upgrade hook applies nothing: the Deployment stays at 1.0.1.
     remote

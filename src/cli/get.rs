@@ -37,6 +37,13 @@ pub enum What {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Format,
     },
+    /// HelmReleases applied: release, revision, chart, objects, hooks, last hook error.
+    #[command(alias = "hr", alias = "helmrelease")]
+    Helmreleases {
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "table")]
+        output: Format,
+    },
     /// Objects applied to the target.
     Objects {
         /// Output format.
@@ -233,6 +240,34 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
                     ("WEIGHT", "weight"),
                     ("FAILEDCHECKS", "failedChecks"),
                     ("LASTTRANSITIONTIME", "lastTransitionTime"),
+                ];
+                print!("{}", output::rows_table(&cols, &rows));
+            } else {
+                output::print_value(fmt, &serde_json::Value::Array(rows));
+            }
+        }
+        What::Helmreleases { output: fmt } => {
+            let rows: Vec<serde_json::Value> = crate::sync::hooks::read_records(&state)
+                .iter()
+                .map(|r| {
+                    let (ns, name) = r.helm_release.split_once('/').unwrap_or(("", &r.helm_release));
+                    serde_json::json!({"namespace": ns, "name": name, "release": r.key(),
+                        "revision": r.revision, "chart": r.chart, "objects": r.objects.len(),
+                        "hooks": r.hooks.len(), "ready": if r.last_hook_error.is_none() { "True" } else { "False" },
+                        "message": r.last_hook_error.clone().unwrap_or_else(|| format!("Release reconciliation succeeded (revision {})", r.revision))})
+                })
+                .collect();
+            if fmt == Format::Table {
+                let cols = [
+                    ("NAMESPACE", "namespace"),
+                    ("NAME", "name"),
+                    ("RELEASE", "release"),
+                    ("REVISION", "revision"),
+                    ("CHART", "chart"),
+                    ("OBJECTS", "objects"),
+                    ("HOOKS", "hooks"),
+                    ("READY", "ready"),
+                    ("MESSAGE", "message"),
                 ];
                 print!("{}", output::rows_table(&cols, &rows));
             } else {
