@@ -411,6 +411,62 @@ mod releases {
         assert!(e.contains("charts/podinfo/templates/broken.yaml:1:"), "{e}");
     }
 
+    #[test]
+    fn post_renderers_patch_what_the_chart_renders() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for e in walk(&repo().join("charts/podinfo")) {
+            let rel = e.strip_prefix(repo()).unwrap();
+            std::fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
+            std::fs::copy(&e, root.join(rel)).unwrap();
+        }
+        let release = |post: &str| {
+            format!("apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  chart:\n    spec:\n      chart: ./charts/podinfo\n  postRenderers:\n    - kustomize:\n{post}")
+        };
+        std::fs::write(root.join("release.yaml"), release(concat!(
+            "        patches:\n",
+            "          - target:\n              kind: Deployment\n            patch: |\n",
+            "              - op: add\n                path: /metadata/labels/environment\n                value: production\n",
+            "        patchesStrategicMerge:\n",
+            "          - apiVersion: apps/v1\n            kind: Deployment\n            metadata:\n              name: web-podinfo\n",
+            "            spec:\n              template:\n                spec:\n                  containers:\n",
+            "                    - name: podinfo\n                      env:\n                        - name: EXTRA\n                          value: yes-please\n",
+            "        patchesJson6902:\n",
+            "          - target:\n              version: v1\n              kind: Service\n              name: web-podinfo\n",
+            "            patch:\n              - op: replace\n                path: /spec/type\n                value: NodePort\n",
+            "        images:\n          - name: stefanprodan/podinfo\n            newName: ghcr.io/stefanprodan/podinfo\n            newTag: 6.1.0\n",
+        ))).unwrap();
+        let snap = DirSnapshot::new(root);
+        let loaded = gitcanary::manifest::load(&snap, "", None);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        assert!(x.errors.is_empty(), "{:?}", x.errors);
+        let find = |kind: &str| {
+            x.objects
+                .iter()
+                .find(|o| o.key.kind == kind)
+                .unwrap()
+                .value()
+        };
+        let d = find("Deployment");
+        assert_eq!(d["metadata"]["labels"]["environment"], "production");
+        let c = &d["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["image"], "ghcr.io/stefanprodan/podinfo:6.1.0");
+        let env = c["env"].to_string();
+        assert!(
+            env.contains("PODINFO_UI_MESSAGE") && env.contains("yes-please"),
+            "{env}"
+        );
+        assert_eq!(find("Service")["spec"]["type"], "NodePort");
+
+        // A patch that cannot apply names the field.
+        std::fs::write(root.join("release.yaml"), release("        patchesJson6902:\n          - target:\n              kind: Service\n            patch:\n              - op: remove\n                path: /spec/nope\n")).unwrap();
+        let loaded = gitcanary::manifest::load(&snap, "", None);
+        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        let e = x.errors[0].to_string();
+        assert!(e.starts_with("release.yaml:1:1: spec.postRenderers: HelmRelease apps/web: Service web-podinfo: operation 0"), "{e}");
+    }
+
     fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         let mut out = Vec::new();
         for e in std::fs::read_dir(dir).unwrap() {

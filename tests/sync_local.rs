@@ -645,3 +645,54 @@ fn helm_release_charts_from_another_git_repository() {
         "{out}"
     );
 }
+
+#[test]
+fn kustomize_patches_apply_and_bad_ones_name_their_entry() {
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels:\n    app: web\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n        - name: web\n          image: example.com/web:1.0.0\n          env:\n            - name: MODE\n              value: dev\n";
+    let base = "resources:\n  - deployment.yaml\n";
+    let overlay = |extra: &str| {
+        format!("namespace: prod\nresources:\n  - ../base\npatches:\n  - path: replicas.yaml\n  - target:\n      kind: Deployment\n      labelSelector: app=web\n    patch: |-\n      - op: add\n        path: /metadata/annotations\n        value:\n          team: web\npatchesStrategicMerge:\n  - env.yaml\n{extra}")
+    };
+    let (remote, setup) = setup_with(&[
+        ("apps/base/deployment.yaml", deploy),
+        ("apps/base/kustomization.yaml", base),
+        ("apps/prod/replicas.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n"),
+        ("apps/prod/env.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  template:\n    spec:\n      containers:\n        - name: web\n          env:\n            - name: MODE\n              value: prod\n"),
+        ("apps/prod/kustomization.yaml", &overlay("")),
+        ("apps/kustomization.yaml", "resources:\n  - prod\n"),
+    ]);
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    let d = setup
+        .object("apps", "Deployment", "prod", "web")
+        .expect("patched Deployment in the overlay's namespace");
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(d["metadata"]["annotations"]["team"], "web");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"],
+        "prod"
+    );
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "example.com/web:1.0.0"
+    );
+
+    // A JSON 6902 patch that does not apply names the kustomization, line and entry,
+    // and the revision applies nothing.
+    remote
+        .write(&[(
+            "apps/prod/kustomization.yaml",
+            &overlay("patchesJson6902:\n  - target:\n      kind: Deployment\n      name: web\n    patch: |-\n      - op: replace\n        path: /spec/nope\n        value: 1\n"),
+        )])
+        .push("bad patch");
+    let (ok, out) = setup.sync();
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("apps/prod/kustomization.yaml:17:5: patchesJson6902[0]: patching Deployment web (apps/base/deployment.yaml): operation 0: path \"/spec/nope\" not found"),
+        "{out}"
+    );
+    assert_eq!(
+        setup.object("apps", "Deployment", "prod", "web").unwrap()["spec"]["replicas"],
+        3
+    );
+}

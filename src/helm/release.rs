@@ -614,21 +614,35 @@ pub fn expand_with(
         if v["spec"]["values"].is_object() {
             merge_values(&mut supplied, &v["spec"]["values"]);
         }
+        let post = match post_renderers(&v) {
+            Ok(p) => p,
+            Err((field, e)) => {
+                out.errors.push(fail(&field, e));
+                continue;
+            }
+        };
+        let render_full = |rel: &Release| {
+            let (objects, hooks, errors) =
+                render_release(&chart, rel, &supplied, caps, &dir, &ns, &id)
+                    .map_err(|e| ("spec.values", e))?;
+            post.apply(objects, hooks, errors)
+                .map_err(|e| ("spec.postRenderers", e))
+        };
         // Render as the last applied revision did (`.Release.Revision`, `IsInstall`);
         // if that gives something new, it is an upgrade: render as the next revision.
         let last = prev.iter().find(|p| p.namespace == ns && p.name == release);
         let mut rel = Release {
-            name: release,
+            name: release.clone(),
             namespace: ns.clone(),
             revision: last.map(|p| p.revision.max(1)).unwrap_or(1),
             is_install: last.is_none_or(|p| p.is_install),
         };
-        let mut result = render_release(&chart, &rel, &supplied, caps, &dir, &ns, &id);
+        let mut result = render_full(&rel);
         if let (Some(p), Ok((objs, hooks, _))) = (last, &result) {
             if release_record(&v, &rel, &chart, objs, hooks.clone()).digest != p.digest {
                 rel.revision += 1;
                 rel.is_install = false;
-                result = render_release(&chart, &rel, &supplied, caps, &dir, &ns, &id);
+                result = render_full(&rel);
             }
         }
         match result {
@@ -638,10 +652,153 @@ pub fn expand_with(
                     .push(release_record(&v, &rel, &chart, &objects, hooks));
                 out.objects.extend(objects);
             }
-            Err(e) => out.errors.push(fail("spec.values", e)),
+            Err((field, e)) => out.errors.push(fail(field, e)),
         }
     }
     out
+}
+
+/// A v2 HelmRelease's `spec.postRenderers[].kustomize`: patches and image overrides
+/// applied to everything the chart renders (hooks too), as Flux's post-renderer does.
+#[derive(Default)]
+struct PostRender {
+    patches: Vec<crate::manifest::patch::Patch>,
+    images: Vec<crate::manifest::kustomize::ImageOverride>,
+}
+
+impl PostRender {
+    #[allow(clippy::type_complexity)]
+    fn apply(
+        &self,
+        objects: Vec<Object>,
+        mut hooks: Vec<Hook>,
+        errors: Vec<ManifestError>,
+    ) -> Result<(Vec<Object>, Vec<Hook>, Vec<ManifestError>), String> {
+        if self.patches.is_empty() && self.images.is_empty() {
+            return Ok((objects, hooks, errors));
+        }
+        let transform = |value: &mut Value| -> Result<(), String> {
+            for p in &self.patches {
+                if p.matches(value) {
+                    p.apply(value).map_err(|e| {
+                        format!(
+                            "{} {}: {e}",
+                            value["kind"].as_str().unwrap_or_default(),
+                            value["metadata"]["name"].as_str().unwrap_or_default()
+                        )
+                    })?;
+                }
+            }
+            if !self.images.is_empty() {
+                crate::manifest::kustomize::apply_images(value, &self.images);
+            }
+            Ok(())
+        };
+        let mut out = Vec::with_capacity(objects.len());
+        for o in objects {
+            let mut value = o.value();
+            transform(&mut value)?;
+            out.push(Object::from_json(
+                o.key.clone(),
+                o.api_version.clone(),
+                &value,
+                o.origin.clone(),
+            ));
+        }
+        for h in &mut hooks {
+            transform(&mut h.object)?;
+        }
+        Ok((out, hooks, errors))
+    }
+}
+
+fn post_renderers(hr: &Value) -> Result<PostRender, (String, String)> {
+    use crate::manifest::kustomize::ImageOverride;
+    use crate::manifest::patch::{Patch, Selector};
+    let mut out = PostRender::default();
+    for (i, pr) in hr["spec"]["postRenderers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let base = format!("spec.postRenderers[{i}].kustomize");
+        let k = &pr["kustomize"];
+        if !k.is_object() {
+            return Err((
+                format!("spec.postRenderers[{i}]"),
+                "only kustomize post-renderers are supported".into(),
+            ));
+        }
+        let target = |field: &str, t: &Value| -> Result<Option<Selector>, (String, String)> {
+            if t.is_null() {
+                return Ok(None);
+            }
+            Selector::from_value(t)
+                .map(Some)
+                .map_err(|e| (field.to_string(), e))
+        };
+        for (j, p) in k["patches"].as_array().into_iter().flatten().enumerate() {
+            let field = format!("{base}.patches[{j}]");
+            let text = p["patch"].as_str().ok_or_else(|| {
+                (
+                    format!("{field}.patch"),
+                    "missing required field".to_string(),
+                )
+            })?;
+            let t = target(&field, &p["target"])?;
+            out.patches
+                .push(Patch::parse(text, t).map_err(|e| (field.clone(), e))?);
+        }
+        for (j, p) in k["patchesStrategicMerge"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let field = format!("{base}.patchesStrategicMerge[{j}]");
+            if p["kind"].as_str().is_none() || p["metadata"]["name"].as_str().is_none() {
+                return Err((field, "needs kind and metadata.name".into()));
+            }
+            out.patches.push(Patch::Strategic(None, p.clone()));
+        }
+        for (j, p) in k["patchesJson6902"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let field = format!("{base}.patchesJson6902[{j}]");
+            let t = target(&field, &p["target"])?.ok_or_else(|| {
+                (
+                    format!("{field}.target"),
+                    "missing required field".to_string(),
+                )
+            })?;
+            let ops = p["patch"].as_array().cloned().ok_or_else(|| {
+                (
+                    format!("{field}.patch"),
+                    "expected a list of operations".to_string(),
+                )
+            })?;
+            out.patches
+                .push(Patch::from_ops(t, ops).map_err(|e| (field.clone(), e))?);
+        }
+        for img in k["images"].as_array().into_iter().flatten() {
+            let s = |f: &str| match &img[f] {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            };
+            out.images.push(ImageOverride {
+                name: s("name").unwrap_or_default(),
+                new_name: s("newName"),
+                new_tag: s("newTag"),
+                digest: s("digest"),
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Renders one release and parses the output: objects in install order, hooks in

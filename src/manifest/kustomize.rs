@@ -1,4 +1,5 @@
-//! The part of kustomize gitcanary honours: `resources`, `namespace` and `images`.
+//! The part of kustomize gitcanary honours: `resources`, `namespace`, `images` and the
+//! patches (`patches`, `patchesStrategicMerge`, `patchesJson6902`; see `patch`).
 //! Every other kustomize feature is refused with an error naming the file and field,
 //! rather than silently producing objects that differ from `kustomize build`.
 
@@ -14,6 +15,23 @@ pub struct Kustomization {
     pub namespace: Option<String>,
     /// Image overrides.
     pub images: Vec<ImageOverride>,
+    /// Patches, in file order.
+    pub patches: Vec<PatchEntry>,
+}
+
+/// One patch entry of a kustomization, before its file is read.
+#[derive(Clone, Debug)]
+pub struct PatchEntry {
+    /// `patches[0]`, for errors.
+    pub field: String,
+    /// Where the entry is.
+    pub pos: Pos,
+    /// Inline patch text.
+    pub text: Option<String>,
+    /// Patch file, relative to the kustomization.
+    pub path: Option<String>,
+    /// `target`, as JSON.
+    pub target: Option<serde_json::Value>,
 }
 
 /// One `images:` entry.
@@ -29,7 +47,7 @@ pub struct ImageOverride {
     pub digest: Option<String>,
 }
 
-const SUPPORTED: &str = "gitcanary supports resources, bases, namespace and images";
+const SUPPORTED: &str = "gitcanary supports resources, bases, namespace, images, patches, patchesStrategicMerge and patchesJson6902";
 
 /// Parses a kustomization file; every problem is returned.
 pub fn parse(file: &str, text: &str) -> Result<Kustomization, Vec<ManifestError>> {
@@ -119,6 +137,83 @@ pub fn parse(file: &str, text: &str) -> Result<Kustomization, Vec<ManifestError>
                     });
                 }
             }
+            "patches" | "patchesJson6902" | "patchesStrategicMerge" => {
+                let Some(items) = value.as_seq() else {
+                    if !value.is_null() {
+                        errors.push(ManifestError::at(
+                            file,
+                            value.pos,
+                            Some(name.clone()),
+                            "expected a list",
+                        ));
+                    }
+                    continue;
+                };
+                for (i, item) in items.iter().enumerate() {
+                    let field = format!("{name}[{i}]");
+                    if let Some(s) = item.as_str() {
+                        if name != "patchesStrategicMerge" {
+                            errors.push(ManifestError::at(
+                                file,
+                                item.pos,
+                                Some(field),
+                                "expected a mapping with path or patch",
+                            ));
+                            continue;
+                        }
+                        let inline = s.contains('\n');
+                        k.patches.push(PatchEntry {
+                            field,
+                            pos: item.pos,
+                            text: inline.then(|| s.to_string()),
+                            path: (!inline).then(|| s.to_string()),
+                            target: None,
+                        });
+                        continue;
+                    }
+                    if item.as_map().is_none() {
+                        errors.push(ManifestError::at(
+                            file,
+                            item.pos,
+                            Some(field),
+                            format!("expected a mapping, found {}", item.type_name()),
+                        ));
+                        continue;
+                    }
+                    let text = item
+                        .get("patch")
+                        .and_then(|n| str_of(n, &format!("{field}.patch"), &mut errors));
+                    let path = item
+                        .get("path")
+                        .and_then(|n| str_of(n, &format!("{field}.path"), &mut errors));
+                    if text.is_some() == path.is_some() {
+                        errors.push(ManifestError::at(
+                            file,
+                            item.pos,
+                            Some(field),
+                            "needs exactly one of path and patch",
+                        ));
+                        continue;
+                    }
+                    let target = item.get("target").map(|t| t.to_json());
+                    if name == "patchesJson6902" && target.is_none() {
+                        errors.push(ManifestError::at(
+                            file,
+                            item.pos,
+                            Some(format!("{field}.target")),
+                            "missing required field",
+                        ));
+                        continue;
+                    }
+                    k.patches.push(PatchEntry {
+                        field,
+                        pos: item.pos,
+                        text,
+                        path,
+                        target,
+                    });
+                }
+            }
             other => errors.push(ManifestError::at(
                 file,
                 key.pos,
@@ -196,13 +291,17 @@ mod tests {
     fn unsupported_fields_are_named() {
         let errs = parse(
             "k/kustomization.yaml",
-            "resources: [a.yaml]\npatches:\n  - path: p.yaml\n",
+            "resources: [a.yaml]\nreplicas:\n  - name: x\n    count: 2\npatchesJson6902:\n  - path: p.yaml\n",
         )
         .unwrap_err();
-        assert_eq!(errs.len(), 1);
+        assert_eq!(errs.len(), 2);
         assert_eq!(
             errs[0].to_string(),
-            "k/kustomization.yaml:2:1: patches: unsupported kustomize field: gitcanary supports resources, bases, namespace and images"
+            "k/kustomization.yaml:2:1: replicas: unsupported kustomize field: gitcanary supports resources, bases, namespace, images, patches, patchesStrategicMerge and patchesJson6902"
+        );
+        assert_eq!(
+            errs[1].to_string(),
+            "k/kustomization.yaml:6:5: patchesJson6902[0].target: missing required field"
         );
     }
 

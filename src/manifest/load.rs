@@ -78,11 +78,22 @@ struct Context {
     /// The namespace for objects that name none (a Helm release's); below `namespace`.
     default_namespace: Option<String>,
     images: Vec<kustomize::ImageOverride>,
+    /// Patches of the enclosing kustomizations, innermost first.
+    patches: Vec<Arc<CtxPatch>>,
+}
+
+/// A kustomization's patch with where it was written, for errors.
+#[derive(Debug)]
+struct CtxPatch {
+    patch: super::patch::Patch,
+    file: String,
+    field: String,
+    pos: Pos,
 }
 
 impl Context {
     fn fingerprint(&self) -> String {
-        format!("{:?}|{:?}", self.namespace, self.images)
+        format!("{:?}|{:?}|{:?}", self.namespace, self.images, self.patches)
     }
 }
 
@@ -256,6 +267,72 @@ impl Walker<'_> {
             Ok(s) => s,
             Err(errs) => return self.out.errors.extend(errs),
         };
+        let mut patches = Vec::new();
+        for entry in &spec.patches {
+            let text = match (&entry.text, &entry.path) {
+                (Some(t), _) => t.clone(),
+                (None, Some(p)) => match join(&dir, p).map(|full| self.snap.read(&full)) {
+                    Some(Ok(b)) => String::from_utf8_lossy(&b).into_owned(),
+                    Some(Err(e)) => {
+                        self.out.errors.push(ManifestError::at(
+                            file,
+                            entry.pos,
+                            Some(entry.field.clone()),
+                            format!("{p}: cannot read: {e}"),
+                        ));
+                        continue;
+                    }
+                    None => {
+                        self.out.errors.push(ManifestError::at(
+                            file,
+                            entry.pos,
+                            Some(entry.field.clone()),
+                            format!("{p:?} escapes the repository"),
+                        ));
+                        continue;
+                    }
+                },
+                (None, None) => continue,
+            };
+            let target = match entry
+                .target
+                .as_ref()
+                .map(super::patch::Selector::from_value)
+            {
+                None => None,
+                Some(Ok(t)) => Some(t),
+                Some(Err(e)) => {
+                    self.out.errors.push(ManifestError::at(
+                        file,
+                        entry.pos,
+                        Some(entry.field.clone()),
+                        e,
+                    ));
+                    continue;
+                }
+            };
+            match super::patch::Patch::parse(&text, target) {
+                Ok(patch) => patches.push(Arc::new(CtxPatch {
+                    patch,
+                    file: file.to_string(),
+                    field: entry.field.clone(),
+                    pos: entry.pos,
+                })),
+                Err(e) => self.out.errors.push(ManifestError::at(
+                    file,
+                    entry.pos,
+                    Some(entry.field.clone()),
+                    format!(
+                        "{}{e}",
+                        entry
+                            .path
+                            .as_ref()
+                            .map(|p| format!("{p}: "))
+                            .unwrap_or_default()
+                    ),
+                )),
+            }
+        }
         let ctx = Context {
             namespace: outer.namespace.clone().or(spec.namespace.clone()),
             images: spec
@@ -265,6 +342,10 @@ impl Walker<'_> {
                 .cloned()
                 .collect(),
             default_namespace: None,
+            patches: patches
+                .into_iter()
+                .chain(outer.patches.iter().cloned())
+                .collect(),
         };
         for (res, pos) in &spec.resources {
             if res.contains("://") || res.starts_with("github.com/") || res.starts_with("git@") {
@@ -520,6 +601,20 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
         return;
     }
     let mut value = node.to_json();
+    for p in &ctx.patches {
+        if !p.patch.matches(&value) {
+            continue;
+        }
+        if let Err(e) = p.patch.apply(&mut value) {
+            out.errors.push(ManifestError::at(
+                &p.file,
+                p.pos,
+                Some(p.field.clone()),
+                format!("patching {kind} {name} ({file}): {e}"),
+            ));
+            return;
+        }
+    }
     let namespace = if is_cluster_scoped(&api_version, &kind) {
         if let Some(meta) = value["metadata"].as_object_mut() {
             meta.remove("namespace");

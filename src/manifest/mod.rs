@@ -6,6 +6,7 @@ pub mod de;
 pub mod kustomize;
 pub mod load;
 pub mod object;
+pub mod patch;
 pub mod schema;
 pub mod snapshot;
 pub mod yaml;
