@@ -233,15 +233,22 @@ fn hooks_run_in_order_around_the_apply_and_a_failing_pre_upgrade_applies_nothing
 
     // An upgrade runs pre-upgrade and post-upgrade.
     remote
-        .write(&[("releases/web.yaml", &release("1.0.1", &values(false)))])
-        .push("web 1.0.1");
+        .write(&[(
+            "releases/web.yaml",
+            &format!(
+                "{}  test:\n    enable: true\n",
+                release("1.0.1", &values(false))
+            ),
+        )])
+        .push("web 1.0.1, with spec.test.enable");
     let (ok, out) = setup.sync();
     assert!(ok, "{out}");
     assert_eq!(
         lines(&marker)[2..],
         [
             "migrate 1.0.1".to_string(),
-            "notify 1.0.1 revision 2 upgrade=true".to_string()
+            "notify 1.0.1 revision 2 upgrade=true".to_string(),
+            "test 1.0.1".to_string()
         ]
     );
     let record: serde_json::Value = serde_json::from_slice(
@@ -279,7 +286,7 @@ fn hooks_run_in_order_around_the_apply_and_a_failing_pre_upgrade_applies_nothing
         .contains("nothing applied"));
     // backoffLimit 1: two attempts, no post-upgrade hook.
     assert_eq!(
-        lines(&marker)[4..],
+        lines(&marker)[5..],
         ["migrate 1.0.2".to_string(), "migrate 1.0.2".to_string()]
     );
 

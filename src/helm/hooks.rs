@@ -186,6 +186,12 @@ pub struct ReleaseRecord {
     pub hooks: Vec<Hook>,
     /// Helm's timeout for hooks (`spec.timeout`, default 5m), in seconds.
     pub timeout_secs: u64,
+    /// Flux v2 `spec.test.enable`: run the test hooks after each install and upgrade.
+    #[serde(default)]
+    pub test_enable: bool,
+    /// `spec.test.ignoreFailures`: a failing test is logged, not recorded as a failure.
+    #[serde(default)]
+    pub test_ignore_failures: bool,
     /// The last hook failure, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_hook_error: Option<String>,
@@ -246,7 +252,8 @@ pub fn plan_hooks(
             }
         };
         if let Some((pre, post)) = events {
-            if !n.hooks_for(pre).is_empty() || !n.hooks_for(post).is_empty() {
+            let tests = n.test_enable && !n.hooks_for(Event::Test).is_empty();
+            if tests || !n.hooks_for(pre).is_empty() || !n.hooks_for(post).is_empty() {
                 steps.push(HookStep {
                     release: n.key(),
                     pre,
@@ -382,6 +389,8 @@ mod tests {
             objects: Vec::new(),
             hooks,
             timeout_secs: 300,
+            test_enable: false,
+            test_ignore_failures: false,
             last_hook_error: None,
         }
     }
@@ -463,6 +472,10 @@ mod tests {
             &[record("t", "d", vec![hook("Pod", "t", "test", None)])],
         );
         assert!(steps.is_empty());
+        let mut with_tests = record("t", "d", vec![hook("Pod", "t", "test", None)]);
+        with_tests.test_enable = true;
+        let (steps, _) = plan_hooks(&[], &[with_tests]);
+        assert_eq!(steps.len(), 1, "spec.test.enable runs tests after install");
     }
 
     #[test]

@@ -1006,6 +1006,10 @@ fn release_record(
             .collect(),
         hooks,
         timeout_secs: release_timeout(hr).as_secs(),
+        test_enable: hr["spec"]["test"]["enable"].as_bool().unwrap_or(false),
+        test_ignore_failures: hr["spec"]["test"]["ignoreFailures"]
+            .as_bool()
+            .unwrap_or(false),
         last_hook_error: None,
     }
 }

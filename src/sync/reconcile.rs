@@ -336,13 +336,17 @@ impl Reconciler {
         let plan = plan(&desired, &inventory);
         let applied = self.store.apply(&plan, &desired, &inventory, &head)?;
         drop(inventory);
-        if steps.iter().any(|s| !s.record.hooks_for(s.post).is_empty()) {
+        let runs_after = |s: &crate::helm::hooks::HookStep| {
+            !s.record.hooks_for(s.post).is_empty()
+                || (s.record.test_enable && s.post != Event::PostDelete)
+        };
+        if steps.iter().any(runs_after) {
             if let Some(after) = &self.after_apply {
                 after();
             }
         }
         for step in &steps {
-            if step.record.hooks_for(step.post).is_empty() {
+            if !runs_after(step) {
                 continue;
             }
             let timeout = Duration::from_secs(step.record.timeout_secs);
@@ -363,15 +367,32 @@ impl Reconciler {
             } else {
                 Ok(())
             };
-            let result = ready.and_then(|()| {
+            let run = |event: Event| {
                 hooks::run_event(
                     &self.store,
                     &state_dir,
                     &images,
                     &step.record,
-                    step.post,
+                    event,
                     timeout,
                 )
+            };
+            let result = ready.and_then(|()| run(step.post)).and_then(|_| {
+                // Flux v2 `spec.test.enable`: `helm test` after install and upgrade.
+                if !step.record.test_enable || step.post == Event::PostDelete {
+                    return Ok(());
+                }
+                match run(Event::Test).and_then(|_| run(Event::TestFailure)) {
+                    Err(e) if step.record.test_ignore_failures => {
+                        warn!(release = %step.release, "{e} (ignored: spec.test.ignoreFailures)");
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                    Ok(_) => {
+                        info!(release = %step.release, "Helm tests passed");
+                        Ok(())
+                    }
+                }
             });
             if let Err(e) = result {
                 warn!(release = %step.release, "{e}");
