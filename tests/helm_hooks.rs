@@ -65,6 +65,16 @@ metadata:
 data:
   STEP: migrate
 ---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ .Release.Name }}-db
+  annotations:
+    "helm.sh/hook": pre-install,pre-upgrade
+    "helm.sh/hook-weight": "-5"
+stringData:
+  DB_PASSWORD: hunter2-secret
+---
 apiVersion: batch/v1
 kind: Job
 metadata:
@@ -84,10 +94,12 @@ spec:
           envFrom:
             - configMapRef:
                 name: {{ .Release.Name }}-migrate-env
+            - secretRef:
+                name: {{ .Release.Name }}-db
           command:
             - sh
             - -c
-            - echo "$STEP {{ .Values.image.tag }}" >> {{ .Values.marker }}{{ if .Values.migrate.fail }}; echo "migration failed" >&2; exit 3{{ end }}
+            - echo "$STEP {{ .Values.image.tag }}" >> {{ .Values.marker }}{{ if .Values.migrate.fail }}; echo "migration failed with $DB_PASSWORD" >&2; exit 3{{ end }}
 ---
 apiVersion: v1
 kind: Pod
@@ -272,7 +284,9 @@ fn hooks_run_in_order_around_the_apply_and_a_failing_pre_upgrade_applies_nothing
     let (ok, out) = setup.sync();
     assert!(!ok, "{out}");
     assert!(
-        out.contains("pre-upgrade hook Job/web-migrate failed") && out.contains("migration failed"),
+        out.contains("pre-upgrade hook Job/web-migrate failed")
+            && out.contains("migration failed with <redacted>")
+            && !out.contains("hunter2"),
         "{out}"
     );
     let d = setup.object("apps", "Deployment", "test", "web").unwrap();

@@ -273,15 +273,23 @@ fn run_containers(
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    let secrets: Vec<&str> = containers
+        .iter()
+        .flat_map(|c| c.secret_values.iter().map(String::as_str))
+        .collect();
     match failure {
         None => Ok(()),
-        Some(f) => Err(format!("{f}{}", output_tail(log))),
+        Some(f) => Err(format!("{f}{}", output_tail(log, &secrets))),
     }
 }
 
-/// The last lines of a hook's output, for its failure message.
-fn output_tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+/// The last lines of a hook's output, for its failure message, with values that came
+/// from Secrets redacted.
+fn output_tail(log: &Path, secrets: &[&str]) -> String {
+    let mut text = std::fs::read_to_string(log).unwrap_or_default();
+    for s in secrets.iter().filter(|s| s.len() >= 4) {
+        text = text.replace(s, "<redacted>");
+    }
     let lines: Vec<&str> = text.lines().collect();
     let tail = lines[lines.len().saturating_sub(10)..].join("\n");
     let tail = if tail.len() > 2000 {

@@ -85,6 +85,8 @@ pub struct ContainerPlan {
     pub liveness: Option<Probe>,
     /// The image's tag (`IMAGE_TAG`).
     pub image_tag: String,
+    /// Values that came from Secrets, to redact from output shown in messages.
+    pub secret_values: Vec<String>,
 }
 
 /// A pod template, resolved.
@@ -315,6 +317,7 @@ fn container_plan(
         },
     };
     let mut env = Vec::new();
+    let mut secret_values = Vec::new();
     for (i, from) in c["envFrom"].as_array().into_iter().flatten().enumerate() {
         let prefix = from["prefix"].as_str().unwrap_or_default();
         let (kind, r) = if from.get("configMapRef").is_some() {
@@ -324,11 +327,13 @@ fn container_plan(
         };
         let ref_name = r["name"].as_str().unwrap_or_default();
         match lookup(kind, ns, ref_name) {
-            Some(obj) => env.extend(
-                data_of(&obj, kind)
-                    .into_iter()
-                    .map(|(k, v)| (format!("{prefix}{k}"), v)),
-            ),
+            Some(obj) => {
+                let data = data_of(&obj, kind);
+                if kind == "Secret" {
+                    secret_values.extend(data.values().cloned());
+                }
+                env.extend(data.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)))
+            }
             None if r["optional"].as_bool() == Some(true) => {}
             None => {
                 return Err(format!(
@@ -362,7 +367,12 @@ fn container_plan(
             let ref_name = r["name"].as_str().unwrap_or_default();
             let item = r["key"].as_str().unwrap_or_default();
             match lookup(kind, ns, ref_name).map(|o| data_of(&o, kind)).and_then(|d| d.get(item).cloned()) {
-                Some(v) => v,
+                Some(v) => {
+                    if kind == "Secret" {
+                        secret_values.push(v.clone());
+                    }
+                    v
+                }
                 None if r["optional"].as_bool() == Some(true) => continue,
                 None => return Err(format!("container {name:?}: env {key}: key {item:?} of {kind} {ns}/{ref_name} not found")),
             }
@@ -391,6 +401,7 @@ fn container_plan(
         readiness: probe(&c["readinessProbe"]),
         liveness: probe(&c["livenessProbe"]),
         image_tag: tag.unwrap_or("latest").to_string(),
+        secret_values,
     })
 }
 
@@ -709,6 +720,7 @@ mod tests {
             readiness: None,
             liveness: None,
             image_tag: "1".into(),
+            secret_values: vec![],
         }
     }
 
