@@ -696,3 +696,63 @@ fn kustomize_patches_apply_and_bad_ones_name_their_entry() {
         3
     );
 }
+
+#[test]
+fn oci_helm_repositories_pick_a_tag_verify_and_cache() {
+    let registry = Registry::start(Some(("bot", "oci-pw")));
+    let chart = |version: &str, port: u16| {
+        gitcanary::helm::repo::pack(&[
+            ("redis/Chart.yaml", &format!("apiVersion: v2\nname: redis\nversion: {version}\n")),
+            ("redis/templates/svc.yaml", &format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {{{{ .Release.Name }}}}\nspec:\n  ports:\n    - port: {port}\n")),
+        ])
+    };
+    registry.push_chart("charts/redis", "1.0.0", &chart("1.0.0", 6000));
+    registry.push_chart("charts/redis", "1.2.0", &chart("1.2.0", 6120));
+    registry.push_chart("charts/redis", "1.3.0-rc.1", &chart("1.3.0-rc.1", 6130));
+    registry.push_chart("charts/redis", "2.0.0", &chart("2.0.0", 7000));
+    let release = |version: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: oci-creds\n  namespace: test\nstringData:\n  username: bot\n  password: oci-pw\n---\napiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: oci\n  namespace: test\nspec:\n  type: oci\n  interval: 5m\n  url: oci://{}/charts\n  secretRef:\n    name: oci-creds\n---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: cache\n  namespace: test\nspec:\n  chart:\n    spec:\n      chart: redis\n      version: \"{version}\"\n      sourceRef:\n        kind: HelmRepository\n        name: oci\n", registry.addr)
+    };
+    let (remote, setup) = setup_with(&[("releases/cache.yaml", &release("^1.0"))]);
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert!(!out.contains("oci-pw"), "{out}");
+    let port = |setup: &Setup| {
+        setup.object("core", "Service", "test", "cache").unwrap()["spec"]["ports"][0]["port"]
+            .clone()
+    };
+    assert_eq!(port(&setup), 6120, "highest stable 1.x");
+    remote
+        .write(&[("releases/cache.yaml", &release("2.0.0"))])
+        .push("redis 2.0.0");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert_eq!(port(&setup), 7000);
+    // A dockerconfigjson Secret works too.
+    let docker = format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: oci-creds\n  namespace: test\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{{\"auths\":{{\"{}\":{{\"username\":\"bot\",\"password\":\"oci-pw\"}}}}}}'\n---\n", registry.addr);
+    let text = release("2.0.0");
+    let rest = &text[text.find("---\n").unwrap() + 4..];
+    remote
+        .write(&[("releases/cache.yaml", &format!("{docker}{rest}"))])
+        .push("dockerconfigjson");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    // Cached by digest: the archives are on disk under their layer digests.
+    let cached = std::fs::read_dir(setup.state().join("helm-charts"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "tgz")
+        })
+        .count();
+    assert_eq!(cached, 2);
+    remote
+        .write(&[("releases/cache.yaml", &release(">=3.0.0"))])
+        .push("no such version");
+    let (ok, out) = setup.sync();
+    assert!(!ok, "{out}");
+    assert!(out.contains("no tag matches \">=3.0.0\""), "{out}");
+}

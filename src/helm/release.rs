@@ -493,9 +493,32 @@ fn repo_access(
         (Some(username), Some(password)) => {
             access.credentials = Some(super::repo::Credentials { username, password })
         }
+        // An OCI repository may use a dockerconfigjson Secret, as Flux allows.
+        (None, None) if field(".dockerconfigjson")?.is_some() => {
+            let text = field(".dockerconfigjson")?.unwrap_or_default();
+            let creds = crate::image::registry::Credentials::from_docker_config(&text)
+                .map_err(|e| fail(format!("Secret {ns}/{secret}: .dockerconfigjson: {e}")))?;
+            let url = repo["spec"]["url"].as_str().unwrap_or_default();
+            let host = url
+                .split_once("://")
+                .map(|(_, r)| r)
+                .unwrap_or(url)
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            let basic = creds.get(host).ok_or_else(|| {
+                fail(format!(
+                    "Secret {ns}/{secret}: .dockerconfigjson has no entry for {host}"
+                ))
+            })?;
+            access.credentials = Some(super::repo::Credentials {
+                username: basic.username.clone(),
+                password: basic.password.clone(),
+            });
+        }
         (None, None) => {
             return Err(fail(format!(
-                "Secret {ns}/{secret} has no username and password (TLS client certificates are not supported)"
+                "Secret {ns}/{secret} has no username and password, nor .dockerconfigjson (TLS client certificates are not supported)"
             )))
         }
         _ => {

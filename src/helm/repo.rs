@@ -281,6 +281,9 @@ pub fn fetch(
     cache_dir: &Path,
     access: &Access,
 ) -> Result<(Pick, Chart), String> {
+    if let Some(rest) = repo_url.strip_prefix("oci://") {
+        return fetch_oci(rest, chart, range, cache_dir, access);
+    }
     let (repo_url, in_url) = split_userinfo(repo_url);
     let repo_url = repo_url.as_str();
     let auth = access.credentials.clone().or(in_url);
@@ -338,6 +341,105 @@ pub fn fetch(
     Ok((pick, chart_obj))
 }
 
+/// Picks the highest tag of an OCI chart repository matching `range` (Helm stores
+/// `+` in versions as `_` in tags).
+pub fn resolve_oci_tag(tags: &[String], range: &str) -> Result<(String, String), String> {
+    let range = if range.trim().is_empty() {
+        "*"
+    } else {
+        range.trim()
+    };
+    let constraint = Constraint::parse(range).map_err(|e| format!("version {range:?}: {e}"))?;
+    tags.iter()
+        .filter_map(|t| {
+            let v = t.replace('_', "+");
+            Some((Version::parse(&v)?, v, t.clone()))
+        })
+        .filter(|(v, _, _)| constraint.matches(v))
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, v, t)| (v, t))
+        .ok_or_else(|| format!("no tag matches {range:?}"))
+}
+
+/// A chart from an OCI registry (`oci://host/path` + chart name): the tag picked by
+/// `range`, its chart layer downloaded, checked against its digest and cached by it.
+fn fetch_oci(
+    repo: &str,
+    chart: &str,
+    range: &str,
+    cache_dir: &Path,
+    access: &Access,
+) -> Result<(Pick, Chart), String> {
+    use crate::image::reference::ImageRepo;
+    use crate::image::registry::{Basic, Client, Credentials as RegistryCreds, Settings};
+    let image = ImageRepo::parse(&format!("{}/{chart}", repo.trim_end_matches('/')));
+    let mut creds = RegistryCreds::default();
+    if let Some(c) = &access.credentials {
+        creds.insert(
+            &image.registry,
+            Basic {
+                username: c.username.clone(),
+                password: c.password.clone(),
+            },
+        );
+    }
+    let client = Client::new(Settings::default(), creds);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let shown = format!("oci://{image}");
+    rt.block_on(async {
+        let exact = Version::parse(range.trim())
+            .filter(|_| !range.trim().is_empty())
+            .map(|_| (range.trim().to_string(), range.trim().replace('+', "_")));
+        let (version, tag) = match exact {
+            Some(vt) => vt,
+            None => {
+                let tags = client
+                    .list_tags(&image, &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                resolve_oci_tag(&tags, range).map_err(|e| format!("{shown}: {e}"))?
+            }
+        };
+        let (digest, size) = client
+            .chart_layer(&image, &tag)
+            .await
+            .map_err(|e| e.to_string())?;
+        if size as usize > MAX_ARCHIVE_BYTES {
+            return Err(format!(
+                "{shown}:{tag}: chart archive is larger than {} MiB",
+                MAX_ARCHIVE_BYTES >> 20
+            ));
+        }
+        let hex = digest.trim_start_matches("sha256:").to_string();
+        let cached = cache_dir.join(format!("{hex}.tgz"));
+        let bytes = match std::fs::read(&cached) {
+            Ok(b) if crate::manifest::object::sha256_hex(&b) == hex => b,
+            _ => {
+                let b = client
+                    .blob(&image, &digest, MAX_ARCHIVE_BYTES)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                crate::util::atomic::write(&cached, &b)
+                    .map_err(|e| format!("{}: {e}", cached.display()))?;
+                b
+            }
+        };
+        let files = unpack(&bytes)?;
+        let chart_obj = Chart::from_files(&format!("{chart}-{version}.tgz"), files)?;
+        Ok((
+            Pick {
+                version,
+                url: format!("{shown}:{tag}"),
+                digest: hex,
+            },
+            chart_obj,
+        ))
+    })
+}
+
 /// Builds a gzipped tar from `(path, body)` pairs (for tests and benchmarks).
 pub fn pack(files: &[(&str, &str)]) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -361,6 +463,19 @@ pub fn pack(files: &[(&str, &str)]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oci_tags_resolve_with_helms_underscore() {
+        let tags: Vec<String> = ["1.0.0", "1.2.0_build.1", "1.3.0-rc.1", "2.0.0", "latest"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            resolve_oci_tag(&tags, "^1").unwrap(),
+            ("1.2.0+build.1".to_string(), "1.2.0_build.1".to_string())
+        );
+        assert_eq!(resolve_oci_tag(&tags, "").unwrap().0, "2.0.0");
+        assert!(resolve_oci_tag(&tags, ">=3").is_err());
+    }
 
     #[test]
     fn credentials_in_urls_are_split_out_and_never_printed() {

@@ -111,7 +111,8 @@ impl Credentials {
         Ok(c)
     }
 
-    fn get(&self, registry: &str) -> Option<&Basic> {
+    /// The credentials for a registry host.
+    pub fn get(&self, registry: &str) -> Option<&Basic> {
         self.by_host.get(&normalize_host(registry))
     }
 }
@@ -507,6 +508,81 @@ impl Client {
             }
         }
         Ok(tags)
+    }
+
+    /// The Helm chart layer of the OCI artifact `image:tag`: (digest `sha256:…`, size).
+    pub async fn chart_layer(&self, image: &ImageRepo, tag: &str) -> Result<(String, u64)> {
+        let base = image.base_url(&self.settings.insecure);
+        let invalid = |m: String| Error::Invalid {
+            image: image.to_string(),
+            message: m,
+        };
+        let manifest: serde_json::Value = self
+            .get(
+                image,
+                &format!("{base}/v2/{}/manifests/{tag}", image.path),
+                Some("application/vnd.oci.image.manifest.v1+json"),
+            )
+            .await?
+            .json()
+            .await
+            .map_err(|e| invalid(format!("manifest: {e}")))?;
+        let layer = manifest["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| {
+                matches!(
+                    l["mediaType"].as_str(),
+                    Some("application/vnd.cncf.helm.chart.content.v1.tar+gzip")
+                        | Some("application/tar+gzip")
+                )
+            })
+            .ok_or_else(|| invalid(format!("{tag} is not a Helm chart (no chart layer)")))?;
+        let digest = layer["digest"]
+            .as_str()
+            .filter(|d| d.starts_with("sha256:"))
+            .ok_or_else(|| invalid("chart layer without a sha256 digest".into()))?;
+        Ok((digest.to_string(), layer["size"].as_u64().unwrap_or(0)))
+    }
+
+    /// Downloads blob `digest` of `image` (at most `limit` bytes) and checks its sha256.
+    pub async fn blob(&self, image: &ImageRepo, digest: &str, limit: usize) -> Result<Vec<u8>> {
+        let base = image.base_url(&self.settings.insecure);
+        let invalid = |m: String| Error::Invalid {
+            image: image.to_string(),
+            message: m,
+        };
+        let mut resp = self
+            .get(
+                image,
+                &format!("{base}/v2/{}/blobs/{digest}", image.path),
+                None,
+            )
+            .await?;
+        if resp.content_length().is_some_and(|n| n as usize > limit) {
+            return Err(invalid(format!(
+                "blob {digest} is larger than {} MiB",
+                limit >> 20
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| Self::transport(image, e))? {
+            body.extend_from_slice(&chunk);
+            if body.len() > limit {
+                return Err(invalid(format!(
+                    "blob {digest} is larger than {} MiB",
+                    limit >> 20
+                )));
+            }
+        }
+        let got = format!("sha256:{}", crate::manifest::object::sha256_hex(&body));
+        if got != digest {
+            return Err(invalid(format!(
+                "digest mismatch: expected {digest}, downloaded {got}"
+            )));
+        }
+        Ok(body)
     }
 
     /// The creation time of `image:tag` (Unix seconds), from its config blob.

@@ -558,6 +558,32 @@ impl Registry {
         digest
     }
 
+    /// Pushes a Helm chart archive as the OCI artifact `repo:tag`, as `helm push` does.
+    #[allow(dead_code)]
+    pub fn push_chart(&self, repo: &str, tag: &str, tgz: &[u8]) {
+        let config = br#"{"name":"chart"}"#;
+        let cfg_digest = self.upload_blob(repo, config);
+        let layer_digest = self.upload_blob(repo, tgz);
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.cncf.helm.config.v1+json","size":{},"digest":"{cfg_digest}"}},"layers":[{{"mediaType":"application/vnd.cncf.helm.chart.content.v1.tar+gzip","size":{},"digest":"{layer_digest}"}}]}}"#,
+            config.len(),
+            tgz.len()
+        );
+        let (status, _, body) = http_request(
+            &self.addr,
+            "PUT",
+            &format!("/v2/{repo}/manifests/{tag}"),
+            &self.headers(&[("Content-Type", "application/vnd.oci.image.manifest.v1+json")]),
+            manifest.as_bytes(),
+        );
+        assert_eq!(
+            status,
+            201,
+            "manifest PUT: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+
     /// Creates `repo:tag` with an image config whose `created` time is `created`.
     pub fn push_tag(&self, repo: &str, tag: &str, created: &str) {
         let config = format!(
