@@ -737,6 +737,28 @@ fn oci_helm_repositories_pick_a_tag_verify_and_cache() {
         .push("dockerconfigjson");
     let (ok, out) = setup.sync();
     assert!(ok, "{out}");
+    // Flux's newer form: spec.chartRef to an OCIRepository naming the artifact.
+    let chart_ref = |r: &str| {
+        format!("apiVersion: source.toolkit.fluxcd.io/v1beta2\nkind: OCIRepository\nmetadata:\n  name: redis-chart\n  namespace: test\nspec:\n  interval: 5m\n  url: oci://{}/charts/redis\n  ref:\n    {r}\n  secretRef:\n    name: oci-creds\n---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: queue\n  namespace: test\nspec:\n  chartRef:\n    kind: OCIRepository\n    name: redis-chart\n", registry.addr)
+    };
+    remote
+        .write(&[("releases/queue.yaml", &chart_ref("semver: \"~1.0\""))])
+        .push("queue via chartRef");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    let queue = |setup: &Setup| {
+        setup.object("core", "Service", "test", "queue").unwrap()["spec"]["ports"][0]["port"]
+            .clone()
+    };
+    assert_eq!(queue(&setup), 6000);
+    remote
+        .write(&[("releases/queue.yaml", &chart_ref("tag: 1.3.0-rc.1"))])
+        .push("queue rc by tag");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert_eq!(queue(&setup), 6130);
+    remote.remove("releases/queue.yaml").push("drop queue");
+
     // Cached by digest: the archives are on disk under their layer digests.
     let cached = std::fs::read_dir(setup.state().join("helm-charts"))
         .unwrap()
@@ -748,7 +770,7 @@ fn oci_helm_repositories_pick_a_tag_verify_and_cache() {
                 .is_some_and(|x| x == "tgz")
         })
         .count();
-    assert_eq!(cached, 2);
+    assert_eq!(cached, 4);
     remote
         .write(&[("releases/cache.yaml", &release(">=3.0.0"))])
         .push("no such version");

@@ -110,6 +110,8 @@ pub enum ChartSource {
         /// Chart folder in that repository.
         path: String,
     },
+    /// A v2 `spec.chartRef` to an OCIRepository object, `(namespace, name)`.
+    OciRef(Option<String>, String),
     /// Anything else, described.
     Other(String),
 }
@@ -122,6 +124,21 @@ pub fn chart_source(hr: &Value, source_url: &str) -> Result<ChartSource, String>
         .unwrap_or_default()
         .starts_with("helm.toolkit.fluxcd.io/")
     {
+        let chart_ref = &hr["spec"]["chartRef"];
+        if chart_ref.is_object() {
+            let name = chart_ref["name"]
+                .as_str()
+                .ok_or("spec.chartRef.name: missing required field")?
+                .to_string();
+            let ns = chart_ref["namespace"].as_str().map(String::from);
+            return Ok(match chart_ref["kind"].as_str() {
+                Some("OCIRepository") => ChartSource::OciRef(ns, name),
+                kind => ChartSource::Other(format!(
+                    "spec.chartRef to {} {name}",
+                    kind.unwrap_or("an object")
+                )),
+            });
+        }
         let spec = &chart["spec"];
         let name = spec["chart"]
             .as_str()
@@ -346,6 +363,7 @@ fn describe(src: &ChartSource) -> String {
             format!("chart {path} from Git repository {}", redact_url(url))
         }
         ChartSource::Path(p) => format!("chart {p}"),
+        ChartSource::OciRef(_, name) => format!("chart from OCIRepository {name}"),
         ChartSource::Other(why) => why.clone(),
     }
 }
@@ -360,6 +378,51 @@ fn effective_source(
     hr_ns: &str,
 ) -> Result<ChartSource, String> {
     let src = chart_source(hr, source_url)?;
+    if let ChartSource::OciRef(ns, name) = &src {
+        let ns = ns.clone().unwrap_or_else(|| hr_ns.to_string());
+        let repo = objects
+            .iter()
+            .find(|o| o.key.kind == "OCIRepository" && o.key.namespace == ns && &o.key.name == name)
+            .map(|o| o.value())
+            .ok_or_else(|| {
+                format!("spec.chartRef: OCIRepository {ns}/{name} not found in the repository")
+            })?;
+        let url = repo["spec"]["url"]
+            .as_str()
+            .filter(|u| u.starts_with("oci://"))
+            .ok_or_else(|| {
+                format!("spec.chartRef: OCIRepository {ns}/{name}: spec.url must be an oci:// URL")
+            })?;
+        let (parent, chart) = url
+            .trim_end_matches('/')
+            .rsplit_once('/')
+            .filter(|(p, _)| p.len() > "oci:/".len())
+            .ok_or_else(|| {
+                format!("spec.chartRef: OCIRepository {ns}/{name}: spec.url names no artifact")
+            })?;
+        let r = &repo["spec"]["ref"];
+        if r["digest"].as_str().is_some() {
+            return Err(format!("spec.chartRef: OCIRepository {ns}/{name}: spec.ref.digest is not supported; use tag or semver"));
+        }
+        let version = r["semver"]
+            .as_str()
+            .or(r["tag"].as_str())
+            .unwrap_or("latest")
+            .to_string();
+        let access = repo_access(&repo, &ns, name, objects).map_err(|e| {
+            e.replace(
+                "spec.chart.spec.sourceRef: HelmRepository",
+                "spec.chartRef: OCIRepository",
+            )
+        })?;
+        return Ok(ChartSource::HelmRepo {
+            url: Some(parent.to_string()),
+            object: None,
+            chart: chart.to_string(),
+            version,
+            access,
+        });
+    }
     if let ChartSource::HelmRepo {
         url: None,
         object: Some((ns, name)),

@@ -36,8 +36,9 @@ pub fn fetch(
                 .ok_or_else(|| format!("chart path {path:?} escapes the repository"))?;
             read_chart(&snap, &dir).map_err(|e| format!("{} ({git_ref}): {e}", git.display_url()))
         }
-        ChartSource::HelmRepo { url: None, .. } | ChartSource::Path(_) | ChartSource::Other(_) => {
-            Err("not a remote chart source".into())
-        }
+        ChartSource::HelmRepo { url: None, .. }
+        | ChartSource::Path(_)
+        | ChartSource::OciRef(..)
+        | ChartSource::Other(_) => Err("not a remote chart source".into()),
     }
 }

@@ -390,9 +390,14 @@ fn fetch_oci(
         .map_err(|e| e.to_string())?;
     let shown = format!("oci://{image}");
     rt.block_on(async {
-        let exact = Version::parse(range.trim())
-            .filter(|_| !range.trim().is_empty())
-            .map(|_| (range.trim().to_string(), range.trim().replace('+', "_")));
+        let r = range.trim();
+        // An exact version, or a tag that is no semver range (`latest`), names the tag.
+        let exact =
+            if !r.is_empty() && (Version::parse(r).is_some() || Constraint::parse(r).is_err()) {
+                Some((r.to_string(), r.replace('+', "_")))
+            } else {
+                None
+            };
         let (version, tag) = match exact {
             Some(vt) => vt,
             None => {
