@@ -292,6 +292,10 @@ const CHART: &[(&str, &str)] = &[
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-test\n  annotations:\n    helm.sh/hook: test\ndata: {}\n",
     ),
     (
+        "charts/web/templates/data.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-data\n  annotations:\n    helm.sh/resource-policy: keep\ndata: {}\n",
+    ),
+    (
         "charts/web/templates/extra.yaml",
         "{{- if .Values.extra }}\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-extra\ndata: {}\n{{- end }}\n",
     ),
@@ -368,6 +372,12 @@ fn helm_release_renders_applies_and_prunes_from_git() {
     assert!(setup
         .object("core", "ConfigMap", "test", "web-extra")
         .is_none());
+    assert!(
+        setup
+            .object("core", "ConfigMap", "test", "web-data")
+            .is_some(),
+        "helm.sh/resource-policy: keep survives the release"
+    );
 }
 
 type Hits = std::sync::Arc<std::sync::Mutex<Vec<String>>>;

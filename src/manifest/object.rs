@@ -161,6 +161,8 @@ fn prune_disabled(value: &serde_json::Value) -> bool {
     PRUNE_ANNOTATIONS
         .iter()
         .any(|a| ann[a].as_str() == Some("disabled"))
+        // Helm keeps these when a release is uninstalled.
+        || ann["helm.sh/resource-policy"].as_str() == Some("keep")
 }
 
 /// JSON with sorted keys and no whitespace (serde_json's map is a BTreeMap).
