@@ -412,6 +412,61 @@ mod releases {
     }
 
     #[test]
+    fn helm_operator_chart_file_refs_and_value_file_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for e in walk(&repo().join("charts/podinfo")) {
+            let rel = e.strip_prefix(repo()).unwrap();
+            std::fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
+            std::fs::copy(&e, root.join(rel)).unwrap();
+        }
+        std::fs::create_dir_all(root.join("charts/podinfo/overrides")).unwrap();
+        std::fs::write(
+            root.join("charts/podinfo/overrides/prod.yaml"),
+            "replicaCount: 5\nmessage: from-chart-file\nhpa:\n  enabled: false\n",
+        )
+        .unwrap();
+        std::fs::write(root.join("secret.yaml"), "apiVersion: v1\nkind: Secret\nmetadata:\n  name: web-secret-values\n  namespace: apps\nstringData:\n  values.yaml: |\n    message: from-secret\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-cm\n  namespace: apps\ndata:\n  extra.yaml: |\n    podAnnotations:\n      from: configmap\n").unwrap();
+        let hr = |from: &str| {
+            format!("apiVersion: flux.weave.works/v1beta1\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  releaseName: web\n  chart:\n    path: charts/podinfo\n{from}")
+        };
+        std::fs::write(root.join("release.yaml"), hr("  valueFileSecrets:\n    - name: web-secret-values\n  valuesFrom:\n    - chartFileRef:\n        path: overrides/prod.yaml\n    - configMapKeyRef:\n        name: web-cm\n        key: extra.yaml\n")).unwrap();
+        let snap = DirSnapshot::new(root);
+        let loaded = gitcanary::manifest::load(&snap, "", None);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        assert!(x.errors.is_empty(), "{:?}", x.errors);
+        let d = x
+            .objects
+            .iter()
+            .find(|o| o.key.kind == "Deployment")
+            .unwrap()
+            .value();
+        assert_eq!(d["spec"]["replicas"], 5);
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["annotations"]["from"],
+            "configmap"
+        );
+        assert!(
+            d.to_string().contains("from-chart-file"),
+            "valuesFrom comes after valueFileSecrets: {d}"
+        );
+        std::fs::write(root.join("release.yaml"), hr("  valuesFrom:\n    - chartFileRef:\n        path: overrides/nope.yaml\n    - externalSourceRef:\n        url: https://example.com/values.yaml\n")).unwrap();
+        let loaded = gitcanary::manifest::load(&snap, "", None);
+        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        let all: Vec<String> = x.errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            all[0].contains("spec.valuesFrom[0].chartFileRef")
+                && all[0].contains("overrides/nope.yaml: no such file"),
+            "{all:?}"
+        );
+        assert!(
+            all[1].contains("spec.valuesFrom[1].externalSourceRef"),
+            "{all:?}"
+        );
+    }
+
+    #[test]
     fn post_renderers_patch_what_the_chart_renders() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();

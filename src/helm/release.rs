@@ -679,12 +679,73 @@ pub fn expand_with(
         let (release, ns) = release_identity(&v);
         let mut supplied = json!({});
         let mut ok = true;
+        // flux.weave.works/v1beta1 `valueFileSecrets`: Secrets whose `values.yaml` key
+        // holds values, before `valuesFrom`.
+        for (i, s) in v["spec"]["valueFileSecrets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let entry = json!({"secretKeyRef": {"name": s["name"], "key": "values.yaml"}});
+            match values_from(&entry, &hr.key.namespace, objects) {
+                Ok(Some(vals)) => merge_values(&mut supplied, &vals),
+                Ok(None) => {}
+                Err(e) => {
+                    out.errors
+                        .push(fail(&format!("spec.valueFileSecrets[{i}]"), e));
+                    ok = false;
+                }
+            }
+        }
         for (i, entry) in v["spec"]["valuesFrom"]
             .as_array()
             .into_iter()
             .flatten()
             .enumerate()
         {
+            // The Helm operator's `chartFileRef`: a values file inside the chart.
+            if let Some(path) = entry["chartFileRef"]["path"].as_str() {
+                let optional = entry["chartFileRef"]["optional"].as_bool().unwrap_or(false);
+                let rel = path.trim_start_matches("./");
+                match chart
+                    .files
+                    .get(rel)
+                    .map(|t| super::chart::yaml_value(path, t))
+                {
+                    Some(Ok(vals @ Value::Object(_))) => merge_values(&mut supplied, &vals),
+                    Some(Ok(Value::Null)) => {}
+                    Some(Ok(_)) => {
+                        out.errors.push(fail(
+                            &format!("spec.valuesFrom[{i}].chartFileRef"),
+                            format!("{path}: values must be a mapping"),
+                        ));
+                        ok = false;
+                    }
+                    Some(Err(e)) => {
+                        out.errors
+                            .push(fail(&format!("spec.valuesFrom[{i}].chartFileRef"), e));
+                        ok = false;
+                    }
+                    None if optional => {}
+                    None => {
+                        out.errors.push(fail(
+                            &format!("spec.valuesFrom[{i}].chartFileRef"),
+                            format!("{path}: no such file in chart {dir}"),
+                        ));
+                        ok = false;
+                    }
+                }
+                continue;
+            }
+            if entry.get("externalSourceRef").is_some() {
+                out.errors.push(fail(
+                    &format!("spec.valuesFrom[{i}].externalSourceRef"),
+                    "values from URLs are not supported: commit the file and use chartFileRef or a ConfigMap".into(),
+                ));
+                ok = false;
+                continue;
+            }
             match values_from(entry, &hr.key.namespace, objects) {
                 Ok(Some(vals)) => merge_values(&mut supplied, &vals),
                 Ok(None) => {}

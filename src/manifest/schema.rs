@@ -346,39 +346,39 @@ fn build(kind: &str) -> Option<Schema> {
             }
         }
         "HelmRelease" => {
-            s.ty("spec", Map)
-                .req("spec.valuesFrom[]", &["kind", "name"])
-                .all(
-                    "spec",
-                    &[
-                        (".releaseName", Str),
-                        (".targetNamespace", Str),
-                        (".interval", Str),
-                        (".timeout", Str),
-                        (".suspend", Bool),
-                        (".chart", Map),
-                        (".chart.repository", Str),
-                        (".chart.name", Str),
-                        (".chart.version", Str),
-                        (".chart.git", Str),
-                        (".chart.ref", Str),
-                        (".chart.path", Str),
-                        (".chart.spec", Map),
-                        (".chart.spec.chart", Str),
-                        (".chart.spec.version", Str),
-                        (".chart.spec.sourceRef", Map),
-                        (".chart.spec.sourceRef.kind", Str),
-                        (".chart.spec.sourceRef.name", Str),
-                        (".values", Map),
-                        (".valuesFrom", Seq),
-                        (".valuesFrom[].kind", Str),
-                        (".valuesFrom[].name", Str),
-                        (".valuesFrom[].valuesKey", Str),
-                        (".valuesFrom[].targetPath", Str),
-                        (".valuesFrom[].optional", Bool),
-                        (".rollback", Map),
-                    ],
-                );
+            // valuesFrom entries differ by API (v2 kind/name, the Helm operator's
+            // configMapKeyRef/secretKeyRef/chartFileRef); the planner checks them.
+            s.ty("spec", Map).all(
+                "spec",
+                &[
+                    (".releaseName", Str),
+                    (".targetNamespace", Str),
+                    (".interval", Str),
+                    (".timeout", Str),
+                    (".suspend", Bool),
+                    (".chart", Map),
+                    (".chart.repository", Str),
+                    (".chart.name", Str),
+                    (".chart.version", Str),
+                    (".chart.git", Str),
+                    (".chart.ref", Str),
+                    (".chart.path", Str),
+                    (".chart.spec", Map),
+                    (".chart.spec.chart", Str),
+                    (".chart.spec.version", Str),
+                    (".chart.spec.sourceRef", Map),
+                    (".chart.spec.sourceRef.kind", Str),
+                    (".chart.spec.sourceRef.name", Str),
+                    (".values", Map),
+                    (".valuesFrom", Seq),
+                    (".valuesFrom[].kind", Str),
+                    (".valuesFrom[].name", Str),
+                    (".valuesFrom[].valuesKey", Str),
+                    (".valuesFrom[].targetPath", Str),
+                    (".valuesFrom[].optional", Bool),
+                    (".rollback", Map),
+                ],
+            );
         }
         _ => return None,
     }
