@@ -428,7 +428,7 @@ mod releases {
         .unwrap();
         std::fs::write(root.join("secret.yaml"), "apiVersion: v1\nkind: Secret\nmetadata:\n  name: web-secret-values\n  namespace: apps\nstringData:\n  values.yaml: |\n    message: from-secret\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-cm\n  namespace: apps\ndata:\n  extra.yaml: |\n    podAnnotations:\n      from: configmap\n").unwrap();
         let hr = |from: &str| {
-            format!("apiVersion: flux.weave.works/v1beta1\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  releaseName: web\n  chart:\n    path: charts/podinfo\n{from}")
+            format!("apiVersion: flux.weave.works/v1beta1\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  releaseName: web\n  timeout: 300\n  chart:\n    path: charts/podinfo\n{from}")
         };
         std::fs::write(root.join("release.yaml"), hr("  valueFileSecrets:\n    - name: web-secret-values\n  valuesFrom:\n    - chartFileRef:\n        path: overrides/prod.yaml\n    - configMapKeyRef:\n        name: web-cm\n        key: extra.yaml\n")).unwrap();
         let snap = DirSnapshot::new(root);

@@ -106,7 +106,7 @@ pub fn helm(cmd: HelmCmd) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     for (release, why) in &x.skipped {
-        eprintln!("{release}: not rendered: {why} is not supported yet");
+        eprintln!("{release}: not rendered: {why}");
     }
     let mut out = String::new();
     for o in &x.objects {

@@ -13,7 +13,7 @@ pub fn validate(dir: PathBuf, path: &str) -> anyhow::Result<ExitCode> {
     let mut loaded = manifest::load(&snap, path, None);
     if loaded.errors.is_empty() {
         for (release, why) in crate::helm::release::expand_into(&snap, &mut loaded, "").skipped {
-            println!("! {release}: not rendered: {why} is not supported yet");
+            println!("! {release}: not rendered: {why}");
         }
     }
     let prefix = if dir == std::path::Path::new(".") {

@@ -632,7 +632,7 @@ pub fn expand_with(
                 continue;
             }
             Ok(ChartSource::Other(why)) => {
-                out.skipped.push((id, why));
+                out.skipped.push((id, format!("{why} is not supported")));
                 continue;
             }
             Ok(ChartSource::Path(p)) => {
@@ -653,7 +653,10 @@ pub fn expand_with(
             }
             Ok(remote) => {
                 let Some(fetch) = fetch else {
-                    out.skipped.push((id, describe(&remote)));
+                    out.skipped.push((
+                        id,
+                        format!("{} is fetched only when syncing", describe(&remote)),
+                    ));
                     continue;
                 };
                 match fetch(&remote) {

@@ -354,7 +354,7 @@ fn build(kind: &str) -> Option<Schema> {
                     (".releaseName", Str),
                     (".targetNamespace", Str),
                     (".interval", Str),
-                    (".timeout", Str),
+                    (".timeout", IntOrStr),
                     (".suspend", Bool),
                     (".chart", Map),
                     (".chart.repository", Str),

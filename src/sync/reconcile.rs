@@ -200,7 +200,7 @@ impl Reconciler {
                 &hooks::read_records(&self.state_dir()),
             );
             for (release, why) in x.skipped {
-                tracing::warn!(release = %release, "not rendered: {why} is not supported yet; the HelmRelease object is stored as is");
+                tracing::warn!(release = %release, "not rendered: {why}; the HelmRelease object is stored as is");
             }
             releases = x.releases;
         }
