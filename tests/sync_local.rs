@@ -344,6 +344,35 @@ fn helm_release_renders_applies_and_prunes_from_git() {
         .object("core", "ConfigMap", "test", "web-extra")
         .is_some());
 
+    // spec.suspend holds the release as last applied: new values wait, nothing is
+    // pruned; resuming applies them.
+    let suspended =
+        helm_release("    message: third\n").replacen("spec:\n", "spec:\n  suspend: true\n", 1);
+    remote
+        .write(&[("releases/web.yaml", &suspended)])
+        .push("suspend");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    let cfg = |setup: &Setup| {
+        setup
+            .object("core", "ConfigMap", "test", "web-cfg")
+            .unwrap()["data"]["message"]
+            .clone()
+    };
+    assert_eq!(cfg(&setup), "second");
+    assert!(setup
+        .object("core", "ConfigMap", "test", "web-extra")
+        .is_some());
+    remote
+        .write(&[(
+            "releases/web.yaml",
+            &helm_release("    message: third\n    extra: true\n"),
+        )])
+        .push("resume");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert_eq!(cfg(&setup), "third");
+
     // A template error applies nothing and keeps the last good state.
     let good = setup.status()["appliedRevision"].clone();
     remote

@@ -259,3 +259,58 @@ pub fn helm_test(
         lines.join("\n")
     ))
 }
+
+/// Flux's `spec.suspend: true` on a HelmRelease: the release stays as last applied.
+/// Its newly rendered objects are replaced by the stored ones (so nothing is updated or
+/// pruned) and its record by the last one; a release suspended before its first
+/// install renders nothing. Returns the releases held.
+pub fn hold_suspended(
+    store: &LocalStore,
+    desired: &mut Vec<crate::manifest::Object>,
+    releases: &mut Vec<ReleaseRecord>,
+    prev: &[ReleaseRecord],
+) -> Result<Vec<String>, crate::target::Error> {
+    use crate::manifest::object::Origin;
+    use crate::manifest::Object;
+    let suspended: Vec<String> = desired
+        .iter()
+        .filter(|o| o.key.kind == "HelmRelease" && o.value()["spec"]["suspend"] == true)
+        .map(|o| format!("{}/{}", o.key.namespace, o.key.name))
+        .collect();
+    if suspended.is_empty() {
+        return Ok(Vec::new());
+    }
+    let inventory = store.inventory()?;
+    let id = |o: &Object| format!("{}/{}/{}", o.key.kind, o.key.namespace, o.key.name);
+    for hr in &suspended {
+        let now = releases.iter().position(|r| &r.helm_release == hr);
+        if let Some(i) = now {
+            let rendered = releases.remove(i);
+            desired.retain(|o| !rendered.objects.contains(&id(o)));
+        }
+        let Some(last) = prev.iter().find(|r| &r.helm_release == hr) else {
+            tracing::info!(helm_release = %hr, "suspended before its first install: nothing rendered");
+            continue;
+        };
+        for (key, entry) in &inventory.entries {
+            let k = format!("{}/{}/{}", key.kind, key.namespace, key.name);
+            if !last.objects.contains(&k) {
+                continue;
+            }
+            if let Some(value) = store.get(key)? {
+                desired.push(Object::from_json(
+                    key.clone(),
+                    entry.api_version.clone(),
+                    &value,
+                    Origin {
+                        file: entry.file.clone(),
+                        line: 0,
+                    },
+                ));
+            }
+        }
+        releases.push(last.clone());
+        tracing::info!(helm_release = %hr, revision = last.revision, "suspended: kept as last applied");
+    }
+    Ok(suspended)
+}

@@ -309,7 +309,9 @@ impl Reconciler {
             (desired, files, releases) = self.load(&head)?;
         }
         let state_dir = self.state_dir();
-        let (steps, mut records) = plan_hooks(&hooks::read_records(&state_dir), &releases);
+        let prev = hooks::read_records(&state_dir);
+        hooks::hold_suspended(&self.store, &mut desired, &mut releases, &prev)?;
+        let (steps, mut records) = plan_hooks(&prev, &releases);
         let images = self
             .cfg
             .target
