@@ -216,7 +216,9 @@ impl Reconciler {
     /// Fetches and plans without applying (for `gitcanary diff`).
     pub fn preview(&mut self) -> Result<Preview, Error> {
         let fetched = self.source.fetch()?;
-        let (desired, _, _) = self.load(&fetched.commit)?;
+        let (mut desired, _, mut releases) = self.load(&fetched.commit)?;
+        let prev = hooks::read_records(&self.state_dir());
+        hooks::hold_suspended(&self.store, &mut desired, &mut releases, &prev)?;
         let plan = plan(&desired, &self.store.inventory()?);
         Ok(Preview {
             revision: fetched.commit,
