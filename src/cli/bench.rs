@@ -336,5 +336,45 @@ fn bench_helm(repo: &Path) -> anyhow::Result<ExitCode> {
         x.objects.len(),
         hundred.as_secs_f64() * 1e3
     );
+    // What running a hook costs gitcanary: a Pod hook whose container does nothing
+    // (`true`), planned, started, waited for and logged.
+    let state_dir =
+        std::env::temp_dir().join(format!("gitcanary-bench-hook-{}", std::process::id()));
+    std::fs::create_dir_all(&state_dir)?;
+    let hook = crate::helm::hooks::Hook::from_object(
+        &serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "noop", "annotations": {"helm.sh/hook": "pre-install"}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}),
+        "bench",
+    )
+    .expect("a hook")
+    .map_err(anyhow::Error::msg)?;
+    let lookup = |_: &str, _: &str, _: &str| None;
+    let images = Default::default();
+    let ctx = crate::target::local::runtime::job::JobContext {
+        state_dir: &state_dir,
+        images: &images,
+        lookup: &lookup,
+        work_dir: state_dir.clone(),
+    };
+    let mut times = Vec::new();
+    for _ in 0..21 {
+        let t = Instant::now();
+        let r = crate::target::local::runtime::job::run_hooks(
+            &ctx,
+            &[&hook],
+            crate::helm::hooks::Event::PreInstall,
+            "default",
+            std::time::Duration::from_secs(10),
+        );
+        times.push(t.elapsed());
+        anyhow::ensure!(r.iter().all(|r| r.ok), "{r:?}");
+    }
+    times.sort();
+    let _ = std::fs::remove_dir_all(&state_dir);
+    println!(
+        "helm: one Pod hook running `true`, start to finish: {:.1} ms median of 21",
+        times[times.len() / 2].as_secs_f64() * 1e3
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -240,6 +240,8 @@ fn run_containers(
             }
         }
     }
+    // Poll fast at first (most hooks are short), then every 20 ms.
+    let mut poll = Duration::from_millis(1);
     while !running.is_empty() {
         let mut i = 0;
         while i < running.len() {
@@ -271,7 +273,10 @@ fn run_containers(
             }
             running.clear();
         }
-        std::thread::sleep(Duration::from_millis(20));
+        if !running.is_empty() {
+            std::thread::sleep(poll);
+            poll = (poll * 2).min(Duration::from_millis(20));
+        }
     }
     let secrets: Vec<&str> = containers
         .iter()
