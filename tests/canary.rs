@@ -426,3 +426,62 @@ fn manual_gates_promote_abort_and_describe() {
     );
     running.stop();
 }
+
+#[test]
+fn ab_testing_routes_matching_requests_to_the_canary_with_real_traffic() {
+    let ab = "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n  namespace: test\nspec:\n  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: podinfo\n  progressDeadlineSeconds: 60\n  service:\n    port: 9898\n    targetPort: 9898\n  analysis:\n    interval: 1s\n    threshold: 3\n    iterations: 12\n    match:\n      - headers:\n          x-canary:\n            exact: \"insider\"\n      - headers:\n          cookie:\n            regex: \"^(.*?;)?(canary=always)(;.*)?$\"\n    metrics:\n      - name: request-success-rate\n        thresholdRange:\n          min: 99\n        interval: 5s\n    webhooks:\n      - name: load-test\n        url: http://flagger-loadtester.test/\n        timeout: 5s\n        metadata:\n          cmd: \"hey -z 2m -q 10 -c 2 -H 'X-Canary: insider' http://podinfo.test:9898/\"\n";
+    let files = |tag: &str| -> Vec<(&'static str, String)> {
+        let mut f = app(tag, "0");
+        for (p, c) in &mut f {
+            if *p == "podinfo/canary.yaml" {
+                *c = ab.to_string();
+            }
+        }
+        f
+    };
+    let remote = Remote::new();
+    let seed = files("1.0.0");
+    let refs: Vec<(&str, &str)> = seed.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote.write(&refs).push("seed");
+    let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
+    setup.with_local_images(IMAGES);
+    let running = setup.spawn_run(&[]);
+    wait_phase(&setup, "Initialized", 60);
+    let next = files("1.0.1");
+    let refs: Vec<(&str, &str)> = next.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote.write(&refs).push("podinfo 1.0.1");
+    wait_phase(&setup, "Progressing", 60);
+    // While the analysis runs, the apex sends insiders (header or cookie) to the canary
+    // and everyone else to the primary.
+    let addr = apex(&setup);
+    let get = |headers: &[(&str, &str)]| {
+        let (code, _, body) = http_request(&addr, "GET", "/version", headers, b"");
+        assert_eq!(code, 200);
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["version"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    wait_for(Duration::from_secs(20), || {
+        (get(&[("X-Canary", "insider")]) == "1.0.1").then_some(())
+    })
+    .expect("insiders reach the canary");
+    for _ in 0..10 {
+        assert_eq!(get(&[]), "1.0.0", "others stay on the primary");
+        assert_eq!(get(&[("Cookie", "canary=always")]), "1.0.1");
+        assert_eq!(get(&[("Cookie", "a=b;canary=always")]), "1.0.1");
+        assert_eq!(get(&[("X-Canary", "outsider")]), "1.0.0");
+    }
+    let c = wait_phase(&setup, "Succeeded", 120);
+    let ev = events(&c);
+    assert!(
+        ev.iter()
+            .any(|e| e == "Advance podinfo.test canary iteration 1/12"),
+        "{ev:#?}"
+    );
+    wait_for(Duration::from_secs(30), || {
+        (get(&[]) == "1.0.1").then_some(())
+    })
+    .expect("promoted");
+    running.stop();
+}
