@@ -485,3 +485,81 @@ fn ab_testing_routes_matching_requests_to_the_canary_with_real_traffic() {
     .expect("promoted");
     running.stop();
 }
+
+#[test]
+fn traffic_mirroring_copies_requests_to_the_canary_while_the_primary_answers() {
+    let bg = "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n  namespace: test\nspec:\n  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: podinfo\n  progressDeadlineSeconds: 60\n  service:\n    port: 9898\n    targetPort: 9898\n  analysis:\n    interval: 1s\n    threshold: 3\n    iterations: 15\n    mirror: true\n    mirrorWeight: 100\n";
+    let files = |tag: &str| -> Vec<(&'static str, String)> {
+        let mut f = app(tag, "0");
+        for (p, c) in &mut f {
+            if *p == "podinfo/canary.yaml" {
+                *c = bg.to_string();
+            }
+        }
+        f
+    };
+    let remote = Remote::new();
+    let seed = files("1.0.0");
+    let refs: Vec<(&str, &str)> = seed.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote.write(&refs).push("seed");
+    let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
+    setup.with_local_images(IMAGES);
+    let running = setup.spawn_run(&[]);
+    wait_phase(&setup, "Initialized", 60);
+    let next = files("1.0.1");
+    let refs: Vec<(&str, &str)> = next.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote.write(&refs).push("podinfo 1.0.1");
+    wait_for(Duration::from_secs(60), || {
+        events(&canary(&setup))
+            .iter()
+            .any(|e| e == "Advance podinfo.test canary iteration 2/15")
+            .then_some(())
+    })
+    .expect("mirroring iterations");
+    let addr = apex(&setup);
+    let out = setup.cmd(&["get", "services", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let canary_addr = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "podinfo-canary")
+        .unwrap()["address"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    let teapots = || -> u64 {
+        let (_, _, body) = http_request(&canary_addr, "GET", "/metrics", &[], b"");
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find(|l| l.starts_with("http_requests_total{status=\"4xx\"}"))
+            .and_then(|l| l.split_whitespace().last()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let before = teapots();
+    for _ in 0..20 {
+        // The primary answers every request...
+        assert_eq!(version(&addr), "1.0.0");
+        let (code, _, _) = http_request(&addr, "GET", "/status/418", &[], b"");
+        assert_eq!(code, 418);
+    }
+    // ...and the canary got a copy of each.
+    let copies = wait_for(Duration::from_secs(10), || {
+        let n = teapots() - before;
+        (n >= 20).then_some(n)
+    })
+    .unwrap_or_else(|| panic!("canary saw {} mirrored requests", teapots() - before));
+    assert_eq!(copies, 20);
+    let c = wait_phase(&setup, "Succeeded", 120);
+    in_order(
+        &events(&c),
+        &[
+            "Advance podinfo.test canary iteration 15/15",
+            "Stop traffic mirroring and route all traffic to canary",
+            "Copying podinfo.test template spec to podinfo-primary.test",
+            "Promotion completed! Scaling down podinfo.test",
+        ],
+    );
+    running.stop();
+}
