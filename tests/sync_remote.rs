@@ -134,3 +134,60 @@ fn ssh_with_ed25519_and_rsa_keys_and_host_key_checking() {
     assert!(!ok);
     assert!(out.contains("is not in known_hosts"), "{out}");
 }
+
+#[test]
+fn https_style_token_auth_against_a_smart_http_git_server() {
+    let remote = Remote::new();
+    remote
+        .write(&[("cfg.yaml", &configmap("cfg", "over-http"))])
+        .push("one");
+    let server = GitHttp::start(remote.dir.path(), "tok-3x4mpl3");
+    let url = format!("{}/remote.git", server.url_base);
+    let sync = |setup: &Setup, token: &str| {
+        let out = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(&setup.config)
+            .args(["sync", "--once"])
+            .env("GITCANARY_TEST_GIT_TOKEN", token)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // No credentials configured: the error says what to set.
+    let anon = Setup::new(&url, "  interval: 1h\n", "");
+    let (ok, out) = sync(&anon, "");
+    assert!(!ok, "{out}");
+    assert!(out.contains("set source.auth.https"), "{out}");
+
+    let setup = Setup::new(
+        &url,
+        "  interval: 1h\n  auth:\n    https:\n      tokenEnv: GITCANARY_TEST_GIT_TOKEN\n",
+        "",
+    );
+    // A wrong token is refused, and never shown.
+    let (ok, out) = sync(&setup, "wrong-t0ken");
+    assert!(!ok, "{out}");
+    assert!(out.contains("refused the configured credentials"), "{out}");
+    assert!(!out.contains("wrong-t0ken"), "{out}");
+    // The right token syncs over smart HTTP.
+    let (ok, out) = sync(&setup, "tok-3x4mpl3");
+    assert!(ok, "{out}");
+    assert!(!out.contains("tok-3x4mpl3"), "{out}");
+    assert_eq!(
+        setup.object("core", "ConfigMap", "test", "cfg").unwrap()["data"]["key"],
+        "over-http"
+    );
+    let log = server.requests.lock().unwrap().clone();
+    assert!(
+        log.iter()
+            .any(|l| l.starts_with("POST /remote.git/git-upload-pack authorized")),
+        "{log:?}"
+    );
+}

@@ -622,3 +622,135 @@ impl Drop for Registry {
         let _ = self.child.wait();
     }
 }
+
+/// A smart-HTTP Git server on 127.0.0.1:0: `git http-backend` (CGI) behind basic auth
+/// that accepts any user name with `password` (a token).
+pub struct GitHttp {
+    pub url_base: String,
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[allow(dead_code)]
+impl GitHttp {
+    pub fn start(root: &Path, password: &str) -> GitHttp {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url_base = format!("http://{}", listener.local_addr().unwrap());
+        let requests: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let log = requests.clone();
+        let root = root.to_path_buf();
+        let password = password.to_string();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let (method, target) = (
+                    parts.next().unwrap_or("GET").to_string(),
+                    parts.next().unwrap_or("/").to_string(),
+                );
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = h.trim_end().split_once(':') {
+                        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                    }
+                }
+                let header = |k: &str| headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                let mut body = Vec::new();
+                if let Some(n) = header("content-length").and_then(|n| n.parse::<usize>().ok()) {
+                    body.resize(n, 0);
+                    let _ = reader.read_exact(&mut body);
+                } else if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+                    loop {
+                        let mut size = String::new();
+                        let _ = reader.read_line(&mut size);
+                        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                        let mut chunk = vec![0; n + 2];
+                        let _ = reader.read_exact(&mut chunk);
+                        if n == 0 {
+                            break;
+                        }
+                        body.extend_from_slice(&chunk[..n]);
+                    }
+                }
+                let authorized = header("authorization")
+                    .and_then(|a| a.strip_prefix("Basic ").map(str::to_string))
+                    .and_then(|b| {
+                        use base64::Engine;
+                        base64::engine::general_purpose::STANDARD.decode(b).ok()
+                    })
+                    .map(|d| String::from_utf8_lossy(&d).to_string())
+                    .is_some_and(|up| up.split_once(':').is_some_and(|(_, p)| p == password));
+                log.lock().unwrap().push(format!(
+                    "{method} {target} {}",
+                    if authorized {
+                        "authorized"
+                    } else {
+                        "anonymous"
+                    }
+                ));
+                let mut out = conn;
+                if !authorized {
+                    let _ = write!(out, "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    continue;
+                }
+                let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+                let mut child = Command::new("git")
+                    .arg("http-backend")
+                    .env("GIT_PROJECT_ROOT", &root)
+                    .env("GIT_HTTP_EXPORT_ALL", "1")
+                    .env("PATH_INFO", path)
+                    .env("QUERY_STRING", query)
+                    .env("REQUEST_METHOD", &method)
+                    .env("CONTENT_TYPE", header("content-type").unwrap_or_default())
+                    .env("CONTENT_LENGTH", body.len().to_string())
+                    .env("REMOTE_USER", "git")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                let mut stdin = child.stdin.take().unwrap();
+                let feed = std::thread::spawn(move || {
+                    let _ = stdin.write_all(&body);
+                });
+                let cgi = child.wait_with_output().unwrap().stdout;
+                let _ = feed.join();
+                let split = cgi
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map(|i| (i, 4))
+                    .or_else(|| cgi.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2)))
+                    .unwrap_or((cgi.len(), 0));
+                let head = String::from_utf8_lossy(&cgi[..split.0]).to_string();
+                let payload = &cgi[(split.0 + split.1).min(cgi.len())..];
+                let mut status = "200 OK".to_string();
+                let mut resp = String::new();
+                for l in head.lines() {
+                    match l.split_once(':') {
+                        Some((k, v)) if k.eq_ignore_ascii_case("status") => {
+                            status = v.trim().into()
+                        }
+                        Some(_) => resp.push_str(&format!("{l}\r\n")),
+                        None => {}
+                    }
+                }
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 {status}\r\n{resp}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    payload.len()
+                );
+                let _ = out.write_all(payload);
+            }
+        });
+        GitHttp { url_base, requests }
+    }
+}
