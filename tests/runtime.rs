@@ -559,3 +559,40 @@ fn the_flagger_guides_podinfo_runs_unchanged() {
     }
     running.stop();
 }
+
+#[test]
+fn pre_stop_handlers_run_before_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("prestop");
+    let with_hook = |greeting: &str| {
+        deployment("web", 1, greeting).replace(
+            "          readinessProbe:\n",
+            &format!(
+                "          lifecycle:\n            preStop:\n              exec:\n                command: [\"sh\", \"-c\", \"echo $GREETING > {} && sleep 3\"]\n          readinessProbe:\n",
+                marker.display()
+            ),
+        )
+    };
+    let (remote, setup) = setup_with(&[("web.yaml", &with_hook("one"))]);
+    let running = setup.spawn_run(&[]);
+    let port = wait_for(Duration::from_secs(30), || {
+        let eps = endpoints(&setup);
+        (eps.len() == 1 && eps[0]["ready"] == true).then(|| eps[0]["ports"][0][2].as_u64().unwrap())
+    })
+    .expect("one ready replica");
+    remote.write(&[("web.yaml", &with_hook("two"))]).push("two");
+    // The old replica's preStop runs (with its own environment)...
+    wait_for(Duration::from_secs(30), || {
+        (std::fs::read_to_string(&marker).ok()?.trim() == "one").then_some(())
+    })
+    .expect("preStop ran");
+    // ...and until it finishes, the process gets no SIGTERM: it still answers.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    // Then it stops.
+    wait_for(Duration::from_secs(20), || {
+        get(port, "/healthz").is_none().then_some(())
+    })
+    .expect("the old replica stops after its preStop");
+    running.stop();
+}

@@ -38,6 +38,11 @@ pub enum ProbeAction {
         /// Command.
         command: Vec<String>,
     },
+    /// A `preStop` `sleep`.
+    Sleep {
+        /// How long.
+        duration: Duration,
+    },
 }
 
 /// A readiness or liveness probe with Kubernetes' defaults.
@@ -83,6 +88,8 @@ pub struct ContainerPlan {
     pub readiness: Option<Probe>,
     /// Liveness probe.
     pub liveness: Option<Probe>,
+    /// `lifecycle.preStop` (`exec`, `httpGet` or `sleep`), run before SIGTERM.
+    pub pre_stop: Option<ProbeAction>,
     /// The image's tag (`IMAGE_TAG`).
     pub image_tag: String,
     /// Values that came from Secrets, to redact from output shown in messages.
@@ -192,6 +199,20 @@ pub fn rewrite_ports(arg: &str, ports: &HashMap<u16, u16>) -> String {
         format!("{}{port}{}", &c[1], &c[3])
     })
     .into_owned()
+}
+
+/// A container's `lifecycle.preStop` handler.
+fn pre_stop(v: &Value) -> Option<ProbeAction> {
+    if let Some(secs) = v["sleep"]["seconds"].as_u64() {
+        return Some(ProbeAction::Sleep {
+            duration: Duration::from_secs(secs),
+        });
+    }
+    if !v.is_object() {
+        return None;
+    }
+    // The same handlers as a probe's, without the timings.
+    probe(v).map(|p| p.action)
 }
 
 fn probe(v: &Value) -> Option<Probe> {
@@ -399,6 +420,7 @@ fn container_plan(
         working_dir: c["workingDir"].as_str().map(str::to_string),
         ports,
         readiness: probe(&c["readinessProbe"]),
+        pre_stop: pre_stop(&c["lifecycle"]["preStop"]),
         liveness: probe(&c["livenessProbe"]),
         image_tag: tag.unwrap_or("latest").to_string(),
         secret_values,
@@ -719,6 +741,7 @@ mod tests {
             ports: vec![],
             readiness: None,
             liveness: None,
+            pre_stop: None,
             image_tag: "1".into(),
             secret_values: vec![],
         }

@@ -158,6 +158,8 @@ struct Pod {
     ready_since: Option<Instant>,
     terminate_deadline: Option<Instant>,
     sigterm_at: Option<Instant>,
+    /// `preStop` handlers still running; SIGTERM follows when none is left.
+    pre_stop_pending: Option<Arc<std::sync::atomic::AtomicUsize>>,
     labels: BTreeMap<String, String>,
     grace: Duration,
 }
@@ -252,6 +254,10 @@ fn run_probe(
                 .nth(1)
                 .and_then(|c| c.parse::<u16>().ok())
                 .is_some_and(|c| (200..400).contains(&c))
+        }
+        ProbeAction::Sleep { duration } => {
+            std::thread::sleep(*duration);
+            true
         }
         ProbeAction::Tcp { port } => spec::resolve_port(port, c, ports).is_some_and(|port| {
             TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), p.timeout).is_ok()
@@ -449,6 +455,7 @@ impl Supervisor {
             ready_since: None,
             terminate_deadline: None,
             sigterm_at: None,
+            pre_stop_pending: None,
             labels: plan.labels.clone(),
             grace: plan.grace,
         };
@@ -663,6 +670,13 @@ impl Supervisor {
             let Some(deadline) = p.terminate_deadline else {
                 return true;
             };
+            if p.pre_stop_pending
+                .as_ref()
+                .is_some_and(|n| n.load(std::sync::atomic::Ordering::SeqCst) == 0)
+            {
+                p.pre_stop_pending = None;
+                p.sigterm_at = Some(now);
+            }
             if p.sigterm_at.is_some_and(|t| now >= t) {
                 p.sigterm_at = None;
                 for c in &p.containers {
@@ -710,13 +724,53 @@ impl Supervisor {
                 Step::Stop(name) => {
                     if let Some(p) = d.pods.iter_mut().find(|p| p.name == name) {
                         tracing::info!(pod = %name, "stopping pod");
-                        // Leave the endpoints first, signal after a short drain: the
-                        // proxy stops routing new requests before the process stops
-                        // accepting them (what a preStop sleep does on Kubernetes).
-                        p.terminate_deadline = Some(now + DRAIN + p.grace);
-                        p.sigterm_at = Some(now + DRAIN);
                         for c in &mut p.containers {
                             c.ready = false;
+                        }
+                        let handlers: Vec<_> = p
+                            .containers
+                            .iter()
+                            .filter(|c| c.child.is_some())
+                            .filter_map(|c| {
+                                let action = c.plan.pre_stop.clone()?;
+                                let env =
+                                    spec::materialize(&c.plan, &p.name, &p.ports, &self.self_exe)
+                                        .env;
+                                Some((action, c.plan.clone(), env))
+                            })
+                            .collect();
+                        if handlers.is_empty() {
+                            // Leave the endpoints first, signal after a short drain: the
+                            // proxy stops routing new requests before the process stops
+                            // accepting them (what a preStop sleep does on Kubernetes).
+                            p.terminate_deadline = Some(now + DRAIN + p.grace);
+                            p.sigterm_at = Some(now + DRAIN);
+                        } else {
+                            // Kubernetes: preStop handlers run first, SIGTERM follows,
+                            // and the grace period counts from now.
+                            let pending =
+                                Arc::new(std::sync::atomic::AtomicUsize::new(handlers.len()));
+                            for (action, plan, env) in handlers {
+                                let (pending, ports, grace) =
+                                    (pending.clone(), p.ports.clone(), p.grace);
+                                std::thread::spawn(move || {
+                                    let probe = spec::Probe {
+                                        action,
+                                        initial_delay: Duration::ZERO,
+                                        period: grace,
+                                        timeout: grace,
+                                        failure_threshold: 1,
+                                        success_threshold: 1,
+                                    };
+                                    if !run_probe(&probe, &plan, &ports, &env) {
+                                        tracing::warn!(container = %plan.name, "preStop handler failed");
+                                    }
+                                    pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                                });
+                            }
+                            p.pre_stop_pending = Some(pending);
+                            p.terminate_deadline = Some(now + p.grace);
+                            p.sigterm_at = None;
                         }
                     }
                 }
