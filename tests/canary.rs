@@ -563,3 +563,87 @@ fn traffic_mirroring_copies_requests_to_the_canary_while_the_primary_answers() {
     );
     running.stop();
 }
+
+fn generated_deployment(setup: &Setup, name: &str) -> bool {
+    setup.object("apps", "Deployment", "test", name).is_some()
+}
+
+fn services(setup: &Setup) -> Vec<String> {
+    let out = setup.cmd(&["get", "services", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["name"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn removing_a_canary_with_revert_on_deletion_hands_traffic_back_to_the_target() {
+    let (remote, setup) = setup("1.0.0", "0");
+    let mut files = app("1.0.0", "0");
+    for (p, c) in &mut files {
+        if *p == "podinfo/canary.yaml" {
+            *c = c.replace(
+                "spec:\n  targetRef:",
+                "spec:\n  revertOnDeletion: true\n  targetRef:",
+            );
+        }
+    }
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote.write(&refs).push("revertOnDeletion");
+    let running = setup.spawn_run(&[]);
+    wait_phase(&setup, "Initialized", 60);
+    assert!(generated_deployment(&setup, "podinfo-primary"));
+    remote.remove("podinfo/canary.yaml").push("drop the canary");
+    // The primary and the -primary/-canary Services go; the apex Service stays and
+    // now reaches the target's own pods, which run the replicas Git gives them.
+    wait_for(Duration::from_secs(60), || {
+        (!generated_deployment(&setup, "podinfo-primary")).then_some(())
+    })
+    .expect("primary removed");
+    let svcs = services(&setup);
+    assert!(svcs.contains(&"podinfo".to_string()), "{svcs:?}");
+    assert!(
+        !svcs
+            .iter()
+            .any(|s| s.ends_with("-primary") || s.ends_with("-canary")),
+        "{svcs:?}"
+    );
+    let addr = apex(&setup);
+    for _ in 0..10 {
+        assert_eq!(version(&addr), "1.0.0");
+    }
+    assert!(!setup
+        .state()
+        .join("status/flagger.app/Canary/test/podinfo.json")
+        .exists());
+    running.stop();
+}
+
+#[test]
+fn removing_a_canary_restores_the_target_as_git_says() {
+    let (remote, setup) = setup("1.0.0", "0");
+    let running = setup.spawn_run(&[]);
+    wait_phase(&setup, "Initialized", 60);
+    remote.remove("podinfo/canary.yaml").push("drop the canary");
+    wait_for(Duration::from_secs(60), || {
+        (!generated_deployment(&setup, "podinfo-primary")).then_some(())
+    })
+    .expect("primary removed");
+    // Everything the Canary generated is gone, and the target is back at 2 replicas.
+    wait_for(Duration::from_secs(30), || {
+        let st: serde_json::Value = std::fs::read(
+            setup
+                .state()
+                .join("status/apps/Deployment/test/podinfo.json"),
+        )
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())?;
+        (st["readyReplicas"] == 2).then_some(())
+    })
+    .expect("target runs its 2 replicas");
+    let svcs = services(&setup);
+    assert!(!svcs.iter().any(|s| s.starts_with("podinfo")), "{svcs:?}");
+    running.stop();
+}

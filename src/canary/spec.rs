@@ -135,6 +135,8 @@ pub struct CanarySpec {
     pub progress_deadline: Duration,
     /// Promote without analysis.
     pub skip_analysis: bool,
+    /// `revertOnDeletion`: when the Canary is removed, move traffic back to the target.
+    pub revert_on_deletion: bool,
     /// Do nothing while set.
     pub suspend: bool,
     /// `provider`.
@@ -339,6 +341,7 @@ pub fn parse(obj: &Value) -> Result<CanarySpec, Vec<String>> {
             spec["progressDeadlineSeconds"].as_u64().unwrap_or(600),
         ),
         skip_analysis: spec["skipAnalysis"].as_bool().unwrap_or(false),
+        revert_on_deletion: spec["revertOnDeletion"].as_bool().unwrap_or(false),
         suspend: spec["suspend"].as_bool().unwrap_or(false),
         provider: spec["provider"].as_str().map(str::to_string),
         analysis: Analysis {

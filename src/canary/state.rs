@@ -79,6 +79,15 @@ pub struct CanaryStatus {
     /// Each metric's last value and threshold (flagger #1810 asks for this).
     #[serde(default)]
     pub last_metrics: Vec<MetricValue>,
+    /// The target Deployment, kept for when the Canary is removed.
+    #[serde(default)]
+    pub target: String,
+    /// The apex Service name, kept for when the Canary is removed.
+    #[serde(default)]
+    pub service: String,
+    /// `revertOnDeletion`, kept for when the Canary is removed.
+    #[serde(default)]
+    pub revert_on_deletion: bool,
 }
 
 /// A metric's last observed value against its threshold.
