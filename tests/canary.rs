@@ -173,18 +173,19 @@ fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
 fn a_faulty_config_is_rolled_back_and_the_primary_keeps_serving() {
     let (remote, setup) = setup("1.0.0", "0");
     // Alerts at severity error go to a generic provider whose address comes from an env var.
-    let provider = "apiVersion: flagger.app/v1beta1\nkind: AlertProvider\nmetadata:\n  name: on-call\n  namespace: test\nspec:\n  type: generic\n  addressEnv: ALERT_URL\n";
+    // A second provider takes its address from a Secret, as in Flagger's docs.
+    let (alert_url, alerts) = receiver();
+    let provider = format!("apiVersion: flagger.app/v1beta1\nkind: AlertProvider\nmetadata:\n  name: on-call\n  namespace: test\nspec:\n  type: generic\n  addressEnv: ALERT_URL\n---\napiVersion: flagger.app/v1beta1\nkind: AlertProvider\nmetadata:\n  name: team-chat\n  namespace: test\nspec:\n  type: gchat\n  secretRef:\n    name: team-chat-url\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: team-chat-url\n  namespace: test\nstringData:\n  address: {alert_url}\n");
     let canary = app("1.0.0", "0").into_iter().find(|(p, _)| *p == "podinfo/canary.yaml").unwrap().1.replace(
         "    webhooks:\n",
-        "    alerts:\n      - name: on-call\n        severity: error\n        providerRef:\n          name: on-call\n    webhooks:\n",
+        "    alerts:\n      - name: on-call\n        severity: error\n        providerRef:\n          name: on-call\n      - name: team\n        severity: error\n        providerRef:\n          name: team-chat\n    webhooks:\n",
     );
     remote
         .write(&[
-            ("podinfo/alerts.yaml", provider),
+            ("podinfo/alerts.yaml", &provider),
             ("podinfo/canary.yaml", &canary),
         ])
         .push("alerts");
-    let (alert_url, alerts) = receiver();
     let running = setup.spawn_run(&[("ALERT_URL", &alert_url)]);
     wait_phase(&setup, "Initialized", 60);
     // Only the ConfigMap changes (the Canary keeps its alerts).
@@ -216,13 +217,18 @@ fn a_faulty_config_is_rolled_back_and_the_primary_keeps_serving() {
     assert_eq!(c["canaryWeight"], 0);
     let got = wait_for(Duration::from_secs(10), || {
         let a = alerts.lock().unwrap().clone();
-        a.iter()
-            .any(|b| b.contains("Canary failed! Scaling down podinfo.test"))
-            .then_some(a)
+        let generic = a.iter().any(|b| {
+            b.contains("Canary failed! Scaling down podinfo.test") && b.contains("\"severity\"")
+        });
+        let gchat = a.iter().any(|b| {
+            b.starts_with("{\"text\":\"podinfo.test: Canary failed! Scaling down podinfo.test")
+        });
+        (generic && gchat).then_some(a)
     })
-    .expect("the rollback alerted");
+    .expect("the rollback alerted both providers");
+    let generic: Vec<&String> = got.iter().filter(|b| b.contains("\"severity\"")).collect();
     assert!(
-        got.iter().all(|b| b.contains("\"severity\":\"error\"")),
+        generic.iter().all(|b| b.contains("\"severity\":\"error\"")),
         "the severity filter drops info alerts: {got:?}"
     );
     // The primary keeps 100% of the traffic, with no errors.

@@ -524,21 +524,55 @@ impl Engine {
             .map_err(|e| e.to_string())?
             .ok_or("AlertProvider not found")?;
         // The address is a secret: gitcanary reads it from the env var the spec names.
+        // Flagger's `secretRef`: a Secret in the provider's namespace whose `address`
+        // key holds the URL.
+        let from_secret = match p["spec"]["secretRef"]["name"].as_str() {
+            None => None,
+            Some(secret) => {
+                let obj = self
+                    .store
+                    .get(&ObjectKey::new("v1", "Secret", ns, secret))
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("spec.secretRef: Secret {ns}/{secret} not found"))?;
+                let value = obj["stringData"]["address"]
+                    .as_str()
+                    .map(str::to_string)
+                    .or_else(|| {
+                        obj["data"]["address"].as_str().and_then(|b| {
+                            use base64::Engine as _;
+                            base64::engine::general_purpose::STANDARD
+                                .decode(b.trim())
+                                .ok()
+                                .and_then(|v| String::from_utf8(v).ok())
+                        })
+                    })
+                    .ok_or_else(|| {
+                        format!("spec.secretRef: Secret {ns}/{secret} has no address key")
+                    })?;
+                Some(value.trim().to_string())
+            }
+        };
         let address = match (
+            from_secret,
             p["spec"]["addressEnv"].as_str(),
             p["spec"]["address"].as_str(),
         ) {
-            (Some(var), _) => {
+            (Some(a), _, _) => a,
+            (None, Some(var), _) => {
                 std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
             }
-            (None, Some(a)) => a.to_string(),
-            (None, None) => return Err("spec.addressEnv or spec.address is required".into()),
+            (None, None, Some(a)) => a.to_string(),
+            (None, None, None) => {
+                return Err("spec.secretRef, spec.addressEnv or spec.address is required".into())
+            }
         };
         let text = format!("{}: {message}", c.id());
         let body = match p["spec"]["type"].as_str().unwrap_or("generic") {
-            "slack" => {
+            // Rocket.Chat takes Slack's payload.
+            "slack" | "rocket" => {
                 json!({"text": text, "channel": p["spec"]["channel"], "username": p["spec"]["username"].as_str().unwrap_or("gitcanary")})
             }
+            "gchat" => json!({"text": text}),
             "discord" => {
                 json!({"content": text, "username": p["spec"]["username"].as_str().unwrap_or("gitcanary")})
             }
@@ -550,7 +584,7 @@ impl Engine {
             }
             other => {
                 return Err(format!(
-                    "unsupported provider type {other:?}: use slack, msteams, discord or generic"
+                    "unsupported provider type {other:?}: use slack, rocket, msteams, discord, gchat or generic"
                 ))
             }
         };
