@@ -7,8 +7,10 @@
 pub mod chart;
 pub mod hooks;
 pub mod objects;
+pub mod post_render;
 pub mod release;
 pub mod remote;
 pub mod repo;
 pub mod schema;
+pub mod source;
 pub mod template;

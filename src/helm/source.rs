@@ -1,0 +1,372 @@
+//! Where a HelmRelease's chart comes from, decided purely: a folder of the cluster
+//! repository, another Git repository at a ref, a Helm HTTP repository or an OCI
+//! registry, with HelmRepository/GitRepository/OCIRepository objects of the revision
+//! resolved to URLs, refs and credentials (from Secrets in the repository).
+
+use crate::manifest::Object;
+use base64::Engine as _;
+use serde_json::Value;
+
+/// Where a release's chart comes from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChartSource {
+    /// A folder in the cluster repository.
+    Path(String),
+    /// A Helm HTTP repository: its URL, or the HelmRepository object (namespace, name)
+    /// naming it; the chart name; the version or semver range.
+    HelmRepo {
+        /// Repository URL, when given directly (Helm operator `chart.repository`).
+        url: Option<String>,
+        /// A HelmRepository object, `(namespace, name)` (v2 `sourceRef`).
+        object: Option<(Option<String>, String)>,
+        /// Chart name.
+        chart: String,
+        /// Version or range; empty means the latest stable.
+        version: String,
+        /// Credentials and index refresh interval (from a HelmRepository object).
+        access: super::repo::Access,
+    },
+    /// A folder in another Git repository, at a branch, tag, semver tag or commit.
+    Git {
+        /// Repository URL.
+        url: String,
+        /// The reference (the Helm operator's `chart.ref`, default `master`; a
+        /// GitRepository's `spec.ref`).
+        git_ref: crate::source::git::GitRef,
+        /// Chart folder in that repository.
+        path: String,
+    },
+    /// A v2 `spec.chartRef` to an OCIRepository object, `(namespace, name)`.
+    OciRef(Option<String>, String),
+    /// Anything else, described.
+    Other(String),
+}
+
+/// The chart source a HelmRelease names; `source_url` is the cluster repo's URL.
+pub fn chart_source(hr: &Value, source_url: &str) -> Result<ChartSource, String> {
+    let chart = &hr["spec"]["chart"];
+    if hr["apiVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("helm.toolkit.fluxcd.io/")
+    {
+        let chart_ref = &hr["spec"]["chartRef"];
+        if chart_ref.is_object() {
+            let name = chart_ref["name"]
+                .as_str()
+                .ok_or("spec.chartRef.name: missing required field")?
+                .to_string();
+            let ns = chart_ref["namespace"].as_str().map(String::from);
+            return Ok(match chart_ref["kind"].as_str() {
+                Some("OCIRepository") => ChartSource::OciRef(ns, name),
+                kind => ChartSource::Other(format!(
+                    "spec.chartRef to {} {name}",
+                    kind.unwrap_or("an object")
+                )),
+            });
+        }
+        let spec = &chart["spec"];
+        let name = spec["chart"]
+            .as_str()
+            .ok_or("spec.chart.spec.chart: missing required field")?;
+        return Ok(match spec["sourceRef"]["kind"].as_str() {
+            None | Some("GitRepository") => {
+                ChartSource::Path(name.trim_start_matches("./").to_string())
+            }
+            Some("HelmRepository") => ChartSource::HelmRepo {
+                url: None,
+                object: Some((
+                    spec["sourceRef"]["namespace"].as_str().map(String::from),
+                    spec["sourceRef"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )),
+                chart: name.to_string(),
+                version: spec["version"].as_str().unwrap_or_default().to_string(),
+                access: Default::default(),
+            },
+            Some(kind) => ChartSource::Other(format!(
+                "chart {name} from {kind} {}",
+                spec["sourceRef"]["name"].as_str().unwrap_or_default()
+            )),
+        });
+    }
+    if let Some(repo) = chart["repository"].as_str() {
+        return Ok(ChartSource::HelmRepo {
+            url: Some(repo.to_string()),
+            object: None,
+            chart: chart["name"]
+                .as_str()
+                .ok_or("spec.chart.name: missing required field")?
+                .to_string(),
+            version: chart["version"].as_str().unwrap_or_default().to_string(),
+            access: Default::default(),
+        });
+    }
+    let path = chart["path"]
+        .as_str()
+        .ok_or("spec.chart.path: missing required field")?;
+    match chart["git"].as_str() {
+        Some(git) if !same_repo(git, source_url) => Ok(ChartSource::Git {
+            url: git.to_string(),
+            git_ref: chart["ref"]
+                .as_str()
+                .filter(|r| !r.is_empty())
+                .unwrap_or("master")
+                .into(),
+            path: path.trim_start_matches("./").to_string(),
+        }),
+        _ => Ok(ChartSource::Path(path.trim_start_matches("./").to_string())),
+    }
+}
+
+/// Whether two Git URLs name the same repository (ignoring a trailing `/` or `.git`).
+pub(crate) fn same_repo(a: &str, b: &str) -> bool {
+    let norm = |u: &str| u.trim_end_matches('/').trim_end_matches(".git").to_string();
+    norm(a) == norm(b)
+}
+
+/// A remote chart source for messages, with credentials redacted.
+pub(crate) fn describe(src: &ChartSource) -> String {
+    use crate::source::git::redact_url;
+    match src {
+        ChartSource::HelmRepo { url, chart, .. } => {
+            format!(
+                "chart {chart} from Helm repository {}",
+                redact_url(url.as_deref().unwrap_or_default())
+            )
+        }
+        ChartSource::Git { url, path, .. } => {
+            format!("chart {path} from Git repository {}", redact_url(url))
+        }
+        ChartSource::Path(p) => format!("chart {p}"),
+        ChartSource::OciRef(_, name) => format!("chart from OCIRepository {name}"),
+        ChartSource::Other(why) => why.clone(),
+    }
+}
+
+/// [`chart_source`], with a HelmRepository `sourceRef` resolved to its URL and a v2 `sourceRef` to a GitRepository object of this revision
+/// whose URL is not the cluster repository's read as that other repository (its
+/// `spec.ref.branch`, default `master`).
+pub(crate) fn effective_source(
+    hr: &Value,
+    source_url: &str,
+    objects: &[Object],
+    hr_ns: &str,
+) -> Result<ChartSource, String> {
+    let src = chart_source(hr, source_url)?;
+    if let ChartSource::OciRef(ns, name) = &src {
+        let ns = ns.clone().unwrap_or_else(|| hr_ns.to_string());
+        let repo = objects
+            .iter()
+            .find(|o| o.key.kind == "OCIRepository" && o.key.namespace == ns && &o.key.name == name)
+            .map(|o| o.value())
+            .ok_or_else(|| {
+                format!("spec.chartRef: OCIRepository {ns}/{name} not found in the repository")
+            })?;
+        let url = repo["spec"]["url"]
+            .as_str()
+            .filter(|u| u.starts_with("oci://"))
+            .ok_or_else(|| {
+                format!("spec.chartRef: OCIRepository {ns}/{name}: spec.url must be an oci:// URL")
+            })?;
+        let (parent, chart) = url
+            .trim_end_matches('/')
+            .rsplit_once('/')
+            .filter(|(p, _)| p.len() > "oci:/".len())
+            .ok_or_else(|| {
+                format!("spec.chartRef: OCIRepository {ns}/{name}: spec.url names no artifact")
+            })?;
+        let r = &repo["spec"]["ref"];
+        if r["digest"].as_str().is_some() {
+            return Err(format!("spec.chartRef: OCIRepository {ns}/{name}: spec.ref.digest is not supported; use tag or semver"));
+        }
+        let version = r["semver"]
+            .as_str()
+            .or(r["tag"].as_str())
+            .unwrap_or("latest")
+            .to_string();
+        let access = repo_access(&repo, &ns, name, objects).map_err(|e| {
+            e.replace(
+                "spec.chart.spec.sourceRef: HelmRepository",
+                "spec.chartRef: OCIRepository",
+            )
+        })?;
+        return Ok(ChartSource::HelmRepo {
+            url: Some(parent.to_string()),
+            object: None,
+            chart: chart.to_string(),
+            version,
+            access,
+        });
+    }
+    if let ChartSource::HelmRepo {
+        url: None,
+        object: Some((ns, name)),
+        chart,
+        version,
+        ..
+    } = src
+    {
+        let ns = ns.unwrap_or_else(|| hr_ns.to_string());
+        let found = objects
+            .iter()
+            .find(|o| o.key.kind == "HelmRepository" && o.key.namespace == ns && o.key.name == name)
+            .map(|o| o.value());
+        let Some(url) = found
+            .as_ref()
+            .and_then(|o| o["spec"]["url"].as_str().map(String::from))
+        else {
+            return Err(format!(
+                "spec.chart.spec.sourceRef: HelmRepository {ns}/{name} not found in the repository"
+            ));
+        };
+        let repo = found.unwrap_or_default();
+        let access = repo_access(&repo, &ns, &name, objects)?;
+        return Ok(ChartSource::HelmRepo {
+            url: Some(url),
+            object: None,
+            chart,
+            version,
+            access,
+        });
+    }
+    let ChartSource::Path(path) = &src else {
+        return Ok(src);
+    };
+    let r = &hr["spec"]["chart"]["spec"]["sourceRef"];
+    if r["kind"].as_str() != Some("GitRepository") {
+        return Ok(src);
+    }
+    let name = r["name"].as_str().unwrap_or_default();
+    let ns = r["namespace"].as_str().unwrap_or(hr_ns);
+    let repo = objects
+        .iter()
+        .find(|o| o.key.kind == "GitRepository" && o.key.namespace == ns && o.key.name == name)
+        .map(|o| o.value());
+    let Some(repo) = repo else { return Ok(src) };
+    let url = repo["spec"]["url"].as_str().unwrap_or_default();
+    if url.is_empty() || same_repo(url, source_url) {
+        return Ok(src);
+    }
+    Ok(ChartSource::Git {
+        url: url.to_string(),
+        git_ref: git_repository_ref(&repo["spec"]["ref"]),
+        path: path.clone(),
+    })
+}
+
+/// A GitRepository's `spec.ref`, with Flux's precedence: commit, name, semver, tag,
+/// branch (default `master`).
+pub fn git_repository_ref(r: &Value) -> crate::source::git::GitRef {
+    use crate::source::git::GitRef;
+    let get = |k: &str| r[k].as_str().filter(|s| !s.is_empty()).map(String::from);
+    if let Some(c) = get("commit") {
+        GitRef::Commit(c)
+    } else if let Some(n) = get("name") {
+        if let Some(b) = n.strip_prefix("refs/heads/") {
+            GitRef::Branch(b.to_string())
+        } else if let Some(t) = n.strip_prefix("refs/tags/") {
+            GitRef::Tag(t.to_string())
+        } else {
+            GitRef::Name(n)
+        }
+    } else if let Some(v) = get("semver") {
+        GitRef::Semver(v)
+    } else if let Some(t) = get("tag") {
+        GitRef::Tag(t)
+    } else {
+        GitRef::Branch(get("branch").unwrap_or_else(|| "master".into()))
+    }
+}
+
+/// A HelmRepository's `spec.interval` (how long its index is reused), `secretRef`
+/// (a Secret in the repository with `username` and `password`) and `passCredentials`.
+fn repo_access(
+    repo: &Value,
+    ns: &str,
+    name: &str,
+    objects: &[Object],
+) -> Result<super::repo::Access, String> {
+    let mut access = super::repo::Access::default();
+    if let Some(i) = repo["spec"]["interval"].as_str() {
+        access.index_ttl = Some(crate::util::duration::parse(i).map_err(|e| {
+            format!("spec.chart.spec.sourceRef: HelmRepository {ns}/{name}: spec.interval: {e}")
+        })?);
+    }
+    access.pass_credentials = repo["spec"]["passCredentials"].as_bool().unwrap_or(false);
+    let Some(secret) = repo["spec"]["secretRef"]["name"].as_str() else {
+        return Ok(access);
+    };
+    let fail = |msg: String| {
+        format!("spec.chart.spec.sourceRef: HelmRepository {ns}/{name}: spec.secretRef: {msg}")
+    };
+    let obj = objects
+        .iter()
+        .find(|o| {
+            o.key.group.is_empty()
+                && o.key.kind == "Secret"
+                && o.key.namespace == ns
+                && o.key.name == secret
+        })
+        .ok_or_else(|| fail(format!("Secret {ns}/{secret} not found in the repository")))?
+        .value();
+    let field = |key: &str| -> Result<Option<String>, String> {
+        if let Some(s) = obj["stringData"][key].as_str() {
+            return Ok(Some(s.to_string()));
+        }
+        match obj["data"][key].as_str() {
+            None => Ok(None),
+            Some(b) => base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    fail(format!(
+                        "Secret {ns}/{secret}: key {key} is not valid base64 UTF-8"
+                    ))
+                }),
+        }
+    };
+    match (field("username")?, field("password")?) {
+        (Some(username), Some(password)) => {
+            access.credentials = Some(super::repo::Credentials { username, password })
+        }
+        // An OCI repository may use a dockerconfigjson Secret, as Flux allows.
+        (None, None) if field(".dockerconfigjson")?.is_some() => {
+            let text = field(".dockerconfigjson")?.unwrap_or_default();
+            let creds = crate::image::registry::Credentials::from_docker_config(&text)
+                .map_err(|e| fail(format!("Secret {ns}/{secret}: .dockerconfigjson: {e}")))?;
+            let url = repo["spec"]["url"].as_str().unwrap_or_default();
+            let host = url
+                .split_once("://")
+                .map(|(_, r)| r)
+                .unwrap_or(url)
+                .split('/')
+                .next()
+                .unwrap_or_default();
+            let basic = creds.get(host).ok_or_else(|| {
+                fail(format!(
+                    "Secret {ns}/{secret}: .dockerconfigjson has no entry for {host}"
+                ))
+            })?;
+            access.credentials = Some(super::repo::Credentials {
+                username: basic.username.clone(),
+                password: basic.password.clone(),
+            });
+        }
+        (None, None) => {
+            return Err(fail(format!(
+                "Secret {ns}/{secret} has no username and password, nor .dockerconfigjson (TLS client certificates are not supported)"
+            )))
+        }
+        _ => {
+            return Err(fail(format!(
+                "Secret {ns}/{secret} needs both username and password"
+            )))
+        }
+    }
+    Ok(access)
+}
