@@ -85,7 +85,7 @@ pub(crate) fn post_renderers(hr: &Value) -> Result<PostRender, (String, String)>
                 .map(Some)
                 .map_err(|e| (field.to_string(), e))
         };
-        for (j, p) in k["patches"].as_array().into_iter().flatten().enumerate() {
+        for (j, p) in entries(&k["patches"]) {
             let field = format!("{base}.patches[{j}]");
             let text = p["patch"].as_str().ok_or_else(|| {
                 (
@@ -97,24 +97,14 @@ pub(crate) fn post_renderers(hr: &Value) -> Result<PostRender, (String, String)>
             out.patches
                 .push(Patch::parse(text, t).map_err(|e| (field.clone(), e))?);
         }
-        for (j, p) in k["patchesStrategicMerge"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        for (j, p) in entries(&k["patchesStrategicMerge"]) {
             let field = format!("{base}.patchesStrategicMerge[{j}]");
             if p["kind"].as_str().is_none() || p["metadata"]["name"].as_str().is_none() {
                 return Err((field, "needs kind and metadata.name".into()));
             }
             out.patches.push(Patch::Strategic(None, p.clone()));
         }
-        for (j, p) in k["patchesJson6902"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        for (j, p) in entries(&k["patchesJson6902"]) {
             let field = format!("{base}.patchesJson6902[{j}]");
             let t = target(&field, &p["target"])?.ok_or_else(|| {
                 (
@@ -146,4 +136,9 @@ pub(crate) fn post_renderers(hr: &Value) -> Result<PostRender, (String, String)>
         }
     }
     Ok(out)
+}
+
+/// The items of a list field with their index (none when absent).
+fn entries(v: &Value) -> impl Iterator<Item = (usize, &Value)> {
+    v.as_array().into_iter().flatten().enumerate()
 }
