@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod alerts;
+mod finalize;
+
 /// The canary engine on the local target.
 pub struct Engine {
     state_dir: PathBuf,
@@ -468,141 +471,6 @@ impl Engine {
         }
     }
 
-    /// Sends events to `event` webhooks (all of them) and to alert providers (the
-    /// noteworthy ones, at or above each alert's severity).
-    async fn notify_events(&self, c: &CanarySpec, plan: &decide::Plan, rev: &str) {
-        for e in &plan.events {
-            for w in c
-                .analysis
-                .webhooks
-                .iter()
-                .filter(|w| w.kind == HookType::Event)
-            {
-                let mut w = w.clone();
-                w.metadata.insert("eventMessage".into(), e.message.clone());
-                w.metadata.insert(
-                    "eventType".into(),
-                    if e.severity == Severity::Info {
-                        "Normal".into()
-                    } else {
-                        "Warning".into()
-                    },
-                );
-                let _ = self.call_hook(c, &w, plan.status.phase, rev).await;
-            }
-            let Some(severity) = alert_severity(&e.message) else {
-                continue;
-            };
-            for (name, ns, filter) in &c.analysis.alerts {
-                let rank = |s: &str| match s {
-                    "error" => 2,
-                    "warn" => 1,
-                    _ => 0,
-                };
-                if rank(severity) < rank(filter) {
-                    continue;
-                }
-                if let Err(err) = self.send_alert(c, name, ns, severity, &e.message).await {
-                    tracing::warn!("alert provider {ns}/{name}: {err}");
-                }
-            }
-        }
-    }
-
-    async fn send_alert(
-        &self,
-        c: &CanarySpec,
-        name: &str,
-        ns: &str,
-        severity: &str,
-        message: &str,
-    ) -> Result<(), String> {
-        let key = ObjectKey::new("flagger.app/v1beta1", "AlertProvider", ns, name);
-        let p = self
-            .store
-            .get(&key)
-            .map_err(|e| e.to_string())?
-            .ok_or("AlertProvider not found")?;
-        // The address is a secret: gitcanary reads it from the env var the spec names.
-        // Flagger's `secretRef`: a Secret in the provider's namespace whose `address`
-        // key holds the URL.
-        let from_secret = match p["spec"]["secretRef"]["name"].as_str() {
-            None => None,
-            Some(secret) => {
-                let obj = self
-                    .store
-                    .get(&ObjectKey::new("v1", "Secret", ns, secret))
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("spec.secretRef: Secret {ns}/{secret} not found"))?;
-                let value = obj["stringData"]["address"]
-                    .as_str()
-                    .map(str::to_string)
-                    .or_else(|| {
-                        obj["data"]["address"].as_str().and_then(|b| {
-                            use base64::Engine as _;
-                            base64::engine::general_purpose::STANDARD
-                                .decode(b.trim())
-                                .ok()
-                                .and_then(|v| String::from_utf8(v).ok())
-                        })
-                    })
-                    .ok_or_else(|| {
-                        format!("spec.secretRef: Secret {ns}/{secret} has no address key")
-                    })?;
-                Some(value.trim().to_string())
-            }
-        };
-        let address = match (
-            from_secret,
-            p["spec"]["addressEnv"].as_str(),
-            p["spec"]["address"].as_str(),
-        ) {
-            (Some(a), _, _) => a,
-            (None, Some(var), _) => {
-                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
-            }
-            (None, None, Some(a)) => a.to_string(),
-            (None, None, None) => {
-                return Err("spec.secretRef, spec.addressEnv or spec.address is required".into())
-            }
-        };
-        let text = format!("{}: {message}", c.id());
-        let body = match p["spec"]["type"].as_str().unwrap_or("generic") {
-            // Rocket.Chat takes Slack's payload.
-            "slack" | "rocket" => {
-                json!({"text": text, "channel": p["spec"]["channel"], "username": p["spec"]["username"].as_str().unwrap_or("gitcanary")})
-            }
-            "gchat" => json!({"text": text}),
-            "discord" => {
-                json!({"content": text, "username": p["spec"]["username"].as_str().unwrap_or("gitcanary")})
-            }
-            "msteams" => {
-                json!({"@type": "MessageCard", "@context": "https://schema.org/extensions", "summary": c.id(), "themeColor": if severity == "info" { "0076D7" } else { "FF0000" }, "title": c.id(), "text": message})
-            }
-            "generic" => {
-                json!({"name": c.name, "namespace": c.namespace, "severity": severity, "message": message})
-            }
-            other => {
-                return Err(format!(
-                    "unsupported provider type {other:?}: use slack, rocket, msteams, discord, gchat or generic"
-                ))
-            }
-        };
-        let url = names::rewrite_url(&names::allocations(&self.state_dir), &address, &c.namespace);
-        let resp = self
-            .http
-            .post(url)
-            .timeout(Duration::from_secs(10))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| e.without_url().to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("provider answered {}", resp.status()));
-        }
-        Ok(())
-    }
-
     fn owner(c: &CanarySpec) -> String {
         format!("Canary/{}/{}", c.namespace, c.name)
     }
@@ -730,97 +598,6 @@ impl Engine {
             }
         }
         self.finalize_removed(&keys).await;
-    }
-
-    /// Canaries removed from Git. Their generated objects go (as Kubernetes garbage
-    /// collection does for Flagger's) and the target runs with the replicas Git gives
-    /// it. With `revertOnDeletion`, the apex Service first waits for the target to be
-    /// ready and then selects its pods, outliving the Canary, as Flagger's finalizer
-    /// does. Without it, Flagger would leave the target at zero replicas; gitcanary
-    /// restores it, so the cluster matches Git.
-    async fn finalize_removed(&self, keys: &[ObjectKey]) {
-        let owners: std::collections::BTreeSet<String> =
-            self.store.generated().into_values().collect();
-        let mut changed = false;
-        for owner in owners {
-            let Some(rest) = owner.strip_prefix("Canary/") else {
-                continue;
-            };
-            let Some((ns, name)) = rest.split_once('/') else {
-                continue;
-            };
-            if keys.iter().any(|k| k.namespace == ns && k.name == name) {
-                continue;
-            }
-            let st = read_status(&self.state_dir, ns, name);
-            let target = if st.target.is_empty() {
-                self.store
-                    .generated()
-                    .into_iter()
-                    .find(|(k, o)| *o == owner && k.kind == "Deployment")
-                    .map(|(k, _)| k.name.trim_end_matches("-primary").to_string())
-                    .unwrap_or_else(|| name.to_string())
-            } else {
-                st.target.clone()
-            };
-            let service = if st.service.is_empty() {
-                target.clone()
-            } else {
-                st.service.clone()
-            };
-            let _ = crate::target::local::runtime::supervisor::set_replica_override(
-                &self.state_dir,
-                ns,
-                &target,
-                None,
-            );
-            self.notify();
-            let target_obj = self.store.get(&deployment(ns, &target)).ok().flatten();
-            if st.revert_on_deletion {
-                if let Some(t) = &target_obj {
-                    let hash =
-                        crate::target::local::runtime::spec::template_hash(&t["spec"]["template"]);
-                    if let Err(e) = self.ready(ns, &target, &hash, 100) {
-                        tracing::info!(canary = %format!("{name}.{ns}"), "Terminating canary: waiting for the target: {e}");
-                        continue;
-                    }
-                    let label = selector_label(t);
-                    let apex_key = ObjectKey::new("v1", "Service", ns, &service);
-                    let ports = self
-                        .store
-                        .get(&apex_key)
-                        .ok()
-                        .flatten()
-                        .map(|s| s["spec"]["ports"].clone())
-                        .unwrap_or(json!([]));
-                    let apex = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service, "namespace": ns},
-                        "spec": {"selector": {label: target.clone()}, "ports": ports}});
-                    if let Err(e) =
-                        self.store
-                            .put_generated(&apex_key, &apex, &format!("Reverted/{ns}/{name}"))
-                    {
-                        tracing::warn!("reverting {service}.{ns}: {e}");
-                        continue;
-                    }
-                }
-            }
-            self.proxy.set_route(ns, &service, None);
-            if let Err(e) = self.store.remove_generated(&owner) {
-                tracing::warn!("removing what {owner} generated: {e}");
-                continue;
-            }
-            let _ = std::fs::remove_file(status_path(&self.state_dir, ns, name));
-            self.restored
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&format!("{name}.{ns}"));
-            tracing::info!(canary = %format!("{name}.{ns}"), reverted = st.revert_on_deletion, "Terminating canary {name}.{ns}: the Canary was removed; {target}.{ns} runs as Git says");
-            changed = true;
-        }
-        if changed {
-            self.notify();
-            let _ = self.proxy.sync_services().await;
-        }
     }
 
     fn set_route(&self, c: &CanarySpec, canary: u32, mirror: bool, ab: bool) {
@@ -1041,28 +818,6 @@ impl Engine {
             .map_err(|e| e.to_string())?;
         }
         Ok(())
-    }
-}
-
-/// The severity an event alerts with, if it is one worth alerting on. Beyond Flagger's
-/// alerts, pre-rollout failures and progress-deadline rollbacks alert too (flagger #1663).
-fn alert_severity(message: &str) -> Option<&'static str> {
-    if message.starts_with("New revision detected! Scaling up")
-        || message.starts_with("Promotion completed!")
-    {
-        Some("info")
-    } else if message.contains("pre-rollout check")
-        || message.contains("manual webhook invoked")
-        || message.contains("aborted by")
-    {
-        Some("warn")
-    } else if message.starts_with("Canary failed!")
-        || message.contains("progress deadline exceeded")
-        || message.contains("failed checks threshold reached")
-    {
-        Some("error")
-    } else {
-        None
     }
 }
 

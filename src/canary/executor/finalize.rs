@@ -1,0 +1,97 @@
+//! What happens when a Canary is removed from Git: its generated objects go and the
+//! target runs as Git says, with `revertOnDeletion` moving traffic back first.
+
+use super::*;
+
+impl Engine {
+    /// Canaries removed from Git. Their generated objects go (as Kubernetes garbage
+    /// collection does for Flagger's) and the target runs with the replicas Git gives
+    /// it. With `revertOnDeletion`, the apex Service first waits for the target to be
+    /// ready and then selects its pods, outliving the Canary, as Flagger's finalizer
+    /// does. Without it, Flagger would leave the target at zero replicas; gitcanary
+    /// restores it, so the cluster matches Git.
+    pub(super) async fn finalize_removed(&self, keys: &[ObjectKey]) {
+        let owners: std::collections::BTreeSet<String> =
+            self.store.generated().into_values().collect();
+        let mut changed = false;
+        for owner in owners {
+            let Some(rest) = owner.strip_prefix("Canary/") else {
+                continue;
+            };
+            let Some((ns, name)) = rest.split_once('/') else {
+                continue;
+            };
+            if keys.iter().any(|k| k.namespace == ns && k.name == name) {
+                continue;
+            }
+            let st = read_status(&self.state_dir, ns, name);
+            let target = if st.target.is_empty() {
+                self.store
+                    .generated()
+                    .into_iter()
+                    .find(|(k, o)| *o == owner && k.kind == "Deployment")
+                    .map(|(k, _)| k.name.trim_end_matches("-primary").to_string())
+                    .unwrap_or_else(|| name.to_string())
+            } else {
+                st.target.clone()
+            };
+            let service = if st.service.is_empty() {
+                target.clone()
+            } else {
+                st.service.clone()
+            };
+            let _ = crate::target::local::runtime::supervisor::set_replica_override(
+                &self.state_dir,
+                ns,
+                &target,
+                None,
+            );
+            self.notify();
+            let target_obj = self.store.get(&deployment(ns, &target)).ok().flatten();
+            if st.revert_on_deletion {
+                if let Some(t) = &target_obj {
+                    let hash =
+                        crate::target::local::runtime::spec::template_hash(&t["spec"]["template"]);
+                    if let Err(e) = self.ready(ns, &target, &hash, 100) {
+                        tracing::info!(canary = %format!("{name}.{ns}"), "Terminating canary: waiting for the target: {e}");
+                        continue;
+                    }
+                    let label = selector_label(t);
+                    let apex_key = ObjectKey::new("v1", "Service", ns, &service);
+                    let ports = self
+                        .store
+                        .get(&apex_key)
+                        .ok()
+                        .flatten()
+                        .map(|s| s["spec"]["ports"].clone())
+                        .unwrap_or(json!([]));
+                    let apex = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service, "namespace": ns},
+                        "spec": {"selector": {label: target.clone()}, "ports": ports}});
+                    if let Err(e) =
+                        self.store
+                            .put_generated(&apex_key, &apex, &format!("Reverted/{ns}/{name}"))
+                    {
+                        tracing::warn!("reverting {service}.{ns}: {e}");
+                        continue;
+                    }
+                }
+            }
+            self.proxy.set_route(ns, &service, None);
+            if let Err(e) = self.store.remove_generated(&owner) {
+                tracing::warn!("removing what {owner} generated: {e}");
+                continue;
+            }
+            let _ = std::fs::remove_file(status_path(&self.state_dir, ns, name));
+            self.restored
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&format!("{name}.{ns}"));
+            tracing::info!(canary = %format!("{name}.{ns}"), reverted = st.revert_on_deletion, "Terminating canary {name}.{ns}: the Canary was removed; {target}.{ns} runs as Git says");
+            changed = true;
+        }
+        if changed {
+            self.notify();
+            let _ = self.proxy.sync_services().await;
+        }
+    }
+}
