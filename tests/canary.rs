@@ -653,3 +653,67 @@ fn removing_a_canary_restores_the_target_as_git_says() {
     assert!(!svcs.iter().any(|s| s.starts_with("podinfo")), "{svcs:?}");
     running.stop();
 }
+
+#[test]
+fn session_affinity_keeps_a_user_on_the_canary_through_the_analysis() {
+    let files = |tag: &str| -> Vec<(&'static str, String)> {
+        let mut f = app(tag, "0");
+        for (p, c) in &mut f {
+            if *p == "podinfo/canary.yaml" {
+                *c = c
+                    .replace("    interval: 1s\n", "    interval: 2s\n")
+                    .replace(
+                        "    stepWeight: 10\n",
+                        "    stepWeight: 10\n    sessionAffinity:\n      cookieName: flagger-cookie\n      maxAge: 21600\n",
+                    );
+            }
+        }
+        f
+    };
+    let remote = Remote::new();
+    let seed = files("1.0.0");
+    let refs: Vec<(&str, &str)> = seed.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote.write(&refs).push("seed");
+    let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
+    setup.with_local_images(IMAGES);
+    let running = setup.spawn_run(&[]);
+    wait_phase(&setup, "Initialized", 60);
+    let next = files("1.0.1");
+    let refs: Vec<(&str, &str)> = next.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote.write(&refs).push("podinfo 1.0.1");
+    wait_for(Duration::from_secs(60), || {
+        events(&canary(&setup))
+            .iter()
+            .any(|e| e == "Advance podinfo.test canary weight 10")
+            .then_some(())
+    })
+    .expect("traffic shifting");
+    let addr = apex(&setup);
+    // A new user lands on the canary by weight and gets the affinity cookie...
+    let cookie = wait_for(Duration::from_secs(10), || {
+        let (code, headers, body) = http_request(&addr, "GET", "/version", &[], b"");
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let set = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, v)| v.clone());
+        if v["version"] == "1.0.1" {
+            let set = set.expect("a request sent to the canary by weight gets the cookie");
+            assert!(set.starts_with("flagger-cookie=") && set.contains("Max-Age=21600"), "{set}");
+            Some(set.split(';').next().unwrap().to_string())
+        } else {
+            assert!(set.is_none(), "no cookie from the primary");
+            None
+        }
+    })
+    .expect("the canary got a user");
+    // ...and stays there while the analysis runs.
+    for _ in 0..30 {
+        let (_, _, body) = http_request(&addr, "GET", "/version", &[("Cookie", &cookie)], b"");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["version"], "1.0.1");
+    }
+    wait_phase(&setup, "Succeeded", 120);
+    running.stop();
+}

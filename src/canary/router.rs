@@ -4,7 +4,7 @@
 //! routers later.
 
 use super::spec::CanarySpec;
-use crate::target::local::proxy::routing::{parse_matches, Route};
+use crate::target::local::proxy::routing::{parse_matches, Affinity, Route};
 use crate::target::local::proxy::Proxy;
 
 /// Sets a canary's traffic split.
@@ -31,6 +31,17 @@ impl TrafficRouter for Proxy {
                 matches,
                 mirror,
                 mirror_weight: c.analysis.mirror_weight.unwrap_or(100),
+                // Weighted canaries only: A/B and mirroring pick users by rule.
+                affinity: c
+                    .analysis
+                    .session_affinity
+                    .as_ref()
+                    .filter(|_| !ab && !mirror)
+                    .map(|(cookie, max_age)| Affinity {
+                        cookie: cookie.clone(),
+                        value: String::new(),
+                        max_age: *max_age,
+                    }),
             }),
         );
     }

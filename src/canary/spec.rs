@@ -102,6 +102,9 @@ pub struct Analysis {
     pub mirror: bool,
     /// Percent mirrored.
     pub mirror_weight: Option<u32>,
+    /// `sessionAffinity`: (cookie name, max age in seconds); a user sent to the canary
+    /// once stays there for the analysis.
+    pub session_affinity: Option<(String, u64)>,
     /// Percent of primary replicas that must be ready (default 100).
     pub primary_ready_threshold: u32,
     /// Percent of canary replicas that must be ready (default 100).
@@ -355,6 +358,15 @@ pub fn parse(obj: &Value) -> Result<CanarySpec, Vec<String>> {
             match_rules: a["match"].clone(),
             mirror: a["mirror"].as_bool().unwrap_or(false),
             mirror_weight: u("mirrorWeight"),
+            session_affinity: a["sessionAffinity"].is_object().then(|| {
+                (
+                    a["sessionAffinity"]["cookieName"]
+                        .as_str()
+                        .unwrap_or("flagger-cookie")
+                        .to_string(),
+                    a["sessionAffinity"]["maxAge"].as_u64().unwrap_or(86_400),
+                )
+            }),
             primary_ready_threshold: u("primaryReadyThreshold").unwrap_or(100),
             canary_ready_threshold: u("canaryReadyThreshold").unwrap_or(100),
             metrics,

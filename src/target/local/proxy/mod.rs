@@ -116,9 +116,33 @@ impl Proxy {
             .routes
             .write()
             .unwrap_or_else(|e| e.into_inner());
+        let key: Key = (namespace.into(), name.into());
         match route {
-            Some(r) => routes.insert((namespace.into(), name.into()), Arc::new(r)),
-            None => routes.remove(&(namespace.to_string(), name.to_string())),
+            Some(mut r) => {
+                // One affinity cookie value per analysis: kept while the canary has
+                // traffic, fresh once it had none.
+                if let Some(a) = r.affinity.as_mut() {
+                    let old = routes
+                        .get(&key)
+                        .filter(|o| o.canary_weight > 0)
+                        .and_then(|o| o.affinity.as_ref());
+                    a.value = match old {
+                        Some(o) => o.value.clone(),
+                        None => format!(
+                            "{:016x}",
+                            xorshift(
+                                std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .map(|d| d.as_nanos() as u64)
+                                    .unwrap_or(1)
+                                    ^ self.shared.seq.fetch_add(1, Ordering::Relaxed)
+                            )
+                        ),
+                    };
+                }
+                routes.insert(key, Arc::new(r))
+            }
+            None => routes.remove(&key),
         };
     }
 
@@ -336,32 +360,34 @@ async fn handle(
         .get(key)
         .cloned();
     // Without a split, the Service serves its own endpoints: no roll, no allocation.
-    let (backend, mirror): (std::borrow::Cow<str>, Option<String>) = match &route {
-        None => (name.into(), None),
-        Some(route) => {
-            let n = shared.seq.fetch_add(1, Ordering::Relaxed);
-            let rolls = xorshift(
-                n.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ started.elapsed().as_nanos() as u64,
-            );
-            let headers = req.headers();
-            let header = |h: &str| {
-                headers
-                    .get(h)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
-            let decision = routing::choose(
-                route,
-                &header,
-                (rolls % 100) as u32,
-                ((rolls >> 32) % 100) as u32,
-            );
-            (
-                decision.backend.to_string().into(),
-                decision.mirror.map(str::to_string),
-            )
-        }
-    };
+    let (backend, mirror, set_cookie): (std::borrow::Cow<str>, Option<String>, Option<String>) =
+        match &route {
+            None => (name.into(), None, None),
+            Some(route) => {
+                let n = shared.seq.fetch_add(1, Ordering::Relaxed);
+                let rolls = xorshift(
+                    n.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ started.elapsed().as_nanos() as u64,
+                );
+                let headers = req.headers();
+                let header = |h: &str| {
+                    headers
+                        .get(h)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                };
+                let decision = routing::choose(
+                    route,
+                    &header,
+                    (rolls % 100) as u32,
+                    ((rolls >> 32) % 100) as u32,
+                );
+                (
+                    decision.backend.to_string().into(),
+                    decision.mirror.map(str::to_string),
+                    decision.set_cookie,
+                )
+            }
+        };
     let (parts, body) = req.into_parts();
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         return text(StatusCode::BAD_REQUEST, "cannot read request body\n".into());
@@ -434,6 +460,10 @@ async fn handle(
             let mut r = Response::from_parts(parts, body.boxed());
             for h in HOP_BY_HOP {
                 r.headers_mut().remove(h);
+            }
+            if let Some(c) = set_cookie.and_then(|c| hyper::header::HeaderValue::from_str(&c).ok())
+            {
+                r.headers_mut().append(hyper::header::SET_COOKIE, c);
             }
             r
         }
