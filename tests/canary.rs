@@ -94,6 +94,32 @@ fn in_order(all: &[String], wanted: &[&str]) {
     }
 }
 
+/// The app with its Canary replaced by `canary(tag)`'s output, run until initialized,
+/// then `1.0.1` pushed: the analysis of a new revision is starting.
+fn analysing(canary_yaml: &dyn Fn(&str) -> String) -> (Remote, Setup, Running) {
+    let files = |tag: &str| -> Vec<(&'static str, String)> {
+        let mut f = app(tag, "0");
+        for (p, c) in &mut f {
+            if *p == "podinfo/canary.yaml" {
+                *c = canary_yaml(c);
+            }
+        }
+        f
+    };
+    let remote = Remote::new();
+    let seed = files("1.0.0");
+    let refs: Vec<(&str, &str)> = seed.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote.write(&refs).push("seed");
+    let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
+    setup.with_local_images(IMAGES);
+    let running = setup.spawn_run(&[]);
+    wait_phase(&setup, "Initialized", 60);
+    let next = files("1.0.1");
+    let refs: Vec<(&str, &str)> = next.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote.write(&refs).push("podinfo 1.0.1");
+    (remote, setup, running)
+}
+
 #[test]
 fn a_new_image_is_analysed_stepped_and_promoted() {
     let (remote, setup) = setup("1.0.0", "0");
@@ -436,26 +462,7 @@ fn manual_gates_promote_abort_and_describe() {
 #[test]
 fn ab_testing_routes_matching_requests_to_the_canary_with_real_traffic() {
     let ab = "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n  namespace: test\nspec:\n  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: podinfo\n  progressDeadlineSeconds: 60\n  service:\n    port: 9898\n    targetPort: 9898\n  analysis:\n    interval: 1s\n    threshold: 3\n    iterations: 12\n    match:\n      - headers:\n          x-canary:\n            exact: \"insider\"\n      - headers:\n          cookie:\n            regex: \"^(.*?;)?(canary=always)(;.*)?$\"\n    metrics:\n      - name: request-success-rate\n        thresholdRange:\n          min: 99\n        interval: 5s\n    webhooks:\n      - name: load-test\n        url: http://flagger-loadtester.test/\n        timeout: 5s\n        metadata:\n          cmd: \"hey -z 2m -q 10 -c 2 -H 'X-Canary: insider' http://podinfo.test:9898/\"\n";
-    let files = |tag: &str| -> Vec<(&'static str, String)> {
-        let mut f = app(tag, "0");
-        for (p, c) in &mut f {
-            if *p == "podinfo/canary.yaml" {
-                *c = ab.to_string();
-            }
-        }
-        f
-    };
-    let remote = Remote::new();
-    let seed = files("1.0.0");
-    let refs: Vec<(&str, &str)> = seed.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    remote.write(&refs).push("seed");
-    let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
-    setup.with_local_images(IMAGES);
-    let running = setup.spawn_run(&[]);
-    wait_phase(&setup, "Initialized", 60);
-    let next = files("1.0.1");
-    let refs: Vec<(&str, &str)> = next.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    remote.write(&refs).push("podinfo 1.0.1");
+    let (_remote, setup, running) = analysing(&|_| ab.to_string());
     wait_phase(&setup, "Progressing", 60);
     // While the analysis runs, the apex sends insiders (header or cookie) to the canary
     // and everyone else to the primary.
@@ -495,26 +502,7 @@ fn ab_testing_routes_matching_requests_to_the_canary_with_real_traffic() {
 #[test]
 fn traffic_mirroring_copies_requests_to_the_canary_while_the_primary_answers() {
     let bg = "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n  namespace: test\nspec:\n  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: podinfo\n  progressDeadlineSeconds: 60\n  service:\n    port: 9898\n    targetPort: 9898\n  analysis:\n    interval: 1s\n    threshold: 3\n    iterations: 15\n    mirror: true\n    mirrorWeight: 100\n";
-    let files = |tag: &str| -> Vec<(&'static str, String)> {
-        let mut f = app(tag, "0");
-        for (p, c) in &mut f {
-            if *p == "podinfo/canary.yaml" {
-                *c = bg.to_string();
-            }
-        }
-        f
-    };
-    let remote = Remote::new();
-    let seed = files("1.0.0");
-    let refs: Vec<(&str, &str)> = seed.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    remote.write(&refs).push("seed");
-    let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
-    setup.with_local_images(IMAGES);
-    let running = setup.spawn_run(&[]);
-    wait_phase(&setup, "Initialized", 60);
-    let next = files("1.0.1");
-    let refs: Vec<(&str, &str)> = next.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    remote.write(&refs).push("podinfo 1.0.1");
+    let (_remote, setup, running) = analysing(&|_| bg.to_string());
     wait_for(Duration::from_secs(60), || {
         events(&canary(&setup))
             .iter()
@@ -656,31 +644,14 @@ fn removing_a_canary_restores_the_target_as_git_says() {
 
 #[test]
 fn session_affinity_keeps_a_user_on_the_canary_through_the_analysis() {
-    let files = |tag: &str| -> Vec<(&'static str, String)> {
-        let mut f = app(tag, "0");
-        for (p, c) in &mut f {
-            if *p == "podinfo/canary.yaml" {
-                *c = c
-                    .replace("    interval: 1s\n", "    interval: 2s\n")
-                    .replace(
-                        "    stepWeight: 10\n",
-                        "    stepWeight: 10\n    sessionAffinity:\n      cookieName: flagger-cookie\n      maxAge: 21600\n",
-                    );
-            }
-        }
-        f
-    };
-    let remote = Remote::new();
-    let seed = files("1.0.0");
-    let refs: Vec<(&str, &str)> = seed.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    remote.write(&refs).push("seed");
-    let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
-    setup.with_local_images(IMAGES);
-    let running = setup.spawn_run(&[]);
-    wait_phase(&setup, "Initialized", 60);
-    let next = files("1.0.1");
-    let refs: Vec<(&str, &str)> = next.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    remote.write(&refs).push("podinfo 1.0.1");
+    let (_remote, setup, running) = analysing(&|c: &str| {
+        c
+            .replace("    interval: 1s\n", "    interval: 2s\n")
+            .replace(
+                "    stepWeight: 10\n",
+                "    stepWeight: 10\n    sessionAffinity:\n      cookieName: flagger-cookie\n      maxAge: 21600\n",
+            )
+    });
     wait_for(Duration::from_secs(60), || {
         events(&canary(&setup))
             .iter()
@@ -700,7 +671,10 @@ fn session_affinity_keeps_a_user_on_the_canary_through_the_analysis() {
             .map(|(_, v)| v.clone());
         if v["version"] == "1.0.1" {
             let set = set.expect("a request sent to the canary by weight gets the cookie");
-            assert!(set.starts_with("flagger-cookie=") && set.contains("Max-Age=21600"), "{set}");
+            assert!(
+                set.starts_with("flagger-cookie=") && set.contains("Max-Age=21600"),
+                "{set}"
+            );
             Some(set.split(';').next().unwrap().to_string())
         } else {
             assert!(set.is_none(), "no cookie from the primary");
