@@ -734,6 +734,21 @@ fn kustomize_patches_apply_and_bad_ones_name_their_entry() {
         setup.object("apps", "Deployment", "prod", "web").unwrap()["spec"]["replicas"],
         3
     );
+
+    // patchesJson6902 run after the namespace is set, as in kustomize: a target in the
+    // overlay's namespace matches objects whose files name none.
+    remote
+        .write(&[(
+            "apps/prod/kustomization.yaml",
+            &overlay("patchesJson6902:\n  - target:\n      kind: Deployment\n      name: web\n      namespace: prod\n    patch: |-\n      - op: add\n        path: /metadata/labels/tier\n        value: prod\n"),
+        )])
+        .push("good json6902");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert_eq!(
+        setup.object("apps", "Deployment", "prod", "web").unwrap()["metadata"]["labels"]["tier"],
+        "prod"
+    );
 }
 
 #[test]

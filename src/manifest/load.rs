@@ -601,19 +601,30 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
         return;
     }
     let mut value = node.to_json();
-    for p in &ctx.patches {
-        if !p.patch.matches(&value) {
-            continue;
+    // kustomize runs `patches` and `patchesStrategicMerge` before its namespace
+    // transformer and `patchesJson6902` after it.
+    let patch = |value: &mut serde_json::Value,
+                 after_namespace: bool|
+     -> Result<(), ManifestError> {
+        for p in &ctx.patches {
+            if p.field.starts_with("patchesJson6902") != after_namespace || !p.patch.matches(value)
+            {
+                continue;
+            }
+            p.patch.apply(value).map_err(|e| {
+                ManifestError::at(
+                    &p.file,
+                    p.pos,
+                    Some(p.field.clone()),
+                    format!("patching {kind} {name} ({file}): {e}"),
+                )
+            })?;
         }
-        if let Err(e) = p.patch.apply(&mut value) {
-            out.errors.push(ManifestError::at(
-                &p.file,
-                p.pos,
-                Some(p.field.clone()),
-                format!("patching {kind} {name} ({file}): {e}"),
-            ));
-            return;
-        }
+        Ok(())
+    };
+    if let Err(e) = patch(&mut value, false) {
+        out.errors.push(e);
+        return;
     }
     let namespace = if is_cluster_scoped(&api_version, &kind) {
         if let Some(meta) = value["metadata"].as_object_mut() {
@@ -644,6 +655,10 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
         value["metadata"]["namespace"] = ns.clone().into();
         ns
     };
+    if let Err(e) = patch(&mut value, true) {
+        out.errors.push(e);
+        return;
+    }
     if !ctx.images.is_empty() {
         kustomize::apply_images(&mut value, &ctx.images);
     }
