@@ -186,6 +186,10 @@ pub struct ReleaseRecord {
     pub hooks: Vec<Hook>,
     /// Helm's timeout for hooks (`spec.timeout`, default 5m), in seconds.
     pub timeout_secs: u64,
+    /// Flux v2 `spec.dependsOn`, as `namespace/name` of HelmReleases: their hooks run
+    /// first (and, on deletion, last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
     /// Flux v2 `spec.test.enable`: run the test hooks after each install and upgrade.
     #[serde(default)]
     pub test_enable: bool,
@@ -277,7 +281,35 @@ pub fn plan_hooks(
             });
         }
     }
-    (steps, records)
+    (order_by_dependencies(steps), records)
+}
+
+/// Orders steps so a release's hooks run after those of the releases it depends on
+/// (`dependsOn`), and deletions in the reverse order. Stable otherwise; a cycle keeps
+/// the order given.
+fn order_by_dependencies(steps: Vec<HookStep>) -> Vec<HookStep> {
+    let (deletes, rest): (Vec<HookStep>, Vec<HookStep>) =
+        steps.into_iter().partition(|s| s.pre == Event::PreDelete);
+    let order = |mut pending: Vec<HookStep>| {
+        let mut out: Vec<HookStep> = Vec::with_capacity(pending.len());
+        while !pending.is_empty() {
+            let ready = pending.iter().position(|s| {
+                s.record.depends_on.iter().all(|d| {
+                    !pending
+                        .iter()
+                        .any(|o| &o.record.helm_release == d && o.release != s.release)
+                })
+            });
+            // A cycle: take the first, as written.
+            out.push(pending.remove(ready.unwrap_or(0)));
+        }
+        out
+    };
+    let mut out = order(rest);
+    let mut deletes = order(deletes);
+    deletes.reverse();
+    out.extend(deletes);
+    out
 }
 
 /// A `helm test` command line as the Flagger helm tester takes it in `metadata.cmd`:
@@ -389,6 +421,7 @@ mod tests {
             objects: Vec::new(),
             hooks,
             timeout_secs: 300,
+            depends_on: vec![],
             test_enable: false,
             test_ignore_failures: false,
             last_hook_error: None,
@@ -476,6 +509,26 @@ mod tests {
         with_tests.test_enable = true;
         let (steps, _) = plan_hooks(&[], &[with_tests]);
         assert_eq!(steps.len(), 1, "spec.test.enable runs tests after install");
+    }
+
+    #[test]
+    fn dependencies_order_hooks() {
+        let hooks = vec![hook("Job", "j", "pre-install,pre-delete", None)];
+        let mut app = record("app", "d", hooks.clone());
+        app.depends_on = vec!["test/db".into()];
+        let mut db = record("db", "d", hooks.clone());
+        db.helm_release = "test/db".into();
+        app.helm_release = "test/app".into();
+        let (steps, recs) = plan_hooks(&[], &[app.clone(), db.clone()]);
+        let names: Vec<_> = steps.iter().map(|s| s.release.as_str()).collect();
+        assert_eq!(names, ["test/db", "test/app"], "db installs first");
+        let (steps, _) = plan_hooks(&recs, &[]);
+        let names: Vec<_> = steps.iter().map(|s| s.release.as_str()).collect();
+        assert_eq!(names, ["test/app", "test/db"], "app is deleted first");
+        // A cycle keeps the given order.
+        db.depends_on = vec!["test/app".into()];
+        let (steps, _) = plan_hooks(&[], &[app, db]);
+        assert_eq!(steps.len(), 2);
     }
 
     #[test]

@@ -653,6 +653,19 @@ fn release_record(
             .collect(),
         hooks,
         timeout_secs: release_timeout(hr).as_secs(),
+        depends_on: hr["spec"]["dependsOn"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| {
+                let name = d["name"].as_str()?;
+                let ns = d["namespace"]
+                    .as_str()
+                    .or(hr["metadata"]["namespace"].as_str())
+                    .unwrap_or("default");
+                Some(format!("{ns}/{name}"))
+            })
+            .collect(),
         test_enable: hr["spec"]["test"]["enable"].as_bool().unwrap_or(false),
         test_ignore_failures: hr["spec"]["test"]["ignoreFailures"]
             .as_bool()
