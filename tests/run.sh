@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs the real parts the tests
-# start on 127.0.0.1 (git, git-daemon, sshd, docker-registry, htpasswd, prometheus, and curl for
-# the Helm test hooks),
+# start on 127.0.0.1 (git, git-daemon, sshd, docker-registry, htpasswd, prometheus, curl for
+# the Helm test hooks and openssl for a TLS chart repository),
 # then `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,7 @@ command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq

@@ -832,3 +832,110 @@ fn oci_helm_repositories_pick_a_tag_verify_and_cache() {
     assert!(!ok, "{out}");
     assert!(out.contains("no tag matches \">=3.0.0\""), "{out}");
 }
+
+/// `openssl s_server -WWW` serving `dir` over TLS on 127.0.0.1, with a certificate
+/// from a fresh CA, requiring a client certificate from that CA. Returns the URL, the
+/// CA, a client certificate and key, and the server process.
+fn tls_file_server(dir: &std::path::Path) -> (String, String, String, String, Running) {
+    sh(dir, "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=gitcanary-test-ca 2>/dev/null
+        for who in server client; do
+          openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $who.key -out $who.csr -subj /CN=$who 2>/dev/null
+        done
+        printf 'basicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage=serverAuth\\nsubjectAltName=IP:127.0.0.1\\n' > server.ext
+        printf 'basicConstraints=CA:FALSE\\nkeyUsage=digitalSignature\\nextendedKeyUsage=clientAuth\\n' > client.ext
+        for who in server client; do
+          openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out $who.pem -extfile $who.ext 2>/dev/null
+        done");
+    let port = free_port();
+    let child = std::process::Command::new("openssl")
+        .args(["s_server", "-quiet", "-WWW", "-accept"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args([
+            "-cert",
+            "server.pem",
+            "-key",
+            "server.key",
+            "-Verify",
+            "1",
+            "-CAfile",
+            "ca.pem",
+        ])
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl is installed");
+    wait_for(std::time::Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .expect("s_server listens");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    (
+        format!("https://127.0.0.1:{port}"),
+        read("ca.pem"),
+        read("client.pem"),
+        read("client.key"),
+        Running { child },
+    )
+}
+
+#[test]
+fn helm_repositories_with_a_private_ca_and_a_client_certificate() {
+    use sha2::Digest;
+    let served = tempfile::tempdir().unwrap();
+    let tgz = gitcanary::helm::repo::pack(&[
+        ("redis/Chart.yaml", "apiVersion: v2\nname: redis\nversion: 1.2.0\n"),
+        ("redis/templates/svc.yaml", "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n  ports:\n    - port: 6379\n"),
+    ]);
+    let digest = gitcanary::manifest::object::hex(&sha2::Sha256::digest(&tgz));
+    std::fs::write(served.path().join("redis-1.2.0.tgz"), &tgz).unwrap();
+    std::fs::write(
+        served.path().join("index.yaml"),
+        format!("apiVersion: v1\nentries:\n  redis:\n    - version: 1.2.0\n      urls: [redis-1.2.0.tgz]\n      digest: {digest}\n"),
+    )
+    .unwrap();
+    let (url, ca, cert, key, _server) = tls_file_server(served.path());
+    let indent = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let secret = |with_client: bool| {
+        let mut s = format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: repo-tls\n  namespace: test\nstringData:\n  ca.crt: |\n{}", indent(&ca));
+        if with_client {
+            s.push_str(&format!(
+                "  tls.crt: |\n{}  tls.key: |\n{}",
+                indent(&cert),
+                indent(&key)
+            ));
+        }
+        s
+    };
+    let release = format!("apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: internal\n  namespace: test\nspec:\n  interval: 1m\n  url: {url}\n  certSecretRef:\n    name: repo-tls\n---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: cache\n  namespace: test\nspec:\n  chart:\n    spec:\n      chart: redis\n      sourceRef:\n        kind: HelmRepository\n        name: internal\n");
+    // Without the CA, the server's certificate is not trusted.
+    let untrusted = release.replace("  certSecretRef:\n    name: repo-tls\n", "");
+    let (remote, setup) = setup_with(&[("releases/cache.yaml", &untrusted)]);
+    let out = setup.sync_fails();
+    assert!(
+        out.contains("GET https://127.0.0.1") && out.contains("UnknownIssuer"),
+        "{out}"
+    );
+    // The CA alone: the server wants a client certificate, and says so.
+    remote
+        .write(&[
+            ("releases/cache.yaml", &release),
+            ("releases/tls.yaml", &secret(false)),
+        ])
+        .push("trust the CA");
+    let out = setup.sync_fails();
+    assert!(out.contains("CertificateRequired"), "{out}");
+    // With the client certificate: verified both ways, rendered.
+    remote
+        .write(&[("releases/tls.yaml", &secret(true))])
+        .push("client cert");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert!(!out.contains("PRIVATE KEY"), "{out}");
+    assert!(setup.object("core", "Service", "test", "cache").is_some());
+}

@@ -281,8 +281,10 @@ pub fn git_repository_ref(r: &Value) -> crate::source::git::GitRef {
     }
 }
 
-/// A HelmRepository's `spec.interval` (how long its index is reused), `secretRef`
-/// (a Secret in the repository with `username` and `password`) and `passCredentials`.
+/// A HelmRepository's `spec.interval` (how long its index is reused), `passCredentials`,
+/// `secretRef` (a Secret in the repository with `username` and `password`, or a
+/// `.dockerconfigjson` for OCI, or the older `caFile`/`certFile`/`keyFile`) and
+/// `certSecretRef` (`ca.crt`, `tls.crt`, `tls.key`).
 fn repo_access(
     repo: &Value,
     ns: &str,
@@ -290,18 +292,87 @@ fn repo_access(
     objects: &[Object],
 ) -> Result<super::repo::Access, String> {
     let mut access = super::repo::Access::default();
+    let prefix = format!("spec.chart.spec.sourceRef: HelmRepository {ns}/{name}");
     if let Some(i) = repo["spec"]["interval"].as_str() {
-        access.index_ttl = Some(crate::util::duration::parse(i).map_err(|e| {
-            format!("spec.chart.spec.sourceRef: HelmRepository {ns}/{name}: spec.interval: {e}")
-        })?);
+        access.index_ttl = Some(
+            crate::util::duration::parse(i).map_err(|e| format!("{prefix}: spec.interval: {e}"))?,
+        );
     }
     access.pass_credentials = repo["spec"]["passCredentials"].as_bool().unwrap_or(false);
-    let Some(secret) = repo["spec"]["secretRef"]["name"].as_str() else {
-        return Ok(access);
-    };
-    let fail = |msg: String| {
-        format!("spec.chart.spec.sourceRef: HelmRepository {ns}/{name}: spec.secretRef: {msg}")
-    };
+    let mut tls = super::repo::TlsMaterial::default();
+    if let Some(secret) = repo["spec"]["certSecretRef"]["name"].as_str() {
+        let field_name = format!("{prefix}: spec.certSecretRef");
+        let get = secret_reader(objects, ns, secret, &field_name)?;
+        tls.ca = get("ca.crt")?;
+        tls.cert = get("tls.crt")?;
+        tls.key = get("tls.key")?;
+    }
+    if let Some(secret) = repo["spec"]["secretRef"]["name"].as_str() {
+        let field_name = format!("{prefix}: spec.secretRef");
+        let fail = |msg: String| format!("{field_name}: {msg}");
+        let get = secret_reader(objects, ns, secret, &field_name)?;
+        tls.ca = tls.ca.or(get("caFile")?);
+        tls.cert = tls.cert.or(get("certFile")?);
+        tls.key = tls.key.or(get("keyFile")?);
+        match (get("username")?, get("password")?) {
+            (Some(username), Some(password)) => {
+                access.credentials = Some(super::repo::Credentials { username, password })
+            }
+            // An OCI repository may use a dockerconfigjson Secret, as Flux allows.
+            (None, None) if get(".dockerconfigjson")?.is_some() => {
+                let text = get(".dockerconfigjson")?.unwrap_or_default();
+                let creds = crate::image::registry::Credentials::from_docker_config(&text)
+                    .map_err(|e| fail(format!("Secret {ns}/{secret}: .dockerconfigjson: {e}")))?;
+                let url = repo["spec"]["url"].as_str().unwrap_or_default();
+                let host = url
+                    .split_once("://")
+                    .map(|(_, r)| r)
+                    .unwrap_or(url)
+                    .split('/')
+                    .next()
+                    .unwrap_or_default();
+                let basic = creds.get(host).ok_or_else(|| {
+                    fail(format!(
+                        "Secret {ns}/{secret}: .dockerconfigjson has no entry for {host}"
+                    ))
+                })?;
+                access.credentials = Some(super::repo::Credentials {
+                    username: basic.username.clone(),
+                    password: basic.password.clone(),
+                });
+            }
+            (None, None) if tls.ca.is_some() || tls.cert.is_some() => {}
+            (None, None) => {
+                return Err(fail(format!(
+                    "Secret {ns}/{secret} has none of username and password, .dockerconfigjson, or caFile/certFile/keyFile"
+                )))
+            }
+            _ => {
+                return Err(fail(format!(
+                    "Secret {ns}/{secret} needs both username and password"
+                )))
+            }
+        }
+    }
+    if tls.cert.is_some() != tls.key.is_some() {
+        return Err(format!(
+            "{prefix}: a client certificate needs both tls.crt and tls.key (certFile and keyFile)"
+        ));
+    }
+    if tls.ca.is_some() || tls.cert.is_some() {
+        access.tls = Some(tls);
+    }
+    Ok(access)
+}
+
+/// Reads string keys of a Secret defined in the repository (`stringData`, or base64
+/// `data`); errors start with `field`.
+fn secret_reader<'a>(
+    objects: &'a [Object],
+    ns: &'a str,
+    secret: &'a str,
+    field: &'a str,
+) -> Result<impl Fn(&str) -> Result<Option<String>, String> + 'a, String> {
     let obj = objects
         .iter()
         .find(|o| {
@@ -310,9 +381,9 @@ fn repo_access(
                 && o.key.namespace == ns
                 && o.key.name == secret
         })
-        .ok_or_else(|| fail(format!("Secret {ns}/{secret} not found in the repository")))?
+        .ok_or_else(|| format!("{field}: Secret {ns}/{secret} not found in the repository"))?
         .value();
-    let field = |key: &str| -> Result<Option<String>, String> {
+    Ok(move |key: &str| -> Result<Option<String>, String> {
         if let Some(s) = obj["stringData"][key].as_str() {
             return Ok(Some(s.to_string()));
         }
@@ -324,49 +395,8 @@ fn repo_access(
                 .and_then(|b| String::from_utf8(b).ok())
                 .map(Some)
                 .ok_or_else(|| {
-                    fail(format!(
-                        "Secret {ns}/{secret}: key {key} is not valid base64 UTF-8"
-                    ))
+                    format!("{field}: Secret {ns}/{secret}: key {key} is not valid base64 UTF-8")
                 }),
         }
-    };
-    match (field("username")?, field("password")?) {
-        (Some(username), Some(password)) => {
-            access.credentials = Some(super::repo::Credentials { username, password })
-        }
-        // An OCI repository may use a dockerconfigjson Secret, as Flux allows.
-        (None, None) if field(".dockerconfigjson")?.is_some() => {
-            let text = field(".dockerconfigjson")?.unwrap_or_default();
-            let creds = crate::image::registry::Credentials::from_docker_config(&text)
-                .map_err(|e| fail(format!("Secret {ns}/{secret}: .dockerconfigjson: {e}")))?;
-            let url = repo["spec"]["url"].as_str().unwrap_or_default();
-            let host = url
-                .split_once("://")
-                .map(|(_, r)| r)
-                .unwrap_or(url)
-                .split('/')
-                .next()
-                .unwrap_or_default();
-            let basic = creds.get(host).ok_or_else(|| {
-                fail(format!(
-                    "Secret {ns}/{secret}: .dockerconfigjson has no entry for {host}"
-                ))
-            })?;
-            access.credentials = Some(super::repo::Credentials {
-                username: basic.username.clone(),
-                password: basic.password.clone(),
-            });
-        }
-        (None, None) => {
-            return Err(fail(format!(
-                "Secret {ns}/{secret} has no username and password, nor .dockerconfigjson (TLS client certificates are not supported)"
-            )))
-        }
-        _ => {
-            return Err(fail(format!(
-                "Secret {ns}/{secret} needs both username and password"
-            )))
-        }
-    }
-    Ok(access)
+    })
 }

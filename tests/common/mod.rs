@@ -156,6 +156,14 @@ impl Setup {
         (out.status.success(), text)
     }
 
+    /// Runs `sync --once`, which must fail; returns its output.
+    #[allow(dead_code)]
+    pub fn sync_fails(&self) -> String {
+        let (ok, out) = self.sync();
+        assert!(!ok, "the sync should have failed: {out}");
+        out
+    }
+
     /// The stored object, if present.
     pub fn object(
         &self,
@@ -752,5 +760,18 @@ impl GitHttp {
             }
         });
         GitHttp { url_base, requests }
+    }
+}
+
+/// Runs a shell script in `dir`; it must succeed.
+#[allow(dead_code)]
+pub fn sh(dir: &Path, script: &str) {
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        panic!("{script}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
