@@ -938,4 +938,26 @@ fn helm_repositories_with_a_private_ca_and_a_client_certificate() {
     assert!(ok, "{out}");
     assert!(!out.contains("PRIVATE KEY"), "{out}");
     assert!(setup.object("core", "Service", "test", "cache").is_some());
+
+    // The same CA and client certificate reach an OCI registry (the distribution API
+    // as static files: manifest and blob).
+    let layer = format!("sha256:{digest}");
+    let v2 = served.path().join("v2/charts/redis");
+    std::fs::create_dir_all(v2.join("manifests")).unwrap();
+    std::fs::create_dir_all(v2.join("blobs")).unwrap();
+    std::fs::write(v2.join("blobs").join(&layer), &tgz).unwrap();
+    std::fs::write(
+        v2.join("manifests/1.2.0"),
+        format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.cncf.helm.config.v1+json","size":2,"digest":"sha256:{digest}"}},"layers":[{{"mediaType":"application/vnd.cncf.helm.chart.content.v1.tar+gzip","size":{},"digest":"{layer}"}}]}}"#, tgz.len()),
+    )
+    .unwrap();
+    let oci = release
+        .replace(&format!("  url: {url}\n"), &format!("  type: oci\n  url: oci://{}/charts\n", url.trim_start_matches("https://")))
+        .replace("name: cache\n  namespace: test\nspec:\n  chart:\n    spec:\n      chart: redis\n", "name: cache\n  namespace: test\nspec:\n  chart:\n    spec:\n      chart: redis\n      version: 1.2.0\n");
+    remote
+        .write(&[("releases/cache.yaml", &oci)])
+        .push("oci over mutual TLS");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert!(setup.object("core", "Service", "test", "cache").is_some());
 }

@@ -182,27 +182,7 @@ pub struct Access {
     pub tls: Option<TlsMaterial>,
 }
 
-/// PEM material for a Helm repository's TLS. `Debug` hides it.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct TlsMaterial {
-    /// CA certificate(s); when set, only these verify the server (as Go's `RootCAs`).
-    pub ca: Option<String>,
-    /// Client certificate chain.
-    pub cert: Option<String>,
-    /// Client private key.
-    pub key: Option<String>,
-}
-
-impl std::fmt::Debug for TlsMaterial {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "TlsMaterial(ca: {}, client certificate: {})",
-            self.ca.is_some(),
-            self.cert.is_some()
-        )
-    }
-}
+pub use crate::util::tls::TlsMaterial;
 
 /// How long an index is reused when the repository gives no interval.
 pub const DEFAULT_INDEX_TTL: std::time::Duration = std::time::Duration::from_secs(600);
@@ -231,22 +211,6 @@ fn host_of(url: &str) -> &str {
     &rest[..rest.find('/').unwrap_or(rest.len())]
 }
 
-/// An error with its causes (`connect: TLS handshake: ...`), so a refused certificate
-/// says so instead of "error sending request".
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let text = c.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        cur = c.source();
-    }
-    out
-}
-
 /// One runtime and client for the downloads of one fetch.
 struct Http {
     rt: tokio::runtime::Runtime,
@@ -261,19 +225,7 @@ impl Http {
             .map_err(|e| e.to_string())?;
         let mut builder = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60));
         if let Some(t) = tls {
-            if let Some(ca) = &t.ca {
-                let certs = reqwest::Certificate::from_pem_bundle(ca.as_bytes())
-                    .map_err(|_| "the CA (ca.crt / caFile) is not a PEM certificate".to_string())?;
-                builder = builder.tls_certs_only(certs);
-            }
-            if let (Some(cert), Some(key)) = (&t.cert, &t.key) {
-                let identity = reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes())
-                    .map_err(|_| {
-                        "the client certificate (tls.crt/tls.key, certFile/keyFile) is not a PEM certificate and key"
-                            .to_string()
-                    })?;
-                builder = builder.identity(identity);
-            }
+            builder = t.apply(builder)?;
         }
         let client = builder.build().map_err(|e| format!("TLS setup: {e}"))?;
         Ok(Http { rt, client })
@@ -287,10 +239,12 @@ impl Http {
             if let Some(c) = auth {
                 req = req.basic_auth(&c.username, Some(&c.password));
             }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| format!("GET {shown}: {}", error_chain(&e.without_url())))?;
+            let resp = req.send().await.map_err(|e| {
+                format!(
+                    "GET {shown}: {}",
+                    crate::util::error_chain(&e.without_url())
+                )
+            })?;
             if resp.status() == reqwest::StatusCode::UNAUTHORIZED
                 || resp.status() == reqwest::StatusCode::FORBIDDEN
             {
@@ -434,7 +388,7 @@ fn fetch_oci(
             },
         );
     }
-    let client = Client::new(Settings::default(), creds);
+    let client = Client::with_tls(Settings::default(), creds, access.tls.as_ref())?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -158,6 +158,7 @@ impl Default for Settings {
 /// A tag-listing registry client.
 pub struct Client {
     http: reqwest::Client,
+    https_only: bool,
     settings: Settings,
     creds: std::sync::RwLock<Credentials>,
     tokens: Mutex<HashMap<String, (String, Instant)>>,
@@ -264,18 +265,40 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
 impl Client {
     /// A client with the given settings and credentials.
     pub fn new(settings: Settings, creds: Credentials) -> Client {
+        Client::with_tls(settings, creds, None).expect("HTTP client builds")
+    }
+
+    /// A client that also trusts `tls`'s CA (only) and presents its client certificate.
+    pub fn with_tls(
+        settings: Settings,
+        creds: Credentials,
+        tls: Option<&crate::util::tls::TlsMaterial>,
+    ) -> std::result::Result<Client, String> {
         crate::util::tls::install_crypto_provider();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(settings.timeout)
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("gitcanary/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("HTTP client builds");
-        Client {
+            .user_agent(concat!("gitcanary/", env!("CARGO_PKG_VERSION")));
+        if let Some(t) = tls {
+            builder = t.apply(builder)?;
+        }
+        let http = builder.build().map_err(|e| format!("TLS setup: {e}"))?;
+        Ok(Client {
             http,
+            https_only: tls.is_some(),
             settings,
             creds: std::sync::RwLock::new(creds),
             tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The registry API's base URL: `http` for loopback or insecure registries unless a
+    /// CA or client certificate was given, which means TLS.
+    fn base_url(&self, image: &ImageRepo) -> String {
+        if self.https_only {
+            format!("https://{}", image.api_host())
+        } else {
+            image.base_url(&self.settings.insecure)
         }
     }
 
@@ -283,7 +306,10 @@ impl Client {
         let message = if e.is_timeout() {
             "timed out".to_string()
         } else {
-            format!("cannot reach registry: {}", e.without_url())
+            format!(
+                "cannot reach registry: {}",
+                crate::util::error_chain(&e.without_url())
+            )
         };
         Error::Transport {
             image: image.to_string(),
@@ -459,7 +485,7 @@ impl Client {
 
     /// Every tag of `image` (following pagination), minus excluded ones, capped.
     pub async fn list_tags(&self, image: &ImageRepo, exclusions: &[Regex]) -> Result<Vec<String>> {
-        let base = image.base_url(&self.settings.insecure);
+        let base = self.base_url(image);
         let mut url = format!("{base}/v2/{}/tags/list", image.path);
         let mut tags = Vec::new();
         let mut pages = 0;
@@ -512,7 +538,7 @@ impl Client {
 
     /// The Helm chart layer of the OCI artifact `image:tag`: (digest `sha256:…`, size).
     pub async fn chart_layer(&self, image: &ImageRepo, tag: &str) -> Result<(String, u64)> {
-        let base = image.base_url(&self.settings.insecure);
+        let base = self.base_url(image);
         let invalid = |m: String| Error::Invalid {
             image: image.to_string(),
             message: m,
@@ -548,7 +574,7 @@ impl Client {
 
     /// Downloads blob `digest` of `image` (at most `limit` bytes) and checks its sha256.
     pub async fn blob(&self, image: &ImageRepo, digest: &str, limit: usize) -> Result<Vec<u8>> {
-        let base = image.base_url(&self.settings.insecure);
+        let base = self.base_url(image);
         let invalid = |m: String| Error::Invalid {
             image: image.to_string(),
             message: m,
@@ -587,7 +613,7 @@ impl Client {
 
     /// The creation time of `image:tag` (Unix seconds), from its config blob.
     pub async fn created(&self, image: &ImageRepo, tag: &str) -> Result<Option<i64>> {
-        let base = image.base_url(&self.settings.insecure);
+        let base = self.base_url(image);
         const ACCEPT_ALL: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json";
         let invalid = |m: String| Error::Invalid {
             image: image.to_string(),

@@ -6,3 +6,19 @@ pub mod duration;
 pub mod logging;
 pub mod time;
 pub mod tls;
+
+/// An error with its causes (`connect: TLS handshake: ...`), so a refused certificate
+/// says so instead of "error sending request".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = c.source();
+    }
+    out
+}
