@@ -33,31 +33,15 @@ fn push(remote: &Remote, tag: &str, error_rate: &str, msg: &str) {
 }
 
 fn canary(setup: &Setup) -> serde_json::Value {
-    std::fs::read(
-        setup
-            .state()
-            .join("status/flagger.app/Canary/test/podinfo.json"),
-    )
-    .ok()
-    .and_then(|b| serde_json::from_slice(&b).ok())
-    .unwrap_or_default()
+    setup.canary("podinfo")
 }
 
 fn wait_phase(setup: &Setup, phase: &str, secs: u64) -> serde_json::Value {
-    wait_for(Duration::from_secs(secs), || {
-        let c = canary(setup);
-        (c["phase"] == phase).then_some(c)
-    })
-    .unwrap_or_else(|| panic!("canary never reached {phase}: {}", canary(setup)))
+    setup.wait_canary("podinfo", phase, secs)
 }
 
 fn events(c: &serde_json::Value) -> Vec<String> {
-    c["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| e["message"].as_str().unwrap().to_string())
-        .collect()
+    canary_events(c)
 }
 
 fn apex(setup: &Setup) -> String {
@@ -366,7 +350,7 @@ fn a_metric_template_is_answered_by_a_real_prometheus() {
     let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
     remote.write(&refs).push("podinfo 1.0.3");
     let c = wait_for(Duration::from_secs(120), || {
-        let c = canary_status(&setup);
+        let c = setup.canary("podinfo");
         let ev = events(&c);
         ev.iter()
             .any(|e| {
@@ -377,7 +361,7 @@ fn a_metric_template_is_answered_by_a_real_prometheus() {
     .unwrap_or_else(|| {
         panic!(
             "Prometheus never answered the template query: {:#?}",
-            events(&canary_status(&setup))
+            events(&setup.canary("podinfo"))
         )
     });
     assert!(
@@ -390,10 +374,6 @@ fn a_metric_template_is_answered_by_a_real_prometheus() {
     running.stop();
     let _ = prom.kill();
     let _ = prom.wait();
-}
-
-fn canary_status(setup: &Setup) -> serde_json::Value {
-    canary(setup)
 }
 
 #[test]
@@ -416,7 +396,7 @@ fn manual_gates_promote_abort_and_describe() {
     wait_phase(&setup, "WaitingPromotion", 120);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
-        canary_status(&setup)["phase"],
+        setup.canary("podinfo")["phase"],
         "WaitingPromotion",
         "the closed gate holds"
     );

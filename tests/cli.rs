@@ -105,11 +105,7 @@ fn config_errors_name_key_and_line_and_env_var_works() {
 
 #[test]
 fn diff_exit_codes_follow_flux() {
-    let remote = Remote::new();
-    remote
-        .write(&[("cfg.yaml", &configmap("cfg", "one"))])
-        .push("one");
-    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+    let (remote, setup) = seeded(&[("cfg.yaml", &configmap("cfg", "one"))], "one", "");
     let out = setup.cmd(&["diff"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("► ConfigMap/test/cfg created"));
@@ -138,11 +134,7 @@ fn diff_exit_codes_follow_flux() {
 
 #[test]
 fn json_logs_have_msg() {
-    let remote = Remote::new();
-    remote
-        .write(&[("cfg.yaml", &configmap("cfg", "one"))])
-        .push("one");
-    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+    let (_remote, setup) = seeded(&[("cfg.yaml", &configmap("cfg", "one"))], "one", "");
     let out = Command::new(bin())
         .arg("--config")
         .arg(&setup.config)
@@ -171,11 +163,11 @@ fn json_logs_have_msg() {
 
 #[test]
 fn run_syncs_local_commits_without_waiting_for_the_interval() {
-    let remote = Remote::new();
-    remote
-        .write(&[("cfg.yaml", &configmap("cfg", "one"))])
-        .push("one");
-    let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
+    let (remote, setup) = seeded(
+        &[("cfg.yaml", &configmap("cfg", "one"))],
+        "one",
+        "  interval: 1h\n",
+    );
     let running = setup.spawn_run(&[]);
     wait_for(Duration::from_secs(20), || {
         setup.object("core", "ConfigMap", "test", "cfg")

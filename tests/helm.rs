@@ -294,31 +294,14 @@ mod releases {
 
     #[test]
     fn values_from_and_errors_name_the_release_file() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = repo_with_chart();
         let root = dir.path();
-        std::fs::create_dir_all(root.join("charts")).unwrap();
-        let copy = |from: &Path, to: &Path| {
-            for e in walk(from) {
-                let rel = e.strip_prefix(from).unwrap();
-                std::fs::create_dir_all(to.join(rel).parent().unwrap()).unwrap();
-                std::fs::copy(&e, to.join(rel)).unwrap();
-            }
-        };
-        copy(&repo().join("charts/podinfo"), &root.join("charts/podinfo"));
         std::fs::write(root.join("values.yaml"), "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-values\n  namespace: apps\ndata:\n  values.yaml: |\n    replicaCount: 4\n    message: from-configmap\n  tag: 2.0.5\n").unwrap();
         let values_from_release = "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  chart:\n    spec:\n      chart: ./charts/podinfo\n  valuesFrom:\n    - kind: ConfigMap\n      name: web-values\n    - kind: ConfigMap\n      name: web-values\n      valuesKey: tag\n      targetPath: image.tag\n  values:\n    message: from-release\n";
         std::fs::write(root.join("release.yaml"), values_from_release).unwrap();
-        let snap = DirSnapshot::new(root);
-        let loaded = gitcanary::manifest::load(&snap, "", None);
-        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        let x = render(root);
         assert!(x.errors.is_empty(), "{:?}", x.errors);
-        let d = x
-            .objects
-            .iter()
-            .find(|o| o.key.kind == "Deployment")
-            .unwrap()
-            .value();
+        let d = deployment(&x);
         assert_eq!(d["metadata"]["name"], "web-podinfo");
         assert_eq!(d["spec"]["replicas"], 4);
         assert_eq!(
@@ -340,6 +323,8 @@ mod releases {
         .unwrap();
         std::fs::create_dir_all(root.join("env")).unwrap();
         std::fs::write(root.join("env/prod.yaml"), "message: prod\n").unwrap();
+        // Values files are no manifests: keep them out of the sync, as Flux users do.
+        std::fs::write(root.join(".sourceignore"), "env/\n").unwrap();
         let files_release = |files: &str| {
             format!("apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  chart:\n    spec:\n      chart: ./charts/podinfo\n      valuesFiles:\n{files}")
         };
@@ -348,15 +333,9 @@ mod releases {
             files_release("        - ./charts/podinfo/values.yaml\n        - values-prod.yaml\n        - ./env/prod.yaml\n"),
         )
         .unwrap();
-        let loaded = gitcanary::manifest::load(&snap, "", None);
-        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        let x = render(root);
         assert!(x.errors.is_empty(), "{:?}", x.errors);
-        let d = x
-            .objects
-            .iter()
-            .find(|o| o.key.kind == "Deployment")
-            .unwrap()
-            .value();
+        let d = deployment(&x);
         assert_eq!(d["spec"]["replicas"], 3);
         assert!(d.to_string().contains("\"prod\""), "{d}");
         assert!(
@@ -371,8 +350,7 @@ mod releases {
             files_release("        - values-nope.yaml\n"),
         )
         .unwrap();
-        let loaded = gitcanary::manifest::load(&snap, "", None);
-        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        let x = render(root);
         let e = x.errors[0].to_string();
         assert!(
             e.contains("spec.chart.spec.valuesFiles[0]")
@@ -384,8 +362,7 @@ mod releases {
 
         // A missing ConfigMap names the release's file, line and field.
         std::fs::remove_file(root.join("values.yaml")).unwrap();
-        let loaded = gitcanary::manifest::load(&snap, "", None);
-        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        let x = render(root);
         let e = x.errors[0].to_string();
         assert!(e.starts_with("release.yaml:1:"), "{e}");
         assert!(
@@ -400,8 +377,7 @@ mod releases {
         )
         .unwrap();
         std::fs::write(root.join("release.yaml"), "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  chart:\n    spec:\n      chart: ./charts/podinfo\n").unwrap();
-        let loaded = gitcanary::manifest::load(&snap, "", None);
-        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        let x = render(root);
         let e = x
             .errors
             .iter()
@@ -413,13 +389,8 @@ mod releases {
 
     #[test]
     fn helm_operator_chart_file_refs_and_value_file_secrets() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = repo_with_chart();
         let root = dir.path();
-        for e in walk(&repo().join("charts/podinfo")) {
-            let rel = e.strip_prefix(repo()).unwrap();
-            std::fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
-            std::fs::copy(&e, root.join(rel)).unwrap();
-        }
         std::fs::create_dir_all(root.join("charts/podinfo/overrides")).unwrap();
         std::fs::write(
             root.join("charts/podinfo/overrides/prod.yaml"),
@@ -431,17 +402,9 @@ mod releases {
             format!("apiVersion: flux.weave.works/v1beta1\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  releaseName: web\n  timeout: 300\n  chart:\n    path: charts/podinfo\n{from}")
         };
         std::fs::write(root.join("release.yaml"), hr("  valueFileSecrets:\n    - name: web-secret-values\n  valuesFrom:\n    - chartFileRef:\n        path: overrides/prod.yaml\n    - configMapKeyRef:\n        name: web-cm\n        key: extra.yaml\n")).unwrap();
-        let snap = DirSnapshot::new(root);
-        let loaded = gitcanary::manifest::load(&snap, "", None);
-        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        let x = render(root);
         assert!(x.errors.is_empty(), "{:?}", x.errors);
-        let d = x
-            .objects
-            .iter()
-            .find(|o| o.key.kind == "Deployment")
-            .unwrap()
-            .value();
+        let d = deployment(&x);
         assert_eq!(d["spec"]["replicas"], 5);
         assert_eq!(
             d["spec"]["template"]["metadata"]["annotations"]["from"],
@@ -452,8 +415,7 @@ mod releases {
             "valuesFrom comes after valueFileSecrets: {d}"
         );
         std::fs::write(root.join("release.yaml"), hr("  valuesFrom:\n    - chartFileRef:\n        path: overrides/nope.yaml\n    - externalSourceRef:\n        url: https://example.com/values.yaml\n")).unwrap();
-        let loaded = gitcanary::manifest::load(&snap, "", None);
-        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        let x = render(root);
         let all: Vec<String> = x.errors.iter().map(|e| e.to_string()).collect();
         assert!(
             all[0].contains("spec.valuesFrom[0].chartFileRef")
@@ -468,13 +430,8 @@ mod releases {
 
     #[test]
     fn post_renderers_patch_what_the_chart_renders() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = repo_with_chart();
         let root = dir.path();
-        for e in walk(&repo().join("charts/podinfo")) {
-            let rel = e.strip_prefix(repo()).unwrap();
-            std::fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
-            std::fs::copy(&e, root.join(rel)).unwrap();
-        }
         let release = |post: &str| {
             format!("apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: apps\nspec:\n  chart:\n    spec:\n      chart: ./charts/podinfo\n  postRenderers:\n    - kustomize:\n{post}")
         };
@@ -491,10 +448,7 @@ mod releases {
             "            patch:\n              - op: replace\n                path: /spec/type\n                value: NodePort\n",
             "        images:\n          - name: stefanprodan/podinfo\n            newName: ghcr.io/stefanprodan/podinfo\n            newTag: 6.1.0\n",
         ))).unwrap();
-        let snap = DirSnapshot::new(root);
-        let loaded = gitcanary::manifest::load(&snap, "", None);
-        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        let x = render(root);
         assert!(x.errors.is_empty(), "{:?}", x.errors);
         let find = |kind: &str| {
             x.objects
@@ -516,10 +470,38 @@ mod releases {
 
         // A patch that cannot apply names the field.
         std::fs::write(root.join("release.yaml"), release("        patchesJson6902:\n          - target:\n              kind: Service\n            patch:\n              - op: remove\n                path: /spec/nope\n")).unwrap();
-        let loaded = gitcanary::manifest::load(&snap, "", None);
-        let x = expand(&snap, &loaded.objects, "", &Capabilities::default());
+        let x = render(root);
         let e = x.errors[0].to_string();
         assert!(e.starts_with("release.yaml:1:1: spec.postRenderers: HelmRelease apps/web: Service web-podinfo: operation 0"), "{e}");
+    }
+
+    /// A temporary cluster repository holding a copy of the examples' podinfo chart.
+    fn repo_with_chart() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for e in walk(&repo().join("charts/podinfo")) {
+            let rel = e.strip_prefix(repo()).unwrap();
+            std::fs::create_dir_all(dir.path().join(rel).parent().unwrap()).unwrap();
+            std::fs::copy(&e, dir.path().join(rel)).unwrap();
+        }
+        dir
+    }
+
+    /// Loads the repository at `root` (which must load cleanly) and renders its
+    /// HelmReleases.
+    fn render(root: &Path) -> gitcanary::helm::release::Expansion {
+        let snap = DirSnapshot::new(root);
+        let loaded = gitcanary::manifest::load(&snap, "", None);
+        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
+        expand(&snap, &loaded.objects, "", &Capabilities::default())
+    }
+
+    /// The rendered Deployment.
+    fn deployment(x: &gitcanary::helm::release::Expansion) -> serde_json::Value {
+        x.objects
+            .iter()
+            .find(|o| o.key.kind == "Deployment")
+            .unwrap()
+            .value()
     }
 
     fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

@@ -5,7 +5,6 @@
 
 mod common;
 use common::*;
-use std::time::Duration;
 
 const IMAGES: &str = "    images:\n      example.com/podinfo: [\"gitcanary\", \"demo-app\", \"--port\", \"$(PORT)\"]\n";
 
@@ -322,31 +321,8 @@ fn helm_test_hooks_gate_a_canary_as_a_pre_rollout_check() {
     let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
     setup.with_local_images(IMAGES);
     let running = setup.spawn_run(&[]);
-    let canary = || -> serde_json::Value {
-        std::fs::read(
-            setup
-                .state()
-                .join("status/flagger.app/Canary/test/web.json"),
-        )
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
-    };
-    let wait_phase = |phase: &str| {
-        wait_for(Duration::from_secs(120), || {
-            let c = canary();
-            (c["phase"] == phase).then_some(c)
-        })
-        .unwrap_or_else(|| panic!("canary never reached {phase}: {}", canary()))
-    };
-    let events = |c: &serde_json::Value| -> Vec<String> {
-        c["events"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| e["message"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let wait_phase = |phase: &str| setup.wait_canary("web", phase, 120);
+    let events = canary_events;
     wait_phase("Initialized");
 
     // The tests pass against the new version: promoted.

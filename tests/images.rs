@@ -175,15 +175,15 @@ fn markers_on_a_deployment_and_a_kustomization_image() {
     let kustomization = format!(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - deploy.yaml\nimages:\n  - name: {image}\n    newTag: 1.0.0 # {{\"$imagepolicy\": \"flux-system:app:tag\"}}\n"
     );
-    let remote = Remote::new();
-    remote
-        .write(&[
+    let (remote, setup) = seeded(
+        &[
             ("flux-system/images.yaml", &flux),
             ("apps/deploy.yaml", &deploy),
             ("apps/kustomization.yaml", &kustomization),
-        ])
-        .push("seed");
-    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+        ],
+        "seed",
+        "",
+    );
     let out = setup.cmd(&["images", "scan", "--once"]);
     assert!(
         out.status.success(),
@@ -223,14 +223,14 @@ fn a_concurrent_pusher_is_fetched_and_the_change_recomputed() {
     for t in ["1.0.0", "1.1.0"] {
         reg.push_tag("team/web", t, "2024-01-01T00:00:00Z");
     }
-    let remote = Remote::new();
-    remote
-        .write(&[(
+    let (remote, setup) = seeded(
+        &[(
             "web.yaml",
             &deployment(&reg.addr, "web", "semver:~1", "1.0.0"),
-        )])
-        .push("initial");
-    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+        )],
+        "initial",
+        "",
+    );
     let cfg = gitcanary::config::Config::load(&setup.config).unwrap();
     let source = gitcanary::source::GitSource::new(&cfg.source, &cfg.base_dir, &cfg.state_dir());
     let head = source.fetch().unwrap().commit;
@@ -264,18 +264,18 @@ fn a_concurrent_pusher_is_fetched_and_the_change_recomputed() {
 fn bad_policies_are_named_and_nothing_is_committed() {
     let reg = Registry::start(None);
     reg.push_tag("team/a", "1.0.0", "2024-01-01T00:00:00Z");
-    let remote = Remote::new();
-    remote
-        .write(&[
+    let (remote, setup) = seeded(
+        &[
             ("a.yaml", &deployment(&reg.addr, "a", "latest:foo", "1.0.0")),
             ("b.yaml", &deployment(&reg.addr, "b", "regex:([", "1.0.0")),
             (
                 "c.yaml",
                 &deployment(&reg.addr, "c", "semver:~x.1", "1.0.0"),
             ),
-        ])
-        .push("seed");
-    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+        ],
+        "seed",
+        "",
+    );
     let out = setup.cmd(&["images", "scan", "--once"]);
     let text = format!(
         "{}{}",
@@ -345,14 +345,14 @@ fn image_repository_secret_ref_and_interval() {
         b64(&dockerconfig)
     );
     let deploy = format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: secure\n  namespace: test\nspec:\n  selector:\n    matchLabels: {{app: secure}}\n  template:\n    metadata:\n      labels: {{app: secure}}\n    spec:\n      containers:\n        - name: app\n          image: {image}:1.0.0 # {{\"$imagepolicy\": \"flux-system:secure\"}}\n");
-    let remote = Remote::new();
-    remote
-        .write(&[
+    let (remote, setup) = seeded(
+        &[
             ("flux-system/images.yaml", &files),
             ("apps/deploy.yaml", &deploy),
-        ])
-        .push("seed");
-    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+        ],
+        "seed",
+        "",
+    );
     let out = setup.cmd(&["images", "scan", "--once"]);
     let text = format!(
         "{}{}",

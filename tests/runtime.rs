@@ -518,11 +518,11 @@ spec:
 
 #[test]
 fn the_flagger_guides_podinfo_runs_unchanged() {
-    let remote = Remote::new();
-    remote
-        .write(&[("podinfo.yaml", GUIDE_PODINFO)])
-        .push("seed");
-    let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
+    let (_remote, setup) = seeded(
+        &[("podinfo.yaml", GUIDE_PODINFO)],
+        "seed",
+        "  interval: 1h\n",
+    );
     setup.with_local_images(
         "    images:\n      ghcr.io/stefanprodan/podinfo: [\"gitcanary\", \"demo-app\"]\n",
     );

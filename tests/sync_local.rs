@@ -847,36 +847,32 @@ fn tls_file_server(dir: &std::path::Path) -> (String, String, String, String, Ru
           openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out $who.pem -extfile $who.ext 2>/dev/null
         done");
     let port = free_port();
-    let child = std::process::Command::new("openssl")
-        .args(["s_server", "-quiet", "-WWW", "-accept"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args([
-            "-cert",
-            "server.pem",
-            "-key",
-            "server.key",
-            "-Verify",
-            "1",
-            "-CAfile",
-            "ca.pem",
-        ])
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("openssl is installed");
-    wait_for(std::time::Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-    })
-    .expect("s_server listens");
+    let server = start_server(
+        std::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-WWW", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args([
+                "-cert",
+                "server.pem",
+                "-key",
+                "server.key",
+                "-Verify",
+                "1",
+                "-CAfile",
+                "ca.pem",
+            ])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null()),
+        port,
+        "openssl is installed",
+    );
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
     (
         format!("https://127.0.0.1:{port}"),
         read("ca.pem"),
         read("client.pem"),
         read("client.key"),
-        Running { child },
+        server,
     )
 }
 

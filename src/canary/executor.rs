@@ -35,6 +35,9 @@ pub struct Engine {
     max_concurrent: Option<u32>,
     /// Canaries whose route was restored from their status since start.
     restored: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The Canaries present when no removed one was left to finalize: while they stay
+    /// the same, ticks skip the check.
+    settled: std::sync::Mutex<Option<Vec<ObjectKey>>>,
 }
 
 /// Where a canary's status lives.
@@ -104,6 +107,7 @@ impl Engine {
                 .build()
                 .map_err(std::io::Error::other)?,
             restored: Default::default(),
+            settled: Default::default(),
             max_concurrent,
         })
     }
@@ -161,34 +165,22 @@ impl Engine {
         template_hash: &str,
         threshold: u32,
     ) -> Result<(), String> {
-        let st: Value = std::fs::read(
-            self.state_dir
-                .join("status/apps/Deployment")
-                .join(ns)
-                .join(format!("{name}.json")),
-        )
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-        let desired = self
+        let replicas = self
             .store
             .get(&deployment(ns, name))
             .ok()
             .flatten()
-            .map(|d| {
-                let overrides =
-                    crate::target::local::runtime::supervisor::replica_overrides(&self.state_dir);
-                overrides
-                    .get(&format!("{ns}/{name}"))
-                    .copied()
-                    .unwrap_or(d["spec"]["replicas"].as_u64().unwrap_or(1) as u32)
-            });
-        let desired = desired.unwrap_or(1).max(1);
+            .map(|d| d["spec"]["replicas"].as_u64().unwrap_or(1) as u32);
+        let st = crate::target::local::runtime::supervisor::rollout_state(
+            &self.state_dir,
+            ns,
+            name,
+            replicas.unwrap_or(1),
+        );
+        let desired = replicas.map(|_| st.wanted).unwrap_or(1).max(1);
         let need = (desired * threshold).div_ceil(100).max(1);
-        let available = st["availableReplicas"].as_u64().unwrap_or(0) as u32;
-        let updated = st["updatedReplicas"].as_u64().unwrap_or(0) as u32;
-        if st["templateHash"] == template_hash && updated >= desired.min(need) && available >= need
-        {
+        let (available, updated) = (st.available, st.updated);
+        if st.template_hash == template_hash && updated >= desired.min(need) && available >= need {
             Ok(())
         } else {
             Err(format!(

@@ -64,13 +64,9 @@ pub fn test(
     }
 }
 
-/// Runs a `helm` subcommand.
-pub fn helm(cmd: HelmCmd) -> anyhow::Result<ExitCode> {
-    let release_file = match cmd {
-        HelmCmd::Template { release_file } => release_file,
-        HelmCmd::Test { .. } => unreachable!("dispatched with the config"),
-    };
-    let (top, rel) = repo_root(&release_file)?;
+/// `gitcanary helm template RELEASE_FILE`.
+pub fn template(release_file: &Path) -> anyhow::Result<ExitCode> {
+    let (top, rel) = repo_root(release_file)?;
     let file = manifest::load(&DirSnapshot::new(&top), &rel, None);
     if !file.errors.is_empty() {
         for e in &file.errors {

@@ -191,6 +191,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::demo(args),
         Command::Bench { which } => bench::bench(which),
         Command::Helm {
+            what: helm::HelmCmd::Template { release_file },
+        } => helm::template(&release_file),
+        Command::Helm {
             what:
                 helm::HelmCmd::Test {
                     release,
@@ -198,7 +201,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     timeout,
                 },
         } => helm::test(&load_config(&cli.config)?, release, namespace, timeout),
-        Command::Helm { what } => helm::helm(what),
         Command::Promote { what } => canary::manual(&load_config(&cli.config)?, &what, "promote"),
         Command::Abort { what } => canary::manual(&load_config(&cli.config)?, &what, "abort"),
         Command::Retry { what } => canary::manual(&load_config(&cli.config)?, &what, "retry"),

@@ -226,6 +226,18 @@ pub struct HookStep {
     pub record: ReleaseRecord,
 }
 
+impl HookStep {
+    /// Whether `spec.test.enable` runs the tests after this install or upgrade.
+    pub fn tests_after_apply(&self) -> bool {
+        self.record.test_enable && self.post != Event::PostDelete
+    }
+
+    /// Whether anything runs after the apply: `post-*` hooks or tests.
+    pub fn runs_after_apply(&self) -> bool {
+        !self.record.hooks_for(self.post).is_empty() || self.tests_after_apply()
+    }
+}
+
 /// Decides the hook steps of a sync from the records of the last applied revision
 /// (`prev`) and of the revision about to be applied (`next`): a new release installs,
 /// a changed digest upgrades (the revision goes up by one), a release gone deletes.

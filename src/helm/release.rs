@@ -14,7 +14,6 @@ use super::source::{describe, effective_source};
 use crate::manifest::load::parse_generated;
 use crate::manifest::snapshot::{join, Entry, Snapshot};
 use crate::manifest::{ManifestError, Object};
-use base64::Engine as _;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
@@ -151,9 +150,7 @@ fn values_from(entry: &Value, ns: &str, objects: &[Object]) -> Result<Option<Val
         .or(r["key"].as_str())
         .unwrap_or("values.yaml");
     let optional = r["optional"].as_bool().unwrap_or(false);
-    let found = objects.iter().find(|o| {
-        o.key.group.is_empty() && o.key.kind == kind && o.key.namespace == ns && o.key.name == name
-    });
+    let found = crate::manifest::object::find(objects, "", kind, ns, name);
     let Some(obj) = found else {
         return if optional {
             Ok(None)
@@ -162,17 +159,12 @@ fn values_from(entry: &Value, ns: &str, objects: &[Object]) -> Result<Option<Val
         };
     };
     let v = obj.value();
-    let text = match (kind, v["data"].get(key), v["stringData"].get(key)) {
-        ("Secret", Some(Value::String(b)), _) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .map_err(|_| format!("{kind} {ns}/{name}: key {key} is not valid base64"))?;
-            String::from_utf8(bytes)
-                .map_err(|_| format!("{kind} {ns}/{name}: key {key} is not UTF-8"))?
-        }
-        (_, Some(Value::String(s)), _) | (_, _, Some(Value::String(s))) => s.clone(),
-        _ if optional => return Ok(None),
-        _ => return Err(format!("{kind} {ns}/{name} has no key {key}")),
+    let text = match crate::manifest::object::data_value(&v, kind, key)
+        .map_err(|e| format!("{kind} {ns}/{name}: {e}"))?
+    {
+        Some(t) => t,
+        None if optional => return Ok(None),
+        None => return Err(format!("{kind} {ns}/{name} has no key {key}")),
     };
     if let Some(target) = r["targetPath"].as_str().filter(|s| !s.is_empty()) {
         let mut out = json!({});

@@ -324,26 +324,39 @@ pub fn fetch(
     let chart_auth = auth
         .as_ref()
         .filter(|_| access.pass_credentials || host_of(&pick.url) == host_of(repo_url));
-    let cached = (!pick.digest.is_empty()).then(|| cache_dir.join(format!("{}.tgz", pick.digest)));
-    let bytes = match cached.as_ref().and_then(|p| std::fs::read(p).ok()) {
-        Some(b) if crate::manifest::object::sha256_hex(&b) == pick.digest => b,
-        _ => {
+    let bytes = match cached_archive(cache_dir, &pick.digest) {
+        Some(b) => b,
+        None => {
             let b = http.get(&pick.url, MAX_ARCHIVE_BYTES, chart_auth)?;
             let got = crate::manifest::object::sha256_hex(&b);
             if !pick.digest.is_empty() && got != pick.digest {
                 return Err(format!("chart {chart} {}: digest mismatch: the index says sha256:{}, the download is sha256:{got}", pick.version, pick.digest));
             }
-            if let Some(p) = &cached {
-                std::fs::create_dir_all(cache_dir)
-                    .map_err(|e| format!("{}: {e}", cache_dir.display()))?;
-                crate::util::atomic::write(p, &b).map_err(|e| format!("{}: {e}", p.display()))?;
-            }
+            cache_archive(cache_dir, &pick.digest, &b)?;
             b
         }
     };
-    let files = unpack(&bytes)?;
-    let chart_obj = Chart::from_files(&format!("{chart}-{}.tgz", pick.version), files)?;
+    let chart_obj = Chart::from_files(&format!("{chart}-{}.tgz", pick.version), unpack(&bytes)?)?;
     Ok((pick, chart_obj))
+}
+
+/// A chart archive cached under its sha256 hex digest, if present and intact.
+fn cached_archive(cache_dir: &Path, digest: &str) -> Option<Vec<u8>> {
+    if digest.is_empty() {
+        return None;
+    }
+    std::fs::read(cache_dir.join(format!("{digest}.tgz")))
+        .ok()
+        .filter(|b| crate::manifest::object::sha256_hex(b) == digest)
+}
+
+/// Caches a verified chart archive under its digest (nothing without one).
+fn cache_archive(cache_dir: &Path, digest: &str, bytes: &[u8]) -> Result<(), String> {
+    if digest.is_empty() {
+        return Ok(());
+    }
+    let p = cache_dir.join(format!("{digest}.tgz"));
+    crate::util::atomic::write(&p, bytes).map_err(|e| format!("{}: {e}", p.display()))
 }
 
 /// Picks the highest tag of an OCI chart repository matching `range` (Helm stores
@@ -424,21 +437,19 @@ fn fetch_oci(
             ));
         }
         let hex = digest.trim_start_matches("sha256:").to_string();
-        let cached = cache_dir.join(format!("{hex}.tgz"));
-        let bytes = match std::fs::read(&cached) {
-            Ok(b) if crate::manifest::object::sha256_hex(&b) == hex => b,
-            _ => {
+        let bytes = match cached_archive(cache_dir, &hex) {
+            Some(b) => b,
+            None => {
+                // `blob` checks the digest.
                 let b = client
                     .blob(&image, &digest, MAX_ARCHIVE_BYTES)
                     .await
                     .map_err(|e| e.to_string())?;
-                crate::util::atomic::write(&cached, &b)
-                    .map_err(|e| format!("{}: {e}", cached.display()))?;
+                cache_archive(cache_dir, &hex, &b)?;
                 b
             }
         };
-        let files = unpack(&bytes)?;
-        let chart_obj = Chart::from_files(&format!("{chart}-{version}.tgz"), files)?;
+        let chart_obj = Chart::from_files(&format!("{chart}-{version}.tgz"), unpack(&bytes)?)?;
         Ok((
             Pick {
                 version,

@@ -3,8 +3,11 @@
 //! registry, with HelmRepository/GitRepository/OCIRepository objects of the revision
 //! resolved to URLs, refs and credentials (from Secrets in the repository).
 
+use crate::manifest::object::find;
 use crate::manifest::Object;
-use base64::Engine as _;
+
+/// Flux's source API group (GitRepository, HelmRepository, OCIRepository).
+const SOURCE_GROUP: &str = "source.toolkit.fluxcd.io";
 use serde_json::Value;
 
 /// Where a release's chart comes from.
@@ -158,9 +161,7 @@ pub(crate) fn effective_source(
     let src = chart_source(hr, source_url)?;
     if let ChartSource::OciRef(ns, name) = &src {
         let ns = ns.clone().unwrap_or_else(|| hr_ns.to_string());
-        let repo = objects
-            .iter()
-            .find(|o| o.key.kind == "OCIRepository" && o.key.namespace == ns && &o.key.name == name)
+        let repo = find(objects, SOURCE_GROUP, "OCIRepository", &ns, name)
             .map(|o| o.value())
             .ok_or_else(|| {
                 format!("spec.chartRef: OCIRepository {ns}/{name} not found in the repository")
@@ -187,12 +188,12 @@ pub(crate) fn effective_source(
             .or(r["tag"].as_str())
             .unwrap_or("latest")
             .to_string();
-        let access = repo_access(&repo, &ns, name, objects).map_err(|e| {
-            e.replace(
-                "spec.chart.spec.sourceRef: HelmRepository",
-                "spec.chartRef: OCIRepository",
-            )
-        })?;
+        let access = repo_access(
+            &repo,
+            &format!("spec.chartRef: OCIRepository {ns}/{name}"),
+            &ns,
+            objects,
+        )?;
         return Ok(ChartSource::HelmRepo {
             url: Some(parent.to_string()),
             object: None,
@@ -210,10 +211,7 @@ pub(crate) fn effective_source(
     } = src
     {
         let ns = ns.unwrap_or_else(|| hr_ns.to_string());
-        let found = objects
-            .iter()
-            .find(|o| o.key.kind == "HelmRepository" && o.key.namespace == ns && o.key.name == name)
-            .map(|o| o.value());
+        let found = find(objects, SOURCE_GROUP, "HelmRepository", &ns, &name).map(|o| o.value());
         let Some(url) = found
             .as_ref()
             .and_then(|o| o["spec"]["url"].as_str().map(String::from))
@@ -223,7 +221,12 @@ pub(crate) fn effective_source(
             ));
         };
         let repo = found.unwrap_or_default();
-        let access = repo_access(&repo, &ns, &name, objects)?;
+        let access = repo_access(
+            &repo,
+            &format!("spec.chart.spec.sourceRef: HelmRepository {ns}/{name}"),
+            &ns,
+            objects,
+        )?;
         return Ok(ChartSource::HelmRepo {
             url: Some(url),
             object: None,
@@ -241,10 +244,7 @@ pub(crate) fn effective_source(
     }
     let name = r["name"].as_str().unwrap_or_default();
     let ns = r["namespace"].as_str().unwrap_or(hr_ns);
-    let repo = objects
-        .iter()
-        .find(|o| o.key.kind == "GitRepository" && o.key.namespace == ns && o.key.name == name)
-        .map(|o| o.value());
+    let repo = find(objects, SOURCE_GROUP, "GitRepository", ns, name).map(|o| o.value());
     let Some(repo) = repo else { return Ok(src) };
     let url = repo["spec"]["url"].as_str().unwrap_or_default();
     if url.is_empty() || same_repo(url, source_url) {
@@ -285,14 +285,15 @@ pub fn git_repository_ref(r: &Value) -> crate::source::git::GitRef {
 /// `secretRef` (a Secret in the repository with `username` and `password`, or a
 /// `.dockerconfigjson` for OCI, or the older `caFile`/`certFile`/`keyFile`) and
 /// `certSecretRef` (`ca.crt`, `tls.crt`, `tls.key`).
+/// `prefix` names the field and the repository object in errors; `ns` is the object's
+/// namespace, where its Secrets are.
 fn repo_access(
     repo: &Value,
+    prefix: &str,
     ns: &str,
-    name: &str,
     objects: &[Object],
 ) -> Result<super::repo::Access, String> {
     let mut access = super::repo::Access::default();
-    let prefix = format!("spec.chart.spec.sourceRef: HelmRepository {ns}/{name}");
     if let Some(i) = repo["spec"]["interval"].as_str() {
         access.index_ttl = Some(
             crate::util::duration::parse(i).map_err(|e| format!("{prefix}: spec.interval: {e}"))?,
@@ -373,30 +374,11 @@ fn secret_reader<'a>(
     secret: &'a str,
     field: &'a str,
 ) -> Result<impl Fn(&str) -> Result<Option<String>, String> + 'a, String> {
-    let obj = objects
-        .iter()
-        .find(|o| {
-            o.key.group.is_empty()
-                && o.key.kind == "Secret"
-                && o.key.namespace == ns
-                && o.key.name == secret
-        })
+    let obj = find(objects, "", "Secret", ns, secret)
         .ok_or_else(|| format!("{field}: Secret {ns}/{secret} not found in the repository"))?
         .value();
-    Ok(move |key: &str| -> Result<Option<String>, String> {
-        if let Some(s) = obj["stringData"][key].as_str() {
-            return Ok(Some(s.to_string()));
-        }
-        match obj["data"][key].as_str() {
-            None => Ok(None),
-            Some(b) => base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .map(Some)
-                .ok_or_else(|| {
-                    format!("{field}: Secret {ns}/{secret}: key {key} is not valid base64 UTF-8")
-                }),
-        }
+    Ok(move |key: &str| {
+        crate::manifest::object::data_value(&obj, "Secret", key)
+            .map_err(|e| format!("{field}: Secret {ns}/{secret}: {e}"))
     })
 }

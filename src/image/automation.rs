@@ -603,29 +603,17 @@ impl Automation {
         let v2 = parse_v2(objects, branch, &mut errors);
         for ((ns, repo), (_, secret)) in &v2.repo_extras {
             let Some(secret) = secret else { continue };
-            let found = objects.iter().find(|o| {
-                o.key.group.is_empty()
-                    && o.key.kind == "Secret"
-                    && o.key.namespace == *ns
-                    && o.key.name == *secret
-            });
+            let found = crate::manifest::object::find(objects, "", "Secret", ns, secret);
             let Some(obj) = found else {
                 errors.push(ManifestError { file: String::new(), pos: None, field: None, message: format!("ImageRepository {ns}/{repo}: spec.secretRef: Secret {ns}/{secret} not found in the repository") });
                 continue;
             };
             let v = obj.value();
-            let json = v["data"][".dockerconfigjson"]
-                .as_str()
-                .and_then(|b| {
-                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).ok()
-                })
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .or_else(|| {
-                    v["stringData"][".dockerconfigjson"]
-                        .as_str()
-                        .map(str::to_string)
-                });
-            match json.map(|j| registry::Credentials::from_docker_config(&j)) {
+            let json = crate::manifest::object::data_value(&v, "Secret", ".dockerconfigjson");
+            match json
+                .transpose()
+                .map(|j| j.and_then(|j| registry::Credentials::from_docker_config(&j)))
+            {
                 Some(Ok(c)) => self.client.add_credentials(&c),
                 Some(Err(e)) => errors.push(ManifestError {
                     file: obj.origin.file.clone(),

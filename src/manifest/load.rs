@@ -80,6 +80,8 @@ struct Context {
     images: Vec<kustomize::ImageOverride>,
     /// Patches of the enclosing kustomizations, innermost first.
     patches: Vec<Arc<CtxPatch>>,
+    /// [`Context::fingerprint`], computed once for all the files of a context.
+    fingerprint: std::cell::OnceCell<String>,
 }
 
 /// A kustomization's patch with where it was written, for errors.
@@ -92,8 +94,9 @@ struct CtxPatch {
 }
 
 impl Context {
-    fn fingerprint(&self) -> String {
-        format!("{:?}|{:?}|{:?}", self.namespace, self.images, self.patches)
+    fn fingerprint(&self) -> &str {
+        self.fingerprint
+            .get_or_init(|| format!("{:?}|{:?}|{:?}", self.namespace, self.images, self.patches))
     }
 }
 
@@ -346,6 +349,7 @@ impl Walker<'_> {
                 .into_iter()
                 .chain(outer.patches.iter().cloned())
                 .collect(),
+            fingerprint: Default::default(),
         };
         for (res, pos) in &spec.resources {
             if res.contains("://") || res.starts_with("github.com/") || res.starts_with("git@") {

@@ -170,6 +170,75 @@ pub fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
     serde_json::to_vec(value).expect("JSON values serialize")
 }
 
+/// The object of `kind` (in API group `group`) named `namespace/name` among `objects`.
+pub fn find<'a>(
+    objects: &'a [Object],
+    group: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> Option<&'a Object> {
+    objects.iter().find(|o| {
+        o.key.group == group
+            && o.key.kind == kind
+            && o.key.namespace == namespace
+            && o.key.name == name
+    })
+}
+
+/// The text of `key` in a ConfigMap's `data`, or a Secret's `stringData` or base64
+/// `data` (`stringData` wins, as Kubernetes merges it over `data`). `Ok(None)` when the
+/// key is absent; an error when a Secret value is not base64 of UTF-8 text.
+pub fn data_value(
+    obj: &serde_json::Value,
+    kind: &str,
+    key: &str,
+) -> Result<Option<String>, String> {
+    if kind == "Secret" {
+        if let Some(s) = obj["stringData"][key].as_str() {
+            return Ok(Some(s.to_string()));
+        }
+        return match obj["data"][key].as_str() {
+            None => Ok(None),
+            Some(b) => decode_base64(b)
+                .and_then(|v| String::from_utf8(v).ok())
+                .map(Some)
+                .ok_or_else(|| format!("key {key} is not valid base64 of UTF-8 text")),
+        };
+    }
+    Ok(obj["data"][key].as_str().map(str::to_string))
+}
+
+/// Every key of a ConfigMap or Secret (`stringData` winning); Secret values that are
+/// not base64 are left out, and non-UTF-8 bytes are replaced.
+pub fn data_map(obj: &serde_json::Value, kind: &str) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for (k, v) in obj["data"].as_object().into_iter().flatten() {
+        let text = match (kind, v.as_str()) {
+            ("Secret", Some(b)) => {
+                decode_base64(b).map(|v| String::from_utf8_lossy(&v).into_owned())
+            }
+            (_, s) => Some(s.unwrap_or_default().to_string()),
+        };
+        if let Some(t) = text {
+            out.insert(k.clone(), t);
+        }
+    }
+    if kind == "Secret" {
+        for (k, v) in obj["stringData"].as_object().into_iter().flatten() {
+            out.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+        }
+    }
+    out
+}
+
+fn decode_base64(b: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(b.trim())
+        .ok()
+}
+
 /// A JSON object of strings as a map (labels, selectors); non-strings read as empty.
 pub fn string_map(v: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
     v.as_object()

@@ -7,19 +7,19 @@
 use serde_json::{Map, Value};
 
 /// Which objects a patch applies to (kustomize's `target`). `name`, `namespace` and
-/// `kind` are anchored regular expressions, as in kustomize.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// `kind` are anchored regular expressions, as in kustomize, compiled once.
+#[derive(Clone, Debug, Default)]
 pub struct Selector {
     /// API group (`apps`, empty for core).
     pub group: Option<String>,
     /// API version (`v1`).
     pub version: Option<String>,
     /// Kind.
-    pub kind: Option<String>,
+    pub kind: Option<regex::Regex>,
     /// Name.
-    pub name: Option<String>,
+    pub name: Option<regex::Regex>,
     /// Namespace.
-    pub namespace: Option<String>,
+    pub namespace: Option<regex::Regex>,
     /// `k=v,k2!=v2,k3` label selector.
     pub label_selector: Option<String>,
     /// `k=v` annotation selector.
@@ -27,7 +27,7 @@ pub struct Selector {
 }
 
 /// A patch ready to apply.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum Patch {
     /// RFC 6902 operations, for the objects `Selector` picks.
     Json6902(Selector, Vec<Value>),
@@ -40,37 +40,31 @@ impl Selector {
     /// Reads a kustomize `target` mapping.
     pub fn from_value(v: &Value) -> Result<Selector, String> {
         let get = |k: &str| v[k].as_str().map(str::to_string);
-        let s = Selector {
+        let re = |field: &str| -> Result<Option<regex::Regex>, String> {
+            v[field]
+                .as_str()
+                .map(|r| {
+                    regex::Regex::new(&format!("^(?:{r})$"))
+                        .map_err(|e| format!("target.{field}: invalid regular expression: {e}"))
+                })
+                .transpose()
+        };
+        Ok(Selector {
             group: get("group"),
             version: get("version"),
-            kind: get("kind"),
-            name: get("name"),
-            namespace: get("namespace"),
+            kind: re("kind")?,
+            name: re("name")?,
+            namespace: re("namespace")?,
             label_selector: get("labelSelector"),
             annotation_selector: get("annotationSelector"),
-        };
-        for (field, re) in [
-            ("name", &s.name),
-            ("namespace", &s.namespace),
-            ("kind", &s.kind),
-        ] {
-            if let Some(r) = re {
-                regex::Regex::new(&format!("^(?:{r})$"))
-                    .map_err(|e| format!("target.{field}: invalid regular expression: {e}"))?;
-            }
-        }
-        Ok(s)
+        })
     }
 
     /// Whether `obj` is picked.
     pub fn matches(&self, obj: &Value) -> bool {
         let api = obj["apiVersion"].as_str().unwrap_or_default();
         let (group, version) = api.rsplit_once('/').unwrap_or(("", api));
-        let re = |pat: &Option<String>, s: &str| {
-            pat.as_ref().is_none_or(|p| {
-                regex::Regex::new(&format!("^(?:{p})$")).is_ok_and(|r| r.is_match(s))
-            })
-        };
+        let re = |pat: &Option<regex::Regex>, s: &str| pat.as_ref().is_none_or(|r| r.is_match(s));
         self.group.as_ref().is_none_or(|g| g == group)
             && self.version.as_ref().is_none_or(|v| v == version)
             && re(&self.kind, obj["kind"].as_str().unwrap_or_default())

@@ -16,6 +16,12 @@ fn records_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("helm").join("releases")
 }
 
+fn record_path(state_dir: &Path, r: &ReleaseRecord) -> PathBuf {
+    records_dir(state_dir)
+        .join(&r.namespace)
+        .join(format!("{}.json", r.name))
+}
+
 /// The records of the last applied revision.
 pub fn read_records(state_dir: &Path) -> Vec<ReleaseRecord> {
     let mut out = Vec::new();
@@ -40,38 +46,120 @@ pub fn read_records(state_dir: &Path) -> Vec<ReleaseRecord> {
     out
 }
 
-/// One release's record.
-pub fn read_record(state_dir: &Path, ns: &str, name: &str) -> Option<ReleaseRecord> {
-    let b = std::fs::read(records_dir(state_dir).join(ns).join(format!("{name}.json"))).ok()?;
-    serde_json::from_slice(&b).ok()
-}
-
-/// Replaces the records with `records`: changed ones are written atomically, gone ones
-/// removed.
-pub fn write_records(state_dir: &Path, records: &[ReleaseRecord]) -> std::io::Result<()> {
-    let old = read_records(state_dir);
+/// Replaces the records `old` (as read before the sync) with `records`: changed ones
+/// are written atomically, gone ones removed.
+pub fn write_records(
+    state_dir: &Path,
+    old: &[ReleaseRecord],
+    records: &[ReleaseRecord],
+) -> std::io::Result<()> {
     for r in records {
         if old.iter().any(|o| o == r) {
             continue;
         }
         let bytes = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
-        crate::util::atomic::write(
-            &records_dir(state_dir)
-                .join(&r.namespace)
-                .join(format!("{}.json", r.name)),
-            &bytes,
-        )?;
+        crate::util::atomic::write(&record_path(state_dir, r), &bytes)?;
     }
     for o in old {
         if records.iter().all(|r| r.key() != o.key()) {
-            let _ = std::fs::remove_file(
-                records_dir(state_dir)
-                    .join(&o.namespace)
-                    .join(format!("{}.json", o.name)),
-            );
+            let _ = std::fs::remove_file(record_path(state_dir, o));
         }
     }
     Ok(())
+}
+
+/// Runs the hook steps of a sync on the local target.
+pub struct HookRunner<'a> {
+    /// The target's store (ConfigMaps and Secrets, Deployments).
+    pub store: &'a LocalStore,
+    /// The state folder.
+    pub state_dir: &'a Path,
+    /// `target.local.images`.
+    pub images: &'a std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl HookRunner<'_> {
+    fn run(&self, record: &ReleaseRecord, event: Event) -> Result<Vec<String>, String> {
+        let timeout = Duration::from_secs(record.timeout_secs);
+        run_event(
+            self.store,
+            self.state_dir,
+            self.images,
+            record,
+            event,
+            timeout,
+        )
+    }
+
+    /// The `pre-*` hooks of every step, in order; the first failure stops the sync.
+    pub fn before_apply(&self, steps: &[HookStep]) -> Result<(), String> {
+        for step in steps {
+            self.run(&step.record, step.pre)?;
+        }
+        Ok(())
+    }
+
+    /// After the apply: per step, wait for the release's Deployments when `wait` (not
+    /// for a delete), run its `post-*` hooks, then its tests with `spec.test.enable`.
+    /// A failure is logged and kept in the step's record in `records`.
+    pub fn after_apply(
+        &self,
+        steps: &[HookStep],
+        desired: &[crate::manifest::Object],
+        wait: bool,
+        records: &mut [ReleaseRecord],
+    ) {
+        for step in steps.iter().filter(|s| s.runs_after_apply()) {
+            if let Err(e) = self.after_step(step, desired, wait) {
+                tracing::warn!(release = %step.release, "{e}");
+                if let Some(r) = records.iter_mut().find(|r| r.key() == step.release) {
+                    r.last_hook_error = Some(e);
+                }
+            }
+        }
+    }
+
+    fn after_step(
+        &self,
+        step: &HookStep,
+        desired: &[crate::manifest::Object],
+        wait: bool,
+    ) -> Result<(), String> {
+        if wait && step.post != Event::PostDelete {
+            let timeout = Duration::from_secs(step.record.timeout_secs);
+            wait_ready(
+                self.store,
+                self.state_dir,
+                &release_deployments(step, desired),
+                timeout,
+            )
+            .map_err(|e| {
+                format!(
+                    "release {}: {e}; {} hooks not run",
+                    step.release,
+                    step.post.name()
+                )
+            })?;
+        }
+        self.run(&step.record, step.post)?;
+        if !step.tests_after_apply() {
+            return Ok(());
+        }
+        match self
+            .run(&step.record, Event::Test)
+            .and_then(|_| self.run(&step.record, Event::TestFailure))
+        {
+            Err(e) if step.record.test_ignore_failures => {
+                tracing::warn!(release = %step.release, "{e} (ignored: spec.test.ignoreFailures)");
+                Ok(())
+            }
+            Err(e) => Err(e),
+            Ok(_) => {
+                tracing::info!(release = %step.release, "Helm tests passed");
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Runs the hooks of `event` for one release; `Err` carries Helm-like wording.
@@ -87,12 +175,7 @@ pub fn run_event(
     if hooks.is_empty() {
         return Ok(Vec::new());
     }
-    let lookup = |kind: &str, ns: &str, name: &str| {
-        store
-            .get(&crate::manifest::ObjectKey::new("v1", kind, ns, name))
-            .ok()
-            .flatten()
-    };
+    let lookup = |kind: &str, ns: &str, name: &str| store.get_core(kind, ns, name);
     let ctx = JobContext {
         state_dir,
         images,
@@ -135,14 +218,13 @@ pub fn run_event(
 
 /// Waits until the release's Deployments (`deployments`, as `ns/name`) run their
 /// current template with the replicas they want, or `timeout` passes.
-pub fn wait_ready(
+fn wait_ready(
     store: &LocalStore,
     state_dir: &Path,
     deployments: &[(String, String)],
     timeout: Duration,
 ) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
-    let overrides = crate::target::local::runtime::supervisor::replica_overrides(state_dir);
     loop {
         let mut waiting = None;
         for (ns, name) in deployments {
@@ -150,24 +232,17 @@ pub fn wait_ready(
             let Some(d) = store.get(&key).ok().flatten() else {
                 continue;
             };
-            let want = overrides
-                .get(&format!("{ns}/{name}"))
-                .copied()
-                .unwrap_or(d["spec"]["replicas"].as_u64().unwrap_or(1) as u32);
-            let st: serde_json::Value = std::fs::read(
-                state_dir
-                    .join("status/apps/Deployment")
-                    .join(ns)
-                    .join(format!("{name}.json")),
-            )
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+            let st = crate::target::local::runtime::supervisor::rollout_state(
+                state_dir,
+                ns,
+                name,
+                d["spec"]["replicas"].as_u64().unwrap_or(1) as u32,
+            );
             let hash = crate::target::local::runtime::spec::template_hash(&d["spec"]["template"]);
-            let available = st["availableReplicas"].as_u64().unwrap_or(0) as u32;
-            if want > 0 && (st["templateHash"] != hash.as_str() || available < want) {
+            if st.wanted > 0 && (st.template_hash != hash || st.available < st.wanted) {
                 waiting = Some(format!(
-                    "Deployment {ns}/{name}: {available} of {want} replicas available"
+                    "Deployment {ns}/{name}: {} of {} replicas available",
+                    st.available, st.wanted
                 ));
                 break;
             }
@@ -183,7 +258,7 @@ pub fn wait_ready(
 }
 
 /// The Deployments among a release's rendered objects.
-pub fn release_deployments(
+fn release_deployments(
     step: &HookStep,
     desired: &[crate::manifest::Object],
 ) -> Vec<(String, String)> {

@@ -4,7 +4,7 @@
 //! exponential backoff and syncs at once on a local commit or a push webhook.
 
 use crate::config::Config;
-use crate::helm::hooks::{plan_hooks, Event, ReleaseRecord};
+use crate::helm::hooks::{plan_hooks, HookStep, ReleaseRecord};
 use crate::image::automation::Automation;
 use crate::manifest::{self, ManifestError, Object};
 use crate::metrics;
@@ -178,9 +178,11 @@ impl Reconciler {
     }
 
     #[allow(clippy::type_complexity)]
+    /// Loads a revision; HelmReleases render as the releases in `prev` last did.
     fn load(
         &mut self,
         commit: &str,
+        prev: &[ReleaseRecord],
     ) -> Result<(Vec<Object>, (usize, usize), Vec<ReleaseRecord>), Error> {
         let snap = self.source.snapshot(commit)?;
         let mut loaded = manifest::load(&snap, &self.cfg.source.path, Some(&mut self.cache));
@@ -197,7 +199,7 @@ impl Reconciler {
                 &mut loaded,
                 &self.cfg.source.url,
                 Some(&fetch),
-                &hooks::read_records(&self.state_dir()),
+                prev,
             );
             for (release, why) in x.skipped {
                 tracing::warn!(release = %release, "not rendered: {why}; the HelmRelease object is stored as is");
@@ -216,8 +218,8 @@ impl Reconciler {
     /// Fetches and plans without applying (for `gitcanary diff`).
     pub fn preview(&mut self) -> Result<Preview, Error> {
         let fetched = self.source.fetch()?;
-        let (mut desired, _, mut releases) = self.load(&fetched.commit)?;
         let prev = hooks::read_records(&self.state_dir());
+        let (mut desired, _, mut releases) = self.load(&fetched.commit, &prev)?;
         hooks::hold_suspended(&self.store, &mut desired, &mut releases, &prev)?;
         let plan = plan(&desired, &self.store.inventory()?);
         Ok(Preview {
@@ -303,15 +305,15 @@ impl Reconciler {
         self.status.fetched_revision =
             Some(revision_string(&self.cfg.source.branch, &fetched.commit));
         self.status.fetched_at = Some(unix_now());
-        let (mut desired, mut files, mut releases) = self.load(&fetched.commit)?;
+        let state_dir = self.state_dir();
+        let prev = hooks::read_records(&state_dir);
+        let (mut desired, mut files, mut releases) = self.load(&fetched.commit, &prev)?;
         let mut head = fetched.commit;
         if let Some(pushed) = self.automate(&head, &desired) {
             // Apply what automation just pushed, without waiting for the next poll.
             head = pushed;
-            (desired, files, releases) = self.load(&head)?;
+            (desired, files, releases) = self.load(&head, &prev)?;
         }
-        let state_dir = self.state_dir();
-        let prev = hooks::read_records(&state_dir);
         hooks::hold_suspended(&self.store, &mut desired, &mut releases, &prev)?;
         let (steps, mut records) = plan_hooks(&prev, &releases);
         let images = self
@@ -321,91 +323,26 @@ impl Reconciler {
             .as_ref()
             .map(|l| l.images.clone())
             .unwrap_or_default();
-        for step in &steps {
-            let timeout = Duration::from_secs(step.record.timeout_secs);
-            hooks::run_event(
-                &self.store,
-                &state_dir,
-                &images,
-                &step.record,
-                step.pre,
-                timeout,
-            )
-            .map_err(|e| Error::Hook {
-                revision: revision_string(&self.cfg.source.branch, &head),
-                message: e,
-            })?;
-        }
+        let runner = hooks::HookRunner {
+            store: &self.store,
+            state_dir: &state_dir,
+            images: &images,
+        };
+        runner.before_apply(&steps).map_err(|e| Error::Hook {
+            revision: revision_string(&self.cfg.source.branch, &head),
+            message: e,
+        })?;
         let inventory = self.store.inventory()?;
         let plan = plan(&desired, &inventory);
         let applied = self.store.apply(&plan, &desired, &inventory, &head)?;
         drop(inventory);
-        let runs_after = |s: &crate::helm::hooks::HookStep| {
-            !s.record.hooks_for(s.post).is_empty()
-                || (s.record.test_enable && s.post != Event::PostDelete)
-        };
-        if steps.iter().any(runs_after) {
+        if steps.iter().any(HookStep::runs_after_apply) {
             if let Some(after) = &self.after_apply {
                 after();
             }
         }
-        for step in &steps {
-            if !runs_after(step) {
-                continue;
-            }
-            let timeout = Duration::from_secs(step.record.timeout_secs);
-            let ready = if self.wait_ready && step.post != Event::PostDelete {
-                hooks::wait_ready(
-                    &self.store,
-                    &state_dir,
-                    &hooks::release_deployments(step, &desired),
-                    timeout,
-                )
-                .map_err(|e| {
-                    format!(
-                        "release {}: {e}; {} hooks not run",
-                        step.release,
-                        step.post.name()
-                    )
-                })
-            } else {
-                Ok(())
-            };
-            let run = |event: Event| {
-                hooks::run_event(
-                    &self.store,
-                    &state_dir,
-                    &images,
-                    &step.record,
-                    event,
-                    timeout,
-                )
-            };
-            let result = ready.and_then(|()| run(step.post)).and_then(|_| {
-                // Flux v2 `spec.test.enable`: `helm test` after install and upgrade.
-                if !step.record.test_enable || step.post == Event::PostDelete {
-                    return Ok(());
-                }
-                match run(Event::Test).and_then(|_| run(Event::TestFailure)) {
-                    Err(e) if step.record.test_ignore_failures => {
-                        warn!(release = %step.release, "{e} (ignored: spec.test.ignoreFailures)");
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                    Ok(_) => {
-                        info!(release = %step.release, "Helm tests passed");
-                        Ok(())
-                    }
-                }
-            });
-            if let Err(e) = result {
-                warn!(release = %step.release, "{e}");
-                if let Some(r) = records.iter_mut().find(|r| r.key() == step.release) {
-                    r.last_hook_error = Some(e);
-                }
-            }
-        }
-        hooks::write_records(&state_dir, &records).map_err(Error::Status)?;
+        runner.after_apply(&steps, &desired, self.wait_ready, &mut records);
+        hooks::write_records(&state_dir, &prev, &records).map_err(Error::Status)?;
         self.status.applied_revision = Some(revision_string(&self.cfg.source.branch, &head));
         self.status.applied_at = Some(unix_now());
         self.status.objects = desired.len();

@@ -156,6 +156,28 @@ impl Setup {
         (out.status.success(), text)
     }
 
+    /// The status of Canary `test/<name>` (null before its first step).
+    #[allow(dead_code)]
+    pub fn canary(&self, name: &str) -> serde_json::Value {
+        std::fs::read(
+            self.state()
+                .join(format!("status/flagger.app/Canary/test/{name}.json")),
+        )
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+    }
+
+    /// Waits up to `secs` for Canary `test/<name>` to reach `phase`; its status.
+    #[allow(dead_code)]
+    pub fn wait_canary(&self, name: &str, phase: &str, secs: u64) -> serde_json::Value {
+        wait_for(Duration::from_secs(secs), || {
+            let c = self.canary(name);
+            (c["phase"] == phase).then_some(c)
+        })
+        .unwrap_or_else(|| panic!("canary never reached {phase}: {}", self.canary(name)))
+    }
+
     /// Runs `sync --once`, which must fail; returns its output.
     #[allow(dead_code)]
     pub fn sync_fails(&self) -> String {
@@ -272,10 +294,22 @@ fn wait_listening(port: u16) {
     .unwrap_or_else(|| panic!("nothing listens on {port}"));
 }
 
+/// Starts a server quietly and waits until it listens on `port`; stopped on drop.
+pub fn start_server(cmd: &mut Command, port: u16, what: &str) -> Running {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let running = Running { child };
+    wait_listening(port);
+    running
+}
+
 /// `git daemon` serving `base` on a loopback port, with receive-pack enabled.
 pub struct GitDaemon {
     pub port: u16,
-    child: Child,
+    _child: Running,
 }
 
 impl GitDaemon {
@@ -284,22 +318,24 @@ impl GitDaemon {
         let exec_path = Command::new("git").arg("--exec-path").output().unwrap();
         let daemon =
             PathBuf::from(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
-        let child = Command::new(daemon)
-            .args([
-                "--reuseaddr",
-                "--export-all",
-                "--enable=receive-pack",
-                "--listen=127.0.0.1",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base.display()))
-            .arg(base)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("git daemon starts");
-        wait_listening(port);
-        GitDaemon { port, child }
+        let child = start_server(
+            Command::new(daemon)
+                .args([
+                    "--reuseaddr",
+                    "--export-all",
+                    "--enable=receive-pack",
+                    "--listen=127.0.0.1",
+                ])
+                .arg(format!("--port={port}"))
+                .arg(format!("--base-path={}", base.display()))
+                .arg(base),
+            port,
+            "git daemon starts",
+        );
+        GitDaemon {
+            port,
+            _child: child,
+        }
     }
 
     pub fn url(&self, repo: &str) -> String {
@@ -307,18 +343,12 @@ impl GitDaemon {
     }
 }
 
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A real `sshd` on a loopback port with a generated host key, accepting `client_keys`.
 pub struct Sshd {
+    // Stopped before its folder goes (fields drop in order).
+    _child: Running,
     pub port: u16,
     pub dir: tempfile::TempDir,
-    child: Child,
 }
 
 pub fn keygen(path: &Path, ty: &str) {
@@ -355,15 +385,18 @@ impl Sshd {
             d = dir.path().display()
         );
         std::fs::write(dir.path().join("sshd_config"), config).unwrap();
-        let child = Command::new(sshd)
-            .args(["-D", "-e", "-f"])
-            .arg(dir.path().join("sshd_config"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("sshd starts");
-        wait_listening(port);
-        Sshd { port, dir, child }
+        let child = start_server(
+            Command::new(sshd)
+                .args(["-D", "-e", "-f"])
+                .arg(dir.path().join("sshd_config")),
+            port,
+            "sshd starts",
+        );
+        Sshd {
+            port,
+            dir,
+            _child: child,
+        }
     }
 
     /// A known_hosts line for this server's real host key.
@@ -382,13 +415,6 @@ impl Sshd {
 pub fn whoami() -> String {
     let out = Command::new("id").arg("-un").output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 pub const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: test\n";
@@ -464,10 +490,11 @@ pub fn http_request(
 
 /// Debian's `docker-registry` (the CNCF distribution registry) on a loopback port.
 pub struct Registry {
+    // Stopped before its folder goes (fields drop in order).
+    _child: Running,
     pub addr: String,
     pub dir: tempfile::TempDir,
     auth: Option<String>,
-    child: Child,
 }
 
 impl Registry {
@@ -501,19 +528,18 @@ impl Registry {
             ));
         }
         std::fs::write(dir.path().join("config.yml"), config).unwrap();
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(dir.path().join("config.yml"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker-registry is installed (tests/run.sh installs it)");
-        wait_listening(port);
+        let child = start_server(
+            Command::new("docker-registry")
+                .arg("serve")
+                .arg(dir.path().join("config.yml")),
+            port,
+            "docker-registry is installed (tests/run.sh installs it)",
+        );
         Registry {
             addr: format!("127.0.0.1:{port}"),
             dir,
             auth,
-            child,
+            _child: child,
         }
     }
 
@@ -621,13 +647,6 @@ impl Registry {
             "manifest PUT: {}",
             String::from_utf8_lossy(&body)
         );
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -761,6 +780,27 @@ impl GitHttp {
         });
         GitHttp { url_base, requests }
     }
+}
+
+/// A remote with `files` committed as `message`, and a config following it
+/// (`source_extra` as in [`Setup::new`]).
+#[allow(dead_code)]
+pub fn seeded(files: &[(&str, &str)], message: &str, source_extra: &str) -> (Remote, Setup) {
+    let remote = Remote::new();
+    remote.write(files).push(message);
+    let setup = Setup::new(&remote.bare.display().to_string(), source_extra, "");
+    (remote, setup)
+}
+
+/// The event messages of a Canary status.
+#[allow(dead_code)]
+pub fn canary_events(c: &serde_json::Value) -> Vec<String> {
+    c["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Runs a shell script in `dir`; it must succeed.

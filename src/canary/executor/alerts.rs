@@ -71,18 +71,8 @@ impl Engine {
                     .get(&ObjectKey::new("v1", "Secret", ns, secret))
                     .map_err(|e| e.to_string())?
                     .ok_or_else(|| format!("spec.secretRef: Secret {ns}/{secret} not found"))?;
-                let value = obj["stringData"]["address"]
-                    .as_str()
-                    .map(str::to_string)
-                    .or_else(|| {
-                        obj["data"]["address"].as_str().and_then(|b| {
-                            use base64::Engine as _;
-                            base64::engine::general_purpose::STANDARD
-                                .decode(b.trim())
-                                .ok()
-                                .and_then(|v| String::from_utf8(v).ok())
-                        })
-                    })
+                let value = crate::manifest::object::data_value(&obj, "Secret", "address")
+                    .map_err(|e| format!("spec.secretRef: Secret {ns}/{secret}: {e}"))?
                     .ok_or_else(|| {
                         format!("spec.secretRef: Secret {ns}/{secret} has no address key")
                     })?;

@@ -11,9 +11,14 @@ impl Engine {
     /// does. Without it, Flagger would leave the target at zero replicas; gitcanary
     /// restores it, so the cluster matches Git.
     pub(super) async fn finalize_removed(&self, keys: &[ObjectKey]) {
-        let owners: std::collections::BTreeSet<String> =
-            self.store.generated().into_values().collect();
+        let settled = || self.settled.lock().unwrap_or_else(|e| e.into_inner());
+        if settled().as_deref() == Some(keys) {
+            return;
+        }
+        let generated = self.store.generated();
+        let owners: std::collections::BTreeSet<&String> = generated.values().collect();
         let mut changed = false;
+        let mut pending = false;
         for owner in owners {
             let Some(rest) = owner.strip_prefix("Canary/") else {
                 continue;
@@ -26,9 +31,8 @@ impl Engine {
             }
             let st = read_status(&self.state_dir, ns, name);
             let target = if st.target.is_empty() {
-                self.store
-                    .generated()
-                    .into_iter()
+                generated
+                    .iter()
                     .find(|(k, o)| *o == owner && k.kind == "Deployment")
                     .map(|(k, _)| k.name.trim_end_matches("-primary").to_string())
                     .unwrap_or_else(|| name.to_string())
@@ -54,6 +58,7 @@ impl Engine {
                         crate::target::local::runtime::spec::template_hash(&t["spec"]["template"]);
                     if let Err(e) = self.ready(ns, &target, &hash, 100) {
                         tracing::info!(canary = %format!("{name}.{ns}"), "Terminating canary: waiting for the target: {e}");
+                        pending = true;
                         continue;
                     }
                     let label = selector_label(t);
@@ -72,13 +77,15 @@ impl Engine {
                             .put_generated(&apex_key, &apex, &format!("Reverted/{ns}/{name}"))
                     {
                         tracing::warn!("reverting {service}.{ns}: {e}");
+                        pending = true;
                         continue;
                     }
                 }
             }
             self.proxy.set_route(ns, &service, None);
-            if let Err(e) = self.store.remove_generated(&owner) {
+            if let Err(e) = self.store.remove_generated(owner) {
                 tracing::warn!("removing what {owner} generated: {e}");
+                pending = true;
                 continue;
             }
             let _ = std::fs::remove_file(status_path(&self.state_dir, ns, name));
@@ -92,6 +99,9 @@ impl Engine {
         if changed {
             self.notify();
             let _ = self.proxy.sync_services().await;
+        }
+        if !pending {
+            *settled() = Some(keys.to_vec());
         }
     }
 }

@@ -197,11 +197,6 @@ pub fn parse_args(args: &[String]) -> Result<DemoArgs, String> {
     Ok(out)
 }
 
-/// Serves the demo app on `port` (loopback) until SIGTERM/SIGINT.
-pub async fn serve(port: u16, cfg: DemoConfig) -> std::io::Result<()> {
-    serve_on(&[port], cfg).await
-}
-
 /// Serves the demo app on every port in `ports` (loopback) until SIGTERM/SIGINT.
 pub async fn serve_on(ports: &[u16], cfg: DemoConfig) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -161,6 +161,14 @@ impl LocalStore {
         self.write_generated(&g)
     }
 
+    /// A core (`v1`) object such as a ConfigMap or Secret, if stored: the lookup
+    /// containers resolve `env` and `envFrom` with.
+    pub fn get_core(&self, kind: &str, ns: &str, name: &str) -> Option<serde_json::Value> {
+        self.get(&ObjectKey::new("v1", kind, ns, name))
+            .ok()
+            .flatten()
+    }
+
     /// Every object of a group and kind: from Git (the inventory) and generated.
     pub fn list(&self, group: &str, kind: &str) -> Result<Vec<ObjectKey>> {
         let mut keys: Vec<ObjectKey> = self

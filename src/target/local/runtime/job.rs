@@ -72,219 +72,203 @@ fn run_one(
     timeout: Duration,
     kept: &mut Vec<Value>,
 ) -> HookResult {
-    let expect_failure = event == Event::TestFailure;
-    let obj_ns = h.object["metadata"]["namespace"]
-        .as_str()
-        .unwrap_or(ns)
-        .to_string();
+    let pod = |kept: &[Value]| PodRun {
+        ctx,
+        ns: h.object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or(ns)
+            .to_string(),
+        name: h.name.clone(),
+        kept: kept.to_vec(),
+    };
     let result = match h.kind.as_str() {
-        "Pod" => run_pod(ctx, &h.object["spec"], &obj_ns, &h.name, timeout, kept),
-        "Job" => run_job(ctx, &h.object["spec"], &obj_ns, &h.name, timeout, kept),
+        "Pod" => pod(kept).run(&h.object["spec"], timeout),
+        "Job" => pod(kept).run_job(&h.object["spec"], timeout),
         "ConfigMap" | "Secret" => {
             kept.push(h.object.clone());
-            return HookResult {
-                hook: h.id(),
-                ok: true,
-                message: format!("{} kept for the hooks after it", h.id()),
-            };
+            Ok(format!("{} kept for the hooks after it", h.id()))
         }
-        other => {
-            return HookResult {
-                hook: h.id(),
-                ok: true,
-                message: format!(
-                    "{} skipped: a {other} hook has nothing to run on the local target",
-                    h.id()
-                ),
-            }
-        }
+        other => Ok(format!(
+            "{} skipped: a {other} hook has nothing to run on the local target",
+            h.id()
+        )),
     };
-    match (result, expect_failure) {
-        (Ok(msg), false) | (Err(msg), true) => HookResult {
-            hook: h.id(),
-            ok: true,
-            message: msg,
-        },
-        (Ok(msg), true) => HookResult {
-            hook: h.id(),
-            ok: false,
-            message: format!("expected to fail, but {msg}"),
-        },
-        (Err(msg), false) => HookResult {
-            hook: h.id(),
-            ok: false,
-            message: msg,
-        },
+    let runs = matches!(h.kind.as_str(), "Pod" | "Job");
+    let (ok, message) = match (result, runs && event == Event::TestFailure) {
+        (Ok(m), false) | (Err(m), true) => (true, m),
+        (Ok(m), true) => (false, format!("expected to fail, but {m}")),
+        (Err(m), false) => (false, m),
+    };
+    HookResult {
+        hook: h.id(),
+        ok,
+        message,
     }
 }
 
-fn run_job(
-    ctx: &JobContext,
-    spec: &Value,
-    ns: &str,
-    name: &str,
-    timeout: Duration,
-    kept: &[Value],
-) -> Result<String, String> {
-    let limit = spec["backoffLimit"].as_u64().unwrap_or(6).min(20) as u32;
-    let timeout = match spec["activeDeadlineSeconds"].as_u64() {
-        Some(s) => timeout.min(Duration::from_secs(s)),
-        None => timeout,
-    };
-    let deadline = Instant::now() + timeout;
-    let mut attempt = 0;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match run_pod(ctx, &spec["template"]["spec"], ns, name, left, kept) {
-            Ok(msg) => return Ok(msg),
-            Err(e) if attempt >= limit || Instant::now() >= deadline => {
-                return Err(format!("job failed after {} attempt(s): {e}", attempt + 1))
-            }
-            Err(e) => {
-                tracing::info!(job = %format!("{ns}/{name}"), attempt = attempt + 1, "job attempt failed, retrying: {e}");
-                // Kubernetes backs off 10s, 20s, 40s…; locally 1s, 2s, 4s… up to 10s.
-                std::thread::sleep(Duration::from_secs(1 << attempt.min(3)).min(left));
-                attempt += 1;
+/// One hook pod: where it runs, and the hook ConfigMaps and Secrets before it.
+struct PodRun<'a> {
+    ctx: &'a JobContext<'a>,
+    ns: String,
+    name: String,
+    kept: Vec<Value>,
+}
+
+impl PodRun<'_> {
+    /// A Job's pod template, retried up to `backoffLimit` within `activeDeadlineSeconds`.
+    fn run_job(&self, spec: &Value, timeout: Duration) -> Result<String, String> {
+        let limit = spec["backoffLimit"].as_u64().unwrap_or(6).min(20) as u32;
+        let timeout = match spec["activeDeadlineSeconds"].as_u64() {
+            Some(s) => timeout.min(Duration::from_secs(s)),
+            None => timeout,
+        };
+        let deadline = Instant::now() + timeout;
+        let mut attempt = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.run(&spec["template"]["spec"], left) {
+                Ok(msg) => return Ok(msg),
+                Err(e) if attempt >= limit || Instant::now() >= deadline => {
+                    return Err(format!("job failed after {} attempt(s): {e}", attempt + 1))
+                }
+                Err(e) => {
+                    tracing::info!(job = %format!("{}/{}", self.ns, self.name), attempt = attempt + 1, "job attempt failed, retrying: {e}");
+                    // Kubernetes backs off 10s, 20s, 40s…; locally 1s, 2s, 4s… up to 10s.
+                    std::thread::sleep(Duration::from_secs(1 << attempt.min(3)).min(left));
+                    attempt += 1;
+                }
             }
         }
     }
-}
 
-fn run_pod(
-    ctx: &JobContext,
-    spec: &Value,
-    ns: &str,
-    name: &str,
-    timeout: Duration,
-    kept: &[Value],
-) -> Result<String, String> {
-    let lookup = |kind: &str, o_ns: &str, o_name: &str| -> Option<Value> {
-        kept.iter()
-            .find(|o| {
-                o["kind"] == kind
-                    && o["metadata"]["name"] == o_name
-                    && o["metadata"]["namespace"].as_str().unwrap_or(ns) == o_ns
-            })
-            .cloned()
-            .or_else(|| (ctx.lookup)(kind, o_ns, o_name))
-    };
-    let (init, containers) = spec::plan_pod_spec(spec, ns, &lookup, ctx.images)?;
-    let allocs = names::allocations(ctx.state_dir);
-    let deadline = Instant::now() + timeout;
-    let log = ctx
-        .state_dir
-        .join("logs")
-        .join("hooks")
-        .join(ns)
-        .join(format!("{name}.log"));
-    let _ = std::fs::remove_file(&log);
-    for c in &init {
-        run_containers(
-            ctx,
-            std::slice::from_ref(c),
-            ns,
-            name,
-            &allocs,
-            &log,
-            deadline,
-        )?;
+    /// A pod spec: init containers one by one, then the containers together.
+    fn run(&self, spec: &Value, timeout: Duration) -> Result<String, String> {
+        let (ns, name) = (self.ns.as_str(), self.name.as_str());
+        let lookup = |kind: &str, o_ns: &str, o_name: &str| -> Option<Value> {
+            self.kept
+                .iter()
+                .find(|o| {
+                    o["kind"] == kind
+                        && o["metadata"]["name"] == o_name
+                        && o["metadata"]["namespace"].as_str().unwrap_or(ns) == o_ns
+                })
+                .cloned()
+                .or_else(|| (self.ctx.lookup)(kind, o_ns, o_name))
+        };
+        let (init, containers) = spec::plan_pod_spec(spec, ns, &lookup, self.ctx.images)?;
+        let deadline = Instant::now() + timeout;
+        let log = self
+            .ctx
+            .state_dir
+            .join("logs")
+            .join("hooks")
+            .join(ns)
+            .join(format!("{name}.log"));
+        let _ = std::fs::remove_file(&log);
+        let allocs = names::allocations(self.ctx.state_dir);
+        for c in &init {
+            self.run_containers(std::slice::from_ref(c), &allocs, &log, deadline)?;
+        }
+        self.run_containers(&containers, &allocs, &log, deadline)?;
+        Ok(format!("pod {ns}/{name} succeeded"))
     }
-    run_containers(ctx, &containers, ns, name, &allocs, &log, deadline)?;
-    Ok(format!("pod {ns}/{name} succeeded"))
-}
 
-fn exec_for(c: &ContainerPlan, ns: &str, pod: &str, allocs: &BTreeMap<String, String>) -> Exec {
-    let self_exe = std::env::current_exe()
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "gitcanary".into());
-    let mut e = spec::materialize(c, pod, &HashMap::new(), &self_exe);
-    for a in &mut e.argv {
-        *a = names::rewrite_text(allocs, a, ns);
+    /// The process of one container: Service names rewritten to local listeners, and
+    /// Kubernetes' Service variables.
+    fn exec_for(&self, c: &ContainerPlan, allocs: &BTreeMap<String, String>) -> Exec {
+        let ns = self.ns.as_str();
+        let self_exe = std::env::current_exe()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "gitcanary".into());
+        let mut e = spec::materialize(c, &self.name, &HashMap::new(), &self_exe);
+        for a in &mut e.argv {
+            *a = names::rewrite_text(allocs, a, ns);
+        }
+        let mut env = names::service_env(allocs, ns);
+        for (k, v) in e.env {
+            env.retain(|(x, _)| x != &k);
+            env.push((k, names::rewrite_text(allocs, &v, ns)));
+        }
+        e.env = env;
+        e
     }
-    let mut env = names::service_env(allocs, ns);
-    for (k, v) in e.env {
-        env.retain(|(x, _)| x != &k);
-        env.push((k, names::rewrite_text(allocs, &v, ns)));
-    }
-    e.env = env;
-    e
-}
 
-fn run_containers(
-    ctx: &JobContext,
-    containers: &[ContainerPlan],
-    ns: &str,
-    pod: &str,
-    allocs: &BTreeMap<String, String>,
-    log: &Path,
-    deadline: Instant,
-) -> Result<(), String> {
-    let pids = PidRecords::new(ctx.state_dir);
-    let mut running = Vec::new();
-    let mut failure = None;
-    for c in containers {
-        let exec = exec_for(c, ns, pod, allocs);
-        match process::spawn(&exec, log, &ctx.work_dir) {
-            Ok(child) => {
-                let key = format!("hook-{ns}-{pod}-{}", c.name);
-                pids.add(&key, child.id());
-                running.push((c.name.clone(), key, child));
-            }
-            Err(e) => {
-                failure = Some(format!(
-                    "container {:?}: cannot start {:?}: {e}",
-                    c.name,
-                    exec.argv.first().cloned().unwrap_or_default()
-                ));
-                break;
+    /// Runs `containers` together until all exit (success when all exit 0), one fails,
+    /// or `deadline` passes.
+    fn run_containers(
+        &self,
+        containers: &[ContainerPlan],
+        allocs: &BTreeMap<String, String>,
+        log: &Path,
+        deadline: Instant,
+    ) -> Result<(), String> {
+        let pids = PidRecords::new(self.ctx.state_dir);
+        let mut running = Vec::new();
+        let mut failure = None;
+        for c in containers {
+            let exec = self.exec_for(c, allocs);
+            match process::spawn(&exec, log, &self.ctx.work_dir) {
+                Ok(child) => {
+                    let key = format!("hook-{}-{}-{}", self.ns, self.name, c.name);
+                    pids.add(&key, child.id());
+                    running.push((c.name.clone(), key, child));
+                }
+                Err(e) => {
+                    failure = Some(format!(
+                        "container {:?}: cannot start {:?}: {e}",
+                        c.name,
+                        exec.argv.first().cloned().unwrap_or_default()
+                    ));
+                    break;
+                }
             }
         }
-    }
-    // Poll fast at first (most hooks are short), then every 20 ms.
-    let mut poll = Duration::from_millis(1);
-    while !running.is_empty() {
-        let mut i = 0;
-        while i < running.len() {
-            match running[i].2.try_wait() {
-                Ok(Some(status)) => {
-                    let (cname, key, _) = running.remove(i);
-                    pids.remove(&key);
-                    if !status.success() && failure.is_none() {
-                        failure = Some(format!("container {cname:?} exited with {status}"));
+        // Poll fast at first (most hooks are short), then every 20 ms.
+        let mut poll = Duration::from_millis(1);
+        while !running.is_empty() {
+            let mut i = 0;
+            while i < running.len() {
+                let why = match running[i].2.try_wait() {
+                    Ok(None) => {
+                        i += 1;
+                        continue;
+                    }
+                    Ok(Some(status)) => {
+                        (!status.success()).then(|| format!(" exited with {status}"))
+                    }
+                    Err(e) => Some(format!(": {e}")),
+                };
+                let (cname, key, _) = running.remove(i);
+                pids.remove(&key);
+                if let Some(why) = why {
+                    failure.get_or_insert(format!("container {cname:?}{why}"));
+                }
+            }
+            if failure.is_some() || Instant::now() >= deadline {
+                let timed_out = failure.is_none();
+                for (cname, key, child) in &mut running {
+                    process::signal_group(child.id(), libc::SIGKILL);
+                    let _ = child.wait();
+                    pids.remove(key);
+                    if timed_out {
+                        failure.get_or_insert(format!("container {cname:?} timed out"));
                     }
                 }
-                Ok(None) => i += 1,
-                Err(e) => {
-                    let (cname, key, _) = running.remove(i);
-                    pids.remove(&key);
-                    failure.get_or_insert(format!("container {cname:?}: {e}"));
-                }
+                running.clear();
+            }
+            if !running.is_empty() {
+                std::thread::sleep(poll);
+                poll = (poll * 2).min(Duration::from_millis(20));
             }
         }
-        if failure.is_some() || Instant::now() >= deadline {
-            let timed_out = failure.is_none();
-            for (cname, key, child) in &mut running {
-                process::signal_group(child.id(), libc::SIGKILL);
-                let _ = child.wait();
-                pids.remove(key);
-                if timed_out {
-                    failure.get_or_insert(format!("container {cname:?} timed out"));
-                }
-            }
-            running.clear();
+        let secrets: Vec<&str> = containers
+            .iter()
+            .flat_map(|c| c.secret_values.iter().map(String::as_str))
+            .collect();
+        match failure {
+            None => Ok(()),
+            Some(f) => Err(format!("{f}{}", output_tail(log, &secrets))),
         }
-        if !running.is_empty() {
-            std::thread::sleep(poll);
-            poll = (poll * 2).min(Duration::from_millis(20));
-        }
-    }
-    let secrets: Vec<&str> = containers
-        .iter()
-        .flat_map(|c| c.secret_values.iter().map(String::as_str))
-        .collect();
-    match failure {
-        None => Ok(()),
-        Some(f) => Err(format!("{f}{}", output_tail(log, &secrets))),
     }
 }
 

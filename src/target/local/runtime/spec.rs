@@ -1,10 +1,10 @@
-//! Translates a stored Deployment into what the local runtime runs. Pure: it takes the
-//! object, a lookup for ConfigMaps and Secrets, and the config's image mapping, and
-//! never touches a process. Per-replica values (ports, pod name) are filled in by
-//! [`materialize`].
+//! Translates a stored Deployment into what the local runtime runs. Pure apart from one
+//! read-only look at `PATH` ([`on_host`], to tell a host program from one inside the
+//! image): it takes the object, a lookup for ConfigMaps and Secrets, and the config's
+//! image mapping, and never touches a process. Per-replica values (ports, pod name) are
+//! filled in by [`materialize`].
 
 use crate::manifest::kustomize::split_image;
-use base64::Engine;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -272,28 +272,6 @@ pub fn int_or_percent(v: &Value, of: u32, default_pct: u32, round_up: bool) -> u
     }
 }
 
-fn data_of(obj: &Value, kind: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    if kind == "Secret" {
-        for (k, v) in obj["data"].as_object().into_iter().flatten() {
-            if let Some(bytes) = v
-                .as_str()
-                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-            {
-                out.insert(k.clone(), String::from_utf8_lossy(&bytes).into_owned());
-            }
-        }
-        for (k, v) in obj["stringData"].as_object().into_iter().flatten() {
-            out.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
-        }
-    } else {
-        for (k, v) in obj["data"].as_object().into_iter().flatten() {
-            out.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
-        }
-    }
-    out
-}
-
 fn container_plan(
     c: &Value,
     ns: &str,
@@ -349,7 +327,7 @@ fn container_plan(
         let ref_name = r["name"].as_str().unwrap_or_default();
         match lookup(kind, ns, ref_name) {
             Some(obj) => {
-                let data = data_of(&obj, kind);
+                let data = crate::manifest::object::data_map(&obj, kind);
                 if kind == "Secret" {
                     secret_values.extend(data.values().cloned());
                 }
@@ -387,7 +365,7 @@ fn container_plan(
             };
             let ref_name = r["name"].as_str().unwrap_or_default();
             let item = r["key"].as_str().unwrap_or_default();
-            match lookup(kind, ns, ref_name).map(|o| data_of(&o, kind)).and_then(|d| d.get(item).cloned()) {
+            match lookup(kind, ns, ref_name).map(|o| crate::manifest::object::data_map(&o, kind)).and_then(|d| d.get(item).cloned()) {
                 Some(v) => {
                     if kind == "Secret" {
                         secret_values.push(v.clone());

@@ -8,7 +8,6 @@
 use super::process::{self, PidRecords};
 use super::rollout::{self, PodView, Step};
 use super::spec::{self, ContainerPlan, DeploymentPlan, Probe, ProbeAction};
-use crate::manifest::ObjectKey;
 use crate::target::local::LocalStore;
 use crate::target::Target;
 use crate::util::time::{rfc3339_secs, unix_now};
@@ -137,6 +136,16 @@ struct ProbeState {
     successes: u32,
 }
 
+impl ProbeState {
+    /// A fresh state for a container just started: first run after the initial delay.
+    fn starting(probe: Option<&Probe>) -> ProbeState {
+        ProbeState {
+            next_at: probe.map(|p| Instant::now() + p.initial_delay),
+            ..Default::default()
+        }
+    }
+}
+
 struct Container {
     plan: ContainerPlan,
     child: Option<Child>,
@@ -196,6 +205,47 @@ pub fn replica_overrides(state_dir: &Path) -> BTreeMap<String, u32> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
+}
+
+/// Where the runtime writes a Deployment's status (Kubernetes' `status` fields plus
+/// `templateHash`).
+pub fn deployment_status_path(state_dir: &Path, ns: &str, name: &str) -> PathBuf {
+    state_dir
+        .join("status")
+        .join("apps")
+        .join("Deployment")
+        .join(ns)
+        .join(format!("{name}.json"))
+}
+
+/// A Deployment's rollout as the runtime last reported it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RolloutState {
+    /// Replicas wanted: the canary engine's override, else `spec_replicas`.
+    pub wanted: u32,
+    /// Replicas available.
+    pub available: u32,
+    /// Replicas running the current template.
+    pub updated: u32,
+    /// The template hash the runtime runs.
+    pub template_hash: String,
+}
+
+/// Reads a Deployment's rollout state; `spec_replicas` is its stored `spec.replicas`.
+pub fn rollout_state(state_dir: &Path, ns: &str, name: &str, spec_replicas: u32) -> RolloutState {
+    let st: serde_json::Value = std::fs::read(deployment_status_path(state_dir, ns, name))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    RolloutState {
+        wanted: replica_overrides(state_dir)
+            .get(&format!("{ns}/{name}"))
+            .copied()
+            .unwrap_or(spec_replicas),
+        available: st["availableReplicas"].as_u64().unwrap_or(0) as u32,
+        updated: st["updatedReplicas"].as_u64().unwrap_or(0) as u32,
+        template_hash: st["templateHash"].as_str().unwrap_or_default().to_string(),
+    }
 }
 
 /// Sets (or clears) the replica override of one Deployment.
@@ -330,12 +380,7 @@ impl Supervisor {
     }
 
     fn lookup(&self) -> impl Fn(&str, &str, &str) -> Option<serde_json::Value> + '_ {
-        move |kind, ns, name| {
-            self.store
-                .get(&ObjectKey::new("v1", kind, ns, name))
-                .ok()
-                .flatten()
-        }
+        move |kind, ns, name| self.store.get_core(kind, ns, name)
     }
 
     /// Re-reads every stored Deployment and re-plans it.
@@ -403,12 +448,7 @@ impl Supervisor {
     }
 
     fn status_path(&self, id: &(String, String)) -> PathBuf {
-        self.state_dir
-            .join("status")
-            .join("apps")
-            .join("Deployment")
-            .join(&id.0)
-            .join(format!("{}.json", id.1))
+        deployment_status_path(&self.state_dir, &id.0, &id.1)
     }
 
     fn read_status(&self, id: &(String, String)) -> serde_json::Value {
@@ -486,22 +526,8 @@ impl Supervisor {
         c.restart_at = None;
         c.started_at = Instant::now();
         c.ready = c.plan.readiness.is_none();
-        c.readiness = ProbeState {
-            next_at: c
-                .plan
-                .readiness
-                .as_ref()
-                .map(|p| Instant::now() + p.initial_delay),
-            ..Default::default()
-        };
-        c.liveness = ProbeState {
-            next_at: c
-                .plan
-                .liveness
-                .as_ref()
-                .map(|p| Instant::now() + p.initial_delay),
-            ..Default::default()
-        };
+        c.readiness = ProbeState::starting(c.plan.readiness.as_ref());
+        c.liveness = ProbeState::starting(c.plan.liveness.as_ref());
         match process::spawn(&exec, &log, &workdir) {
             Ok(child) => {
                 self.pids
