@@ -485,7 +485,7 @@ fn progress(b: &mut Builder, obs: &Observations, approved: impl Fn(Option<bool>)
             b.route(100, 0, true, false);
             return;
         }
-        b.route(100 - next, next, false, false);
+        b.route(100u32.saturating_sub(next), next, false, false);
         b.event(
             Severity::Info,
             format!("Advance {} canary weight {next}", spec.id()),

@@ -16,6 +16,7 @@ pub trait TrafficRouter: Send + Sync {
 
 impl TrafficRouter for Proxy {
     fn set_routes(&self, c: &CanarySpec, canary_weight: u32, mirror: bool, ab: bool) {
+        // `spec::parse` rejected rules that do not compile, so none is dropped here.
         let matches = if ab {
             parse_matches(&c.analysis.match_rules).unwrap_or_default()
         } else {

@@ -171,6 +171,46 @@ fn dur(v: &Value, field: &str, errors: &mut Vec<String>) -> Option<Duration> {
     }
 }
 
+/// An optional integer field that must lie in `lo..=hi`; out of range or not a whole
+/// number is an error naming the field.
+fn int_in(v: &Value, field: &str, lo: u32, hi: u32, errors: &mut Vec<String>) -> Option<u32> {
+    if v.is_null() {
+        return None;
+    }
+    match v.as_u64().and_then(|n| u32::try_from(n).ok()) {
+        Some(n) if (lo..=hi).contains(&n) => Some(n),
+        _ if hi == u32::MAX => {
+            errors.push(format!(
+                "{field}: must be a whole number of at least {lo}, found {v}"
+            ));
+            None
+        }
+        _ => {
+            errors.push(format!("{field}: must be between {lo} and {hi}, found {v}"));
+            None
+        }
+    }
+}
+
+/// `stepWeights`: each a percentage in 1..=100, strictly ascending, since the engine
+/// walks them in order and routes `100 - weight` to the primary.
+fn step_weights(v: &Value, field: &str, errors: &mut Vec<String>) -> Vec<u32> {
+    let mut out: Vec<u32> = Vec::new();
+    for (i, w) in v.as_array().into_iter().flatten().enumerate() {
+        let Some(w) = int_in(w, &format!("{field}[{i}]"), 1, 100, errors) else {
+            continue;
+        };
+        if let Some(prev) = out.last().filter(|prev| w <= **prev) {
+            errors.push(format!(
+                "{field}[{i}]: must be greater than the step before it ({prev}), found {w}"
+            ));
+            continue;
+        }
+        out.push(w);
+    }
+    out
+}
+
 /// Reads and validates a Canary object; errors name the field.
 pub fn parse(obj: &Value) -> Result<CanarySpec, Vec<String>> {
     let mut errors = Vec::new();
@@ -193,28 +233,38 @@ pub fn parse(obj: &Value) -> Result<CanarySpec, Vec<String>> {
     if interval.is_some_and(|i| i < Duration::from_secs(1)) {
         errors.push(format!("{path}.interval: must be at least 1s"));
     }
-    let threshold = a["threshold"].as_u64();
-    if threshold.is_none() && a.is_object() {
+    if a["threshold"].is_null() && a.is_object() {
         errors.push(format!("{path}.threshold: missing required field"));
     }
-    let u = |k: &str| a[k].as_u64().map(|n| n as u32);
-    let step_weights: Vec<u32> = a["stepWeights"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_u64().map(|n| n as u32))
-        .collect();
+    let mut int = |key: &str, lo: u32, hi: u32| {
+        int_in(&a[key], &format!("{path}.{key}"), lo, hi, &mut errors)
+    };
+    // Flagger reads a threshold of 0 as 1 (`GetAnalysisThreshold`); taken literally it
+    // would roll back before the first check.
+    let threshold = int("threshold", 0, u32::MAX).map(|t| t.max(1));
+    let max_weight = int("maxWeight", 1, 100);
+    let step_weight = int("stepWeight", 1, 100);
+    let step_weight_promotion = int("stepWeightPromotion", 0, 100);
+    let iterations = int("iterations", 0, u32::MAX);
+    let mirror_weight = int("mirrorWeight", 0, 100);
+    let primary_ready_threshold = int("primaryReadyThreshold", 0, 100);
+    let canary_ready_threshold = int("canaryReadyThreshold", 0, 100);
+    let step_weights = step_weights(
+        &a["stepWeights"],
+        &format!("{path}.stepWeights"),
+        &mut errors,
+    );
     if a.is_object()
-        && u("iterations").is_none()
-        && u("stepWeight").is_none()
-        && step_weights.is_empty()
+        && a["iterations"].is_null()
+        && a["stepWeight"].is_null()
+        && a["stepWeights"].as_array().is_none_or(|s| s.is_empty())
     {
         errors.push(format!(
             "{path}: set one of iterations, stepWeight or stepWeights"
         ));
     }
-    if step_weights.windows(2).any(|w| w[0] >= w[1]) {
-        errors.push(format!("{path}.stepWeights: must be increasing"));
+    if let Err(e) = crate::target::local::proxy::routing::parse_matches(&a["match"]) {
+        errors.push(format!("{path}.{e}"));
     }
     let metric_interval = interval.unwrap_or(Duration::from_secs(60));
     let mut metrics = Vec::new();
@@ -247,13 +297,18 @@ pub fn parse(obj: &Value) -> Result<CanarySpec, Vec<String>> {
                 "{path}.metrics[{i}]: {name:?} is not a built-in metric; set templateRef"
             ));
         }
+        if let Some((lo, hi)) = min.zip(max).filter(|(lo, hi)| lo > hi) {
+            errors.push(format!(
+                "{path}.metrics[{i}].thresholdRange: min {lo} is above max {hi}; no value can pass"
+            ));
+        }
+        let field = format!("{path}.metrics[{i}].interval");
+        let interval = dur(&m["interval"], &field, &mut errors);
+        if interval.is_some_and(|i| i < Duration::from_secs(1)) {
+            errors.push(format!("{field}: must be at least 1s"));
+        }
         metrics.push(MetricSpec {
-            interval: dur(
-                &m["interval"],
-                &format!("{path}.metrics[{i}].interval"),
-                &mut errors,
-            )
-            .unwrap_or(metric_interval),
+            interval: interval.unwrap_or(metric_interval),
             name,
             min,
             max,
@@ -349,15 +404,15 @@ pub fn parse(obj: &Value) -> Result<CanarySpec, Vec<String>> {
         provider: spec["provider"].as_str().map(str::to_string),
         analysis: Analysis {
             interval: interval.unwrap_or(Duration::from_secs(60)),
-            threshold: threshold.unwrap_or(1) as u32,
-            max_weight: u("maxWeight").unwrap_or(100).min(100),
-            step_weight: u("stepWeight").unwrap_or(0),
+            threshold: threshold.unwrap_or(1),
+            max_weight: max_weight.unwrap_or(100),
+            step_weight: step_weight.unwrap_or(0),
             step_weights,
-            step_weight_promotion: u("stepWeightPromotion").unwrap_or(0),
-            iterations: u("iterations").unwrap_or(0),
+            step_weight_promotion: step_weight_promotion.unwrap_or(0),
+            iterations: iterations.unwrap_or(0),
             match_rules: a["match"].clone(),
             mirror: a["mirror"].as_bool().unwrap_or(false),
-            mirror_weight: u("mirrorWeight"),
+            mirror_weight,
             session_affinity: a["sessionAffinity"].is_object().then(|| {
                 (
                     a["sessionAffinity"]["cookieName"]
@@ -367,8 +422,8 @@ pub fn parse(obj: &Value) -> Result<CanarySpec, Vec<String>> {
                     a["sessionAffinity"]["maxAge"].as_u64().unwrap_or(86_400),
                 )
             }),
-            primary_ready_threshold: u("primaryReadyThreshold").unwrap_or(100),
-            canary_ready_threshold: u("canaryReadyThreshold").unwrap_or(100),
+            primary_ready_threshold: primary_ready_threshold.unwrap_or(100),
+            canary_ready_threshold: canary_ready_threshold.unwrap_or(100),
             metrics,
             webhooks,
             alerts,
@@ -412,6 +467,66 @@ mod tests {
                 "spec.analysis.interval: must be at least 1s",
                 "spec.analysis.threshold: missing required field",
                 "spec.analysis: set one of iterations, stepWeight or stepWeights",
+            ]
+        );
+    }
+
+    fn analysis(a: Value) -> Result<CanarySpec, Vec<String>> {
+        parse(
+            &json!({"metadata": {"name": "x"}, "spec": {"targetRef": {"name": "x"}, "service": {"port": 80},
+            "analysis": a}}),
+        )
+    }
+
+    #[test]
+    fn weights_must_be_percentages_and_steps_ascending() {
+        let errs = analysis(
+            json!({"interval": "1s", "threshold": 1, "maxWeight": 150, "stepWeight": 0,
+            "stepWeights": [10, 5, 20, 20, 101], "stepWeightPromotion": -1}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "spec.analysis.maxWeight: must be between 1 and 100, found 150",
+                "spec.analysis.stepWeight: must be between 1 and 100, found 0",
+                "spec.analysis.stepWeightPromotion: must be between 0 and 100, found -1",
+                "spec.analysis.stepWeights[1]: must be greater than the step before it (10), found 5",
+                "spec.analysis.stepWeights[3]: must be greater than the step before it (20), found 20",
+                "spec.analysis.stepWeights[4]: must be between 1 and 100, found 101",
+            ]
+        );
+        let ok = analysis(json!({"interval": "1s", "threshold": 1, "stepWeights": [1, 50, 100]}))
+            .unwrap();
+        assert_eq!(ok.analysis.step_weights, vec![1, 50, 100]);
+        assert_eq!(super::super::decide::next_weight(&ok, 50), 100);
+    }
+
+    #[test]
+    fn a_match_regex_must_compile() {
+        let errs = analysis(json!({"interval": "1s", "threshold": 1, "iterations": 5,
+            "match": [{"headers": {"x-canary": {"exact": "a"}}}, {"headers": {"cookie": {"regex": "^(canary"}}}]}))
+        .unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with("spec.analysis.match[1].headers.cookie.regex: "),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn threshold_zero_reads_as_one_and_metric_windows_are_checked() {
+        let s = analysis(json!({"interval": "1s", "threshold": 0, "stepWeight": 10})).unwrap();
+        assert_eq!(s.analysis.threshold, 1);
+        let errs = analysis(json!({"interval": "1s", "threshold": -2, "stepWeight": 10,
+            "metrics": [{"name": "request-success-rate", "interval": "0s", "thresholdRange": {"min": 99, "max": 90}}]}))
+        .unwrap_err();
+        assert_eq!(
+            errs,
+            vec![
+                "spec.analysis.threshold: must be a whole number of at least 0, found -2",
+                "spec.analysis.metrics[0].thresholdRange: min 99 is above max 90; no value can pass",
+                "spec.analysis.metrics[0].interval: must be at least 1s",
             ]
         );
     }
