@@ -207,6 +207,42 @@ fn path_escapes_are_refused() {
 }
 
 #[test]
+fn identities_that_would_leave_the_state_dir_are_refused() {
+    let (remote, setup) = setup_with(&[("a.yaml", &configmap("cfg", "1"))]);
+    assert!(setup.sync().0);
+    remote
+        .write(&[
+            (
+                "evil.yaml",
+                "apiVersion: v1\nkind: ../../../pwned\nmetadata:\n  name: x\n  namespace: test\n",
+            ),
+            (
+                "group.yaml",
+                "apiVersion: ../../../pwned/v1\nkind: ConfigMap\nmetadata:\n  name: y\n  namespace: test\n",
+            ),
+            (
+                "ns.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: z\n  namespace: a.b\n",
+            ),
+            ("b.yaml", &configmap("other", "2")),
+        ])
+        .remove("a.yaml")
+        .push("escape");
+    let out = setup.sync_fails();
+    for want in [
+        "evil.yaml:2:7: kind: \"../../../pwned\" is not a valid kind",
+        "group.yaml:1:13: apiVersion: \"../../../pwned/v1\": the group \"../../../pwned\" is not a valid DNS subdomain",
+        "ns.yaml:5:14: metadata.namespace: \"a.b\" is not a valid namespace",
+    ] {
+        assert!(out.contains(want), "{want}\n{out}");
+    }
+    // The failing revision applied nothing: no new object, no prune, nothing outside.
+    assert!(setup.object("core", "ConfigMap", "test", "other").is_none());
+    assert!(setup.object("core", "ConfigMap", "test", "cfg").is_some());
+    assert!(!setup.dir.path().join("pwned").exists());
+}
+
+#[test]
 fn kustomization_resources_namespace_and_sourceignore() {
     let (_remote, setup) = setup_with(&[
         ("apps/kustomization.yaml", "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: prod\nresources:\n  - cfg.yaml\n"),

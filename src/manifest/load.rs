@@ -3,6 +3,7 @@
 //! `Chart.yaml` are charts and skipped, `.sourceignore` files are honoured, and a folder
 //! with a `kustomization.yaml` contributes only its `resources`.
 
+use super::names;
 use super::object::{is_cluster_scoped, ManifestError, Object, ObjectKey, Origin};
 use super::snapshot::{join, parent, resolve, Entry, Snapshot};
 use super::yaml::{parse_documents, Node, Pos, Value};
@@ -553,6 +554,26 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
         }
         None => required_str("metadata.name", None),
     };
+    // Kind and group become folders of the local store: refuse what Kubernetes would.
+    let checks = [
+        (
+            "apiVersion",
+            api_version.as_deref().map(names::check_api_version),
+        ),
+        ("kind", kind.as_deref().map(names::check_kind)),
+    ];
+    let mut bad_identity = false;
+    for (field, checked) in checks {
+        if let Some(Err(msg)) = checked {
+            let pos = node.get(field).map(|n| n.pos).unwrap_or(node.pos);
+            out.errors
+                .push(ManifestError::at(file, pos, Some(field.into()), msg));
+            bad_identity = true;
+        }
+    }
+    if bad_identity {
+        return;
+    }
     // Type-check whenever the kind is known, so a document with several problems
     // reports all of them at once.
     if let Some(kind) = &kind {
@@ -591,7 +612,7 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
     {
         return;
     }
-    if let Err(msg) = check_name(&name) {
+    if let Err(msg) = names::check_name(&name) {
         let pos = node
             .path(&["metadata", "name"])
             .map(|n| n.pos)
@@ -643,7 +664,7 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
             .filter(|s| !s.is_empty())
             .or_else(|| ctx.default_namespace.clone())
             .unwrap_or_else(|| "default".to_string());
-        if let Err(msg) = check_name(&ns) {
+        if let Err(msg) = names::check_namespace(&ns) {
             let pos = node
                 .path(&["metadata", "namespace"])
                 .map(|n| n.pos)
@@ -696,21 +717,4 @@ fn position_of(root: &Node, field: &str) -> Pos {
         }
     }
     node.pos
-}
-
-/// Names become file names in the local store, so they must be DNS-1123 subdomains, as
-/// Kubernetes requires of most kinds.
-fn check_name(name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 253
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{name:?} is not a valid name: use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"))
-    }
 }

@@ -5,6 +5,7 @@
 pub mod de;
 pub mod kustomize;
 pub mod load;
+pub mod names;
 pub mod object;
 pub mod patch;
 pub mod schema;

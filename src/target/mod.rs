@@ -33,6 +33,14 @@ pub enum Error {
     /// The target is not available in this build.
     #[error("{0}")]
     Unsupported(String),
+    /// An object's identity would name a file outside the store (`kind: ../x`).
+    #[error("{key}: {part:?} cannot be a file name in the store")]
+    UnsafePath {
+        /// The object.
+        key: String,
+        /// The offending part of its identity.
+        part: String,
+    },
 }
 
 /// Result with the target error.

@@ -33,8 +33,12 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
 }
 
 impl LocalStore {
-    /// Opens (creating if needed) a store at `state_dir`.
+    /// Opens (creating if needed) a store at `state_dir`, which is made owner-only
+    /// (0700); a state dir from an older version gets its files made 0600 as well.
     pub fn open(state_dir: &Path) -> Result<Self> {
+        if atomic::private_dir(state_dir).map_err(io_err(state_dir))? {
+            atomic::tighten_files(state_dir).map_err(io_err(state_dir))?;
+        }
         fs::create_dir_all(state_dir.join("objects")).map_err(io_err(state_dir))?;
         Ok(LocalStore {
             root: state_dir.to_path_buf(),
@@ -69,8 +73,10 @@ impl LocalStore {
         self.root.join("inventory.json")
     }
 
-    /// The file an object lives in.
-    pub fn object_path(&self, key: &ObjectKey) -> PathBuf {
+    /// The file an object lives in. Each part of the identity must be one plain file
+    /// name, so no object, however named, reads or writes outside `objects/` (load-time
+    /// validation refuses such names first; this holds even for names that bypass it).
+    pub fn object_path(&self, key: &ObjectKey) -> Result<PathBuf> {
         let group = if key.group.is_empty() {
             "core"
         } else {
@@ -81,12 +87,18 @@ impl LocalStore {
         } else {
             &key.namespace
         };
-        self.root
-            .join("objects")
-            .join(group)
-            .join(&key.kind)
-            .join(ns)
-            .join(format!("{}.json", key.name))
+        let file = format!("{}.json", key.name);
+        let mut path = self.root.join("objects");
+        for part in [group, &key.kind, ns, &file] {
+            if !is_plain_file_name(part) {
+                return Err(Error::UnsafePath {
+                    key: key.to_string(),
+                    part: part.to_string(),
+                });
+            }
+            path.push(part);
+        }
+        Ok(path)
     }
 
     /// The stored inventory without checking which objects are present.
@@ -137,13 +149,14 @@ impl LocalStore {
         value: &serde_json::Value,
         owner: &str,
     ) -> Result<()> {
-        let path = self.object_path(key);
+        let path = self.object_path(key)?;
         let mut g = self.generated();
         if g.get(key).map(String::as_str) != Some(owner) {
             g.insert(key.clone(), owner.to_string());
             self.write_generated(&g)?;
         }
-        atomic::write(&path, &crate::manifest::object::canonical_json(value)).map_err(io_err(&path))
+        atomic::write_private(&path, &crate::manifest::object::canonical_json(value))
+            .map_err(io_err(&path))
     }
 
     /// Removes every generated object of `owner`.
@@ -155,7 +168,9 @@ impl LocalStore {
             .map(|(k, _)| k.clone())
             .collect();
         for k in &keys {
-            let _ = std::fs::remove_file(self.object_path(k));
+            if let Ok(path) = self.object_path(k) {
+                let _ = std::fs::remove_file(path);
+            }
             g.remove(k);
         }
         self.write_generated(&g)
@@ -192,7 +207,7 @@ impl Target for LocalStore {
     fn inventory(&self) -> Result<Inventory> {
         let mut inv = self.read_inventory()?;
         for (key, entry) in inv.entries.iter_mut() {
-            entry.live = self.object_path(key).exists();
+            entry.live = self.object_path(key).is_ok_and(|p| p.exists());
         }
         Ok(inv)
     }
@@ -205,6 +220,12 @@ impl Target for LocalStore {
         revision: &str,
     ) -> Result<ApplyReport> {
         let mut report = ApplyReport::default();
+        // Every path is checked before anything is written: a bad one applies nothing.
+        let paths = plan
+            .actions
+            .iter()
+            .map(|a| self.object_path(&a.key))
+            .collect::<Result<Vec<_>>>()?;
         if !plan.has_changes() {
             report.unchanged = plan.actions.len();
             return Ok(report);
@@ -229,12 +250,11 @@ impl Target for LocalStore {
         // 2. Objects, in one durable batch.
         let mut batch = atomic::Batch::new();
         let mut final_inv = Inventory::default();
-        for a in &plan.actions {
-            let path = self.object_path(&a.key);
+        for (a, path) in plan.actions.iter().zip(&paths) {
             match (a.op, a.desired) {
                 (Op::Create | Op::Update, Some(i)) => {
                     let o = &desired[i];
-                    batch.stage(&path, &o.json).map_err(io_err(&path))?;
+                    batch.stage(path, &o.json).map_err(io_err(path))?;
                     final_inv
                         .entries
                         .insert(a.key.clone(), entry_for(o, &o.hash, revision));
@@ -257,7 +277,7 @@ impl Target for LocalStore {
                     report.unchanged += 1;
                 }
                 (Op::Prune, _) => {
-                    batch.remove(&path);
+                    batch.remove(path);
                     report.pruned += 1;
                 }
                 _ => {}
@@ -271,7 +291,7 @@ impl Target for LocalStore {
     }
 
     fn get(&self, key: &ObjectKey) -> Result<Option<serde_json::Value>> {
-        let path = self.object_path(key);
+        let path = self.object_path(key)?;
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -283,6 +303,16 @@ impl Target for LocalStore {
             Err(e) => Err(Error::Io { path, source: e }),
         }
     }
+}
+
+/// One normal path component that is not hidden: no separators, no `.` or `..`, and
+/// no leading dot (temp files start with one and are swept away).
+fn is_plain_file_name(part: &str) -> bool {
+    let mut components = Path::new(part).components();
+    !part.starts_with('.')
+        && !part.contains(['/', '\\', '\0'])
+        && matches!(components.next(), Some(std::path::Component::Normal(_)))
+        && components.next().is_none()
 }
 
 fn entry_for(o: &Object, hash: &str, revision: &str) -> Entry {
@@ -355,6 +385,57 @@ mod tests {
                 .map(|k| k.name.as_str())
                 .collect::<Vec<_>>(),
             vec!["c"]
+        );
+    }
+
+    #[test]
+    fn paths_leaving_the_store_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let store = LocalStore::open(&state).unwrap();
+        let _lock = store.lock_writer().unwrap();
+        let bad = [
+            ObjectKey::new("v1", "../../../../escaped", "test", "x"),
+            ObjectKey::new("../../escaped/v1", "ConfigMap", "test", "x"),
+            ObjectKey::new("v1", "ConfigMap", "..", "x"),
+            ObjectKey::new("v1", "ConfigMap", "test", "../../../../escaped"),
+            ObjectKey::new("v1", "ConfigMap", "test", "a/b"),
+            ObjectKey::new("v1", "ConfigMap", "test", ".tmp-1-x"),
+        ];
+        let value = serde_json::json!({"data": {"k": "v"}});
+        for key in &bad {
+            assert!(
+                matches!(store.object_path(key), Err(Error::UnsafePath { .. })),
+                "{key}"
+            );
+            assert!(store.put_generated(key, &value, "Canary/test/x").is_err());
+            assert!(store.get(key).is_err(), "{key}");
+            // Through a plan too: nothing at all is applied.
+            let mut o = cm("ok", "1", serde_json::json!({}));
+            o = Object::from_json(key.clone(), "v1".into(), &o.value(), o.origin.clone());
+            let desired = vec![cm("fine", "1", serde_json::json!({})), o];
+            let inv = store.inventory().unwrap();
+            assert!(store
+                .apply(&plan(&desired, &inv), &desired, &inv, "r1")
+                .is_err());
+            assert!(store.get(&desired[0].key).unwrap().is_none());
+        }
+        let mut written = vec![];
+        let mut stack = vec![dir.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    written.push(p);
+                }
+            }
+        }
+        assert!(written.iter().all(|p| p.starts_with(&state)), "{written:?}");
+        assert!(
+            !written.iter().any(|p| p.starts_with(state.join("objects"))),
+            "{written:?}"
         );
     }
 

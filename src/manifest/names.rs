@@ -1,0 +1,117 @@
+//! Kubernetes' rules for the parts of an object's identity: kind, API group and
+//! version, name and namespace. They become folder and file names in the local store,
+//! so anything Kubernetes itself would refuse (`kind: ../../x`) is refused at load time.
+
+/// A DNS-1123 label: lower-case letters, digits and `-`, starting and ending with a
+/// letter or digit, at most 63 characters (Kubernetes namespaces and API versions).
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// A DNS-1123 subdomain: dot-separated labels, at most 253 characters (Kubernetes
+/// object names and API groups).
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// A kind as Kubernetes accepts it: a letter, then letters and digits.
+pub fn is_kind(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric())
+}
+
+/// Checks an object's `kind`.
+pub fn check_kind(kind: &str) -> Result<(), String> {
+    if is_kind(kind) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{kind:?} is not a valid kind: use a letter followed by letters and digits"
+        ))
+    }
+}
+
+/// Checks an `apiVersion`: `version` or `group/version`, the group a DNS subdomain and
+/// the version a DNS label.
+pub fn check_api_version(api_version: &str) -> Result<(), String> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    if api_version.contains('/') && !is_dns_subdomain(group) {
+        return Err(format!(
+            "{api_version:?}: the group {group:?} is not a valid DNS subdomain (lower-case letters, digits, '-' and '.')"
+        ));
+    }
+    if !is_dns_label(version) {
+        return Err(format!(
+            "{api_version:?}: the version {version:?} is not a valid DNS label (lower-case letters, digits and '-')"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks `metadata.name`: a DNS subdomain, as Kubernetes requires of most kinds.
+pub fn check_name(name: &str) -> Result<(), String> {
+    if is_dns_subdomain(name) {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid name: use lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"))
+    }
+}
+
+/// Checks `metadata.namespace`: a DNS label, as Kubernetes requires.
+pub fn check_namespace(ns: &str) -> Result<(), String> {
+    if is_dns_label(ns) {
+        Ok(())
+    } else {
+        Err(format!("{ns:?} is not a valid namespace: use at most 63 lower-case letters, digits and '-', starting and ending with a letter or digit"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_groups_versions_names() {
+        for ok in ["Deployment", "HelmRelease", "V1Thing"] {
+            assert!(check_kind(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "../../../../home/u", "a/b", "1Kind", "Kind-x", "Kind.x"] {
+            assert!(check_kind(bad).is_err(), "{bad}");
+        }
+        for ok in ["v1", "apps/v1", "helm.toolkit.fluxcd.io/v2beta1"] {
+            assert!(check_api_version(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "../v1", "a/../v1", "/v1", "apps/", "apps/V1", "..", "a..b/v1", "x/y/v1",
+        ] {
+            assert!(check_api_version(bad).is_err(), "{bad}");
+        }
+        for ok in ["a", "web-1", "a.b.c"] {
+            assert!(check_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "..",
+            ".",
+            "a..b",
+            "a/b",
+            "-a",
+            "a.",
+            "A",
+            &"a".repeat(254),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_namespace("test").is_ok());
+        for bad in ["a.b", "..", &"a".repeat(64)] {
+            assert!(check_namespace(bad).is_err(), "{bad}");
+        }
+    }
+}
