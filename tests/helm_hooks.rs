@@ -361,3 +361,56 @@ fn helm_test_hooks_gate_a_canary_as_a_pre_rollout_check() {
     );
     drop(running);
 }
+
+#[test]
+fn the_state_dir_is_private_and_secret_files_are_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let remote = Remote::new();
+    let work = tempfile::tempdir().unwrap();
+    let marker = work.path().join("hooks.log");
+    seed(
+        &remote,
+        &release("1.0.0", &format!("    marker: {}\n", marker.display())),
+    );
+    remote
+        .write(&[(
+            "secret.yaml",
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: test\nstringData:\n  password: hunter2\n",
+        )])
+        .push("a secret");
+    let setup = Setup::new(&remote.bare.display().to_string(), "", "");
+    setup.with_local_images(IMAGES);
+    // A state dir an older version left open to everyone, with a Secret readable by all.
+    let state = setup.state();
+    let old = state.join("objects/core/Secret/test/old.json");
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    std::fs::write(&old, "{}").unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert_eq!(mode(&state), 0o700);
+    assert_eq!(mode(&old), 0o600, "tightened at start");
+    assert_eq!(mode(&state.join("objects/core/Secret/test/db.json")), 0o600);
+    assert_eq!(
+        mode(&state.join("objects/apps/Deployment/test/web.json")),
+        0o600
+    );
+    assert_eq!(mode(&state.join("helm/releases/test/web.json")), 0o600);
+    let logs: Vec<_> = std::fs::read_dir(state.join("logs/hooks/test"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(!logs.is_empty());
+    for log in logs {
+        assert_eq!(mode(&log), 0o600, "{}", log.display());
+    }
+}

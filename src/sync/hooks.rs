@@ -58,7 +58,8 @@ pub fn write_records(
             continue;
         }
         let bytes = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
-        crate::util::atomic::write(&record_path(state_dir, r), &bytes)?;
+        // Records hold the release's values, which may come from Secrets.
+        crate::util::atomic::write_private(&record_path(state_dir, r), &bytes)?;
     }
     for o in old {
         if records.iter().all(|r| r.key() != o.key()) {

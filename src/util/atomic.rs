@@ -1,10 +1,13 @@
 //! Crash-safe file writes: a temp file in the same folder, made durable, then renamed
 //! over the target, then the folder made durable. A reader sees either the old or the
 //! new file, never a torn one, and a `kill -9` at any point leaves one of the two.
+//! Files that may hold secrets are created owner-only (0600) from the first byte, so
+//! no other user can open them even for an instant; so is the state dir (0700).
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -31,13 +34,38 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Mode of files that may hold secrets: Secret objects, rendered objects (their values
+/// may come from Secrets), Helm release records and process logs.
+pub const PRIVATE_FILE: u32 = 0o600;
+/// Mode of the state dir.
+pub const PRIVATE_DIR: u32 = 0o700;
+/// Mode of other files (before the umask), as `File::create` gives.
+const PUBLIC_FILE: u32 = 0o666;
+
 /// Writes `bytes` to `path` atomically and durably (temp file, fsync, rename, fsync dir).
 pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_mode(path, bytes, PUBLIC_FILE)
+}
+
+/// [`write`] for a file that may hold secrets: readable by its owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_mode(path, bytes, PRIVATE_FILE)
+}
+
+fn create_temp(tmp: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(tmp)
+}
+
+fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = parent_of(path);
     fs::create_dir_all(dir)?;
     let tmp = temp_path_for(path);
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = create_temp(&tmp, mode)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
@@ -66,14 +94,16 @@ impl Batch {
         Self::default()
     }
 
-    /// Writes `bytes` to a temp file beside `path`; it takes effect at `commit`.
+    /// Writes `bytes` to a temp file beside `path`, readable by its owner only (the
+    /// batch holds objects, whose values may come from Secrets); it takes effect at
+    /// `commit`.
     pub fn stage(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         let dir = parent_of(path).to_path_buf();
         if !self.dirs.contains(&dir) {
             fs::create_dir_all(&dir)?;
         }
         let tmp = temp_path_for(path);
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = create_temp(&tmp, PRIVATE_FILE)?;
         f.write_all(bytes)?;
         self.staged.push((tmp, path.to_path_buf()));
         self.dirs.insert(dir);
@@ -139,6 +169,45 @@ fn sync_filesystem_of(_probe: &Path, all: &[(PathBuf, PathBuf)]) -> io::Result<(
         File::open(tmp)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Creates `dir` (and its parents) owner-only, and takes group and other access away
+/// from an existing one. True when an existing folder had to be tightened (a state dir
+/// made by an older version, whose files need the same).
+pub fn private_dir(dir: &Path) -> io::Result<bool> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)?;
+    let mode = fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 == 0 {
+        return Ok(false);
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR))?;
+    Ok(true)
+}
+
+/// Takes group and other access away from every file below `dir` (files written
+/// before files were created private). Returns how many were changed.
+pub fn tighten_files(dir: &Path) -> io::Result<usize> {
+    let mut changed = 0;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    for entry in entries {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            changed += tighten_files(&entry.path())?;
+        } else if ty.is_file() {
+            let mode = entry.metadata()?.permissions().mode();
+            if mode & 0o077 != 0 {
+                fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode & 0o700))?;
+                changed += 1;
+            }
+        }
+    }
+    Ok(changed)
 }
 
 /// Removes temp files left by a process that died mid-write, below `dir`.

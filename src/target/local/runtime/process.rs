@@ -4,6 +4,7 @@
 
 use super::spec::Exec;
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,7 +15,12 @@ pub fn spawn(exec: &Exec, log: &Path, default_dir: &Path) -> std::io::Result<Chi
     if let Some(dir) = log.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let out = OpenOptions::new().create(true).append(true).open(log)?;
+    // Workloads and hooks may print what they got from Secrets.
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(crate::util::atomic::PRIVATE_FILE)
+        .open(log)?;
     let err = out.try_clone()?;
     let (program, args) = exec
         .argv
