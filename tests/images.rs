@@ -222,28 +222,35 @@ fn a_concurrent_pusher_is_fetched_and_the_change_recomputed() {
     let reg = Registry::start(None);
     for t in ["1.0.0", "1.1.0"] {
         reg.push_tag("team/web", t, "2024-01-01T00:00:00Z");
+        reg.push_tag("team/other", t, "2024-01-01T00:00:00Z");
     }
+    // Only `apps` is synced; an automated workload outside it is not ours to update,
+    // on the first attempt or on the retry after a rejected push.
     let (remote, setup) = seeded(
-        &[(
-            "web.yaml",
-            &deployment(&reg.addr, "web", "semver:~1", "1.0.0"),
-        )],
+        &[
+            (
+                "apps/web.yaml",
+                &deployment(&reg.addr, "web", "semver:~1", "1.0.0"),
+            ),
+            (
+                "outside/other.yaml",
+                &deployment(&reg.addr, "other", "semver:~1", "1.0.0"),
+            ),
+        ],
         "initial",
-        "",
+        "  path: apps\n",
     );
     let cfg = gitcanary::config::Config::load(&setup.config).unwrap();
     let source = gitcanary::source::GitSource::new(&cfg.source, &cfg.base_dir, &cfg.state_dir());
     let head = source.fetch().unwrap().commit;
-    let snap = source.snapshot(&head).unwrap();
-    let objects = gitcanary::manifest::load(&snap, "", None).objects;
 
     // Another pusher lands a commit after our fetch, before our push.
     remote
-        .write(&[("other.yaml", &configmap("other", "x"))])
+        .write(&[("apps/other.yaml", &configmap("other", "x"))])
         .push("concurrent change");
 
     let mut auto = gitcanary::image::automation::Automation::new(&cfg).unwrap();
-    let out = auto.run(&source, &head, &objects, true).unwrap();
+    let out = auto.run(&source, &head, None, true).unwrap();
     assert_eq!(out.changes, 1);
     let log = commits(&remote.bare);
     assert_eq!(
@@ -258,6 +265,49 @@ fn a_concurrent_pusher_is_fetched_and_the_change_recomputed() {
         out.commit.unwrap(),
         git(&remote.bare, &["rev-parse", "main"])
     );
+    assert_eq!(
+        git(&remote.bare, &["diff", "--name-only", "main~1", "main"]),
+        "apps/web.yaml"
+    );
+}
+
+#[test]
+fn a_release_whose_chart_repository_is_down_still_gets_its_tag_bumped() {
+    let reg = Registry::start(None);
+    for t in ["1.0.0", "1.0.1"] {
+        reg.push_tag("team/web", t, "2024-01-01T00:00:00Z");
+    }
+    // Nothing listens on this port: every chart download is refused.
+    let dead = format!("http://127.0.0.1:{}/", free_port());
+    let release = format!("apiVersion: helm.fluxcd.io/v1\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: test\n  annotations:\n    fluxcd.io/automated: \"true\"\n    fluxcd.io/tag.chart-image: semver:~1.0\nspec:\n  releaseName: web\n  chart:\n    repository: {dead}\n    name: web\n    version: 1.0.0\n  values:\n    image:\n      repository: {}/team/web\n      tag: 1.0.0\n", reg.addr);
+    let (remote, setup) = seeded(&[("releases/web.yaml", &release)], "initial", "");
+
+    let out = setup.cmd(&["images", "scan", "--once"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The tag is bumped and pushed...
+    assert_eq!(
+        commits(&remote.bare)[0],
+        format!("Auto-release {}/team/web:1.0.1", reg.addr),
+        "{text}"
+    );
+    let pushed = git(&remote.bare, &["show", "main:releases/web.yaml"]);
+    assert!(pushed.contains("tag: 1.0.1"), "{pushed}");
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(setup.state().join("status/images.json")).unwrap())
+            .unwrap();
+    assert!(status["error"].is_null(), "{status}");
+    // ...and the sync of that revision still reports the chart error, applying nothing.
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains(&format!("GET {dead}index.yaml")), "{text}");
+    assert!(setup
+        .object("helm.fluxcd.io", "HelmRelease", "test", "web")
+        .is_none());
+    let (ok, sync) = setup.sync();
+    assert!(!ok && sync.contains("index.yaml"), "{sync}");
 }
 
 #[test]

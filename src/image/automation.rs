@@ -520,6 +520,8 @@ pub struct Automation {
     rt: tokio::runtime::Runtime,
     scans: HashMap<String, Scan>,
     global_exclusions: Vec<Regex>,
+    /// `source.path`: the folder whose manifests name images, policies and markers.
+    path: String,
 }
 
 /// What a run did.
@@ -585,6 +587,7 @@ impl Automation {
             rt,
             scans: HashMap::new(),
             global_exclusions,
+            path: cfg.source.path.clone(),
         })
     }
 
@@ -742,20 +745,26 @@ impl Automation {
     }
 
     /// Runs automation on `head`: scan, decide, commit, push (retrying on a moved
-    /// remote). `objects` are the desired objects of `head`. Blocking.
+    /// remote). Like Flux's image-automation-controller it reads only the manifests
+    /// under `source.path` as written in Git: no chart is fetched or rendered, so a
+    /// release whose chart source is down still gets its tags updated. `cache` is the
+    /// sync's parse cache. Blocking.
     pub fn run(
         &mut self,
         source: &GitSource,
         head: &str,
-        objects: &[Object],
+        mut cache: Option<&mut crate::manifest::Cache>,
         force_scan: bool,
     ) -> Result<Outcome, Error> {
         let mut head = head.to_string();
-        let mut objects = objects.to_vec();
         let mut attempts = 0;
         loop {
             let snap = source.snapshot(&head)?;
-            let (setters, v2) = self.collect(&snap, &objects, source.branch())?;
+            let loaded = crate::manifest::load(&snap, &self.path, cache.as_deref_mut());
+            if !loaded.errors.is_empty() {
+                return Err(Error::Invalid(loaded.errors));
+            }
+            let (setters, v2) = self.collect(&snap, &loaded.objects, source.branch())?;
             let mut wanted: BTreeMap<String, Want> = BTreeMap::new();
             for (_, r) in &setters {
                 if let Ok(r) = r {
@@ -865,11 +874,7 @@ impl Automation {
                         "push rejected ({msg}); fetching and recomputing on the new head"
                     );
                     std::thread::sleep(Duration::from_millis(200 * (1 << attempts.min(5))));
-                    let fetched = source.fetch()?;
-                    head = fetched.commit;
-                    let snap = source.snapshot(&head)?;
-                    let loaded = crate::manifest::load(&snap, "", None);
-                    objects = loaded.objects;
+                    head = source.fetch()?.commit;
                 }
                 PushOutcome::Rejected(message) => {
                     return Err(Error::Rejected {

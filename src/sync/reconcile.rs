@@ -307,13 +307,14 @@ impl Reconciler {
         self.status.fetched_at = Some(unix_now());
         let state_dir = self.state_dir();
         let prev = hooks::read_records(&state_dir);
-        let (mut desired, mut files, mut releases) = self.load(&fetched.commit, &prev)?;
+        // Automation edits Git, so it runs before (and without) rendering: a chart
+        // source that is down fails the sync below, not the tag update.
         let mut head = fetched.commit;
-        if let Some(pushed) = self.automate(&head, &desired) {
+        if let Some(pushed) = self.automate(&head) {
             // Apply what automation just pushed, without waiting for the next poll.
             head = pushed;
-            (desired, files, releases) = self.load(&head, &prev)?;
         }
+        let (mut desired, files, mut releases) = self.load(&head, &prev)?;
         hooks::hold_suspended(&self.store, &mut desired, &mut releases, &prev)?;
         let (steps, mut records) = plan_hooks(&prev, &releases);
         let images = self
@@ -355,16 +356,16 @@ impl Reconciler {
         })
     }
 
-    /// Runs image automation on a valid revision; returns a pushed commit to apply. A
+    /// Runs image automation on a revision; returns a pushed commit to apply. A
     /// failure is recorded and logged but never blocks the sync of the fetched head.
-    fn automate(&mut self, head: &str, desired: &[Object]) -> Option<String> {
+    fn automate(&mut self, head: &str) -> Option<String> {
         let auto = self.automation.as_mut()?;
         let force = std::mem::take(&mut self.force_scan);
         let mut status = ImagesStatus {
             at: unix_now(),
             ..Default::default()
         };
-        let pushed = match auto.run(&self.source, head, desired, force) {
+        let pushed = match auto.run(&self.source, head, Some(&mut self.cache), force) {
             Ok(outcome) => {
                 self.images_active = !outcome.rows.is_empty();
                 status.rows = outcome.rows;
