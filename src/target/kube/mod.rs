@@ -1,5 +1,10 @@
-//! The Kubernetes target. It arrives in a later issue; until then choosing it in the
-//! config is an explicit error rather than a silent fallback to the local target.
+//! The Kubernetes target. Its pure parts come first: health as kstatus computes it
+//! (`health`), leader election over a Lease (`lease`), and the order of an apply (`order`). Until the client side arrives, choosing `target.kubernetes` in the config
+//! is an explicit error rather than a silent fallback to the local target.
+
+pub mod health;
+pub mod lease;
+pub mod order;
 
 /// The error shown when the config selects `target.kubernetes`.
 pub fn unsupported(context: Option<&str>) -> super::Error {
