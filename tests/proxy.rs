@@ -4,6 +4,7 @@
 use gitcanary::manifest::object::{Object, ObjectKey, Origin};
 use gitcanary::sync::plan;
 use gitcanary::target::local::proxy::routing::{parse_matches, Route};
+use gitcanary::target::local::proxy::stats::Scope;
 use gitcanary::target::local::proxy::{global_stats, Proxy};
 use gitcanary::target::local::runtime::Endpoint;
 use gitcanary::target::local::LocalStore;
@@ -22,6 +23,21 @@ fn service(ns: &str, name: &str, app: &str) -> Object {
         &v,
         Origin {
             file: "svc.yaml".into(),
+            line: 1,
+        },
+    )
+}
+
+fn deployment(ns: &str, name: &str, app: &str) -> Object {
+    let v = serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": ns},
+        "spec": {"selector": {"matchLabels": {"app": app}}, "template": {"metadata": {"labels": {"app": app}},
+            "spec": {"containers": [{"name": "app", "image": "example.com/app:1"}]}}}});
+    Object::from_json(
+        ObjectKey::new("apps/v1", "Deployment", ns, name),
+        "apps/v1".into(),
+        &v,
+        Origin {
+            file: "deploy.yaml".into(),
             line: 1,
         },
     )
@@ -76,6 +92,8 @@ async fn fixture(ns: &str, canary_fails: bool) -> Fixture {
         service(ns, "podinfo", "podinfo-primary"),
         service(ns, "podinfo-primary", "podinfo-primary"),
         service(ns, "podinfo-canary", "podinfo"),
+        deployment(ns, "podinfo", "podinfo"),
+        deployment(ns, "podinfo-primary", "podinfo-primary"),
     ];
     let inv = store.inventory().unwrap();
     store.apply(&plan(&objs, &inv), &objs, &inv, "r1").unwrap();
@@ -207,7 +225,11 @@ async fn window_figures_match_what_the_client_saw_and_bad_backends_fail() {
     }
     let now = gitcanary::util::time::unix_now() as u64 + 1;
     let w = global_stats()
-        .window("window", "podinfo", Duration::from_secs(60), now)
+        .window(
+            "window",
+            "podinfo",
+            &Scope::last(Duration::from_secs(60), now),
+        )
         .expect("figures");
     assert_eq!(w.requests, 400);
     assert_eq!(w.success_rate, ok as f64 * 100.0 / 400.0);
@@ -253,4 +275,34 @@ async fn window_figures_match_what_the_client_saw_and_bad_backends_fail() {
     );
     let text = global_stats().render();
     assert!(text.contains("response_total{direction=\"inbound\",namespace=\"window\",deployment=\"podinfo\",classification=\"failure\",status_code=\"502\"} 1"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_find_no_ready_canary_pod_count_against_the_canary() {
+    let f = fixture("unserved", false).await;
+    f.proxy.set_route(&f.ns, "podinfo", Some(split(100)));
+    f.endpoints.lock().unwrap()[1].ready = false;
+    let client = reqwest::Client::new();
+    for _ in 0..10 {
+        let status = client
+            .get(format!("http://{}/", f.apex))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 503);
+    }
+    // The canary's success rate (its Deployment's window) sees every 503.
+    let now = gitcanary::util::time::unix_now() as u64 + 1;
+    let w = global_stats()
+        .window(
+            "unserved",
+            "podinfo",
+            &Scope::last(Duration::from_secs(60), now),
+        )
+        .expect("the 503s are the canary's");
+    assert_eq!((w.requests, w.success_rate), (10, 0.0));
+    let text = global_stats().render();
+    assert!(text.contains("response_total{direction=\"inbound\",namespace=\"unserved\",deployment=\"podinfo\",classification=\"failure\",status_code=\"503\"} 10"), "{text}");
+    assert!(!text.contains("deployment=\"podinfo-canary\""), "{text}");
 }

@@ -10,6 +10,7 @@ use super::spec::{self, CanarySpec, HookType};
 use super::state::{CanaryStatus, Phase, Severity};
 use crate::manifest::ObjectKey;
 use crate::target::local::loadtester::{self, LoadTester};
+use crate::target::local::proxy::stats::Scope;
 use crate::target::local::proxy::{global_stats, Proxy};
 use crate::target::local::runtime::supervisor::{set_replica_override, Notifier};
 use crate::target::local::{names, LocalStore};
@@ -319,7 +320,11 @@ impl Engine {
                 }
                 continue;
             }
-            let w = global_stats().window(&c.namespace, &c.target, m.interval, now as u64 + 1);
+            let w = global_stats().window(
+                &c.namespace,
+                &c.target,
+                &Scope::last(m.interval, now as u64 + 1),
+            );
             let Some(w) = w else {
                 // Flagger counts an empty metric result as a failed check.
                 failures.push(format!("Halt advancement no values found for {provider} metric {} probably {} is not receiving traffic", m.name, c.target_id()));
@@ -379,8 +384,11 @@ impl Engine {
                 .metrics
                 .iter()
                 .map(|m| {
-                    let w =
-                        global_stats().window(&c.namespace, &c.target, m.interval, now as u64 + 1);
+                    let w = global_stats().window(
+                        &c.namespace,
+                        &c.target,
+                        &Scope::last(m.interval, now as u64 + 1),
+                    );
                     let value = match m.name.as_str() {
                         "request-success-rate" => w.map(|w| w.success_rate),
                         "request-duration" => w.map(|w| w.p99_ms),

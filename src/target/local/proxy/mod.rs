@@ -38,6 +38,48 @@ pub struct ServiceDef {
     pub selector: BTreeMap<String, String>,
     /// (name, port, targetPort as written)
     pub ports: Vec<(Option<String>, u16, serde_json::Value)>,
+    /// The one Deployment whose pods the selector picks, with its `pod-template-hash`:
+    /// a request that finds no ready pod is still counted against that workload.
+    pub workload: Option<Served>,
+}
+
+/// The workload and pod-template revision a response is counted under.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Served {
+    /// Deployment name.
+    pub deployment: String,
+    /// `pod-template-hash` of the pod (or, with none ready, of the Deployment's template).
+    pub revision: String,
+}
+
+impl Served {
+    fn key(&self) -> (&str, &str) {
+        (&self.deployment, &self.revision)
+    }
+}
+
+/// The Deployment in `ns` whose pod template `selector` picks, when exactly one does.
+fn selected_workload(
+    deployments: &[(ObjectKey, serde_json::Value)],
+    ns: &str,
+    selector: &BTreeMap<String, String>,
+) -> Option<Served> {
+    let mut picked = deployments.iter().filter(|(k, d)| {
+        k.namespace == ns
+            && routing::selects(
+                selector,
+                &crate::manifest::object::string_map(&d["spec"]["template"]["metadata"]["labels"]),
+            )
+    });
+    let (key, d) = picked.next()?;
+    if picked.next().is_some() {
+        return None;
+    }
+    let hash = crate::target::local::runtime::spec::template_hash(&d["spec"]["template"]);
+    Some(Served {
+        deployment: key.name.clone(),
+        revision: crate::target::local::runtime::spec::pod_template_hash(&hash).to_string(),
+    })
 }
 
 type Key = (String, String);
@@ -172,6 +214,13 @@ impl Proxy {
             .store
             .list("", "Service")
             .map_err(std::io::Error::other)?;
+        let deployments: Vec<(ObjectKey, serde_json::Value)> = self
+            .store
+            .list("apps", "Deployment")
+            .map_err(std::io::Error::other)?
+            .into_iter()
+            .filter_map(|k| Some((k.clone(), self.store.get(&k).ok()??)))
+            .collect();
         let mut defs = HashMap::new();
         for key in &keys {
             let Ok(Some(obj)) = self.store.get(key) else {
@@ -190,9 +239,14 @@ impl Proxy {
                     ))
                 })
                 .collect();
+            let workload = selected_workload(&deployments, &key.namespace, &selector);
             defs.insert(
                 (key.namespace.clone(), key.name.clone()),
-                ServiceDef { selector, ports },
+                ServiceDef {
+                    selector,
+                    ports,
+                    workload,
+                },
             );
         }
         let mut allocations = self.allocations();
@@ -293,8 +347,21 @@ fn text(status: StatusCode, msg: String) -> Response<Body> {
     r
 }
 
+/// Whom a request to `backend` that reached no pod is counted against: the workload its
+/// selector picks, else the Service itself.
+fn unserved(shared: &Shared, ns: &str, backend: &str) -> Served {
+    let services = shared.services.read().unwrap_or_else(|e| e.into_inner());
+    services
+        .get(&(ns.to_string(), backend.to_string()))
+        .and_then(|d| d.workload.clone())
+        .unwrap_or_else(|| Served {
+            deployment: backend.to_string(),
+            revision: String::new(),
+        })
+}
+
 /// The host port of a ready endpoint selected by `backend`'s selector, round-robin.
-fn pick(shared: &Shared, ns: &str, backend: &str, port: u16) -> Result<(u16, String), String> {
+fn pick(shared: &Shared, ns: &str, backend: &str, port: u16) -> Result<(u16, Served), String> {
     let services = shared.services.read().unwrap_or_else(|e| e.into_inner());
     let Some(def) = services.get(&(ns.to_string(), backend.to_string())) else {
         return Err(format!("service {ns}/{backend} not found"));
@@ -330,7 +397,18 @@ fn pick(shared: &Shared, ns: &str, backend: &str, port: u16) -> Result<(u16, Str
     }
     let i = shared.next.fetch_add(1, Ordering::Relaxed) as usize % count;
     let e = eps.iter().filter(eligible).nth(i).expect("counted above");
-    Ok((host_port(e).expect("eligible"), e.deployment.clone()))
+    let revision = e
+        .labels
+        .get(crate::target::local::runtime::spec::POD_TEMPLATE_HASH)
+        .cloned()
+        .unwrap_or_default();
+    Ok((
+        host_port(e).expect("eligible"),
+        Served {
+            deployment: e.deployment.clone(),
+            revision,
+        },
+    ))
 }
 
 const HOP_BY_HOP: [&str; 8] = [
@@ -392,12 +470,15 @@ async fn handle(
     let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
         return text(StatusCode::BAD_REQUEST, "cannot read request body\n".into());
     };
-    let (host_port, deployment) = match pick(shared, ns, &backend, port) {
+    let (host_port, mut served) = match pick(shared, ns, &backend, port) {
         Ok(p) => p,
         Err(msg) => {
+            // Counted against the workload, or a canary with no ready pod would look
+            // healthy to its own success rate.
+            let served = unserved(shared, ns, &backend);
             shared
                 .stats
-                .record(ns, &backend, 503, started.elapsed(), now);
+                .record(ns, served.key(), 503, started.elapsed(), now);
             return text(StatusCode::SERVICE_UNAVAILABLE, format!("{msg}\n"));
         }
     };
@@ -441,7 +522,8 @@ async fn handle(
     if result.is_err() && idempotent {
         // A pooled connection to a replica that just went away: try once more, on
         // whichever ready endpoint is next.
-        if let Ok((retry_port, _)) = pick(shared, ns, &backend, port) {
+        if let Ok((retry_port, retry_served)) = pick(shared, ns, &backend, port) {
+            served = retry_served;
             if let Ok(again) = build(retry_port) {
                 result = shared.client.request(again).await;
             }
@@ -451,7 +533,7 @@ async fn handle(
         Ok(resp) => {
             shared.stats.record(
                 ns,
-                &deployment,
+                served.key(),
                 resp.status().as_u16(),
                 started.elapsed(),
                 now,
@@ -470,10 +552,13 @@ async fn handle(
         Err(e) => {
             shared
                 .stats
-                .record(ns, &deployment, 502, started.elapsed(), now);
+                .record(ns, served.key(), 502, started.elapsed(), now);
             text(
                 StatusCode::BAD_GATEWAY,
-                format!("backend {ns}/{backend} ({deployment}) failed: {e}\n"),
+                format!(
+                    "backend {ns}/{backend} ({}) failed: {e}\n",
+                    served.deployment
+                ),
             )
         }
     }

@@ -1,7 +1,9 @@
 //! Proxy metrics per backend workload: Prometheus series named as Linkerd's
 //! (`response_total` with `classification`, `response_latency_ms_bucket`), so PromQL
 //! written for Linkerd works unchanged, and an in-process window for the canary
-//! engine's built-in checks (success rate %, p99 ms over the last `1m`).
+//! engine's built-in checks (success rate %, p99 ms over the last `1m`). The window keeps
+//! each second's requests apart by the pod-template revision that served them, so a
+//! canary's checks count only its current revision, never the release before it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
@@ -19,6 +21,8 @@ const SAMPLES_PER_SECOND: usize = 20_000;
 #[derive(Default)]
 struct Second {
     at: u64,
+    /// The `pod-template-hash` of the pods that served these requests.
+    revision: String,
     total: u64,
     failures: u64,
     latencies_us: Vec<u32>,
@@ -52,17 +56,51 @@ pub struct WindowFigures {
     pub p99_ms: f64,
 }
 
+/// Which requests of a workload a window counts.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope<'a> {
+    /// Only requests served by pods of this `pod-template-hash`; `None` counts all.
+    pub revision: Option<&'a str>,
+    /// Only requests at or after this second (Unix), e.g. since an analysis started.
+    pub since: u64,
+    /// How far back from `now` to look.
+    pub span: Duration,
+    /// The window's last second (Unix), inclusive.
+    pub now: u64,
+}
+
+impl Scope<'_> {
+    /// Every request in the last `span` up to second `now`.
+    pub fn last(span: Duration, now: u64) -> Scope<'static> {
+        Scope {
+            revision: None,
+            since: 0,
+            span,
+            now,
+        }
+    }
+
+    fn counts(&self, sec: &Second) -> bool {
+        let from = self.now.saturating_sub(self.span.as_secs().max(1));
+        sec.at > from
+            && sec.at <= self.now
+            && sec.at >= self.since
+            && self.revision.is_none_or(|r| r == sec.revision)
+    }
+}
+
 /// Linkerd's classification: 5xx and transport failures are failures.
 pub fn is_failure(status: u16) -> bool {
     status >= 500
 }
 
 impl Stats {
-    /// Records one response (`status` 502/503 for transport failures) at second `now`.
+    /// Records one response (`status` 502/503 for transport failures) at second `now`,
+    /// served by `deployment`'s pods of `revision` (their `pod-template-hash`).
     pub fn record(
         &self,
         namespace: &str,
-        deployment: &str,
+        (deployment, revision): (&str, &str),
         status: u16,
         latency: Duration,
         now: u64,
@@ -89,20 +127,33 @@ impl Stats {
         }
         s.sum_ms += ms;
         s.count += 1;
-        if s.window.back().is_none_or(|sec| sec.at != now) {
-            s.window.push_back(Second {
-                at: now,
-                ..Default::default()
-            });
-            while s
-                .window
-                .front()
-                .is_some_and(|sec| sec.at + WINDOW_SECS <= now)
-            {
-                s.window.pop_front();
+        // During a rollout two revisions share a second: look back over this second's
+        // entries (one per revision, so very few) before starting another.
+        let found = s
+            .window
+            .iter()
+            .rev()
+            .take_while(|sec| sec.at == now)
+            .position(|sec| sec.revision == revision);
+        let idx = match found {
+            Some(back) => s.window.len() - 1 - back,
+            None => {
+                s.window.push_back(Second {
+                    at: now,
+                    revision: revision.to_string(),
+                    ..Default::default()
+                });
+                while s
+                    .window
+                    .front()
+                    .is_some_and(|sec| sec.at + WINDOW_SECS <= now)
+                {
+                    s.window.pop_front();
+                }
+                s.window.len() - 1
             }
-        }
-        let sec = s.window.back_mut().expect("pushed above");
+        };
+        let sec = &mut s.window[idx];
         sec.total += 1;
         if is_failure(status) {
             sec.failures += 1;
@@ -113,23 +164,17 @@ impl Stats {
         }
     }
 
-    /// Success rate and exact p99 over the last `window` ending at second `now`;
-    /// `None` without requests (Flagger counts that as a failed check).
+    /// Success rate and exact p99 of `deployment`'s requests in `scope`; `None` without
+    /// requests (Flagger counts that as a failed check).
     pub fn window(
         &self,
         namespace: &str,
         deployment: &str,
-        window: Duration,
-        now: u64,
+        scope: &Scope,
     ) -> Option<WindowFigures> {
         let all = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let s = all.get(namespace)?.get(deployment)?;
-        let from = now.saturating_sub(window.as_secs().max(1));
-        let secs: Vec<&Second> = s
-            .window
-            .iter()
-            .filter(|sec| sec.at > from && sec.at <= now)
-            .collect();
+        let secs: Vec<&Second> = s.window.iter().filter(|sec| scope.counts(sec)).collect();
         let total: u64 = secs.iter().map(|s| s.total).sum();
         if total == 0 {
             return None;
@@ -205,25 +250,62 @@ mod tests {
             let status = if i % 4 == 0 { 500 } else { 200 };
             st.record(
                 "test",
-                "podinfo",
+                ("podinfo", "abc"),
                 status,
                 Duration::from_millis(i + 1),
                 1000 + i / 50,
             );
         }
         let w = st
-            .window("test", "podinfo", Duration::from_secs(60), 1001)
+            .window(
+                "test",
+                "podinfo",
+                &Scope::last(Duration::from_secs(60), 1001),
+            )
             .unwrap();
         assert_eq!(w.requests, 100);
         assert_eq!(w.success_rate, 75.0);
         assert_eq!(w.p99_ms, 99.0);
         assert!(
-            st.window("test", "podinfo", Duration::from_secs(60), 5000)
-                .is_none(),
+            st.window(
+                "test",
+                "podinfo",
+                &Scope::last(Duration::from_secs(60), 5000)
+            )
+            .is_none(),
             "old data leaves the window"
         );
         let text = st.render();
         assert!(text.contains("response_total{direction=\"inbound\",namespace=\"test\",deployment=\"podinfo\",classification=\"failure\",status_code=\"500\"} 25"), "{text}");
         assert!(text.contains("response_latency_ms_bucket{direction=\"inbound\",namespace=\"test\",deployment=\"podinfo\",le=\"+Inf\"} 100"));
+    }
+
+    #[test]
+    fn a_scope_counts_only_its_revision_since_its_start() {
+        let st = Stats::default();
+        let ms = Duration::from_millis(3);
+        // The previous release: all good, up to second 100.
+        for at in 90..=100 {
+            st.record("ns", ("app", "old"), 200, ms, at);
+        }
+        // The new release from second 100 on, sharing that second: all failing.
+        for at in 100..=102 {
+            st.record("ns", ("app", "new"), 500, ms, at);
+            st.record("ns", ("app", "new"), 500, ms, at);
+        }
+        let span = Duration::from_secs(60);
+        let all = st.window("ns", "app", &Scope::last(span, 102)).unwrap();
+        assert_eq!((all.requests, all.success_rate), (17, 11.0 * 100.0 / 17.0));
+        let scope = |revision, since| Scope {
+            revision,
+            since,
+            span,
+            now: 102,
+        };
+        let new = st.window("ns", "app", &scope(Some("new"), 0)).unwrap();
+        assert_eq!((new.requests, new.success_rate), (6, 0.0));
+        let since = st.window("ns", "app", &scope(None, 101)).unwrap();
+        assert_eq!(since.requests, 4);
+        assert!(st.window("ns", "app", &scope(Some("old"), 101)).is_none());
     }
 }

@@ -475,6 +475,15 @@ pub fn plan_pod_spec(
     Ok((plan("initContainers")?, containers))
 }
 
+/// The label every pod carries with its template revision, as Kubernetes' ReplicaSets
+/// set it; the proxy counts requests per revision by it.
+pub const POD_TEMPLATE_HASH: &str = "pod-template-hash";
+
+/// The `pod-template-hash` value (and pod name part) of a full template hash.
+pub fn pod_template_hash(template_hash: &str) -> &str {
+    &template_hash[..template_hash.len().min(10)]
+}
+
 /// The pod-template revision: sha256 of its canonical JSON. Stable across gitcanary
 /// versions because it depends only on the template's content (see flagger #1799).
 pub fn template_hash(template: &Value) -> String {

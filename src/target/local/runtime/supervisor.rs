@@ -460,10 +460,11 @@ impl Supervisor {
 
     fn start_pod(&mut self, id: &(String, String), plan: &spec::PodPlan) -> Pod {
         self.counter += 1;
+        let hash = spec::pod_template_hash(&plan.template_hash);
         let name = format!(
             "{}-{}-{:05x}",
             id.1,
-            &plan.template_hash[..10],
+            hash,
             (self.counter * 7919 + std::process::id() as u64) % 0xfffff
         );
         let mut ports = HashMap::new();
@@ -496,7 +497,11 @@ impl Supervisor {
             terminate_deadline: None,
             sigterm_at: None,
             pre_stop_pending: None,
-            labels: plan.labels.clone(),
+            labels: {
+                let mut labels = plan.labels.clone();
+                labels.insert(spec::POD_TEMPLATE_HASH.into(), hash.to_string());
+                labels
+            },
             grace: plan.grace,
         };
         for i in 0..pod.containers.len() {
