@@ -120,6 +120,27 @@ pub fn due(spec: &CanarySpec, status: &CanaryStatus, now: f64) -> Due {
     }
 }
 
+/// Whether a canary in a resting phase (`Initialized`, `Succeeded`, `Failed`, `Waiting`)
+/// would start an analysis of `revision`: the executor claims a `maxConcurrentCanaries`
+/// slot and asks the confirm-rollout gate only then.
+pub fn may_start(status: &CanaryStatus, revision: &str, manual: Option<Manual>) -> bool {
+    let retry = manual == Some(Manual::Retry) && status.phase == Phase::Failed;
+    let changed = revision != status.last_applied_spec || retry || status.phase == Phase::Waiting;
+    let resting = matches!(
+        status.phase,
+        Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting
+    );
+    resting && changed && (revision != status.last_promoted_spec || retry)
+}
+
+/// Whether a phase holds a `maxConcurrentCanaries` slot.
+pub fn analysing(phase: Phase) -> bool {
+    matches!(
+        phase,
+        Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting | Phase::Finalising
+    )
+}
+
 struct Builder<'a> {
     spec: &'a CanarySpec,
     status: CanaryStatus,

@@ -1,11 +1,13 @@
 //! The canary executor for the local target: the thin edge around `decide()`. Each
-//! tick it observes every Canary (target revision, readiness from the runtime, webhook
-//! gates, and, when a step is due, webhooks and built-in metrics from the proxy's
-//! window), calls `decide()`, and applies the plan: generated primary and Services in
-//! the store, routes on the proxy, replica overrides in the runtime, events in the log
-//! and the status.
+//! tick starts one task per Canary whose previous step has finished, so a slow webhook
+//! holds back only its own canary. A step observes the Canary (target revision,
+//! readiness from the runtime, webhook gates, and, when a step is due, webhooks and
+//! built-in metrics from the proxy's window), calls `decide()`, and applies the plan:
+//! generated primary and Services in the store, routes on the proxy, replica overrides
+//! in the runtime, events in the log and the status. File reads and fsync'd writes run
+//! on tokio's blocking pool, never on the async workers the proxy shares.
 
-use super::decide::{self, Action, Checks, Due, Observations};
+use super::decide::{self, Checks, Due, Observations};
 use super::spec::{self, CanarySpec, HookType};
 use super::state::{CanaryStatus, Phase, Severity};
 use crate::manifest::ObjectKey;
@@ -16,15 +18,26 @@ use crate::target::local::runtime::supervisor::{set_replica_override, Notifier};
 use crate::target::local::{names, LocalStore};
 use crate::target::Target;
 use serde_json::{json, Value};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+use tracing::Instrument;
 
 mod alerts;
+mod apply;
 mod finalize;
+mod observe;
 
 /// The canary engine on the local target.
 pub struct Engine {
+    core: Arc<Core>,
+    /// The canaries' step tasks; dropping the engine aborts them.
+    tasks: Mutex<tokio::task::JoinSet<()>>,
+}
+
+/// What every canary's step task shares.
+struct Core {
     state_dir: PathBuf,
     store: LocalStore,
     proxy: Arc<Proxy>,
@@ -39,6 +52,22 @@ pub struct Engine {
     /// The Canaries present when no removed one was left to finalize: while they stay
     /// the same, ticks skip the check.
     settled: std::sync::Mutex<Option<Vec<ObjectKey>>>,
+    /// Canaries (`name.namespace`) whose step task is running.
+    busy: Mutex<HashSet<String>>,
+    /// Canaries holding a `maxConcurrentCanaries` slot (analysing, or starting now);
+    /// `None` until the first tick has read every status.
+    slots: Mutex<Option<HashSet<String>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs file I/O on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("canary engine I/O task: {e}"))
 }
 
 /// Where a canary's status lives.
@@ -96,7 +125,7 @@ impl Engine {
         max_concurrent: Option<u32>,
     ) -> std::io::Result<Engine> {
         crate::util::tls::install_crypto_provider();
-        Ok(Engine {
+        let core = Core {
             state_dir: state_dir.to_path_buf(),
             store: LocalStore::open(state_dir).map_err(std::io::Error::other)?,
             router: proxy.clone(),
@@ -110,84 +139,231 @@ impl Engine {
             restored: Default::default(),
             settled: Default::default(),
             max_concurrent,
+            busy: Default::default(),
+            slots: Default::default(),
+        };
+        Ok(Engine {
+            core: Arc::new(core),
+            tasks: Default::default(),
         })
     }
 
+    /// One pass over every Canary: starts a step task for each canary whose last step
+    /// has finished, then finalizes removed ones. It does not wait for the steps.
+    pub async fn tick(&self, now: f64) {
+        let core = self.core.clone();
+        let keys = match blocking(move || core.list_canaries()).await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!("{e}");
+                return;
+            }
+        };
+        {
+            let mut tasks = lock(&self.tasks);
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(e) = done {
+                    if e.is_panic() {
+                        tracing::error!("a canary step panicked: {e}");
+                    }
+                }
+            }
+            for key in &keys {
+                let Some(busy) = Busy::claim(&self.core, key) else {
+                    continue; // its last step is still running
+                };
+                let core = self.core.clone();
+                let key = key.clone();
+                let span = tracing::info_span!("canary", canary = %busy.0);
+                tasks.spawn(
+                    async move {
+                        let _busy = busy;
+                        core.run(key, now).await;
+                    }
+                    .instrument(span),
+                );
+            }
+        }
+        self.core.finalize_removed(&keys).await;
+    }
+
+    /// Waits until every running step has finished.
+    pub async fn settle(&self) {
+        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// A canary's claim on running a step; released when its task ends, even by a panic
+/// or an abort.
+struct Busy(String, Arc<Core>);
+
+impl Busy {
+    fn claim(core: &Arc<Core>, key: &ObjectKey) -> Option<Busy> {
+        let id = format!("{}.{}", key.name, key.namespace);
+        lock(&core.busy)
+            .insert(id.clone())
+            .then(|| Busy(id, core.clone()))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        lock(&self.1.busy).remove(&self.0);
+    }
+}
+
+impl Core {
     fn notify(&self) {
         if let Some(n) = &self.runtime {
             n.notify();
         }
     }
 
-    /// The target's revision: its template hash plus the checksums of the ConfigMaps and
-    /// Secrets it references (Flagger's tracked configs), stable across versions.
-    fn revision(&self, target: &Value, ns: &str) -> String {
-        let mut parts = vec![crate::target::local::runtime::spec::template_hash(
-            &target["spec"]["template"],
-        )];
-        parts.extend(
-            self.tracked_configs(target, ns)
-                .into_iter()
-                .map(|(k, sum)| format!("{k}:{sum}")),
-        );
-        crate::manifest::object::sha256_hex(parts.join("\n").as_bytes())
-    }
-
-    /// Checksums of the ConfigMaps and Secrets the target references, by `Kind/name`.
-    fn tracked_configs(
-        &self,
-        target: &Value,
-        ns: &str,
-    ) -> std::collections::BTreeMap<String, String> {
-        config_refs(&target["spec"]["template"]["spec"])
-            .into_iter()
-            .map(|(kind, name)| {
-                let obj = self
-                    .store
-                    .get(&ObjectKey::new("v1", &kind, ns, &name))
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
-                let data = json!({"data": obj["data"], "stringData": obj["stringData"]});
-                (
-                    format!("{kind}/{name}"),
-                    crate::manifest::object::sha256_hex(&crate::manifest::object::canonical_json(
-                        &data,
-                    )),
-                )
-            })
-            .collect()
-    }
-
-    fn ready(
-        &self,
-        ns: &str,
-        name: &str,
-        template_hash: &str,
-        threshold: u32,
-    ) -> Result<(), String> {
-        let replicas = self
-            .store
-            .get(&deployment(ns, name))
-            .ok()
-            .flatten()
-            .map(|d| d["spec"]["replicas"].as_u64().unwrap_or(1) as u32);
-        let st = crate::target::local::runtime::supervisor::rollout_state(
-            &self.state_dir,
-            ns,
-            name,
-            replicas.unwrap_or(1),
-        );
-        let desired = replicas.map(|_| st.wanted).unwrap_or(1).max(1);
-        let need = (desired * threshold).div_ceil(100).max(1);
-        let (available, updated) = (st.available, st.updated);
-        if st.template_hash == template_hash && updated >= desired.min(need) && available >= need {
-            Ok(())
-        } else {
-            Err(format!(
-                "deployment {name}.{ns} not ready: {available} of {desired} replicas available"
-            ))
+    /// The Canaries in the store. The first call also counts the canaries already
+    /// analysing (after a restart), so the slots start from what the statuses say.
+    fn list_canaries(&self) -> Vec<ObjectKey> {
+        let keys = self.store.list("flagger.app", "Canary").unwrap_or_default();
+        let mut slots = lock(&self.slots);
+        if slots.is_none() {
+            *slots = Some(
+                keys.iter()
+                    .filter(|k| {
+                        decide::analysing(read_status(&self.state_dir, &k.namespace, &k.name).phase)
+                    })
+                    .map(|k| format!("{}.{}", k.name, k.namespace))
+                    .collect(),
+            );
         }
+        keys
+    }
+
+    /// Takes a `maxConcurrentCanaries` slot for a canary about to start. The slot
+    /// counts at once, so canaries starting in the same tick cannot overshoot the cap.
+    fn claim_slot(&self, id: &str) -> bool {
+        let mut slots = lock(&self.slots);
+        let slots = slots.get_or_insert_with(HashSet::new);
+        if slots.contains(id) {
+            return true;
+        }
+        if self
+            .max_concurrent
+            .is_some_and(|max| slots.len() >= max as usize)
+        {
+            return false;
+        }
+        slots.insert(id.to_string());
+        true
+    }
+
+    /// Keeps a canary's slot (while it analyses) or frees it.
+    fn hold_slot(&self, id: &str, hold: bool) {
+        let mut slots = lock(&self.slots);
+        let slots = slots.get_or_insert_with(HashSet::new);
+        if hold {
+            slots.insert(id.to_string());
+        } else {
+            slots.remove(id);
+        }
+    }
+
+    /// Reads a stored object on the blocking pool.
+    async fn get_object(&self, key: ObjectKey) -> Result<Option<Value>, String> {
+        let store = self.store.clone();
+        blocking(move || store.get(&key).map_err(|e| e.to_string())).await?
+    }
+
+    /// A cluster URL (`http://svc.ns/`) rewritten to the local address of that Service.
+    async fn local_url(&self, url: &str, ns: &str) -> String {
+        let (dir, u, n) = (self.state_dir.clone(), url.to_string(), ns.to_string());
+        blocking(move || names::rewrite_url(&names::allocations(&dir), &u, &n))
+            .await
+            .unwrap_or_else(|_| url.to_string())
+    }
+
+    /// Reads, parses and steps one Canary.
+    async fn run(self: Arc<Self>, key: ObjectKey, now: f64) {
+        let core = self.clone();
+        let loaded = blocking(move || {
+            let obj = core.store.get(&key).ok().flatten()?;
+            Some(spec::parse(&obj).map(|mut c| {
+                c.suspend |= super::commands::suspended(&core.state_dir, &c.namespace, &c.name);
+                c
+            }))
+        })
+        .await;
+        match loaded {
+            Ok(Some(Ok(c))) => {
+                if let Err(e) = self.step(Arc::new(c), now).await {
+                    tracing::warn!("{e}");
+                }
+            }
+            Ok(Some(Err(errs))) => tracing::warn!("invalid Canary: {}", errs.join("; ")),
+            Ok(None) => {}
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+
+    /// One step of a canary: observe, run the checks that are due, decide, apply.
+    async fn step(self: &Arc<Self>, c: Arc<CanarySpec>, now: f64) -> Result<(), String> {
+        let (core, spec) = (self.clone(), c.clone());
+        let seen = blocking(move || core.observe(&spec)).await??;
+        let obs = self.gather(&c, &seen.status, seen.obs.clone(), now).await;
+        let mut plan = decide::decide(&c, &seen.status, &obs, now);
+        self.hold_slot(&c.id(), decide::analysing(plan.status.phase));
+        plan.status.tracked_configs = seen.tracked.clone();
+        if let Some(values) = self.last_metric_values(&c, &obs, now) {
+            plan.status.last_metrics = values;
+        }
+        self.apply(&c, &plan, &seen).await?;
+        self.report(&c, &plan, &seen, now).await;
+        let core = self.clone();
+        blocking(move || core.persist(&c, plan, &seen.status)).await?
+    }
+
+    /// Calls the gates and runs the checks that are due for this step.
+    async fn gather(
+        &self,
+        c: &CanarySpec,
+        status: &CanaryStatus,
+        mut obs: Observations,
+        now: f64,
+    ) -> Observations {
+        let rev = obs.revision.clone();
+        if decide::may_start(status, &rev, obs.manual) {
+            obs.confirm_rollout = self
+                .gate(c, HookType::ConfirmRollout, status.phase, &rev)
+                .await;
+        }
+        if matches!(
+            status.phase,
+            Phase::Progressing | Phase::Waiting | Phase::WaitingPromotion
+        ) {
+            obs.rollback_requested =
+                self.gate(c, HookType::Rollback, status.phase, &rev).await == Some(true);
+        }
+        match decide::due(c, status, now) {
+            Due::PreRollout => {
+                obs.pre_rollout = Some(
+                    self.checks(c, HookType::PreRollout, status.phase, &rev, now)
+                        .await,
+                )
+            }
+            Due::Analysis => {
+                obs.analysis = Some(
+                    self.checks(c, HookType::Rollout, status.phase, &rev, now)
+                        .await,
+                );
+                obs.confirm_traffic_increase = self
+                    .gate(c, HookType::ConfirmTrafficIncrease, status.phase, &rev)
+                    .await;
+                obs.confirm_promotion = self
+                    .gate(c, HookType::ConfirmPromotion, status.phase, &rev)
+                    .await;
+            }
+            Due::Nothing => {}
+        }
+        obs
     }
 
     async fn call_hook(
@@ -233,8 +409,7 @@ impl Engine {
                     Err(e) => Err(e.to_string()),
                 }
             } else {
-                let url =
-                    names::rewrite_url(&names::allocations(&self.state_dir), &w.url, &c.namespace);
+                let url = self.local_url(&w.url, &c.namespace).await;
                 match self
                     .http
                     .post(url)
@@ -414,7 +589,7 @@ impl Engine {
         tns: &str,
     ) -> Option<String> {
         let key = ObjectKey::new("flagger.app/v1beta1", "MetricTemplate", tns, tname);
-        let Ok(Some(t)) = self.store.get(&key) else {
+        let Ok(Some(t)) = self.get_object(key).await else {
             return Some(format!("Metric template {tname}.{tns} error: not found"));
         };
         let provider = t["spec"]["provider"]["type"]
@@ -441,13 +616,14 @@ impl Engine {
                     ))
                 }
             };
-        let address = names::rewrite_url(
-            &names::allocations(&self.state_dir),
-            t["spec"]["provider"]["address"]
-                .as_str()
-                .unwrap_or_default(),
-            &c.namespace,
-        );
+        let address = self
+            .local_url(
+                t["spec"]["provider"]["address"]
+                    .as_str()
+                    .unwrap_or_default(),
+                &c.namespace,
+            )
+            .await;
         match super::metrics::query(&self.http, &address, &query).await {
             // Flagger counts an empty metric result as a failed check.
             Ok(None) => Some(format!(
@@ -469,355 +645,6 @@ impl Engine {
                 }
             }
         }
-    }
-
-    fn owner(c: &CanarySpec) -> String {
-        format!("Canary/{}/{}", c.namespace, c.name)
-    }
-
-    /// Writes `<target>-primary` (with `-primary` ConfigMap/Secret copies) from the target.
-    fn write_primary(&self, c: &CanarySpec, target: &Value) -> Result<(), String> {
-        let label = selector_label(target);
-        let primary_name = format!("{}-primary", c.target);
-        let mut p = target.clone();
-        p["metadata"] = json!({"name": primary_name, "namespace": c.namespace, "labels": {label.clone(): primary_name}});
-        p["spec"]["selector"]["matchLabels"][&label] = primary_name.clone().into();
-        p["spec"]["template"]["metadata"]["labels"][&label] = primary_name.clone().into();
-        let existing = self
-            .store
-            .get(&deployment(&c.namespace, &primary_name))
-            .ok()
-            .flatten();
-        // Keep the primary's replica count once it exists (an HPA may have set it).
-        if let Some(e) = &existing {
-            p["spec"]["replicas"] = e["spec"]["replicas"].clone();
-        }
-        for (kind, name) in config_refs(&target["spec"]["template"]["spec"]) {
-            let Ok(Some(mut cfg)) =
-                self.store
-                    .get(&ObjectKey::new("v1", &kind, &c.namespace, &name))
-            else {
-                continue;
-            };
-            let copy = format!("{name}-primary");
-            cfg["metadata"] = json!({"name": copy, "namespace": c.namespace});
-            self.store
-                .put_generated(
-                    &ObjectKey::new("v1", &kind, &c.namespace, &copy),
-                    &cfg,
-                    &Self::owner(c),
-                )
-                .map_err(|e| e.to_string())?;
-        }
-        rename_config_refs(&mut p["spec"]["template"]["spec"]);
-        if let Some(hpa_name) = &c.autoscaler {
-            let hpa_key = ObjectKey::new(
-                "autoscaling/v2",
-                "HorizontalPodAutoscaler",
-                &c.namespace,
-                hpa_name,
-            );
-            if let Ok(Some(mut hpa)) = self.store.get(&hpa_key) {
-                let copy = format!("{hpa_name}-primary");
-                hpa["metadata"] = json!({"name": copy, "namespace": c.namespace});
-                hpa["spec"]["scaleTargetRef"]["name"] = primary_name.clone().into();
-                self.store
-                    .put_generated(
-                        &ObjectKey::new(
-                            "autoscaling/v2",
-                            "HorizontalPodAutoscaler",
-                            &c.namespace,
-                            &copy,
-                        ),
-                        &hpa,
-                        &Self::owner(c),
-                    )
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        self.store
-            .put_generated(
-                &deployment(&c.namespace, &primary_name),
-                &p,
-                &Self::owner(c),
-            )
-            .map_err(|e| e.to_string())
-    }
-
-    fn write_services(&self, c: &CanarySpec, target: &Value) -> Result<(), String> {
-        let label = selector_label(target);
-        let svc = |name: String, app: String| {
-            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": c.namespace},
-                "spec": {"selector": {label.clone(): app}, "ports": [{"name": "http", "port": c.port, "targetPort": c.target_port}]}})
-        };
-        let primary = format!("{}-primary", c.target);
-        for (name, app) in [
-            (c.service.clone(), primary.clone()),
-            (format!("{}-primary", c.service), primary.clone()),
-            (format!("{}-canary", c.service), c.target.clone()),
-        ] {
-            self.store
-                .put_generated(
-                    &ObjectKey::new("v1", "Service", &c.namespace, &name),
-                    &svc(name.clone(), app),
-                    &Self::owner(c),
-                )
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    /// One pass over every Canary.
-    pub async fn tick(&self, now: f64) {
-        let keys = self.store.list("flagger.app", "Canary").unwrap_or_default();
-        let mut progressing = 0;
-        for key in &keys {
-            let st = read_status(&self.state_dir, &key.namespace, &key.name);
-            if matches!(
-                st.phase,
-                Phase::Progressing | Phase::WaitingPromotion | Phase::Promoting | Phase::Finalising
-            ) {
-                progressing += 1;
-            }
-        }
-        for key in keys.iter().cloned() {
-            let Ok(Some(obj)) = self.store.get(&key) else {
-                continue;
-            };
-            let span =
-                tracing::info_span!("canary", canary = %format!("{}.{}", key.name, key.namespace));
-            let _g = span.enter();
-            match spec::parse(&obj) {
-                Ok(mut c) => {
-                    c.suspend |= super::commands::suspended(&self.state_dir, &c.namespace, &c.name);
-                    if let Err(e) = self.step(&c, now, progressing).await {
-                        tracing::warn!("{e}");
-                    }
-                }
-                Err(errs) => tracing::warn!("invalid Canary: {}", errs.join("; ")),
-            }
-        }
-        self.finalize_removed(&keys).await;
-    }
-
-    fn set_route(&self, c: &CanarySpec, canary: u32, mirror: bool, ab: bool) {
-        self.router.set_routes(c, canary, mirror, ab);
-    }
-
-    async fn step(&self, c: &CanarySpec, now: f64, progressing: usize) -> Result<(), String> {
-        let status = read_status(&self.state_dir, &c.namespace, &c.name);
-        // Routes live in the proxy's memory: after a restart, put back what the status
-        // says before deciding anything, so a resumed analysis keeps its weight.
-        if status.phase != Phase::Initializing
-            && self
-                .restored
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(c.id())
-        {
-            let ab = c.analysis.iterations > 0
-                && c.analysis
-                    .match_rules
-                    .as_array()
-                    .is_some_and(|m| !m.is_empty())
-                && status.phase == Phase::Progressing;
-            self.set_route(c, status.canary_weight, status.mirrored, ab);
-        }
-        let Some(target) = self
-            .store
-            .get(&deployment(&c.namespace, &c.target))
-            .map_err(|e| e.to_string())?
-        else {
-            return Err(format!(
-                "target deployment {}.{} not found",
-                c.target, c.namespace
-            ));
-        };
-        let rev = self.revision(&target, &c.namespace);
-        let primary_name = format!("{}-primary", c.target);
-        let primary = self
-            .store
-            .get(&deployment(&c.namespace, &primary_name))
-            .map_err(|e| e.to_string())?;
-        let primary_hash = primary
-            .as_ref()
-            .map(|p| crate::target::local::runtime::spec::template_hash(&p["spec"]["template"]))
-            .unwrap_or_default();
-        let target_hash =
-            crate::target::local::runtime::spec::template_hash(&target["spec"]["template"]);
-        let mut obs = Observations {
-            revision: rev.clone(),
-            primary_exists: primary.is_some(),
-            primary_ready: primary.is_some()
-                && self
-                    .ready(
-                        &c.namespace,
-                        &primary_name,
-                        &primary_hash,
-                        c.analysis.primary_ready_threshold,
-                    )
-                    .is_ok(),
-            canary_not_ready: match status.phase {
-                Phase::Progressing | Phase::WaitingPromotion => self
-                    .ready(
-                        &c.namespace,
-                        &c.target,
-                        &target_hash,
-                        c.analysis.canary_ready_threshold,
-                    )
-                    .err(),
-                _ => None,
-            },
-            // Waiting canaries start only while fewer than the cap are analysing.
-            slot_available: self
-                .max_concurrent
-                .is_none_or(|max| (progressing as u32) < max),
-            manual: super::commands::take(&self.state_dir, &c.namespace, &c.name),
-            ..Default::default()
-        };
-        let new_revision = rev != status.last_applied_spec && rev != status.last_promoted_spec;
-        if matches!(
-            status.phase,
-            Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting
-        ) && (new_revision || status.phase == Phase::Waiting)
-        {
-            obs.confirm_rollout = self
-                .gate(c, HookType::ConfirmRollout, status.phase, &rev)
-                .await;
-        }
-        if matches!(
-            status.phase,
-            Phase::Progressing | Phase::Waiting | Phase::WaitingPromotion
-        ) {
-            obs.rollback_requested =
-                self.gate(c, HookType::Rollback, status.phase, &rev).await == Some(true);
-        }
-        match decide::due(c, &status, now) {
-            Due::PreRollout => {
-                obs.pre_rollout = Some(
-                    self.checks(c, HookType::PreRollout, status.phase, &rev, now)
-                        .await,
-                )
-            }
-            Due::Analysis => {
-                obs.analysis = Some(
-                    self.checks(c, HookType::Rollout, status.phase, &rev, now)
-                        .await,
-                );
-                obs.confirm_traffic_increase = self
-                    .gate(c, HookType::ConfirmTrafficIncrease, status.phase, &rev)
-                    .await;
-                obs.confirm_promotion = self
-                    .gate(c, HookType::ConfirmPromotion, status.phase, &rev)
-                    .await;
-            }
-            Due::Nothing => {}
-        }
-        let mut plan = decide::decide(c, &status, &obs, now);
-        plan.status.tracked_configs = self.tracked_configs(&target, &c.namespace);
-        if let Some(values) = self.last_metric_values(c, &obs, now) {
-            plan.status.last_metrics = values;
-        }
-        let mut changed_store = false;
-        for action in &plan.actions {
-            match action {
-                Action::CreatePrimary | Action::Promote => {
-                    self.write_primary(c, &target)?;
-                    self.write_services(c, &target)?;
-                    changed_store = true;
-                }
-                Action::Route {
-                    primary: _,
-                    canary,
-                    mirror,
-                    ab,
-                } => self.set_route(c, *canary, *mirror, *ab),
-                Action::ScaleCanaryUp => {
-                    let replicas = target["spec"]["replicas"].as_u64().unwrap_or(1) as u32;
-                    set_replica_override(&self.state_dir, &c.namespace, &c.target, Some(replicas))
-                        .map_err(|e| e.to_string())?;
-                    changed_store = true;
-                }
-                Action::ScaleCanaryDown => {
-                    set_replica_override(&self.state_dir, &c.namespace, &c.target, Some(0))
-                        .map_err(|e| e.to_string())?;
-                    changed_store = true;
-                }
-                Action::RunHooks(kind) => {
-                    for w in c.analysis.webhooks.iter().filter(|w| w.kind == *kind) {
-                        let _ = self.call_hook(c, w, plan.status.phase, &rev).await;
-                    }
-                }
-            }
-        }
-        if changed_store {
-            self.notify();
-            let _ = self.proxy.sync_services().await;
-        }
-        for e in &plan.events {
-            match e.severity {
-                Severity::Info => tracing::info!(revision = %rev, "{}", e.message),
-                _ => tracing::warn!(revision = %rev, "{}", e.message),
-            }
-        }
-        self.notify_events(c, &plan, &rev).await;
-        let labels = [
-            ("name", c.name.as_str()),
-            ("namespace", c.namespace.as_str()),
-        ];
-        let reg = crate::metrics::global();
-        reg.set(
-            "gitcanary_canary_weight",
-            "Canary traffic weight.",
-            &labels,
-            plan.status.canary_weight as f64,
-        );
-        // Flagger's encoding: 0 running, 1 successful, 2 failed.
-        let code = match plan.status.phase {
-            Phase::Succeeded | Phase::Initialized => 1.0,
-            Phase::Failed => 2.0,
-            _ => 0.0,
-        };
-        reg.set(
-            "gitcanary_canary_status",
-            "Canary status: 0 running, 1 successful, 2 failed.",
-            &labels,
-            code,
-        );
-        if plan.status.phase != status.phase {
-            let outcome = match plan.status.phase {
-                Phase::Succeeded if status.phase == Phase::Finalising || c.skip_analysis => Some((
-                    "gitcanary_canary_successes_total",
-                    "Canary analyses that ended in promotion.",
-                )),
-                Phase::Failed => Some((
-                    "gitcanary_canary_failures_total",
-                    "Canary analyses that ended in rollback.",
-                )),
-                _ => None,
-            };
-            if let Some((counter, help)) = outcome {
-                reg.inc(counter, help, &labels, 1.0);
-                reg.set(
-                    "gitcanary_canary_duration_seconds",
-                    "Duration of the last canary analysis.",
-                    &labels,
-                    now - status_start(&status),
-                );
-            }
-        }
-        plan.status.target = c.target.clone();
-        plan.status.service = c.service.clone();
-        plan.status.revert_on_deletion = c.revert_on_deletion;
-        if plan.status != status {
-            let path = status_path(&self.state_dir, &c.namespace, &c.name);
-            crate::util::atomic::write(
-                &path,
-                &serde_json::to_vec_pretty(&plan.status).unwrap_or_default(),
-            )
-            .map_err(|e| e.to_string())?;
-        }
-        Ok(())
     }
 }
 
@@ -866,40 +693,6 @@ pub fn config_refs(pod: &Value) -> Vec<(String, String)> {
         }
     }
     out.into_iter().collect()
-}
-
-fn rename_config_refs(pod: &mut Value) {
-    let rename = |v: &mut Value| {
-        if let Some(n) = v.as_str() {
-            *v = format!("{n}-primary").into();
-        }
-    };
-    for list in ["containers", "initContainers"] {
-        for c in pod[list].as_array_mut().into_iter().flatten() {
-            for f in c["envFrom"].as_array_mut().into_iter().flatten() {
-                for r in ["configMapRef", "secretRef"] {
-                    if f.get(r).is_some() {
-                        rename(&mut f[r]["name"]);
-                    }
-                }
-            }
-            for e in c["env"].as_array_mut().into_iter().flatten() {
-                for r in ["configMapKeyRef", "secretKeyRef"] {
-                    if e["valueFrom"].get(r).is_some() {
-                        rename(&mut e["valueFrom"][r]["name"]);
-                    }
-                }
-            }
-        }
-    }
-    for v in pod["volumes"].as_array_mut().into_iter().flatten() {
-        if v.get("configMap").is_some() {
-            rename(&mut v["configMap"]["name"]);
-        }
-        if v.get("secret").is_some() {
-            rename(&mut v["secret"]["secretName"]);
-        }
-    }
 }
 
 /// The engine's tick period.

@@ -4,7 +4,7 @@
 
 use super::*;
 
-impl Engine {
+impl Core {
     /// Sends events to `event` webhooks (all of them) and to alert providers (the
     /// noteworthy ones, at or above each alert's severity).
     pub(super) async fn notify_events(&self, c: &CanarySpec, plan: &decide::Plan, rev: &str) {
@@ -56,9 +56,8 @@ impl Engine {
     ) -> Result<(), String> {
         let key = ObjectKey::new("flagger.app/v1beta1", "AlertProvider", ns, name);
         let p = self
-            .store
-            .get(&key)
-            .map_err(|e| e.to_string())?
+            .get_object(key)
+            .await?
             .ok_or("AlertProvider not found")?;
         // The address is a secret: gitcanary reads it from the env var the spec names.
         // Flagger's `secretRef`: a Secret in the provider's namespace whose `address`
@@ -67,9 +66,8 @@ impl Engine {
             None => None,
             Some(secret) => {
                 let obj = self
-                    .store
-                    .get(&ObjectKey::new("v1", "Secret", ns, secret))
-                    .map_err(|e| e.to_string())?
+                    .get_object(ObjectKey::new("v1", "Secret", ns, secret))
+                    .await?
                     .ok_or_else(|| format!("spec.secretRef: Secret {ns}/{secret} not found"))?;
                 let value = crate::manifest::object::data_value(&obj, "Secret", "address")
                     .map_err(|e| format!("spec.secretRef: Secret {ns}/{secret}: {e}"))?
@@ -115,7 +113,7 @@ impl Engine {
                 ))
             }
         };
-        let url = names::rewrite_url(&names::allocations(&self.state_dir), &address, &c.namespace);
+        let url = self.local_url(&address, &c.namespace).await;
         let resp = self
             .http
             .post(url)

@@ -3,18 +3,30 @@
 
 use super::*;
 
-impl Engine {
+impl Core {
     /// Canaries removed from Git. Their generated objects go (as Kubernetes garbage
     /// collection does for Flagger's) and the target runs with the replicas Git gives
     /// it. With `revertOnDeletion`, the apex Service first waits for the target to be
     /// ready and then selects its pods, outliving the Canary, as Flagger's finalizer
     /// does. Without it, Flagger would leave the target at zero replicas; gitcanary
     /// restores it, so the cluster matches Git.
-    pub(super) async fn finalize_removed(&self, keys: &[ObjectKey]) {
-        let settled = || self.settled.lock().unwrap_or_else(|e| e.into_inner());
-        if settled().as_deref() == Some(keys) {
+    pub(super) async fn finalize_removed(self: &Arc<Self>, keys: &[ObjectKey]) {
+        if lock(&self.settled).as_deref() == Some(keys) {
             return;
         }
+        let (core, keys) = (self.clone(), keys.to_vec());
+        match blocking(move || core.finalize_removed_files(keys)).await {
+            Ok(true) => {
+                self.notify();
+                let _ = self.proxy.sync_services().await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+
+    /// The store and status side of `finalize_removed`; whether anything changed.
+    fn finalize_removed_files(&self, keys: Vec<ObjectKey>) -> bool {
         let generated = self.store.generated();
         let owners: std::collections::BTreeSet<&String> = generated.values().collect();
         let mut changed = false;
@@ -27,6 +39,10 @@ impl Engine {
                 continue;
             };
             if keys.iter().any(|k| k.namespace == ns && k.name == name) {
+                continue;
+            }
+            if lock(&self.busy).contains(&format!("{name}.{ns}")) {
+                pending = true; // its last step is still running
                 continue;
             }
             let st = read_status(&self.state_dir, ns, name);
@@ -89,19 +105,14 @@ impl Engine {
                 continue;
             }
             let _ = std::fs::remove_file(status_path(&self.state_dir, ns, name));
-            self.restored
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&format!("{name}.{ns}"));
+            lock(&self.restored).remove(&format!("{name}.{ns}"));
+            self.hold_slot(&format!("{name}.{ns}"), false);
             tracing::info!(canary = %format!("{name}.{ns}"), reverted = st.revert_on_deletion, "Terminating canary {name}.{ns}: the Canary was removed; {target}.{ns} runs as Git says");
             changed = true;
         }
-        if changed {
-            self.notify();
-            let _ = self.proxy.sync_services().await;
-        }
         if !pending {
-            *settled() = Some(keys.to_vec());
+            *lock(&self.settled) = Some(keys);
         }
+        changed
     }
 }

@@ -16,6 +16,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// The on-disk store rooted at a state dir.
+#[derive(Clone)]
 pub struct LocalStore {
     root: PathBuf,
 }
