@@ -14,24 +14,38 @@ fn dir(state_dir: &Path, ns: &str, name: &str) -> PathBuf {
 
 /// Records a one-shot command (promote, abort, retry).
 pub fn request(state_dir: &Path, ns: &str, name: &str, cmd: Manual) -> std::io::Result<()> {
-    let word = match cmd {
+    crate::util::atomic::write(
+        &dir(state_dir, ns, name).join("command"),
+        word(cmd).as_bytes(),
+    )
+}
+
+fn word(cmd: Manual) -> &'static str {
+    match cmd {
         Manual::Promote => "promote",
         Manual::Abort => "abort",
         Manual::Retry => "retry",
-    };
-    crate::util::atomic::write(&dir(state_dir, ns, name).join("command"), word.as_bytes())
+    }
 }
 
-/// Takes (and removes) a pending one-shot command.
-pub fn take(state_dir: &Path, ns: &str, name: &str) -> Option<Manual> {
-    let path = dir(state_dir, ns, name).join("command");
-    let word = std::fs::read_to_string(&path).ok()?;
-    let _ = std::fs::remove_file(&path);
-    match word.trim() {
-        "promote" => Some(Manual::Promote),
-        "abort" => Some(Manual::Abort),
-        "retry" => Some(Manual::Retry),
-        _ => None,
+/// The pending one-shot command. It stays recorded until the engine has acted on it
+/// (`done`), so a promote given between analysis steps waits for the next step.
+pub fn pending(state_dir: &Path, ns: &str, name: &str) -> Option<Manual> {
+    let text = std::fs::read_to_string(dir(state_dir, ns, name).join("command")).ok()?;
+    [Manual::Promote, Manual::Abort, Manual::Retry]
+        .into_iter()
+        .find(|m| word(*m) == text.trim())
+}
+
+/// Removes a command the engine has acted on (or found nothing to act on), unless a
+/// different one has replaced it meanwhile.
+pub fn done(state_dir: &Path, ns: &str, name: &str, cmd: Manual) -> std::io::Result<()> {
+    if pending(state_dir, ns, name) != Some(cmd) {
+        return Ok(());
+    }
+    match std::fs::remove_file(dir(state_dir, ns, name).join("command")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 

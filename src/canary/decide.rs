@@ -5,6 +5,7 @@
 
 use super::spec::{CanarySpec, HookType};
 use super::state::{CanaryStatus, Event, Phase, Severity, MAX_EVENTS};
+use std::cell::Cell;
 
 /// Outcome of the checks run for one analysis step.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -35,6 +36,15 @@ pub struct Observations {
     pub primary_ready: bool,
     /// Why the canary (target) is not ready (per `canaryReadyThreshold`); `None` when ready.
     pub canary_not_ready: Option<String>,
+    /// Since when the canary workload has lacked minimum availability (its `Available`
+    /// condition is False with reason `MinimumReplicasUnavailable`); `None` otherwise.
+    pub canary_unavailable_since: Option<f64>,
+    /// The target's `spec.replicas` as Git sets it (1 when unset).
+    pub target_replicas: u32,
+    /// The primary's `spec.replicas`, when the primary exists.
+    pub primary_replicas: Option<u32>,
+    /// The executor asked the confirm-rollout and rollback gates in this step.
+    pub gates_checked: bool,
     /// Pre-rollout results, when they were run for this tick.
     pub pre_rollout: Option<Checks>,
     /// Rollout webhook and metric results, when they were run for this tick.
@@ -78,6 +88,8 @@ pub enum Action {
     Promote,
     /// Call the webhooks of a type (fire and forget).
     RunHooks(HookType),
+    /// Set the primary's replicas (Git changed the target's `spec.replicas`).
+    ScalePrimary(u32),
 }
 
 /// What to do and the status to persist.
@@ -89,6 +101,9 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// New events, also appended to the status.
     pub events: Vec<Event>,
+    /// The manual command was not acted on yet and stays for a later step (a promote
+    /// waiting for the next gate it opens, an abort during a restart).
+    pub manual_pending: bool,
 }
 
 /// Which checks the executor should run before calling `decide` at `now`.
@@ -100,6 +115,28 @@ pub enum Due {
     PreRollout,
     /// Rollout webhooks and metrics.
     Analysis,
+}
+
+/// Whether the confirm-rollout and rollback gates are due while a canary waits to
+/// start: once per analysis interval, as Flagger's per-canary scheduler calls them on
+/// each tick of its interval timer (pkg/controller/scheduler.go), not on every tick of
+/// gitcanary's engine. In `Progressing`, the rollback gate runs with each analysis step.
+pub fn gates_due(spec: &CanarySpec, status: &CanaryStatus, now: f64) -> bool {
+    now >= status.last_gate_time + spec.analysis.interval.as_secs_f64()
+}
+
+/// The confirm gate the next analysis step consults, as Flagger's scheduler does:
+/// `confirm-traffic-increase` before a weight increase, `confirm-promotion` once the
+/// last weight or iteration has passed.
+pub fn step_gate(spec: &CanarySpec, status: &CanaryStatus) -> Option<HookType> {
+    let a = &spec.analysis;
+    if a.iterations > 0 {
+        (status.iterations >= a.iterations).then_some(HookType::ConfirmPromotion)
+    } else if status.canary_weight < max_weight(spec) {
+        Some(HookType::ConfirmTrafficIncrease)
+    } else {
+        Some(HookType::ConfirmPromotion)
+    }
 }
 
 /// Whether an analysis step is due, and which checks it needs.
@@ -147,9 +184,24 @@ struct Builder<'a> {
     actions: Vec<Action>,
     events: Vec<Event>,
     now: f64,
+    /// The manual command was acted on.
+    manual_used: Cell<bool>,
 }
 
 impl Builder<'_> {
+    /// Whether a confirm gate lets the canary go on. `gitcanary promote` opens it; a
+    /// gate that was not asked in this step (not due) holds, as a closed one does.
+    fn approved(&self, obs: &Observations, kind: HookType, result: Option<bool>) -> bool {
+        if !self.spec.has_hook(kind) {
+            return true;
+        }
+        if obs.manual == Some(Manual::Promote) {
+            self.manual_used.set(true);
+            return true;
+        }
+        result == Some(true)
+    }
+
     fn event(&mut self, severity: Severity, message: String) {
         self.events.push(Event {
             severity,
@@ -206,7 +258,21 @@ impl Builder<'_> {
         self.phase(Phase::Promoting);
     }
 
-    fn finish(mut self) -> Plan {
+    /// Finishes the plan. A manual command that was not used stays pending only while
+    /// a later step can still act on it; otherwise (nothing to promote, abort or retry)
+    /// it is dropped.
+    fn finish(mut self, manual: Option<Manual>) -> Plan {
+        let s = self.spec;
+        let manual_pending = !self.manual_used.get()
+            && match (manual, self.status.phase) {
+                (Some(Manual::Promote), Phase::Waiting) => s.has_hook(HookType::ConfirmRollout),
+                (Some(Manual::Promote), Phase::Progressing | Phase::WaitingPromotion) => {
+                    s.has_hook(HookType::ConfirmTrafficIncrease)
+                        || s.has_hook(HookType::ConfirmPromotion)
+                }
+                (Some(Manual::Abort), Phase::Progressing | Phase::WaitingPromotion) => true,
+                _ => false,
+            };
         self.status.events.extend(self.events.iter().cloned());
         let n = self.status.events.len();
         if n > MAX_EVENTS {
@@ -216,6 +282,7 @@ impl Builder<'_> {
             status: self.status,
             actions: self.actions,
             events: self.events,
+            manual_pending,
         }
     }
 }
@@ -258,117 +325,156 @@ pub fn decide(spec: &CanarySpec, status: &CanaryStatus, obs: &Observations, now:
         actions: vec![],
         events: vec![],
         now,
+        manual_used: Cell::new(false),
     };
-    if spec.suspend {
-        return b.finish();
-    }
-    let approved = |gate: Option<bool>| obs.manual == Some(Manual::Promote) || gate.unwrap_or(true);
-    match status.phase {
-        Phase::Initializing => {
-            if !obs.primary_exists {
-                b.actions.push(Action::CreatePrimary);
-            } else if obs.primary_ready {
-                b.route(100, 0, false, false);
+    if !spec.suspend {
+        if obs.gates_checked {
+            b.status.last_gate_time = now;
+        }
+        scale_primary(&mut b, obs);
+        match status.phase {
+            Phase::Initializing => initialize(&mut b, obs),
+            Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting => {
+                start(&mut b, obs)
+            }
+            Phase::Progressing | Phase::WaitingPromotion => progress(&mut b, obs),
+            Phase::Promoting => promote_traffic(&mut b, obs),
+            Phase::Finalising => {
                 b.actions.push(Action::ScaleCanaryDown);
-                b.status.last_applied_spec = obs.revision.clone();
-                b.status.last_promoted_spec = obs.revision.clone();
-                b.phase(Phase::Initialized);
+                b.status.last_promoted_spec = status.last_applied_spec.clone();
+                b.status.iterations = 0;
+                b.phase(Phase::Succeeded);
+                b.actions.push(Action::RunHooks(HookType::PostRollout));
                 b.event(
                     Severity::Info,
-                    format!("Initialization done! {}", spec.id()),
+                    format!("Promotion completed! Scaling down {}", spec.target_id()),
                 );
             }
-        }
-        Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting => {
-            let retry = obs.manual == Some(Manual::Retry) && status.phase == Phase::Failed;
-            let changed =
-                obs.revision != status.last_applied_spec || retry || status.phase == Phase::Waiting;
-            if !changed {
-                return b.finish();
-            }
-            if obs.revision == status.last_promoted_spec && !retry {
-                // Back to what the primary already runs: nothing to analyse.
-                b.status.last_applied_spec = obs.revision.clone();
-                if status.phase == Phase::Waiting {
-                    b.phase(Phase::Succeeded);
-                }
-                return b.finish();
-            }
-            if !obs.slot_available {
-                if status.phase != Phase::Waiting {
-                    b.event(
-                        Severity::Info,
-                        format!(
-                            "Halt {} advancement waiting for a free slot (maxConcurrentCanaries)",
-                            spec.id()
-                        ),
-                    );
-                }
-                b.phase(Phase::Waiting);
-                return b.finish();
-            }
-            if !approved(obs.confirm_rollout) {
-                if status.phase != Phase::Waiting {
-                    b.event(
-                        Severity::Info,
-                        format!("Halt {} advancement waiting for approval", spec.id()),
-                    );
-                }
-                b.phase(Phase::Waiting);
-                return b.finish();
-            }
-            b.event(
-                Severity::Info,
-                format!("New revision detected! Scaling up {}", spec.target_id()),
-            );
-            b.actions.push(Action::ScaleCanaryUp);
-            b.status.last_applied_spec = obs.revision.clone();
-            b.status.failed_checks = 0;
-            b.status.iterations = 0;
-            b.status.canary_weight = 0;
-            b.status.mirrored = false;
-            b.status.last_step_time = now;
-            b.phase(Phase::Progressing);
-        }
-        Phase::Progressing | Phase::WaitingPromotion => progress(&mut b, obs, approved),
-        Phase::Promoting => {
-            // Never route to a primary that is not ready (flagger #1898).
-            if !obs.primary_ready {
-                return b.finish();
-            }
-            let step = spec.analysis.step_weight_promotion;
-            if step == 0 {
-                b.event(Severity::Info, "Routing all traffic to primary".into());
-                b.route(100, 0, false, false);
-                b.phase(Phase::Finalising);
-            } else {
-                let primary = (100 - status.canary_weight + step).min(100);
-                b.route(primary, 100 - primary, false, false);
-                b.event(
-                    Severity::Info,
-                    format!("Advance {} primary weight {primary}", spec.id()),
-                );
-                if primary == 100 {
-                    b.phase(Phase::Finalising);
-                }
-            }
-        }
-        Phase::Finalising => {
-            b.actions.push(Action::ScaleCanaryDown);
-            b.status.last_promoted_spec = status.last_applied_spec.clone();
-            b.status.iterations = 0;
-            b.phase(Phase::Succeeded);
-            b.actions.push(Action::RunHooks(HookType::PostRollout));
-            b.event(
-                Severity::Info,
-                format!("Promotion completed! Scaling down {}", spec.target_id()),
-            );
         }
     }
-    b.finish()
+    b.finish(obs.manual)
 }
 
-fn progress(b: &mut Builder, obs: &Observations, approved: impl Fn(Option<bool>) -> bool) {
+/// A `spec.replicas` change in Git reaches the primary at once, without an analysis
+/// (it is no new revision). With an autoscaler, the primary's HPA owns its replicas,
+/// as in Flagger's `Promote`, which copies them only when `autoscalerRef` is unset.
+fn scale_primary(b: &mut Builder, obs: &Observations) {
+    if b.status.phase == Phase::Initializing || b.spec.autoscaler.is_some() {
+        return;
+    }
+    if obs
+        .primary_replicas
+        .is_some_and(|p| p != obs.target_replicas)
+    {
+        b.actions.push(Action::ScalePrimary(obs.target_replicas));
+    }
+}
+
+fn initialize(b: &mut Builder, obs: &Observations) {
+    if !obs.primary_exists {
+        b.actions.push(Action::CreatePrimary);
+    } else if obs.primary_ready {
+        b.route(100, 0, false, false);
+        b.actions.push(Action::ScaleCanaryDown);
+        b.status.last_applied_spec = obs.revision.clone();
+        b.status.last_promoted_spec = obs.revision.clone();
+        b.phase(Phase::Initialized);
+        let msg = format!("Initialization done! {}", b.spec.id());
+        b.event(Severity::Info, msg);
+    }
+}
+
+/// A resting canary: starts the analysis of a new revision when a slot is free and
+/// the confirm-rollout gate approves.
+fn start(b: &mut Builder, obs: &Observations) {
+    let spec = b.spec;
+    let status = b.status.clone();
+    if obs.manual == Some(Manual::Retry) && status.phase == Phase::Failed {
+        b.manual_used.set(true);
+    }
+    if !may_start(&status, &obs.revision, obs.manual) {
+        if obs.revision != status.last_applied_spec || status.phase == Phase::Waiting {
+            // Back to what the primary already runs: nothing to analyse.
+            b.status.last_applied_spec = obs.revision.clone();
+            if status.phase == Phase::Waiting {
+                b.phase(Phase::Succeeded);
+            }
+        }
+        return;
+    }
+    if !obs.slot_available {
+        if status.phase != Phase::Waiting {
+            b.event(
+                Severity::Info,
+                format!(
+                    "Halt {} advancement waiting for a free slot (maxConcurrentCanaries)",
+                    spec.id()
+                ),
+            );
+        }
+        b.phase(Phase::Waiting);
+        return;
+    }
+    if !b.approved(obs, HookType::ConfirmRollout, obs.confirm_rollout) {
+        if status.phase != Phase::Waiting {
+            b.event(
+                Severity::Info,
+                format!("Halt {} advancement waiting for approval", spec.id()),
+            );
+        }
+        b.phase(Phase::Waiting);
+        return;
+    }
+    b.event(
+        Severity::Info,
+        format!("New revision detected! Scaling up {}", spec.target_id()),
+    );
+    b.actions.push(Action::ScaleCanaryUp);
+    b.status.last_applied_spec = obs.revision.clone();
+    b.status.failed_checks = 0;
+    b.status.iterations = 0;
+    b.status.canary_weight = 0;
+    b.status.mirrored = false;
+    b.status.last_step_time = b.now;
+    b.phase(Phase::Progressing);
+}
+
+/// Promotion: traffic moves back to the updated primary, in steps or at once.
+fn promote_traffic(b: &mut Builder, obs: &Observations) {
+    // Never route to a primary that is not ready (flagger #1898).
+    if !obs.primary_ready {
+        return;
+    }
+    let step = b.spec.analysis.step_weight_promotion;
+    if step == 0 {
+        b.event(Severity::Info, "Routing all traffic to primary".into());
+        b.route(100, 0, false, false);
+        b.phase(Phase::Finalising);
+    } else {
+        let primary = (100 - b.status.canary_weight + step).min(100);
+        b.route(primary, 100 - primary, false, false);
+        let msg = format!("Advance {} primary weight {primary}", b.spec.id());
+        b.event(Severity::Info, msg);
+        if primary == 100 {
+            b.phase(Phase::Finalising);
+        }
+    }
+}
+
+/// Whether a canary that is not ready has run out of time. Flagger
+/// (pkg/canary/deployment_ready.go, `isDeploymentReady`) measures the deadline from
+/// the workload's own `Available` condition: only while it is False with reason
+/// `MinimumReplicasUnavailable`, from that condition's last update, is the error "not
+/// retriable", and the scheduler (pkg/controller/scheduler.go, `advanceCanary`) then
+/// rolls back with "progress deadline exceeded". A not-ready canary otherwise just
+/// waits. So the clock starts when the canary lost availability, not when the phase
+/// began: a long healthy analysis survives a short hiccup.
+fn deadline_exceeded(spec: &CanarySpec, obs: &Observations, now: f64) -> bool {
+    obs.canary_unavailable_since
+        .is_some_and(|since| now - since > spec.progress_deadline.as_secs_f64())
+}
+
+fn progress(b: &mut Builder, obs: &Observations) {
     let spec = b.spec;
     let now = b.now;
     let status = b.status.clone();
@@ -390,6 +496,7 @@ fn progress(b: &mut Builder, obs: &Observations, approved: impl Fn(Option<bool>)
     }
     if obs.rollback_requested || obs.manual == Some(Manual::Abort) {
         let why = if obs.manual == Some(Manual::Abort) {
+            b.manual_used.set(true);
             "aborted by gitcanary abort"
         } else {
             "manual webhook invoked"
@@ -399,7 +506,7 @@ fn progress(b: &mut Builder, obs: &Observations, approved: impl Fn(Option<bool>)
         return;
     }
     if let Some(reason) = &obs.canary_not_ready {
-        if now - status.last_transition_time > spec.progress_deadline.as_secs_f64() {
+        if deadline_exceeded(spec, obs, now) {
             b.event(
                 Severity::Error,
                 format!(
@@ -432,6 +539,7 @@ fn progress(b: &mut Builder, obs: &Observations, approved: impl Fn(Option<bool>)
     }
     // A manual promote opens the gate at once: the analysis already passed.
     if status.phase == Phase::WaitingPromotion && obs.manual == Some(Manual::Promote) {
+        b.manual_used.set(true);
         b.promote();
         return;
     }
@@ -457,52 +565,69 @@ fn progress(b: &mut Builder, obs: &Observations, approved: impl Fn(Option<bool>)
         }
         return;
     }
+    if spec.analysis.iterations > 0 {
+        iterate(b, obs);
+    } else {
+        shift_weight(b, obs);
+    }
+}
+
+/// A passed step of a blue/green, A/B or mirroring analysis.
+fn iterate(b: &mut Builder, obs: &Observations) {
+    let spec = b.spec;
+    let status = b.status.clone();
     let a = &spec.analysis;
-    let ab = a.iterations > 0 && a.match_rules.as_array().is_some_and(|m| !m.is_empty());
-    if a.iterations > 0 {
-        if status.iterations < a.iterations {
-            if ab {
-                b.route(100, 0, false, true);
-            } else if a.mirror && !status.mirrored {
-                b.route(100, 0, true, false);
-            }
-            b.status.iterations += 1;
-            b.event(
-                Severity::Info,
-                format!(
-                    "Advance {} canary iteration {}/{}",
-                    spec.id(),
-                    status.iterations + 1,
-                    a.iterations
-                ),
-            );
-            return;
+    let ab = a.match_rules.as_array().is_some_and(|m| !m.is_empty());
+    if status.iterations < a.iterations {
+        if ab {
+            b.route(100, 0, false, true);
+        } else if a.mirror && !status.mirrored {
+            b.route(100, 0, true, false);
         }
-        if !approved(obs.confirm_promotion) {
-            b.phase(Phase::WaitingPromotion);
-            return;
-        }
-        if !ab && status.iterations == a.iterations {
-            let msg = if a.mirror {
-                "Stop traffic mirroring and route all traffic to canary"
-            } else {
-                "Routing all traffic to canary"
-            };
-            b.event(Severity::Info, msg.into());
-            b.route(0, 100, false, false);
-            b.status.iterations += 1;
-            return;
-        }
-        b.promote();
+        b.status.iterations += 1;
+        b.event(
+            Severity::Info,
+            format!(
+                "Advance {} canary iteration {}/{}",
+                spec.id(),
+                status.iterations + 1,
+                a.iterations
+            ),
+        );
         return;
     }
-    let max = max_weight(spec);
-    if status.canary_weight < max {
-        if !approved(obs.confirm_traffic_increase) {
+    if !b.approved(obs, HookType::ConfirmPromotion, obs.confirm_promotion) {
+        b.phase(Phase::WaitingPromotion);
+        return;
+    }
+    if !ab && status.iterations == a.iterations {
+        let msg = if a.mirror {
+            "Stop traffic mirroring and route all traffic to canary"
+        } else {
+            "Routing all traffic to canary"
+        };
+        b.event(Severity::Info, msg.into());
+        b.route(0, 100, false, false);
+        b.status.iterations += 1;
+        return;
+    }
+    b.promote();
+}
+
+/// A passed step of a progressive traffic shift.
+fn shift_weight(b: &mut Builder, obs: &Observations) {
+    let spec = b.spec;
+    let status = b.status.clone();
+    if status.canary_weight < max_weight(spec) {
+        if !b.approved(
+            obs,
+            HookType::ConfirmTrafficIncrease,
+            obs.confirm_traffic_increase,
+        ) {
             return;
         }
         let next = next_weight(spec, status.canary_weight);
-        if a.mirror && status.canary_weight == 0 && !status.mirrored {
+        if spec.analysis.mirror && status.canary_weight == 0 && !status.mirrored {
             b.route(100, 0, true, false);
             return;
         }
@@ -513,7 +638,7 @@ fn progress(b: &mut Builder, obs: &Observations, approved: impl Fn(Option<bool>)
         );
         return;
     }
-    if !approved(obs.confirm_promotion) {
+    if !b.approved(obs, HookType::ConfirmPromotion, obs.confirm_promotion) {
         b.phase(Phase::WaitingPromotion);
         return;
     }

@@ -54,6 +54,10 @@ struct Core {
     settled: std::sync::Mutex<Option<Vec<ObjectKey>>>,
     /// Canaries (`name.namespace`) whose step task is running.
     busy: Mutex<HashSet<String>>,
+    /// Held while writing the store or the runtime's replica overrides: both keep
+    /// shared index files (generated objects, replicas.json) that concurrent steps
+    /// would otherwise read-modify-write over each other.
+    writes: Mutex<()>,
     /// Canaries holding a `maxConcurrentCanaries` slot (analysing, or starting now);
     /// `None` until the first tick has read every status.
     slots: Mutex<Option<HashSet<String>>>,
@@ -140,6 +144,7 @@ impl Engine {
             settled: Default::default(),
             max_concurrent,
             busy: Default::default(),
+            writes: Default::default(),
             slots: Default::default(),
         };
         Ok(Engine {
@@ -185,12 +190,6 @@ impl Engine {
             }
         }
         self.core.finalize_removed(&keys).await;
-    }
-
-    /// Waits until every running step has finished.
-    pub async fn settle(&self) {
-        let mut tasks = std::mem::take(&mut *lock(&self.tasks));
-        while tasks.join_next().await.is_some() {}
     }
 }
 
@@ -318,7 +317,7 @@ impl Core {
         self.apply(&c, &plan, &seen).await?;
         self.report(&c, &plan, &seen, now).await;
         let core = self.clone();
-        blocking(move || core.persist(&c, plan, &seen.status)).await?
+        blocking(move || core.persist(&c, plan, &seen)).await?
     }
 
     /// Calls the gates and runs the checks that are due for this step.
@@ -330,38 +329,40 @@ impl Core {
         now: f64,
     ) -> Observations {
         let rev = obs.revision.clone();
-        if decide::may_start(status, &rev, obs.manual) {
-            obs.confirm_rollout = self
-                .gate(c, HookType::ConfirmRollout, status.phase, &rev)
-                .await;
+        let phase = status.phase;
+        let step = decide::due(c, status, now);
+        let gates =
+            decide::may_start(status, &rev, obs.manual) && decide::gates_due(c, status, now);
+        if gates {
+            obs.confirm_rollout = self.gate(c, HookType::ConfirmRollout, phase, &rev).await;
+            obs.gates_checked = true;
         }
-        if matches!(
-            status.phase,
-            Phase::Progressing | Phase::Waiting | Phase::WaitingPromotion
-        ) {
+        let rollback = match phase {
+            Phase::Waiting => gates,
+            Phase::Progressing | Phase::WaitingPromotion => step != Due::Nothing,
+            _ => false,
+        };
+        if rollback {
             obs.rollback_requested =
-                self.gate(c, HookType::Rollback, status.phase, &rev).await == Some(true);
+                self.gate(c, HookType::Rollback, phase, &rev).await == Some(true);
         }
-        match decide::due(c, status, now) {
+        match step {
             Due::PreRollout => {
-                obs.pre_rollout = Some(
-                    self.checks(c, HookType::PreRollout, status.phase, &rev, now)
-                        .await,
-                )
+                obs.pre_rollout = Some(self.checks(c, HookType::PreRollout, phase, &rev, now).await)
             }
             Due::Analysis => {
-                obs.analysis = Some(
-                    self.checks(c, HookType::Rollout, status.phase, &rev, now)
-                        .await,
-                );
-                obs.confirm_traffic_increase = self
-                    .gate(c, HookType::ConfirmTrafficIncrease, status.phase, &rev)
-                    .await;
-                obs.confirm_promotion = self
-                    .gate(c, HookType::ConfirmPromotion, status.phase, &rev)
-                    .await;
+                obs.analysis = Some(self.checks(c, HookType::Rollout, phase, &rev, now).await)
             }
-            Due::Nothing => {}
+            Due::Nothing => return obs,
+        }
+        match decide::step_gate(c, status) {
+            Some(HookType::ConfirmTrafficIncrease) => {
+                obs.confirm_traffic_increase = self
+                    .gate(c, HookType::ConfirmTrafficIncrease, phase, &rev)
+                    .await
+            }
+            Some(kind) => obs.confirm_promotion = self.gate(c, kind, phase, &rev).await,
+            None => {}
         }
         obs
     }

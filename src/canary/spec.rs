@@ -158,6 +158,11 @@ impl CanarySpec {
     pub fn target_id(&self) -> String {
         format!("{}.{}", self.target, self.namespace)
     }
+
+    /// Whether the analysis has a webhook of this type.
+    pub fn has_hook(&self, kind: HookType) -> bool {
+        self.analysis.webhooks.iter().any(|w| w.kind == kind)
+    }
 }
 
 fn dur(v: &Value, field: &str, errors: &mut Vec<String>) -> Option<Duration> {

@@ -74,6 +74,9 @@ pub struct CanaryStatus {
     pub last_transition_time: f64,
     /// When the last analysis step ran (Unix seconds).
     pub last_step_time: f64,
+    /// When the confirm-rollout and rollback gates were last asked (Unix seconds).
+    #[serde(default)]
+    pub last_gate_time: f64,
     /// The last 100 events.
     pub events: Vec<Event>,
     /// Each metric's last value and threshold (flagger #1810 asks for this).

@@ -1,6 +1,9 @@
 //! Pure `decide()` tests: every transition, driven tick by tick with a fake clock.
 
-use super::decide::{decide, due, Action, Checks, Due, Manual, Observations, Plan};
+use super::decide::{
+    decide, due, gates_due, step_gate, Action, Checks, Due, Manual, Observations, Plan,
+};
+use super::spec::HookType;
 use super::spec::{parse, CanarySpec};
 use super::state::{CanaryStatus, Phase};
 use serde_json::json;
@@ -217,12 +220,14 @@ fn progress_deadline_and_rollback_webhook() {
     let st = initialized(&spec);
     let p = decide(&spec, &st, &ok_obs("r2"), 100.0);
     let st = p.status;
+    // The canary lost availability at 105 (progressDeadlineSeconds: 60).
     let not_ready = Observations {
         canary_not_ready: Some("canary deployment podinfo.test not ready".into()),
+        canary_unavailable_since: Some(105.0),
         ..ok_obs("r2")
     };
     assert_eq!(
-        decide(&spec, &st, &not_ready, 150.0).status.phase,
+        decide(&spec, &st, &not_ready, 160.0).status.phase,
         Phase::Progressing,
         "within the deadline: wait"
     );
@@ -246,8 +251,196 @@ fn progress_deadline_and_rollback_webhook() {
 }
 
 #[test]
-fn confirm_gates_wait_and_manual_promote_opens_them() {
+fn the_progress_deadline_counts_from_the_loss_of_availability_not_the_phase_start() {
     let spec = CanaryFixture::podinfo().build();
+    let (st, _) = drive(&spec, initialized(&spec), passing("r2"), |s| {
+        s.canary_weight == 30
+    });
+    assert_eq!(st.phase, Phase::Progressing);
+    // Long after the phase began, a hiccup: unavailable for 5 s of a 60 s deadline.
+    let now = st.last_transition_time + 3_600.0;
+    let hiccup = Observations {
+        canary_not_ready: Some("canary deployment podinfo.test not ready".into()),
+        canary_unavailable_since: Some(now - 5.0),
+        ..ok_obs("r2")
+    };
+    let p = decide(&spec, &st, &hiccup, now);
+    assert_eq!(p.status.phase, Phase::Progressing, "{:?}", p.events);
+    assert!(p.actions.is_empty());
+    // Not ready, but its availability is unknown (no condition yet): wait, as Flagger
+    // treats it as retriable.
+    let unknown = Observations {
+        canary_unavailable_since: None,
+        ..hiccup.clone()
+    };
+    assert_eq!(
+        decide(&spec, &st, &unknown, now).status.phase,
+        Phase::Progressing
+    );
+    // Still unavailable past the deadline: roll back.
+    let p = decide(&spec, &st, &hiccup, now + 56.0);
+    assert_eq!(p.status.phase, Phase::Failed);
+}
+
+#[test]
+fn gates_run_once_per_interval() {
+    let spec = CanaryFixture::podinfo()
+        .set(
+            "analysis.webhooks",
+            json!([{"name": "approve", "type": "confirm-rollout", "url": "http://gate.test/"}]),
+        )
+        .build();
+    let st = initialized(&spec);
+    assert!(gates_due(&spec, &st, 100.0));
+    let asked = Observations {
+        confirm_rollout: Some(false),
+        gates_checked: true,
+        ..ok_obs("r2")
+    };
+    let p = decide(&spec, &st, &asked, 100.0);
+    assert_eq!(p.status.phase, Phase::Waiting);
+    assert_eq!(p.status.last_gate_time, 100.0);
+    let st = p.status;
+    // The next engine tick, half a second later: the gate is not due (interval 10s),
+    // and a gate that was not asked holds the canary.
+    assert!(!gates_due(&spec, &st, 100.5));
+    assert!(gates_due(&spec, &st, 110.0));
+    let p = decide(&spec, &st, &ok_obs("r2"), 100.5);
+    assert_eq!(
+        p.status, st,
+        "nothing changes until the gate is asked again"
+    );
+    let p = decide(
+        &spec,
+        &st,
+        &Observations {
+            confirm_rollout: Some(true),
+            gates_checked: true,
+            ..ok_obs("r2")
+        },
+        110.0,
+    );
+    assert_eq!(p.status.phase, Phase::Progressing);
+}
+
+#[test]
+fn each_step_asks_only_the_gate_it_needs() {
+    let spec = CanaryFixture::podinfo().build();
+    let mut st = initialized(&spec);
+    st.phase = Phase::Progressing;
+    assert_eq!(
+        step_gate(&spec, &st),
+        Some(HookType::ConfirmTrafficIncrease)
+    );
+    st.canary_weight = 50;
+    assert_eq!(step_gate(&spec, &st), Some(HookType::ConfirmPromotion));
+    let bg = CanaryFixture::podinfo().with_iterations(3).build();
+    let mut st = initialized(&bg);
+    st.iterations = 2;
+    assert_eq!(step_gate(&bg, &st), None);
+    st.iterations = 3;
+    assert_eq!(step_gate(&bg, &st), Some(HookType::ConfirmPromotion));
+}
+
+#[test]
+fn a_promote_command_stays_pending_until_a_step_uses_it() {
+    let spec = CanaryFixture::podinfo()
+        .set(
+            "analysis.webhooks",
+            json!([{"name": "step", "type": "confirm-traffic-increase", "url": "http://gate.test/"}]),
+        )
+        .build();
+    let (mut st, _) = drive(
+        &spec,
+        initialized(&spec),
+        |s, d| {
+            let mut o = passing("r2")(s, d);
+            o.confirm_traffic_increase = Some(false);
+            o
+        },
+        |s| s.phase == Phase::Progressing && s.last_step_time > s.last_transition_time,
+    );
+    // Held at the closed gate (the first step asked it and kept the weight).
+    assert_eq!(st.canary_weight, 0);
+    st.last_step_time = 1_000.0;
+    let promote = Observations {
+        manual: Some(Manual::Promote),
+        ..ok_obs("r2")
+    };
+    // Between steps: nothing happens, and the command stays.
+    let p = decide(&spec, &st, &promote, 1_001.0);
+    assert_eq!(p.status.canary_weight, 0);
+    assert!(p.manual_pending, "the promote is kept for the next step");
+    // The next step: the gate is still closed, the promote opens it once.
+    let step = Observations {
+        analysis: Some(Checks::default()),
+        confirm_traffic_increase: Some(false),
+        ..promote.clone()
+    };
+    let p = decide(&spec, &st, &step, 1_010.0);
+    assert_eq!(p.status.canary_weight, 10);
+    assert!(!p.manual_pending, "used");
+    // Without the promote, the closed gate holds.
+    let p = decide(
+        &spec,
+        &st,
+        &Observations {
+            manual: None,
+            ..step
+        },
+        1_010.0,
+    );
+    assert_eq!(p.status.canary_weight, 0);
+    // Nothing to promote: the command is dropped, not kept for a later analysis.
+    let nothing_new = Observations {
+        revision: "r1".into(),
+        ..promote.clone()
+    };
+    let p = decide(&spec, &initialized(&spec), &nothing_new, 1_001.0);
+    assert!(!p.manual_pending);
+    let abort = Observations {
+        manual: Some(Manual::Abort),
+        ..ok_obs("r1")
+    };
+    assert!(!decide(&spec, &initialized(&spec), &abort, 1_001.0).manual_pending);
+}
+
+#[test]
+fn a_replica_change_reaches_the_primary_unless_an_autoscaler_owns_it() {
+    let spec = CanaryFixture::podinfo().build();
+    let st = initialized(&spec);
+    let obs = Observations {
+        target_replicas: 3,
+        primary_replicas: Some(2),
+        ..ok_obs("r1")
+    };
+    let p = decide(&spec, &st, &obs, 100.0);
+    assert_eq!(p.actions, vec![Action::ScalePrimary(3)]);
+    assert_eq!(p.status, st, "no new revision, no analysis");
+    let same = Observations {
+        primary_replicas: Some(3),
+        ..obs.clone()
+    };
+    assert!(decide(&spec, &st, &same, 100.0).actions.is_empty());
+    let hpa = CanaryFixture::podinfo()
+        .set("autoscalerRef", json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "name": "podinfo"}))
+        .build();
+    assert!(decide(&hpa, &initialized(&hpa), &obs, 100.0)
+        .actions
+        .is_empty());
+}
+
+#[test]
+fn confirm_gates_wait_and_manual_promote_opens_them() {
+    let spec = CanaryFixture::podinfo()
+        .set(
+            "analysis.webhooks",
+            json!([
+                {"name": "rollout", "type": "confirm-rollout", "url": "http://gate.test/"},
+                {"name": "promotion", "type": "confirm-promotion", "url": "http://gate.test/"}
+            ]),
+        )
+        .build();
     let st = initialized(&spec);
     let closed = Observations {
         confirm_rollout: Some(false),

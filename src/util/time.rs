@@ -34,6 +34,41 @@ pub fn rfc3339_secs(unix_secs: f64) -> String {
     s
 }
 
+/// Parses an RFC 3339 UTC time (`2026-12-01T20:30:00Z`, optional fraction), as
+/// status conditions record it, into Unix seconds.
+pub fn parse_rfc3339(s: &str) -> Option<f64> {
+    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix("+00:00"))?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':');
+    let (h, min) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let sec: f64 = t.next()?.parse().ok()?;
+    if !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || h > 23
+        || min > 59
+        || !(0.0..61.0).contains(&sec)
+    {
+        return None;
+    }
+    Some((days_from_civil(y, m, day) * 86_400 + h * 3600 + min * 60) as f64 + sec)
+}
+
+/// Howard Hinnant's civil-to-days conversion, the inverse of `civil_from_days`.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Howard Hinnant's days-to-civil conversion (proleptic Gregorian calendar).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -68,5 +103,29 @@ mod tests {
         assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(1_700_000_000.5), "2023-11-14T22:13:20.500Z");
         assert_eq!(rfc3339_secs(951_782_400.9), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn parses_what_it_formats() {
+        for t in [0.0, 951_782_400.0, 1_700_000_000.0, 4_102_444_799.0] {
+            assert_eq!(parse_rfc3339(&rfc3339_secs(t)), Some(t));
+        }
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20.500Z"),
+            Some(1_700_000_000.5)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20+00:00"),
+            Some(1_700_000_000.0)
+        );
+        for bad in [
+            "",
+            "2023-11-14",
+            "2023-13-01T00:00:00Z",
+            "2023-11-14T22:13:20",
+            "x-y-zT1:2:3Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 }

@@ -34,7 +34,8 @@ impl Core {
                 Action::CreatePrimary
                 | Action::Promote
                 | Action::ScaleCanaryUp
-                | Action::ScaleCanaryDown => {
+                | Action::ScaleCanaryDown
+                | Action::ScalePrimary(_) => {
                     let (core, spec, target, action) =
                         (self.clone(), c.clone(), seen.target.clone(), action.clone());
                     blocking(move || core.write_action(&spec, &target, &action)).await??;
@@ -51,6 +52,7 @@ impl Core {
 
     /// The store and runtime writes of one action.
     fn write_action(&self, c: &CanarySpec, target: &Value, action: &Action) -> Result<(), String> {
+        let _writing = lock(&self.writes);
         match action {
             Action::CreatePrimary | Action::Promote => {
                 self.write_primary(c, target)?;
@@ -63,6 +65,16 @@ impl Core {
             }
             Action::ScaleCanaryDown => {
                 set_replica_override(&self.state_dir, &c.namespace, &c.target, Some(0))
+                    .map_err(|e| e.to_string())
+            }
+            Action::ScalePrimary(n) => {
+                let key = deployment(&c.namespace, &format!("{}-primary", c.target));
+                let Some(mut primary) = self.store.get(&key).map_err(|e| e.to_string())? else {
+                    return Ok(());
+                };
+                primary["spec"]["replicas"] = (*n).into();
+                self.store
+                    .put_generated(&key, &primary, &Self::owner(c))
                     .map_err(|e| e.to_string())
             }
             Action::Route { .. } | Action::RunHooks(_) => Ok(()),
@@ -83,25 +95,33 @@ impl Core {
         record_metrics(c, plan, &seen.status, now);
     }
 
-    /// Writes the new status when it changed.
+    /// Writes the new status when it changed, then retires the manual command the
+    /// step acted on (after the status, so a crash between them repeats the command
+    /// rather than losing it).
     pub(super) fn persist(
         &self,
         c: &CanarySpec,
         mut plan: Plan,
-        before: &CanaryStatus,
+        seen: &Seen,
     ) -> Result<(), String> {
         plan.status.target = c.target.clone();
         plan.status.service = c.service.clone();
         plan.status.revert_on_deletion = c.revert_on_deletion;
-        if plan.status == *before {
-            return Ok(());
+        if plan.status != seen.status {
+            let path = status_path(&self.state_dir, &c.namespace, &c.name);
+            crate::util::atomic::write(
+                &path,
+                &serde_json::to_vec_pretty(&plan.status).unwrap_or_default(),
+            )
+            .map_err(|e| e.to_string())?;
         }
-        let path = status_path(&self.state_dir, &c.namespace, &c.name);
-        crate::util::atomic::write(
-            &path,
-            &serde_json::to_vec_pretty(&plan.status).unwrap_or_default(),
-        )
-        .map_err(|e| e.to_string())
+        match seen.obs.manual {
+            Some(cmd) if !plan.manual_pending => {
+                super::super::commands::done(&self.state_dir, &c.namespace, &c.name, cmd)
+                    .map_err(|e| e.to_string())
+            }
+            _ => Ok(()),
+        }
     }
 
     fn owner(c: &CanarySpec) -> String {
@@ -121,8 +141,8 @@ impl Core {
             .get(&deployment(&c.namespace, &primary_name))
             .ok()
             .flatten();
-        // Keep the primary's replica count once it exists (an HPA may have set it).
-        if let Some(e) = &existing {
+        // Flagger's Promote copies the target's replicas unless an autoscaler owns them.
+        if let Some(e) = existing.as_ref().filter(|_| c.autoscaler.is_some()) {
             p["spec"]["replicas"] = e["spec"]["replicas"].clone();
         }
         for (kind, name) in config_refs(&target["spec"]["template"]["spec"]) {

@@ -27,6 +27,7 @@ impl Core {
 
     /// The store and status side of `finalize_removed`; whether anything changed.
     fn finalize_removed_files(&self, keys: Vec<ObjectKey>) -> bool {
+        let _writing = lock(&self.writes);
         let generated = self.store.generated();
         let owners: std::collections::BTreeSet<&String> = generated.values().collect();
         let mut changed = false;

@@ -44,7 +44,29 @@ impl Core {
             .unwrap_or_default();
         let target_hash =
             crate::target::local::runtime::spec::template_hash(&target["spec"]["template"]);
-        let manual = super::super::commands::take(&self.state_dir, &c.namespace, &c.name);
+        let manual = super::super::commands::pending(&self.state_dir, &c.namespace, &c.name);
+        let replicas = |d: &Value| d["spec"]["replicas"].as_u64().unwrap_or(1) as u32;
+        let canary_not_ready = match status.phase {
+            Phase::Progressing | Phase::WaitingPromotion => self
+                .ready(
+                    &c.namespace,
+                    &c.target,
+                    &target_hash,
+                    c.analysis.canary_ready_threshold,
+                )
+                .err(),
+            _ => None,
+        };
+        let canary_unavailable_since = canary_not_ready.as_ref().and_then(|_| {
+            crate::target::local::runtime::supervisor::rollout_state(
+                &self.state_dir,
+                &c.namespace,
+                &c.target,
+                0,
+            )
+            .unavailable_since
+            .map(|t| t as f64)
+        });
         let obs = Observations {
             primary_exists: primary.is_some(),
             primary_ready: primary.is_some()
@@ -56,17 +78,10 @@ impl Core {
                         c.analysis.primary_ready_threshold,
                     )
                     .is_ok(),
-            canary_not_ready: match status.phase {
-                Phase::Progressing | Phase::WaitingPromotion => self
-                    .ready(
-                        &c.namespace,
-                        &c.target,
-                        &target_hash,
-                        c.analysis.canary_ready_threshold,
-                    )
-                    .err(),
-                _ => None,
-            },
+            canary_not_ready,
+            canary_unavailable_since,
+            target_replicas: replicas(&target),
+            primary_replicas: primary.as_ref().map(replicas),
             // Waiting canaries start only while fewer than the cap are analysing.
             slot_available: !decide::may_start(&status, &rev, manual) || self.claim_slot(&c.id()),
             manual,

@@ -229,6 +229,9 @@ pub struct RolloutState {
     pub updated: u32,
     /// The template hash the runtime runs.
     pub template_hash: String,
+    /// Since when (Unix seconds) the `Available` condition has been False with reason
+    /// `MinimumReplicasUnavailable`.
+    pub unavailable_since: Option<u64>,
 }
 
 /// Reads a Deployment's rollout state; `spec_replicas` is its stored `spec.replicas`.
@@ -245,6 +248,17 @@ pub fn rollout_state(state_dir: &Path, ns: &str, name: &str, spec_replicas: u32)
         available: st["availableReplicas"].as_u64().unwrap_or(0) as u32,
         updated: st["updatedReplicas"].as_u64().unwrap_or(0) as u32,
         template_hash: st["templateHash"].as_str().unwrap_or_default().to_string(),
+        unavailable_since: st["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| {
+                c["type"] == "Available"
+                    && c["status"] == "False"
+                    && c["reason"] == "MinimumReplicasUnavailable"
+            })
+            .and_then(|c| crate::util::time::parse_rfc3339(c["lastTransitionTime"].as_str()?))
+            .map(|t| t as u64),
     }
 }
 
