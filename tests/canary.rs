@@ -148,7 +148,7 @@ fn a_new_image_is_analysed_stepped_and_promoted() {
 
 /// A tiny HTTP receiver recording request bodies (an alert provider's endpoint).
 fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Write};
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/alerts", l.local_addr().unwrap());
     let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -156,18 +156,7 @@ fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     std::thread::spawn(move || {
         for stream in l.incoming().flatten() {
             let mut r = BufReader::new(stream);
-            let mut len = 0;
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; len];
-            let _ = r.read_exact(&mut body);
+            let body = read_request(&mut r).map(|(_, b)| b).unwrap_or_default();
             g.lock()
                 .unwrap()
                 .push(String::from_utf8_lossy(&body).into_owned());

@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,23 +37,10 @@ impl Hooks {
                 let seen = seen.clone();
                 std::thread::spawn(move || {
                     let mut r = BufReader::new(stream);
-                    let mut first = String::new();
-                    if r.read_line(&mut first).unwrap_or(0) == 0 {
+                    let Some((first, _)) = read_request(&mut r) else {
                         return;
-                    }
+                    };
                     let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
-                    let mut len = 0;
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                            break;
-                        }
-                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    let _ = r.read_exact(&mut body);
                     seen.lock().unwrap().push((path.clone(), unix_now()));
                     let (code, delay) = answer(&path);
                     std::thread::sleep(delay);
@@ -105,6 +92,19 @@ fn running(apps: &[(String, String)], rest: &str) -> (Remote, Setup, Running) {
         let name = path.trim_end_matches(".yaml");
         setup.wait_canary(name, "Initialized", 90);
     }
+    (remote, setup, run)
+}
+
+/// podinfo with `analysis_extra`, initialized on 1.0.0, then 1.0.1 pushed.
+fn podinfo_updated(interval: &str, analysis_extra: &str) -> (Remote, Setup, Running) {
+    let apps = |tag: &str| {
+        vec![(
+            "podinfo.yaml".to_string(),
+            app("podinfo", tag, 1, interval, analysis_extra),
+        )]
+    };
+    let (remote, setup, run) = running(&apps("1.0.0"), "");
+    push(&remote, &apps("1.0.1"), "podinfo 1.0.1");
     (remote, setup, run)
 }
 
@@ -209,14 +209,7 @@ fn max_concurrent_canaries_is_never_exceeded() {
 fn confirm_rollout_and_rollback_gates_run_once_per_interval() {
     let hooks = Hooks::start(|_| (403, Duration::ZERO));
     let gates = format!("    webhooks:\n      - name: approve\n        type: confirm-rollout\n        url: {0}/confirm\n      - name: stop\n        type: rollback\n        url: {0}/rollback\n", hooks.url);
-    let apps = |tag: &str| {
-        vec![(
-            "podinfo.yaml".to_string(),
-            app("podinfo", tag, 1, "5s", &gates),
-        )]
-    };
-    let (remote, setup, run) = running(&apps("1.0.0"), "");
-    push(&remote, &apps("1.0.1"), "podinfo 1.0.1");
+    let (_remote, setup, run) = podinfo_updated("5s", &gates);
     setup.wait_canary("podinfo", "Waiting", 60);
     let t0 = hooks.calls("/confirm")[0];
     std::thread::sleep(Duration::from_secs_f64((t0 + 8.0 - unix_now()).max(0.0)));
@@ -246,14 +239,7 @@ fn confirm_rollout_and_rollback_gates_run_once_per_interval() {
 fn a_promote_command_waits_for_the_gate_it_opens() {
     let hooks = Hooks::start(|_| (403, Duration::ZERO));
     let gate = format!("    webhooks:\n      - name: step\n        type: confirm-traffic-increase\n        url: {}/traffic\n", hooks.url);
-    let apps = |tag: &str| {
-        vec![(
-            "podinfo.yaml".to_string(),
-            app("podinfo", tag, 1, "10s", &gate),
-        )]
-    };
-    let (remote, setup, run) = running(&apps("1.0.0"), "");
-    push(&remote, &apps("1.0.1"), "podinfo 1.0.1");
+    let (_remote, setup, run) = podinfo_updated("10s", &gate);
     // Held at the closed gate.
     wait_for(Duration::from_secs(60), || {
         (!hooks.calls("/traffic").is_empty()).then_some(())

@@ -40,6 +40,15 @@ impl CanaryFixture {
             .remove("stepWeight");
         s
     }
+    /// Adds a webhook of `kind` (Flagger's type name).
+    fn with_hook(mut self, kind: &str) -> Self {
+        let hook = json!({"name": kind, "type": kind, "url": "http://gate.test/"});
+        match self.0["spec"]["analysis"]["webhooks"].as_array_mut() {
+            Some(hooks) => hooks.push(hook),
+            None => self.0["spec"]["analysis"]["webhooks"] = json!([hook]),
+        }
+        self
+    }
     fn build(self) -> CanarySpec {
         parse(&self.0).unwrap()
     }
@@ -285,10 +294,7 @@ fn the_progress_deadline_counts_from_the_loss_of_availability_not_the_phase_star
 #[test]
 fn gates_run_once_per_interval() {
     let spec = CanaryFixture::podinfo()
-        .set(
-            "analysis.webhooks",
-            json!([{"name": "approve", "type": "confirm-rollout", "url": "http://gate.test/"}]),
-        )
+        .with_hook("confirm-rollout")
         .build();
     let st = initialized(&spec);
     assert!(gates_due(&spec, &st, 100.0));
@@ -345,10 +351,7 @@ fn each_step_asks_only_the_gate_it_needs() {
 #[test]
 fn a_promote_command_stays_pending_until_a_step_uses_it() {
     let spec = CanaryFixture::podinfo()
-        .set(
-            "analysis.webhooks",
-            json!([{"name": "step", "type": "confirm-traffic-increase", "url": "http://gate.test/"}]),
-        )
+        .with_hook("confirm-traffic-increase")
         .build();
     let (mut st, _) = drive(
         &spec,
@@ -433,13 +436,8 @@ fn a_replica_change_reaches_the_primary_unless_an_autoscaler_owns_it() {
 #[test]
 fn confirm_gates_wait_and_manual_promote_opens_them() {
     let spec = CanaryFixture::podinfo()
-        .set(
-            "analysis.webhooks",
-            json!([
-                {"name": "rollout", "type": "confirm-rollout", "url": "http://gate.test/"},
-                {"name": "promotion", "type": "confirm-promotion", "url": "http://gate.test/"}
-            ]),
-        )
+        .with_hook("confirm-rollout")
+        .with_hook("confirm-promotion")
         .build();
     let st = initialized(&spec);
     let closed = Observations {

@@ -815,3 +815,24 @@ pub fn sh(dir: &Path, script: &str) {
         panic!("{script}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// Reads one HTTP/1.1 request from a test receiver's client: its request line and body.
+pub fn read_request(r: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
+    let mut first = String::new();
+    if r.read_line(&mut first).ok()? == 0 {
+        return None;
+    }
+    let mut len = 0;
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; len];
+    let _ = r.read_exact(&mut body);
+    Some((first, body))
+}
