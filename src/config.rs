@@ -79,6 +79,10 @@ pub struct SourceConfig {
     /// Credentials.
     #[serde(default)]
     pub auth: Option<Auth>,
+    /// The folder under which charts may come from Git repositories on this machine
+    /// (`file://` or a path in `chart.git` or a GitRepository); unset refuses them all.
+    #[serde(default)]
+    pub local_chart_root: Option<PathBuf>,
 }
 
 /// `source.auth`: exactly one of `ssh` or `https`.

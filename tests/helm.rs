@@ -253,7 +253,8 @@ mod releases {
             ChartSource::Git {
                 url: "https://bot:s3cret@other/x".into(),
                 git_ref: "master".into(),
-                path: "c".into()
+                path: "c".into(),
+                auth: None,
             }
         );
         let repo = json!({"apiVersion": "helm.fluxcd.io/v1", "spec": {"chart": {"repository": "https://charts.example.com/", "name": "redis", "version": "1.0.0"}}});

@@ -622,6 +622,55 @@ fn helm_release_charts_from_another_git_repository() {
     let charts = Remote::new();
     charts.write(CHART).push("charts");
     let hr = format!("apiVersion: helm.fluxcd.io/v1\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: test\nspec:\n  releaseName: web\n  chart:\n    git: file://{}\n    ref: main\n    path: charts/web\n  values:\n    message: from-other-repo\n", charts.bare.display());
+    // Repositories on this machine are refused unless under source.localChartRoot.
+    let (_remote, refused) = setup_with(&[("releases/web.yaml", &hr)]);
+    let out = refused.sync_fails();
+    assert!(
+        out.contains(
+            "charts from repositories on this machine are refused; set source.localChartRoot"
+        ),
+        "{out}"
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    refused.edit_config(
+        "source:\n",
+        &format!(
+            "source:\n  localChartRoot: {}\n",
+            elsewhere.path().display()
+        ),
+    );
+    let out = refused.sync_fails();
+    assert!(out.contains("outside source.localChartRoot"), "{out}");
+    // A link inside the root to a repository outside it is outside too.
+    let link = elsewhere.path().join("link.git");
+    std::os::unix::fs::symlink(&charts.bare, &link).unwrap();
+    let (_remote, linked) = setup_with(&[(
+        "releases/web.yaml",
+        &hr.replace(
+            &charts.bare.display().to_string(),
+            &link.display().to_string(),
+        ),
+    )]);
+    linked.edit_config(
+        "source:\n",
+        &format!(
+            "source:\n  localChartRoot: {}\n",
+            elsewhere.path().display()
+        ),
+    );
+    let out = linked.sync_fails();
+    assert!(out.contains("outside source.localChartRoot"), "{out}");
+    let setup_with = |files: &[(&str, &str)]| {
+        let (remote, setup) = setup_with(files);
+        setup.edit_config(
+            "source:\n",
+            &format!(
+                "source:\n  localChartRoot: {}\n",
+                charts.dir.path().display()
+            ),
+        );
+        (remote, setup)
+    };
     let (_remote, setup) = setup_with(&[("releases/web.yaml", &hr)]);
     let (ok, out) = setup.sync();
     assert!(ok, "{out}");

@@ -135,6 +135,25 @@ fn ssh_with_ed25519_and_rsa_keys_and_host_key_checking() {
     assert!(out.contains("is not in known_hosts"), "{out}");
 }
 
+/// `sync --once` with `token` in `GITCANARY_TEST_GIT_TOKEN`: (success, output).
+fn sync(setup: &Setup, token: &str) -> (bool, String) {
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(&setup.config)
+        .args(["sync", "--once"])
+        .env("GITCANARY_TEST_GIT_TOKEN", token)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
 #[test]
 fn https_style_token_auth_against_a_smart_http_git_server() {
     let remote = Remote::new();
@@ -143,23 +162,6 @@ fn https_style_token_auth_against_a_smart_http_git_server() {
         .push("one");
     let server = GitHttp::start(remote.dir.path(), "tok-3x4mpl3");
     let url = format!("{}/remote.git", server.url_base);
-    let sync = |setup: &Setup, token: &str| {
-        let out = std::process::Command::new(bin())
-            .arg("--config")
-            .arg(&setup.config)
-            .args(["sync", "--once"])
-            .env("GITCANARY_TEST_GIT_TOKEN", token)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
-    };
     // No credentials configured: the error says what to set.
     let anon = Setup::new(&url, "  interval: 1h\n", "");
     let (ok, out) = sync(&anon, "");
@@ -190,4 +192,169 @@ fn https_style_token_auth_against_a_smart_http_git_server() {
             .any(|l| l.starts_with("POST /remote.git/git-upload-pack authorized")),
         "{log:?}"
     );
+}
+
+const TOKEN_AUTH: &str =
+    "  interval: 1h\n  auth:\n    https:\n      tokenEnv: GITCANARY_TEST_GIT_TOKEN\n";
+
+#[test]
+fn source_credentials_go_only_to_the_source_host_and_chart_repositories_use_their_secret_ref() {
+    let charts = Remote::new();
+    charts
+        .write(&[
+            ("charts/web/Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\n"),
+            ("charts/web/values.yaml", "message: default\n"),
+            (
+                "charts/web/templates/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\ndata:\n  message: {{ .Values.message }}\n",
+            ),
+        ])
+        .push("chart");
+    let remote = Remote::new();
+    remote
+        .write(&[("cfg.yaml", &configmap("cfg", "x"))])
+        .push("one");
+    copy_dir(&charts.bare, &remote.dir.path().join("charts.git"));
+    let source_host = GitHttp::start(remote.dir.path(), "src-t0ken");
+    // Another host that would gladly take the source's token.
+    let attacker = GitHttp::start(charts.dir.path(), "src-t0ken");
+    let private = GitHttp::start(charts.dir.path(), "chart-pw");
+    let setup = Setup::new(
+        &format!("{}/remote.git", source_host.url_base),
+        TOKEN_AUTH,
+        "",
+    );
+    let branch = "main";
+    let v1 = |url: &str| {
+        format!("apiVersion: helm.fluxcd.io/v1\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: test\nspec:\n  releaseName: web\n  chart:\n    git: {url}\n    ref: {branch}\n    path: charts/web\n")
+    };
+
+    // chart.git on another host: no credentials, so that host refuses the fetch.
+    remote
+        .write(&[(
+            "web.yaml",
+            &v1(&format!("{}/remote.git", attacker.url_base)),
+        )])
+        .push("chart from elsewhere");
+    let (ok, out) = sync(&setup, "src-t0ken");
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("the source's credentials go only to the source's own host"),
+        "{out}"
+    );
+    let log = attacker.requests.lock().unwrap().clone();
+    assert!(
+        !log.is_empty() && log.iter().all(|l| l.ends_with(" anonymous")),
+        "{log:?}"
+    );
+
+    // The same chart repository on the source's host gets the source's token.
+    remote
+        .write(&[(
+            "web.yaml",
+            &v1(&format!("{}/charts.git", source_host.url_base)),
+        )])
+        .push("chart from the source host");
+    let (ok, out) = sync(&setup, "src-t0ken");
+    assert!(ok, "{out}");
+    assert!(setup
+        .object("core", "ConfigMap", "test", "web-cfg")
+        .is_some());
+
+    // A GitRepository on another host uses its own spec.secretRef: username and
+    // password, or a bearer token.
+    let v2 = |secret: &str| {
+        format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: chart-creds\n  namespace: test\nstringData:\n{secret}---\napiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: charts\n  namespace: test\nspec:\n  interval: 5m\n  url: {}/remote.git\n  ref:\n    branch: {branch}\n  secretRef:\n    name: chart-creds\n---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: api\n  namespace: test\nspec:\n  chart:\n    spec:\n      chart: ./charts/web\n      sourceRef:\n        kind: GitRepository\n        name: charts\n  values:\n    message: m{}\n", private.url_base, secret.len())
+    };
+    for secret in [
+        "  username: bot\n  password: chart-pw\n",
+        "  bearerToken: chart-pw\n",
+    ] {
+        remote.write(&[("api.yaml", &v2(secret))]).push(secret);
+        let (ok, out) = sync(&setup, "src-t0ken");
+        assert!(ok, "{secret}: {out}");
+        assert!(!out.contains("chart-pw"), "{out}");
+        let cm = setup
+            .object("core", "ConfigMap", "test", "api-cfg")
+            .unwrap();
+        assert_eq!(cm["data"]["message"], format!("m{}", secret.len()));
+    }
+    let log = private.requests.lock().unwrap().clone();
+    assert!(log.iter().any(|l| l.ends_with(" authorized")), "{log:?}");
+    // A wrong one is refused, and an SSH URL needs identity and known_hosts.
+    remote
+        .write(&[("api.yaml", &v2("  username: bot\n  password: nope\n"))])
+        .push("wrong");
+    let (ok, out) = sync(&setup, "src-t0ken");
+    assert!(
+        !ok && out.contains("refused the configured credentials"),
+        "{out}"
+    );
+    remote
+        .write(&[(
+            "api.yaml",
+            &v2("  identity: key\n").replace(
+                &format!("{}/remote.git", private.url_base),
+                "ssh://git@127.0.0.1:1/x.git",
+            ),
+        )])
+        .push("ssh");
+    let (ok, out) = sync(&setup, "src-t0ken");
+    assert!(
+        !ok && out.contains("Secret test/chart-creds has no known_hosts"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_chart_repository_over_ssh_uses_the_identity_and_known_hosts_of_its_secret_ref() {
+    let charts = Remote::new();
+    charts
+        .write(&[
+            ("charts/web/Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\n"),
+            (
+                "charts/web/templates/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\ndata:\n  message: over-ssh\n",
+            ),
+        ])
+        .push("chart");
+    let keys = tempfile::tempdir().unwrap();
+    let ed = keys.path().join("id_ed25519");
+    keygen(&ed, "ed25519");
+    let sshd = Sshd::start(&[ed.with_extension("pub")]);
+    let indent = |text: &str| {
+        text.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: ssh-creds\n  namespace: test\nstringData:\n  identity: |\n{}  known_hosts: |\n{}",
+        indent(&std::fs::read_to_string(&ed).unwrap()),
+        indent(&sshd.known_hosts_line())
+    );
+    let release = format!("apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n  name: charts\n  namespace: test\nspec:\n  interval: 5m\n  url: ssh://{}@127.0.0.1:{}{}\n  ref:\n    branch: main\n  secretRef:\n    name: ssh-creds\n---\napiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: test\nspec:\n  chart:\n    spec:\n      chart: ./charts/web\n      sourceRef:\n        kind: GitRepository\n        name: charts\n", whoami(), sshd.port, charts.bare.display());
+    // Without the secretRef there is no key and no known_hosts: refused.
+    let (remote, setup) = seeded(
+        &[(
+            "web.yaml",
+            &release.replace("  secretRef:\n    name: ssh-creds\n", ""),
+        )],
+        "no secret",
+        "",
+    );
+    let out = setup.sync_fails();
+    assert!(
+        out.contains("host key verification failed: no known_hosts for 127.0.0.1"),
+        "{out}"
+    );
+    remote
+        .write(&[("web.yaml", &release), ("secret.yaml", &secret)])
+        .push("with secret");
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert!(!out.contains("OPENSSH PRIVATE KEY"), "{out}");
+    let cm = setup
+        .object("core", "ConfigMap", "test", "web-cfg")
+        .unwrap();
+    assert_eq!(cm["data"]["message"], "over-ssh");
 }

@@ -38,6 +38,8 @@ pub enum ChartSource {
         git_ref: crate::source::git::GitRef,
         /// Chart folder in that repository.
         path: String,
+        /// A GitRepository's `spec.secretRef` credentials.
+        auth: Option<crate::source::credentials::SecretAuth>,
     },
     /// A v2 `spec.chartRef` to an OCIRepository object, `(namespace, name)`.
     OciRef(Option<String>, String),
@@ -119,6 +121,9 @@ pub fn chart_source(hr: &Value, source_url: &str) -> Result<ChartSource, String>
                 .unwrap_or("master")
                 .into(),
             path: path.trim_start_matches("./").to_string(),
+            // The Helm operator has no per-chart credentials: only those of the
+            // source, and only on the source's own host.
+            auth: None,
         }),
         _ => Ok(ChartSource::Path(path.trim_start_matches("./").to_string())),
     }
@@ -250,11 +255,68 @@ pub(crate) fn effective_source(
     if url.is_empty() || same_repo(url, source_url) {
         return Ok(src);
     }
+    let auth = git_repository_auth(
+        &repo,
+        &format!("spec.chart.spec.sourceRef: GitRepository {ns}/{name}"),
+        ns,
+        objects,
+    )?;
     Ok(ChartSource::Git {
         url: url.to_string(),
         git_ref: git_repository_ref(&repo["spec"]["ref"]),
         path: path.clone(),
+        auth,
     })
+}
+
+/// A GitRepository's `spec.secretRef`, read from a Secret in the repository with the
+/// keys Flux reads: `identity` and `known_hosts` (and `password` as the key's
+/// passphrase) for an SSH URL, `username`/`password` or `bearerToken` otherwise.
+fn git_repository_auth(
+    repo: &Value,
+    prefix: &str,
+    ns: &str,
+    objects: &[Object],
+) -> Result<Option<crate::source::credentials::SecretAuth>, String> {
+    use crate::source::credentials::{is_header_safe, origin, SecretAuth};
+    let Some(secret) = repo["spec"]["secretRef"]["name"].as_str() else {
+        return Ok(None);
+    };
+    let field = format!("{prefix}: spec.secretRef");
+    let get = secret_reader(objects, ns, secret, &field)?;
+    let auth = SecretAuth {
+        secret: format!("{ns}/{secret}"),
+        username: get("username")?,
+        password: get("password")?,
+        bearer_token: get("bearerToken")?,
+        identity: get("identity")?,
+        known_hosts: get("known_hosts")?,
+    };
+    let missing = |what: &str| Err(format!("{field}: Secret {ns}/{secret} has no {what}"));
+    let url = repo["spec"]["url"].as_str().unwrap_or_default();
+    if origin(url).is_some_and(|(scheme, _, _)| scheme == "ssh") {
+        if auth.identity.is_none() {
+            return missing("identity (the SSH private key)");
+        }
+        if auth.known_hosts.is_none() {
+            return missing("known_hosts (the SSH host keys to trust)");
+        }
+        return Ok(Some(auth));
+    }
+    if auth
+        .bearer_token
+        .as_deref()
+        .is_some_and(|t| !is_header_safe(t))
+    {
+        return Err(format!(
+            "{field}: Secret {ns}/{secret}: bearerToken must be printable ASCII without spaces"
+        ));
+    }
+    match (&auth.username, &auth.password, &auth.bearer_token) {
+        (Some(_), Some(_), _) | (None, None, Some(_)) => Ok(Some(auth)),
+        (Some(_), None, _) | (None, Some(_), _) => missing("username and password pair"),
+        (None, None, None) => missing("username and password, or bearerToken"),
+    }
 }
 
 /// A GitRepository's `spec.ref`, with Flux's precedence: commit, name, semver, tag,

@@ -2,8 +2,9 @@
 //! expose a revision's tree as a [`Snapshot`]. Credentials come from files and env vars
 //! named in the config; they and URL user-info never appear in errors or logs.
 
+use super::credentials::Credentials;
 use super::known_hosts::KnownHosts;
-use crate::config::{Auth, SourceConfig};
+use crate::config::SourceConfig;
 use crate::manifest::snapshot::{Entry, Snapshot};
 use git2::{
     AutotagOption, CertificateCheckStatus, Cred, CredentialType, FetchOptions, Oid,
@@ -123,7 +124,7 @@ pub enum PushOutcome {
 pub struct GitSource {
     url: String,
     branch: String,
-    auth: Option<Auth>,
+    creds: Credentials,
     base_dir: PathBuf,
     cache: PathBuf,
 }
@@ -142,15 +143,35 @@ fn init_timeouts() {
 impl GitSource {
     /// A source for the config's repository, caching under `state_dir/cache/git`.
     pub fn new(cfg: &SourceConfig, base_dir: &Path, state_dir: &Path) -> Self {
-        let url = normalize_url(&cfg.url, base_dir);
+        let creds = cfg
+            .auth
+            .clone()
+            .map_or(Credentials::None, Credentials::Config);
+        Self::with_credentials(&cfg.url, &cfg.branch, creds, base_dir, state_dir)
+    }
+
+    /// A source for another repository (a chart's), with the credentials it may use.
+    pub fn with_credentials(
+        url: &str,
+        branch: &str,
+        creds: Credentials,
+        base_dir: &Path,
+        state_dir: &Path,
+    ) -> Self {
+        let url = normalize_url(url, base_dir);
         let id = crate::manifest::object::sha256_hex(url.as_bytes());
         GitSource {
             cache: state_dir.join("cache").join("git").join(&id[..16]),
             url,
-            branch: cfg.branch.clone(),
-            auth: cfg.auth.clone(),
+            branch: branch.to_string(),
+            creds,
             base_dir: base_dir.to_path_buf(),
         }
+    }
+
+    /// The URL as fetched (a path made absolute), with user-info: never for display.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 
     /// The URL as fetched, redacted for display.
@@ -197,9 +218,12 @@ impl GitSource {
         let mut remote = repo.remote_anonymous(&self.url).map_err(git_err)?;
         let rejection: Rc<RefCell<Option<String>>> = Rc::default();
         let callbacks = self.callbacks(rejection.clone())?;
+        let headers = self.creds.headers();
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
         let mut opts = FetchOptions::new();
         opts.remote_callbacks(callbacks)
-            .download_tags(AutotagOption::None);
+            .download_tags(AutotagOption::None)
+            .custom_headers(&headers);
         if let Err(e) = remote.fetch(refspecs, Some(&mut opts), None) {
             let message = rejection
                 .borrow()
@@ -295,34 +319,32 @@ impl GitSource {
         rejection: Rc<RefCell<Option<String>>>,
     ) -> Result<RemoteCallbacks<'static>> {
         let mut cb = RemoteCallbacks::new();
-        let ssh = self.auth.as_ref().and_then(|a| a.ssh.clone());
-        let https = self.auth.as_ref().and_then(|a| a.https.clone());
-        let base = self.base_dir.clone();
-        let resolve = move |p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
-        let mut known_hosts = None;
-        if let Some(s) = &ssh {
-            let path = resolve(&s.known_hosts_file);
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| Error::Credentials(format!("known_hosts {}: {e}", path.display())))?;
-            known_hosts = Some(KnownHosts::parse(&text));
-        }
+        let known_hosts = self
+            .creds
+            .known_hosts(&self.base_dir)
+            .map_err(Error::Credentials)?
+            .map(|text| KnownHosts::parse(&text));
         let host_port = ssh_host_port(&self.url);
         cb.certificate_check(move |cert, host| {
-            let Some(hk) = cert.as_hostkey() else { return Ok(CertificateCheckStatus::CertificatePassthrough) };
+            let Some(hk) = cert.as_hostkey() else {
+                return Ok(CertificateCheckStatus::CertificatePassthrough);
+            };
             let reject = |msg: String| {
                 *rejection.borrow_mut() = Some(msg.clone());
                 Err(git2::Error::from_str(&msg))
             };
-            let (Some(kh), Some(key)) = (&known_hosts, hk.hostkey()) else {
-                return reject(format!(
-                    "host key verification failed: no known_hosts file is configured for {host} (set source.auth.ssh.knownHostsFile)"
-                ));
+            let (kh, key) = match (&known_hosts, hk.hostkey()) {
+                (Ok(kh), Some(key)) => (kh, key),
+                (Ok(_), None) => {
+                    return reject(format!(
+                        "host key verification failed: {host} sent no host key"
+                    ))
+                }
+                (Err(why), _) => {
+                    return reject(format!(
+                        "host key verification failed: no known_hosts for {host} ({why})"
+                    ))
+                }
             };
             let (h, port) = host_port.clone().unwrap_or((host.to_string(), 22));
             match kh.check(&h, port, key) {
@@ -330,6 +352,8 @@ impl GitSource {
                 Err(e) => reject(e.to_string()),
             }
         });
+        let creds = self.creds.clone();
+        let base = self.base_dir.clone();
         let mut attempts = 0;
         cb.credentials(move |_url, user, allowed| {
             attempts += 1;
@@ -339,44 +363,10 @@ impl GitSource {
                 ));
             }
             if allowed.contains(CredentialType::SSH_KEY) {
-                let Some(s) = &ssh else {
-                    return Err(git2::Error::from_str(
-                        "the server asks for an SSH key: set source.auth.ssh",
-                    ));
-                };
-                let passphrase = s
-                    .passphrase_env
-                    .as_ref()
-                    .and_then(|v| std::env::var(v).ok());
-                return Cred::ssh_key(
-                    user.unwrap_or("git"),
-                    None,
-                    &resolve(&s.private_key_file),
-                    passphrase.as_deref(),
-                );
+                return creds.ssh_key(user.unwrap_or("git"), &base);
             }
             if allowed.contains(CredentialType::USER_PASS_PLAINTEXT) {
-                let Some(h) = &https else {
-                    return Err(git2::Error::from_str(
-                        "the server asks for a username and password: set source.auth.https",
-                    ));
-                };
-                let env = |name: &Option<String>| {
-                    name.as_ref().map(|n| {
-                        std::env::var(n).map_err(|_| {
-                            git2::Error::from_str(&format!("environment variable {n} is not set"))
-                        })
-                    })
-                };
-                return match (
-                    env(&h.token_env),
-                    env(&h.username_env),
-                    env(&h.password_env),
-                ) {
-                    (Some(token), _, _) => Cred::userpass_plaintext(user.unwrap_or("git"), &token?),
-                    (None, Some(u), Some(p)) => Cred::userpass_plaintext(&u?, &p?),
-                    _ => Err(git2::Error::from_str("source.auth.https is incomplete")),
-                };
+                return creds.user_pass(user);
             }
             if allowed.contains(CredentialType::USERNAME) {
                 return Cred::username(user.unwrap_or("git"));
@@ -443,8 +433,10 @@ impl GitSource {
             }
             Ok(())
         });
+        let headers = self.creds.headers();
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
         let mut opts = git2::PushOptions::new();
-        opts.remote_callbacks(cb);
+        opts.remote_callbacks(cb).custom_headers(&headers);
         let spec = format!("{local_ref}:refs/heads/{branch}");
         let result = remote.push(&[spec.as_str()], Some(&mut opts));
         drop(remote);

@@ -1,6 +1,7 @@
 //! The Git source: fetching with git2, host-key checking, watching a local repository,
 //! push-webhook authentication and the source status record.
 
+pub mod credentials;
 pub mod git;
 pub mod known_hosts;
 pub mod seed;

@@ -651,7 +651,7 @@ impl Registry {
 }
 
 /// A smart-HTTP Git server on 127.0.0.1:0: `git http-backend` (CGI) behind basic auth
-/// that accepts any user name with `password` (a token).
+/// that accepts any user name with `password` (a token), or `password` as a bearer token.
 pub struct GitHttp {
     pub url_base: String,
     pub requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -715,7 +715,8 @@ impl GitHttp {
                         base64::engine::general_purpose::STANDARD.decode(b).ok()
                     })
                     .map(|d| String::from_utf8_lossy(&d).to_string())
-                    .is_some_and(|up| up.split_once(':').is_some_and(|(_, p)| p == password));
+                    .is_some_and(|up| up.split_once(':').is_some_and(|(_, p)| p == password))
+                    || header("authorization") == Some(format!("Bearer {password}"));
                 log.lock().unwrap().push(format!(
                     "{method} {target} {}",
                     if authorized {
