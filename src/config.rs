@@ -148,6 +148,13 @@ pub struct LocalTarget {
     /// `http://flagger-helmtester.kube-system/` work unchanged).
     #[serde(default = "default_loadtester_names")]
     pub loadtester_names: Vec<String>,
+    /// Open connections per Service listener; further clients wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    crate::util::listen::DEFAULT_MAX_CONNECTIONS
 }
 
 fn default_loadtester_names() -> Vec<String> {
@@ -166,6 +173,7 @@ impl Default for LocalTarget {
             images: Default::default(),
             services: Default::default(),
             loadtester_names: default_loadtester_names(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -215,6 +223,9 @@ pub struct ServerConfig {
     pub listen: String,
     /// Env var holding the push-webhook secret; without it `/hook` is disabled.
     pub webhook_secret_env: Option<String>,
+    /// Open connections at once; further clients wait to be accepted.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -222,6 +233,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: default_listen(),
             webhook_secret_env: None,
+            max_connections: default_max_connections(),
         }
     }
 }

@@ -306,3 +306,141 @@ async fn requests_that_find_no_ready_canary_pod_count_against_the_canary() {
     assert!(text.contains("response_total{direction=\"inbound\",namespace=\"unserved\",deployment=\"podinfo\",classification=\"failure\",status_code=\"503\"} 10"), "{text}");
     assert!(!text.contains("deployment=\"podinfo-canary\""), "{text}");
 }
+
+/// A backend that reports when the first bytes of a request body arrive, then reads
+/// the body to its end and answers its length.
+async fn body_counter(first_bytes: tokio::sync::mpsc::UnboundedSender<()>) -> u16 {
+    use http_body_util::BodyExt;
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let first_bytes = first_bytes.clone();
+        async move {
+            let mut body = req.into_body();
+            let mut n = 0usize;
+            while let Some(Ok(frame)) = body.frame().await {
+                if let Ok(data) = frame.into_data() {
+                    if n == 0 && !data.is_empty() {
+                        let _ = first_bytes.send(());
+                    }
+                    n += data.len();
+                }
+            }
+            n.to_string()
+        }
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    port
+}
+
+/// Sends a 64 MiB POST in 1 MiB pieces to `addr`; after the first 2 MiB (past the
+/// mirror/retry buffer) it waits until the backend has seen body bytes. A proxy that
+/// buffers whole bodies never lets them through before the end, so this fails.
+async fn stream_64_mib(addr: &str, first_bytes: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const PIECE: usize = 1 << 20;
+    const PIECES: usize = 64;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: big\r\nconnection: close\r\ncontent-length: {}\r\n\r\n",
+        PIECE * PIECES
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let piece = vec![b'x'; PIECE];
+    for _ in 0..2 {
+        s.write_all(&piece).await.unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(30), first_bytes.recv())
+        .await
+        .expect("the backend sees the body's first bytes before the client has sent it all");
+    for _ in 2..PIECES {
+        s.write_all(&piece).await.unwrap();
+    }
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with(&format!("\r\n\r\n{}", PIECE * PIECES)),
+        "the backend got the whole body: {answer}"
+    );
+}
+
+/// A proxy for one Service `ns/name` (selecting `app: name`) with one ready endpoint
+/// on `port`, with at most `max_connections` per listener; its listen address.
+async fn single_service(
+    ns: &str,
+    name: &str,
+    port: u16,
+    max_connections: usize,
+) -> (tempfile::TempDir, Proxy, std::net::SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(dir.path()).unwrap();
+    let objs = vec![service(ns, name, name)];
+    let inv = store.inventory().unwrap();
+    store.apply(&plan(&objs, &inv), &objs, &inv, "r1").unwrap();
+    let endpoints = Arc::new(Mutex::new(vec![endpoint(ns, name, name, port, true)]));
+    let proxy = Proxy::new(dir.path(), endpoints, BTreeMap::new())
+        .unwrap()
+        .with_max_connections(max_connections);
+    proxy.sync_services().await.unwrap();
+    let addr = proxy.addresses().await[0].3;
+    (dir, proxy, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_request_bodies_stream_through_plain_and_mirrored_routes() {
+    let ns = "streaming";
+    let (tx, mut first_bytes) = tokio::sync::mpsc::unbounded_channel();
+    let port = body_counter(tx).await;
+    let (_dir, proxy, addr) = single_service(ns, "big", port, 16).await;
+    let addr = addr.to_string();
+
+    stream_64_mib(&addr, &mut first_bytes).await;
+
+    // A mirrored request is buffered for the copy only up to its cap, then streams on.
+    let route = Route {
+        primary: "big".into(),
+        canary: Some("big".into()),
+        mirror: true,
+        mirror_weight: 100,
+        ..Default::default()
+    };
+    proxy.set_route(ns, "big", Some(route));
+    stream_64_mib(&addr, &mut first_bytes).await;
+}
+
+/// One keep-alive GET on `s`; the answer's status line.
+async fn get_on(s: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET / HTTP/1.1\r\nhost: capped\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_past_its_connection_cap_makes_the_next_client_wait() {
+    let port = backend("web", false, Arc::new(AtomicUsize::new(0))).await;
+    let (_dir, _proxy, addr) = single_service("capped", "web", port, 1).await;
+
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert_eq!(get_on(&mut first).await, "HTTP/1.1 200 OK");
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let waiting = tokio::spawn(async move { get_on(&mut second).await });
+    // With a cap of one the second client is not served while the first stays open; a
+    // missing cap would answer it at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "served past the connection cap");
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("served once the first connection closed")
+        .unwrap();
+    assert_eq!(status, "HTTP/1.1 200 OK");
+}

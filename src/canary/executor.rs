@@ -398,10 +398,14 @@ impl Core {
                     {
                         Ok(Ok(resp)) => {
                             let code = resp.status().as_u16();
-                            let body = http_body_util::BodyExt::collect(resp.into_body())
-                                .await
-                                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-                                .unwrap_or_default();
+                            let body = crate::util::http::read_capped(
+                                resp.into_body(),
+                                crate::util::http::SMALL_BODY,
+                                "load tester response",
+                            )
+                            .await
+                            .map(|b| String::from_utf8_lossy(&b).into_owned())
+                            .unwrap_or_default();
                             Ok((code, body))
                         }
                         Ok(Err(e)) => Err(e.to_string()),
@@ -421,7 +425,13 @@ impl Core {
                 {
                     Ok(r) => {
                         let code = r.status().as_u16();
-                        Ok((code, r.text().await.unwrap_or_default()))
+                        // A body past the cap shows as the cap error in the failure message.
+                        let limit = crate::util::http::SMALL_BODY;
+                        let body = crate::util::http::read_response(r, limit, "webhook response")
+                            .await
+                            .map(|b| String::from_utf8_lossy(&b).into_owned())
+                            .unwrap_or_else(|e| e.to_string());
+                        Ok((code, body))
                     }
                     Err(e) => Err(e.without_url().to_string()),
                 }

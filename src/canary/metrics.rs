@@ -72,6 +72,10 @@ pub fn first_sample(body: &Value) -> Result<Option<f64>, String> {
         .filter(|v| !v.is_nan()))
 }
 
+/// Largest query response read: a check reads one sample, but a query without
+/// aggregation may return many series.
+const MAX_RESPONSE_BYTES: usize = 8 << 20;
+
 /// Runs an instant query against a Prometheus at `address`.
 pub async fn query(http: &reqwest::Client, address: &str, q: &str) -> Result<Option<f64>, String> {
     let mut url = reqwest::Url::parse(&format!("{}/api/v1/query", address.trim_end_matches('/')))
@@ -83,10 +87,11 @@ pub async fn query(http: &reqwest::Client, address: &str, q: &str) -> Result<Opt
         .send()
         .await
         .map_err(|e| format!("prometheus unreachable: {}", e.without_url()))?;
-    let body: Value = resp
-        .json()
+    let body = crate::util::http::read_response(resp, MAX_RESPONSE_BYTES, "prometheus")
         .await
-        .map_err(|e| format!("prometheus answered garbage: {e}"))?;
+        .map_err(|e| e.to_string())?;
+    let body: Value =
+        serde_json::from_slice(&body).map_err(|e| format!("prometheus answered garbage: {e}"))?;
     first_sample(&body)
 }
 

@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::server::{app, AppState};
 use crate::sync::reconcile;
+use crate::util::listen::Acceptor;
 use anyhow::Context;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("server.listen: cannot listen on {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
+    let max_connections = cfg.server.max_connections;
     crate::util::atomic::write(
         &cfg.state_dir().join("status").join("server.json"),
         serde_json::json!({"address": addr.to_string(), "pid": std::process::id()})
@@ -59,6 +61,7 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
         loadtester,
     };
     let server = tokio::spawn(async move {
+        let listener = Acceptor::new(listener, max_connections, "server");
         let _ = axum::serve(listener, app(state))
             .with_graceful_shutdown(async move {
                 let _ = stop_rx.wait_for(|s| *s).await;

@@ -233,7 +233,6 @@ impl Http {
 
     fn get(&self, url: &str, limit: usize, auth: Option<&Credentials>) -> Result<Vec<u8>, String> {
         let shown = crate::source::git::redact_url(url);
-        let too_big = || format!("GET {shown}: larger than {} MiB", limit >> 20);
         self.rt.block_on(async {
             let mut req = self.client.get(url);
             if let Some(c) = auth {
@@ -261,16 +260,10 @@ impl Http {
             if !resp.status().is_success() {
                 return Err(format!("GET {shown}: HTTP {}", resp.status().as_u16()));
             }
-            if resp.content_length().is_some_and(|n| n as usize > limit) {
-                return Err(too_big());
-            }
-            let body = resp
-                .bytes()
+            // Without a Content-Length only the capped read stops an endless index.
+            let body = crate::util::http::read_response(resp, limit, &format!("GET {shown}"))
                 .await
-                .map_err(|e| format!("GET {shown}: {e}"))?;
-            if body.len() > limit {
-                return Err(too_big());
-            }
+                .map_err(|e| e.to_string())?;
             Ok(body.to_vec())
         })
     }

@@ -9,6 +9,7 @@
 
 use super::reference::ImageRepo;
 use base64::Engine;
+use hyper::body::Bytes;
 use regex::Regex;
 use reqwest::header::{HeaderMap, ACCEPT, AUTHORIZATION, LINK, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
@@ -45,7 +46,22 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// A response body could not be read whole, or was longer than its cap.
+    #[error("{image}: {source}")]
+    Body {
+        /// Image.
+        image: String,
+        /// Which body and why.
+        source: crate::util::http::CapError,
+    },
 }
+
+/// Largest token response read.
+const MAX_TOKEN_BYTES: usize = 1 << 20;
+/// Largest manifest read: the size registries must accept (OCI distribution spec).
+const MAX_MANIFEST_BYTES: usize = 4 << 20;
+/// Largest tag-list page or image config read.
+const MAX_JSON_BYTES: usize = 16 << 20;
 
 /// Result with the registry error.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -302,6 +318,30 @@ impl Client {
         }
     }
 
+    /// The body of `resp` (`what`, e.g. `tag list`), at most `limit` bytes.
+    async fn read(image: &ImageRepo, resp: Response, limit: usize, what: &str) -> Result<Bytes> {
+        crate::util::http::read_response(resp, limit, what)
+            .await
+            .map_err(|source| Error::Body {
+                image: image.to_string(),
+                source,
+            })
+    }
+
+    /// The body of `resp` as JSON, at most `limit` bytes.
+    async fn read_json(
+        image: &ImageRepo,
+        resp: Response,
+        limit: usize,
+        what: &str,
+    ) -> Result<serde_json::Value> {
+        let body = Self::read(image, resp, limit, what).await?;
+        serde_json::from_slice(&body).map_err(|e| Error::Invalid {
+            image: image.to_string(),
+            message: format!("{what} is not JSON: {e}"),
+        })
+    }
+
     fn transport(image: &ImageRepo, e: reqwest::Error) -> Error {
         let message = if e.is_timeout() {
             "timed out".to_string()
@@ -366,10 +406,7 @@ impl Client {
                 message: "token request refused".into(),
             });
         }
-        let v: serde_json::Value = resp.json().await.map_err(|e| Error::Invalid {
-            image: image.to_string(),
-            message: format!("token response: {e}"),
-        })?;
+        let v = Self::read_json(image, resp, MAX_TOKEN_BYTES, "token response").await?;
         let tok = v["token"]
             .as_str()
             .or(v["access_token"].as_str())
@@ -460,8 +497,14 @@ impl Client {
                 }
                 s if s.is_success() => return Ok(resp),
                 s => {
-                    let body = resp.text().await.unwrap_or_default();
-                    let message = serde_json::from_str::<serde_json::Value>(&body)
+                    let body = crate::util::http::read_response(
+                        resp,
+                        crate::util::http::SMALL_BODY,
+                        "error body",
+                    )
+                    .await
+                    .unwrap_or_default();
+                    let message = serde_json::from_slice::<serde_json::Value>(&body)
                         .ok()
                         .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_string))
                         .unwrap_or_default();
@@ -493,12 +536,7 @@ impl Client {
             pages += 1;
             let resp = self.get(image, &url, None).await?;
             let next = next_link(resp.headers());
-            let body = resp.bytes().await.map_err(|e| Self::transport(image, e))?;
-            let v: serde_json::Value =
-                serde_json::from_slice(&body).map_err(|e| Error::Invalid {
-                    image: image.to_string(),
-                    message: format!("tag list is not JSON: {e}"),
-                })?;
+            let v = Self::read_json(image, resp, MAX_JSON_BYTES, "tag list").await?;
             let page = match &v["tags"] {
                 serde_json::Value::Array(a) => a,
                 serde_json::Value::Null => break,
@@ -543,16 +581,14 @@ impl Client {
             image: image.to_string(),
             message: m,
         };
-        let manifest: serde_json::Value = self
+        let resp = self
             .get(
                 image,
                 &format!("{base}/v2/{}/manifests/{tag}", image.path),
                 Some("application/vnd.oci.image.manifest.v1+json"),
             )
-            .await?
-            .json()
-            .await
-            .map_err(|e| invalid(format!("manifest: {e}")))?;
+            .await?;
+        let manifest = Self::read_json(image, resp, MAX_MANIFEST_BYTES, "manifest").await?;
         let layer = manifest["layers"]
             .as_array()
             .into_iter()
@@ -579,36 +615,21 @@ impl Client {
             image: image.to_string(),
             message: m,
         };
-        let mut resp = self
+        let resp = self
             .get(
                 image,
                 &format!("{base}/v2/{}/blobs/{digest}", image.path),
                 None,
             )
             .await?;
-        if resp.content_length().is_some_and(|n| n as usize > limit) {
-            return Err(invalid(format!(
-                "blob {digest} is larger than {} MiB",
-                limit >> 20
-            )));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| Self::transport(image, e))? {
-            body.extend_from_slice(&chunk);
-            if body.len() > limit {
-                return Err(invalid(format!(
-                    "blob {digest} is larger than {} MiB",
-                    limit >> 20
-                )));
-            }
-        }
+        let body = Self::read(image, resp, limit, &format!("blob {digest}")).await?;
         let got = format!("sha256:{}", crate::manifest::object::sha256_hex(&body));
         if got != digest {
             return Err(invalid(format!(
                 "digest mismatch: expected {digest}, downloaded {got}"
             )));
         }
-        Ok(body)
+        Ok(body.to_vec())
     }
 
     /// The creation time of `image:tag` (Unix seconds), from its config blob.
@@ -619,16 +640,14 @@ impl Client {
             image: image.to_string(),
             message: m,
         };
-        let mut manifest: serde_json::Value = self
+        let resp = self
             .get(
                 image,
                 &format!("{base}/v2/{}/manifests/{tag}", image.path),
                 Some(ACCEPT_ALL),
             )
-            .await?
-            .json()
-            .await
-            .map_err(|e| invalid(format!("manifest: {e}")))?;
+            .await?;
+        let mut manifest = Self::read_json(image, resp, MAX_MANIFEST_BYTES, "manifest").await?;
         if let Some(list) = manifest["manifests"].as_array() {
             let pick = list
                 .iter()
@@ -639,30 +658,26 @@ impl Client {
                 .and_then(|m| m["digest"].as_str())
                 .ok_or_else(|| invalid("empty image index".into()))?
                 .to_string();
-            manifest = self
+            let resp = self
                 .get(
                     image,
                     &format!("{base}/v2/{}/manifests/{pick}", image.path),
                     Some(ACCEPT_ALL),
                 )
-                .await?
-                .json()
-                .await
-                .map_err(|e| invalid(format!("manifest: {e}")))?;
+                .await?;
+            manifest = Self::read_json(image, resp, MAX_MANIFEST_BYTES, "manifest").await?;
         }
         let Some(config) = manifest["config"]["digest"].as_str() else {
             return Ok(None);
         };
-        let blob: serde_json::Value = self
+        let resp = self
             .get(
                 image,
                 &format!("{base}/v2/{}/blobs/{config}", image.path),
                 None,
             )
-            .await?
-            .json()
-            .await
-            .map_err(|e| invalid(format!("image config: {e}")))?;
+            .await?;
+        let blob = Self::read_json(image, resp, MAX_JSON_BYTES, "image config").await?;
         Ok(blob["created"].as_str().and_then(parse_rfc3339))
     }
 }

@@ -486,7 +486,7 @@ pub async fn run(
         crate::target::local::proxy::Proxy::new(&state_dir, rt.endpoints(), local.services.clone())
             .map_err(|e| error!("cannot start the service proxy: {e}"))
             .ok()
-            .map(std::sync::Arc::new)
+            .map(|p| std::sync::Arc::new(p.with_max_connections(local.max_connections)))
     });
     // The canary engine ticks beside the sync, on the same store, proxy and runtime.
     let max_concurrent = rec.config().canary.max_concurrent_canaries;

@@ -1,8 +1,10 @@
-//! Small shared helpers: durations, timestamps, durable file writes, log setup.
-//! Nothing here knows about Git, manifests or targets.
+//! Small shared helpers: durations, timestamps, durable file writes, log setup, capped
+//! HTTP body reads and accept loops. Nothing here knows about Git, manifests or targets.
 
 pub mod atomic;
 pub mod duration;
+pub mod http;
+pub mod listen;
 pub mod logging;
 pub mod time;
 pub mod tls;

@@ -122,8 +122,27 @@ impl Core {
             .send()
             .await
             .map_err(|e| e.without_url().to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("provider answered {}", resp.status()));
+        let status = resp.status();
+        // Read (capped) so the connection is reused and a refusal can say why.
+        let body = crate::util::http::read_response(
+            resp,
+            crate::util::http::SMALL_BODY,
+            "alert provider response",
+        )
+        .await;
+        if !status.is_success() {
+            let why = match body {
+                Ok(b) => String::from_utf8_lossy(&b)
+                    .trim()
+                    .chars()
+                    .take(200)
+                    .collect(),
+                Err(e) => e.to_string(),
+            };
+            return Err(match why.is_empty() {
+                true => format!("provider answered {status}"),
+                false => format!("provider answered {status}: {why}"),
+            });
         }
         Ok(())
     }

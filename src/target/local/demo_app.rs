@@ -3,6 +3,7 @@
 //! from the environment, so a ConfigMap change in Git can make a release bad:
 //! `FAULT_ERROR_RATE` (fraction of `/` answered 500) and `FAULT_DELAY_MS`.
 
+use crate::util::listen::{Acceptor, DEFAULT_MAX_CONNECTIONS};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -205,6 +206,7 @@ pub async fn serve_on(ports: &[u16], cfg: DemoConfig) -> std::io::Result<()> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", *port)).await?;
         let mut stop = stop_rx.clone();
         let app = app(cfg.clone());
+        let listener = Acceptor::new(listener, DEFAULT_MAX_CONNECTIONS, format!("port {port}"));
         servers.spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {

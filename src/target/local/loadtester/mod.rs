@@ -81,7 +81,7 @@ pub async fn run_hey(spec: &hey::HeySpec, url: &str) -> Report {
                 let fut = async {
                     let resp = client.request(req).await?;
                     let status = resp.status().as_u16();
-                    let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                    crate::util::http::drain(resp.into_body()).await;
                     Ok::<u16, hyper_util::client::legacy::Error>(status)
                 };
                 let outcome = match spec.timeout {

@@ -4,6 +4,7 @@
 //! Services by weight or match rules, and can mirror. Bad or unreachable backends give
 //! 502, no ready endpoint gives 503 at once; both count as failures.
 
+pub mod body;
 pub mod routing;
 pub mod stats;
 
@@ -11,6 +12,8 @@ use crate::manifest::ObjectKey;
 use crate::target::local::runtime::Endpoints;
 use crate::target::local::LocalStore;
 use crate::target::Target;
+use crate::util::listen::Acceptor;
+use body::ProxyBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
@@ -93,7 +96,7 @@ struct Shared {
     services: RwLock<HashMap<Key, ServiceDef>>,
     routes: RwLock<HashMap<Key, Arc<Route>>>,
     endpoints: Endpoints,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpConnector, ProxyBody>,
     /// Round-robin position over endpoints.
     next: AtomicU64,
     /// Request sequence, seeding the weight and mirror rolls (kept apart from `next`,
@@ -109,6 +112,7 @@ pub struct Proxy {
     configured: BTreeMap<String, String>,
     allocations_path: std::path::PathBuf,
     listeners: tokio::sync::Mutex<HashMap<ListenerKey, Listener>>,
+    max_connections: usize,
 }
 
 fn xorshift(seed: u64) -> u64 {
@@ -148,7 +152,14 @@ impl Proxy {
             configured,
             allocations_path: state_dir.join("runtime").join("services.json"),
             listeners: tokio::sync::Mutex::new(HashMap::new()),
+            max_connections: crate::util::listen::DEFAULT_MAX_CONNECTIONS,
         })
+    }
+
+    /// Caps the open connections of each Service listener (`target.local.maxConnections`).
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max;
+        self
     }
 
     /// Sets (or clears, with `None`) the traffic split of Service `namespace/name`.
@@ -303,7 +314,8 @@ impl Proxy {
             let shared = self.shared.clone();
             let (ns2, name2) = (ns.clone(), name.clone());
             let key = Arc::new((ns2, name2));
-            let task = tokio::spawn(async move { serve(listener, shared, key, port).await });
+            let acceptor = Acceptor::new(listener, self.max_connections, format!("{id}:{port}"));
+            let task = tokio::spawn(async move { serve(acceptor, shared, key, port).await });
             tracing::info!(service = %id, port, address = %addr, "service listening");
             listeners.insert((ns, name, port), (addr, task));
         }
@@ -316,12 +328,10 @@ impl Proxy {
     }
 }
 
-async fn serve(listener: tokio::net::TcpListener, shared: Arc<Shared>, key: Arc<Key>, port: u16) {
+async fn serve(mut acceptor: Acceptor, shared: Arc<Shared>, key: Arc<Key>, port: u16) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+        let (stream, _) = acceptor.accept().await;
+        let _ = stream.get_ref().set_nodelay(true);
         let (shared, key) = (shared.clone(), key.clone());
         tokio::spawn(async move {
             // Per request only reference counts are bumped: no strings are copied.
@@ -467,7 +477,11 @@ async fn handle(
             }
         };
     let (parts, body) = req.into_parts();
-    let Ok(body) = body.collect().await.map(|b| b.to_bytes()) else {
+    let idempotent = matches!(
+        parts.method,
+        hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
+    );
+    let Ok(body) = ProxyBody::from_client(body, mirror.is_some() || idempotent).await else {
         return text(StatusCode::BAD_REQUEST, "cannot read request body\n".into());
     };
     let (host_port, mut served) = match pick(shared, ns, &backend, port) {
@@ -482,7 +496,7 @@ async fn handle(
             return text(StatusCode::SERVICE_UNAVAILABLE, format!("{msg}\n"));
         }
     };
-    let build = |host_port: u16| {
+    let build = |host_port: u16, body: ProxyBody| {
         let pq = parts
             .uri
             .path_and_query()
@@ -496,35 +510,33 @@ async fn handle(
                 b = b.header(k, v);
             }
         }
-        b.body(Full::new(body.clone()))
+        b.body(body)
     };
-    if let Some(m) = mirror {
+    // A body too long to buffer is not mirrored (see `body`).
+    if let Some((m, copy)) = mirror.and_then(|m| Some((m, body.replay()?))) {
         if let Ok((mport, _)) = pick(shared, ns, &m, port) {
-            if let Ok(req) = build(mport) {
+            if let Ok(req) = build(mport, copy) {
                 let client = shared.client.clone();
                 tokio::spawn(async move {
                     // The mirror's response is dropped.
                     if let Ok(resp) = client.request(req).await {
-                        let _ = resp.into_body().collect().await;
+                        crate::util::http::drain(resp.into_body()).await;
                     }
                 });
             }
         }
     }
-    let Ok(out) = build(host_port) else {
+    let retry_body = body.replay().filter(|_| idempotent);
+    let Ok(out) = build(host_port, body) else {
         return text(StatusCode::BAD_REQUEST, "invalid request\n".into());
     };
     let mut result = shared.client.request(out).await;
-    let idempotent = matches!(
-        parts.method,
-        hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
-    );
-    if result.is_err() && idempotent {
+    if let Some(again) = retry_body.filter(|_| result.is_err()) {
         // A pooled connection to a replica that just went away: try once more, on
         // whichever ready endpoint is next.
         if let Ok((retry_port, retry_served)) = pick(shared, ns, &backend, port) {
             served = retry_served;
-            if let Ok(again) = build(retry_port) {
+            if let Ok(again) = build(retry_port, again) {
                 result = shared.client.request(again).await;
             }
         }
