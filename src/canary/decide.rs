@@ -335,9 +335,9 @@ pub fn decide(spec: &CanarySpec, status: &CanaryStatus, obs: &Observations, now:
         match status.phase {
             Phase::Initializing => initialize(&mut b, obs),
             Phase::Initialized | Phase::Succeeded | Phase::Failed | Phase::Waiting => {
-                start(&mut b, obs)
+                start(&mut b, status, obs)
             }
-            Phase::Progressing | Phase::WaitingPromotion => progress(&mut b, obs),
+            Phase::Progressing | Phase::WaitingPromotion => progress(&mut b, status, obs),
             Phase::Promoting => promote_traffic(&mut b, obs),
             Phase::Finalising => {
                 b.actions.push(Action::ScaleCanaryDown);
@@ -386,13 +386,12 @@ fn initialize(b: &mut Builder, obs: &Observations) {
 
 /// A resting canary: starts the analysis of a new revision when a slot is free and
 /// the confirm-rollout gate approves.
-fn start(b: &mut Builder, obs: &Observations) {
+fn start(b: &mut Builder, status: &CanaryStatus, obs: &Observations) {
     let spec = b.spec;
-    let status = b.status.clone();
     if obs.manual == Some(Manual::Retry) && status.phase == Phase::Failed {
         b.manual_used.set(true);
     }
-    if !may_start(&status, &obs.revision, obs.manual) {
+    if !may_start(status, &obs.revision, obs.manual) {
         if obs.revision != status.last_applied_spec || status.phase == Phase::Waiting {
             // Back to what the primary already runs: nothing to analyse.
             b.status.last_applied_spec = obs.revision.clone();
@@ -461,23 +460,30 @@ fn promote_traffic(b: &mut Builder, obs: &Observations) {
     }
 }
 
-/// Whether a canary that is not ready has run out of time. Flagger
-/// (pkg/canary/deployment_ready.go, `isDeploymentReady`) measures the deadline from
-/// the workload's own `Available` condition: only while it is False with reason
-/// `MinimumReplicasUnavailable`, from that condition's last update, is the error "not
-/// retriable", and the scheduler (pkg/controller/scheduler.go, `advanceCanary`) then
-/// rolls back with "progress deadline exceeded". A not-ready canary otherwise just
-/// waits. So the clock starts when the canary lost availability, not when the phase
-/// began: a long healthy analysis survives a short hiccup.
+/// Whether a canary that is not ready has run out of time, counted as Flagger counts
+/// it (fluxcd/flagger pkg/canary/deployment_ready.go, `isDeploymentReady`, called by
+/// `IsCanaryReady` from `advanceCanary` in pkg/controller/scheduler.go):
+/// - a not-ready canary is "retriable" (wait, no rollback) unless its Deployment's
+///   `Available` condition is False with reason `MinimumReplicasUnavailable` and that
+///   condition's `lastUpdateTime` plus `progressDeadlineSeconds` lies in the past (or
+///   Kubernetes itself marked `Progressing` as `ProgressDeadlineExceeded`, which the
+///   local runtime never does);
+/// - a non-retriable error rolls back at once ("Rolling back ... progress deadline
+///   exceeded").
+///
+/// So the clock starts when the workload lost availability, not when the phase began:
+/// a long healthy analysis survives a short hiccup. The local runtime refreshes
+/// `lastUpdateTime` on every status write, so the executor passes the condition's
+/// `lastTransitionTime`, which is what Kubernetes' `lastUpdateTime` holds for a
+/// condition whose status and reason have not changed.
 fn deadline_exceeded(spec: &CanarySpec, obs: &Observations, now: f64) -> bool {
     obs.canary_unavailable_since
         .is_some_and(|since| now - since > spec.progress_deadline.as_secs_f64())
 }
 
-fn progress(b: &mut Builder, obs: &Observations) {
+fn progress(b: &mut Builder, status: &CanaryStatus, obs: &Observations) {
     let spec = b.spec;
     let now = b.now;
-    let status = b.status.clone();
     if obs.revision != status.last_applied_spec {
         b.route(100, 0, false, false);
         b.status.failed_checks = 0;
@@ -566,16 +572,15 @@ fn progress(b: &mut Builder, obs: &Observations) {
         return;
     }
     if spec.analysis.iterations > 0 {
-        iterate(b, obs);
+        iterate(b, status, obs);
     } else {
-        shift_weight(b, obs);
+        shift_weight(b, status, obs);
     }
 }
 
 /// A passed step of a blue/green, A/B or mirroring analysis.
-fn iterate(b: &mut Builder, obs: &Observations) {
+fn iterate(b: &mut Builder, status: &CanaryStatus, obs: &Observations) {
     let spec = b.spec;
-    let status = b.status.clone();
     let a = &spec.analysis;
     let ab = a.match_rules.as_array().is_some_and(|m| !m.is_empty());
     if status.iterations < a.iterations {
@@ -615,9 +620,8 @@ fn iterate(b: &mut Builder, obs: &Observations) {
 }
 
 /// A passed step of a progressive traffic shift.
-fn shift_weight(b: &mut Builder, obs: &Observations) {
+fn shift_weight(b: &mut Builder, status: &CanaryStatus, obs: &Observations) {
     let spec = b.spec;
-    let status = b.status.clone();
     if status.canary_weight < max_weight(spec) {
         if !b.approved(
             obs,

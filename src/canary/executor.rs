@@ -266,6 +266,18 @@ impl Core {
         }
     }
 
+    /// Tells the runtime and the proxy that the store changed. The proxy re-reads its
+    /// Services and Deployments from the store, so that runs on the blocking pool too.
+    async fn store_changed(&self) {
+        self.notify();
+        let (proxy, handle) = (self.proxy.clone(), tokio::runtime::Handle::current());
+        match blocking(move || handle.block_on(proxy.sync_services())).await {
+            Ok(Err(e)) => tracing::warn!("services: {e}"),
+            Err(e) => tracing::warn!("{e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+
     /// Reads a stored object on the blocking pool.
     async fn get_object(&self, key: ObjectKey) -> Result<Option<Value>, String> {
         let store = self.store.clone();

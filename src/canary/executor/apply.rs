@@ -44,8 +44,7 @@ impl Core {
             }
         }
         if changed_store {
-            self.notify();
-            let _ = self.proxy.sync_services().await;
+            self.store_changed().await;
         }
         Ok(())
     }

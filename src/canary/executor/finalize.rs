@@ -16,10 +16,7 @@ impl Core {
         }
         let (core, keys) = (self.clone(), keys.to_vec());
         match blocking(move || core.finalize_removed_files(keys)).await {
-            Ok(true) => {
-                self.notify();
-                let _ = self.proxy.sync_services().await;
-            }
+            Ok(true) => self.store_changed().await,
             Ok(false) => {}
             Err(e) => tracing::warn!("{e}"),
         }
