@@ -236,6 +236,30 @@ fn identities_that_would_leave_the_state_dir_are_refused() {
     ] {
         assert!(out.contains(want), "{want}\n{out}");
     }
+    assert!(!out.contains("image automation"), "{out}");
+    // Release names and namespaces name the release records' files.
+    remote
+        .remove("evil.yaml")
+        .remove("group.yaml")
+        .remove("ns.yaml")
+        .write(&[
+            (
+                "hr.yaml",
+                "apiVersion: helm.fluxcd.io/v1\nkind: HelmRelease\nmetadata:\n  name: web\n  namespace: test\nspec:\n  releaseName: ../../../../pwned\n  chart:\n    path: charts/web\n",
+            ),
+            (
+                "hr2.yaml",
+                "apiVersion: helm.toolkit.fluxcd.io/v2\nkind: HelmRelease\nmetadata:\n  name: api\n  namespace: test\nspec:\n  targetNamespace: ../../pwned\n  chart:\n    spec:\n      chart: ./charts/web\n",
+            ),
+        ])
+        .push("release escape");
+    let out = setup.sync_fails();
+    for want in [
+        "hr.yaml:1:1: spec.releaseName: HelmRelease test/web: \"../../../../pwned\" is not a valid release name",
+        "hr2.yaml:1:1: spec.targetNamespace: HelmRelease test/api: \"../../pwned\" is not a valid namespace",
+    ] {
+        assert!(out.contains(want), "{want}\n{out}");
+    }
     // The failing revision applied nothing: no new object, no prune, nothing outside.
     assert!(setup.object("core", "ConfigMap", "test", "other").is_none());
     assert!(setup.object("core", "ConfigMap", "test", "cfg").is_some());

@@ -256,6 +256,12 @@ pub fn expand_with(
         let fail = |field: &str, msg: String| {
             ManifestError::at_origin(&hr.origin, Some(field.to_string()), format!("{id}: {msg}"))
         };
+        let (release, ns) = release_identity(&v);
+        if let Err(e) = crate::manifest::names::check_release(&release, &ns) {
+            let (field, msg) = e.split_once(": ").unwrap_or(("spec", &e));
+            out.errors.push(fail(field, msg.to_string()));
+            continue;
+        }
         let (dir, chart, local) = match effective_source(&v, source_url, objects, &hr.key.namespace)
         {
             Err(e) => {
@@ -311,7 +317,6 @@ pub fn expand_with(
             out.errors.push(fail(&field, e));
             continue;
         }
-        let (release, ns) = release_identity(&v);
         let mut supplied = json!({});
         let mut ok = true;
         // flux.weave.works/v1beta1 `valueFileSecrets`: Secrets whose `values.yaml` key

@@ -27,6 +27,9 @@ pub enum Error {
     /// Bad policies, markers or automation objects; nothing was committed.
     #[error("image automation: nothing committed ({} errors):\n{}", .0.len(), .0.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<ManifestError>),
+    /// The revision's manifests do not load; the sync reports why.
+    #[error("the revision's manifests have errors")]
+    Unloadable,
     /// Git failed.
     #[error(transparent)]
     Git(#[from] crate::source::git::Error),
@@ -762,7 +765,7 @@ impl Automation {
             let snap = source.snapshot(&head)?;
             let loaded = crate::manifest::load(&snap, &self.path, cache.as_deref_mut());
             if !loaded.errors.is_empty() {
-                return Err(Error::Invalid(loaded.errors));
+                return Err(Error::Unloadable);
             }
             let (setters, v2) = self.collect(&snap, &loaded.objects, source.branch())?;
             let mut wanted: BTreeMap<String, Want> = BTreeMap::new();

@@ -73,6 +73,28 @@ pub fn check_namespace(ns: &str) -> Result<(), String> {
     }
 }
 
+/// Checks a Helm release's name and namespace: Helm's rule for names (a DNS subdomain
+/// of at most 53 characters) and a DNS label for the namespace. Both name the file of
+/// the release record. Errors start with the field.
+pub fn check_release(name: &str, namespace: &str) -> Result<(), String> {
+    // The namespace first: a bad targetNamespace also makes the default release name bad.
+    check_namespace(namespace).map_err(|e| format!("spec.targetNamespace: {e}"))?;
+    if !is_dns_subdomain(name) || name.len() > 53 {
+        return Err(format!("spec.releaseName: {name:?} is not a valid release name: use at most 53 lower-case letters, digits, '-' and '.', starting and ending with a letter or digit"));
+    }
+    Ok(())
+}
+
+/// One plain, non-hidden file name: no separators, not `.` or `..`, no leading dot.
+/// Whatever a caller joins it to, the result stays in that folder.
+pub fn is_plain_file_name(part: &str) -> bool {
+    let mut components = std::path::Path::new(part).components();
+    !part.starts_with('.')
+        && !part.contains(['/', '\\', '\0'])
+        && matches!(components.next(), Some(std::path::Component::Normal(_)))
+        && components.next().is_none()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +132,14 @@ mod tests {
             assert!(check_name(bad).is_err(), "{bad}");
         }
         assert!(check_namespace("test").is_ok());
+        assert!(check_release("web", "test").is_ok());
+        assert!(check_release("../../../../home/u/x", "test").is_err());
+        assert!(check_release("web", "../x").is_err());
+        assert!(check_release(&"a".repeat(54), "test").is_err());
+        for bad in ["", ".", "..", ".tmp-x", "a/b", "a\\b", "a\0"] {
+            assert!(!is_plain_file_name(bad), "{bad:?}");
+        }
+        assert!(is_plain_file_name("web.json"));
         for bad in ["a.b", "..", &"a".repeat(64)] {
             assert!(check_namespace(bad).is_err(), "{bad}");
         }

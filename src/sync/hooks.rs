@@ -16,10 +16,19 @@ fn records_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("helm").join("releases")
 }
 
-fn record_path(state_dir: &Path, r: &ReleaseRecord) -> PathBuf {
-    records_dir(state_dir)
-        .join(&r.namespace)
-        .join(format!("{}.json", r.name))
+fn record_path(state_dir: &Path, r: &ReleaseRecord) -> std::io::Result<PathBuf> {
+    let file = format!("{}.json", r.name);
+    // Names are validated at load time; this keeps a record inside its folder anyway.
+    if ![&r.namespace, &file]
+        .iter()
+        .all(|p| crate::manifest::names::is_plain_file_name(p))
+    {
+        return Err(std::io::Error::other(format!(
+            "release {}/{}: not a valid file name",
+            r.namespace, r.name
+        )));
+    }
+    Ok(records_dir(state_dir).join(&r.namespace).join(file))
 }
 
 /// The records of the last applied revision.
@@ -59,11 +68,13 @@ pub fn write_records(
         }
         let bytes = serde_json::to_vec_pretty(r).map_err(std::io::Error::other)?;
         // Records hold the release's values, which may come from Secrets.
-        crate::util::atomic::write_private(&record_path(state_dir, r), &bytes)?;
+        crate::util::atomic::write_private(&record_path(state_dir, r)?, &bytes)?;
     }
     for o in old {
         if records.iter().all(|r| r.key() != o.key()) {
-            let _ = std::fs::remove_file(record_path(state_dir, o));
+            if let Ok(path) = record_path(state_dir, o) {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
     Ok(())

@@ -371,6 +371,11 @@ impl Reconciler {
                 status.rows = outcome.rows;
                 outcome.commit
             }
+            Err(crate::image::automation::Error::Unloadable) => {
+                // The sync reports the errors; automation waits for a loadable revision.
+                self.force_scan = force;
+                return None;
+            }
             Err(e) => {
                 error!("{e}");
                 status.error = Some(e.to_string());

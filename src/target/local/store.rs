@@ -91,7 +91,7 @@ impl LocalStore {
         let file = format!("{}.json", key.name);
         let mut path = self.root.join("objects");
         for part in [group, &key.kind, ns, &file] {
-            if !is_plain_file_name(part) {
+            if !crate::manifest::names::is_plain_file_name(part) {
                 return Err(Error::UnsafePath {
                     key: key.to_string(),
                     part: part.to_string(),
@@ -304,16 +304,6 @@ impl Target for LocalStore {
             Err(e) => Err(Error::Io { path, source: e }),
         }
     }
-}
-
-/// One normal path component that is not hidden: no separators, no `.` or `..`, and
-/// no leading dot (temp files start with one and are swept away).
-fn is_plain_file_name(part: &str) -> bool {
-    let mut components = Path::new(part).components();
-    !part.starts_with('.')
-        && !part.contains(['/', '\\', '\0'])
-        && matches!(components.next(), Some(std::path::Component::Normal(_)))
-        && components.next().is_none()
 }
 
 fn entry_for(o: &Object, hash: &str, revision: &str) -> Entry {
