@@ -128,6 +128,16 @@ fn a_new_image_is_analysed_stepped_and_promoted() {
             "Promotion completed! Scaling down podinfo.test",
         ],
     );
+    // The load test starts with the analysis, so the first check already has traffic:
+    // a healthy release passes every check.
+    let warnings: Vec<&serde_json::Value> = c["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["severity"] != "info")
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+    assert_eq!(c["failedChecks"], 0);
     // The primary now serves the new version through the Service.
     let addr = apex(&setup);
     wait_for(Duration::from_secs(30), || {
@@ -659,4 +669,100 @@ fn session_affinity_keeps_a_user_on_the_canary_through_the_analysis() {
     }
     wait_phase(&setup, "Succeeded", 120);
     running.stop();
+}
+
+/// `app()` with the built-in metrics over `window` instead of 5s.
+fn app_with_window(tag: &str, error_rate: &str, window: &str) -> Vec<(&'static str, String)> {
+    let mut files = app(tag, error_rate);
+    for (p, c) in &mut files {
+        if *p == "podinfo/canary.yaml" {
+            *c = c.replace(
+                "        interval: 5s\n",
+                &format!("        interval: {window}\n"),
+            );
+        }
+    }
+    files
+}
+
+fn push_files(remote: &Remote, files: &[(&'static str, String)], msg: &str) {
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote.write(&refs).push(msg);
+}
+
+#[test]
+fn a_faulty_release_right_after_a_good_one_halts_at_its_first_check_and_a_revert_says_what_runs() {
+    // One-minute metric windows, as in the rollback walk-through: when the faulty
+    // release starts, the window still holds a minute of the good release's traffic.
+    let files = |tag: &str, rate: &str| app_with_window(tag, rate, "1m");
+    let remote = Remote::new();
+    push_files(&remote, &files("1.0.0", "0"), "seed");
+    let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
+    setup.with_local_images(IMAGES);
+    let running = setup.spawn_run(&[]);
+    wait_phase(&setup, "Initialized", 60);
+    push_files(&remote, &files("1.0.1", "0"), "podinfo 1.0.1");
+    wait_phase(&setup, "Succeeded", 120);
+    push_files(
+        &remote,
+        &files("1.0.2", "0.2"),
+        "podinfo 1.0.2, one request in 5 fails",
+    );
+    let c = wait_phase(&setup, "Failed", 120);
+    let ev = events(&c);
+    let start = ev
+        .iter()
+        .rposition(|e| e == "New revision detected! Scaling up podinfo.test")
+        .unwrap();
+    let faulty = &ev[start..];
+    let first_check = faulty
+        .iter()
+        .skip_while(|e| *e != "Advance podinfo.test canary weight 10")
+        .skip(1)
+        .find(|e| e.starts_with("Halt ") || e.starts_with("Advance "))
+        .unwrap_or_else(|| panic!("no check after weight 10: {faulty:#?}"));
+    assert!(
+        first_check.starts_with("Halt podinfo.test advancement success rate ")
+            && first_check.ends_with("% < 99%"),
+        "the first check counts only the faulty revision: {faulty:#?}"
+    );
+    assert!(
+        !faulty.iter().any(|e| e.contains("canary weight 20")),
+        "{faulty:#?}"
+    );
+
+    // Git goes back to the promoted revision: nothing starts, and the status says what
+    // serves the traffic.
+    push_files(&remote, &files("1.0.1", "0"), "revert to podinfo 1.0.1");
+    let c = wait_for(Duration::from_secs(60), || {
+        let c = canary(&setup);
+        c["message"]
+            .as_str()?
+            .starts_with("podinfo-primary.test serves the promoted revision ")
+            .then_some(c)
+    })
+    .unwrap_or_else(|| panic!("no message about the promoted revision: {}", canary(&setup)));
+    assert_eq!(c["phase"], "Failed", "the last analysis did fail");
+    assert_eq!(version(&apex(&setup)), "1.0.1");
+    let out = setup.cmd(&["get", "canaries"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("MESSAGE") && table.contains("serves the promoted revision"),
+        "{table}"
+    );
+    let (_, log) = running.stop();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("equals the promoted revision"))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "one line says why nothing starts: {lines:#?}"
+    );
+    assert!(
+        lines[0].contains("podinfo-primary.test serves it"),
+        "{}",
+        lines[0]
+    );
 }

@@ -139,6 +139,21 @@ pub fn step_gate(spec: &CanarySpec, status: &CanaryStatus) -> Option<HookType> {
     }
 }
 
+/// Whether the first metric check of an analysis may wait for the new revision's
+/// traffic, rather than fail with "no values found": at most one more interval (and at
+/// least 10s) after it fell due.
+pub fn first_check_may_wait(spec: &CanarySpec, status: &CanaryStatus, now: f64) -> bool {
+    let interval = spec.analysis.interval.as_secs_f64();
+    status.analysis_start > 0.0
+        && status.last_step_time <= status.analysis_start
+        && now < status.analysis_start + interval + interval.max(10.0)
+}
+
+/// The first 12 hex digits of a revision, as messages print it.
+fn short(revision: &str) -> &str {
+    &revision[..revision.len().min(12)]
+}
+
 /// Whether an analysis step is due, and which checks it needs.
 pub fn due(spec: &CanarySpec, status: &CanaryStatus, now: f64) -> Due {
     if spec.suspend
@@ -214,7 +229,32 @@ impl Builder<'_> {
         if self.status.phase != p {
             self.status.phase = p;
             self.status.last_transition_time = self.now;
+            self.status.message = p.message().into();
         }
+    }
+
+    /// Git is back at the revision the primary runs (a revert after a rollback): nothing
+    /// is analysed, and the status says what serves the traffic.
+    fn back_at_promoted(&mut self, revision: &str) {
+        let (id, primary) = (
+            self.spec.id(),
+            format!("{}-primary.{}", self.spec.target, self.spec.namespace),
+        );
+        let rev = short(revision);
+        self.event(
+            Severity::Info,
+            format!("{id} revision {rev} equals the promoted revision; {primary} serves it, nothing to analyse"),
+        );
+        let was = self.status.last_applied_spec.clone();
+        self.status.last_applied_spec = revision.to_string();
+        self.status.message = if self.status.phase == Phase::Failed {
+            format!(
+                "{primary} serves the promoted revision {rev}; Git no longer holds the rolled-back revision {}",
+                short(&was)
+            )
+        } else {
+            format!("{primary} serves the promoted revision {rev}")
+        };
     }
 
     fn route(&mut self, primary: u32, canary: u32, mirror: bool, ab: bool) {
@@ -394,10 +434,10 @@ fn start(b: &mut Builder, status: &CanaryStatus, obs: &Observations) {
     if !may_start(status, &obs.revision, obs.manual) {
         if obs.revision != status.last_applied_spec || status.phase == Phase::Waiting {
             // Back to what the primary already runs: nothing to analyse.
-            b.status.last_applied_spec = obs.revision.clone();
             if status.phase == Phase::Waiting {
                 b.phase(Phase::Succeeded);
             }
+            b.back_at_promoted(&obs.revision);
         }
         return;
     }
@@ -555,6 +595,7 @@ fn progress(b: &mut Builder, status: &CanaryStatus, obs: &Observations) {
                 Severity::Info,
                 format!("Starting canary analysis for {}", spec.target_id()),
             );
+            b.status.analysis_start = now;
             pre
         }
         (None, Some(a)) => a,
@@ -570,6 +611,12 @@ fn progress(b: &mut Builder, status: &CanaryStatus, obs: &Observations) {
             b.rollback();
         }
         return;
+    }
+    if obs.pre_rollout.is_some() && spec.has_hook(HookType::Rollout) {
+        // Start the load with the analysis, not at its first check: by then the window
+        // holds an interval of the new revision's traffic (Flagger's first check finds
+        // none when its load tester starts late).
+        b.actions.push(Action::RunHooks(HookType::Rollout));
     }
     if spec.analysis.iterations > 0 {
         iterate(b, status, obs);

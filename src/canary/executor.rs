@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 mod alerts;
 mod apply;
+mod builtin;
 mod finalize;
 mod observe;
 
@@ -105,17 +106,6 @@ fn selector_label(dep: &Value) -> String {
         .find(|l| sel.get(**l).is_some())
         .unwrap_or(&"app")
         .to_string()
-}
-
-/// Go's short duration format for a latency in ms (`1.5s`, `250ms`).
-fn go_duration(ms: f64) -> String {
-    if ms >= 1000.0 {
-        let s = format!("{:.3}", ms / 1000.0);
-        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
-    } else {
-        let s = format!("{ms:.3}");
-        format!("{}ms", s.trim_end_matches('0').trim_end_matches('.'))
-    }
 }
 
 impl Engine {
@@ -319,12 +309,15 @@ impl Core {
     async fn step(self: &Arc<Self>, c: Arc<CanarySpec>, now: f64) -> Result<(), String> {
         let (core, spec) = (self.clone(), c.clone());
         let seen = blocking(move || core.observe(&spec)).await??;
-        let obs = self.gather(&c, &seen.status, seen.obs.clone(), now).await;
+        let counted = builtin::Counted::new(&seen.status, &seen.target);
+        let obs = self
+            .gather(&c, &seen.status, seen.obs.clone(), &counted, now)
+            .await;
         let mut plan = decide::decide(&c, &seen.status, &obs, now);
         self.hold_slot(&c.id(), decide::analysing(plan.status.phase));
         plan.status.tracked_configs = seen.tracked.clone();
-        if let Some(values) = self.last_metric_values(&c, &obs, now) {
-            plan.status.last_metrics = values;
+        if obs.analysis.is_some() {
+            plan.status.last_metrics = counted.values(&c, now);
         }
         self.apply(&c, &plan, &seen).await?;
         self.report(&c, &plan, &seen, now).await;
@@ -338,11 +331,20 @@ impl Core {
         c: &CanarySpec,
         status: &CanaryStatus,
         mut obs: Observations,
+        counted: &builtin::Counted,
         now: f64,
     ) -> Observations {
         let rev = obs.revision.clone();
         let phase = status.phase;
-        let step = decide::due(c, status, now);
+        let mut step = decide::due(c, status, now);
+        if step == Due::Analysis
+            && decide::first_check_may_wait(c, status, now)
+            && !counted.has_traffic(c, now)
+        {
+            // The load started with the analysis; its first requests are on the way.
+            tracing::debug!("first check waits for traffic to the new revision");
+            step = Due::Nothing;
+        }
         let gates =
             decide::may_start(status, &rev, obs.manual) && decide::gates_due(c, status, now);
         if gates {
@@ -360,10 +362,12 @@ impl Core {
         }
         match step {
             Due::PreRollout => {
-                obs.pre_rollout = Some(self.checks(c, HookType::PreRollout, phase, &rev, now).await)
+                let checks = self.checks(c, HookType::PreRollout, phase, &rev, counted, now);
+                obs.pre_rollout = Some(checks.await)
             }
             Due::Analysis => {
-                obs.analysis = Some(self.checks(c, HookType::Rollout, phase, &rev, now).await)
+                let checks = self.checks(c, HookType::Rollout, phase, &rev, counted, now);
+                obs.analysis = Some(checks.await)
             }
             Due::Nothing => return obs,
         }
@@ -489,6 +493,7 @@ impl Core {
         kind: HookType,
         phase: Phase,
         rev: &str,
+        counted: &builtin::Counted,
         now: f64,
     ) -> Checks {
         let mut failures = Vec::new();
@@ -518,89 +523,9 @@ impl Core {
                 }
                 continue;
             }
-            let w = global_stats().window(
-                &c.namespace,
-                &c.target,
-                &Scope::last(m.interval, now as u64 + 1),
-            );
-            let Some(w) = w else {
-                // Flagger counts an empty metric result as a failed check.
-                failures.push(format!("Halt advancement no values found for {provider} metric {} probably {} is not receiving traffic", m.name, c.target_id()));
-                continue;
-            };
-            match m.name.as_str() {
-                "request-success-rate" => {
-                    if let Some(min) = m.min.filter(|min| w.success_rate < *min) {
-                        failures.push(format!(
-                            "Halt {} advancement success rate {:.2}% < {min}%",
-                            c.id(),
-                            w.success_rate
-                        ));
-                    }
-                    if let Some(max) = m.max.filter(|max| w.success_rate > *max) {
-                        failures.push(format!(
-                            "Halt {} advancement success rate {:.2}% > {max}%",
-                            c.id(),
-                            w.success_rate
-                        ));
-                    }
-                }
-                "request-duration" => {
-                    if let Some(max) = m.max.filter(|max| w.p99_ms > *max) {
-                        failures.push(format!(
-                            "Halt {} advancement request duration {} > {}",
-                            c.id(),
-                            go_duration(w.p99_ms),
-                            go_duration(max)
-                        ));
-                    }
-                    if let Some(min) = m.min.filter(|min| w.p99_ms < *min) {
-                        failures.push(format!(
-                            "Halt {} advancement request duration {} < {}",
-                            c.id(),
-                            go_duration(w.p99_ms),
-                            go_duration(min)
-                        ));
-                    }
-                }
-                _ => {}
-            }
+            failures.extend(counted.check(c, m, &provider, now));
         }
         Checks { failures }
-    }
-
-    /// The built-in metrics' current values, recorded when a step ran (for `describe`).
-    fn last_metric_values(
-        &self,
-        c: &CanarySpec,
-        obs: &Observations,
-        now: f64,
-    ) -> Option<Vec<super::state::MetricValue>> {
-        obs.analysis.as_ref()?;
-        Some(
-            c.analysis
-                .metrics
-                .iter()
-                .map(|m| {
-                    let w = global_stats().window(
-                        &c.namespace,
-                        &c.target,
-                        &Scope::last(m.interval, now as u64 + 1),
-                    );
-                    let value = match m.name.as_str() {
-                        "request-success-rate" => w.map(|w| w.success_rate),
-                        "request-duration" => w.map(|w| w.p99_ms),
-                        _ => None,
-                    };
-                    super::state::MetricValue {
-                        name: m.name.clone(),
-                        value,
-                        min: m.min,
-                        max: m.max,
-                    }
-                })
-                .collect(),
-        )
     }
 
     /// Runs one MetricTemplate check; the halt message on failure.

@@ -26,6 +26,23 @@ pub enum Phase {
     Failed,
 }
 
+impl Phase {
+    /// The status message a phase starts with, worded as Flagger's `Promoted` condition.
+    pub fn message(self) -> &'static str {
+        match self {
+            Phase::Initializing => "New Deployment detected, starting initialization.",
+            Phase::Initialized => "Deployment initialization completed.",
+            Phase::Waiting => "New revision detected, waiting to start the canary analysis.",
+            Phase::Progressing => "New revision detected, progressing canary analysis.",
+            Phase::WaitingPromotion => "Canary analysis completed, waiting for promotion approval.",
+            Phase::Promoting => "Canary analysis completed, starting primary rolling update.",
+            Phase::Finalising => "Canary analysis completed, routing all traffic to primary.",
+            Phase::Succeeded => "Canary analysis completed successfully, promotion finished.",
+            Phase::Failed => "Canary analysis failed, Deployment scaled to zero.",
+        }
+    }
+}
+
 /// Event severity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -91,6 +108,14 @@ pub struct CanaryStatus {
     /// `revertOnDeletion`, kept for when the Canary is removed.
     #[serde(default)]
     pub revert_on_deletion: bool,
+    /// When traffic to the current revision began (Unix seconds): the step that started
+    /// the analysis. The built-in metrics count requests from here on.
+    #[serde(default)]
+    pub analysis_start: f64,
+    /// What the canary is doing, or what runs now, in one sentence (the message of
+    /// Flagger's `Promoted` condition).
+    #[serde(default)]
+    pub message: String,
 }
 
 /// A metric's last observed value against its threshold.

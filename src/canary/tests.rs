@@ -168,20 +168,7 @@ fn promotion_steps_weights_in_flagger_order() {
 fn rollback_at_threshold_with_flagger_messages() {
     let spec = CanaryFixture::podinfo().build();
     let st = initialized(&spec);
-    let failing = |_: &CanaryStatus, d: Due| {
-        let mut o = ok_obs("r2");
-        match d {
-            Due::PreRollout => o.pre_rollout = Some(Checks::default()),
-            Due::Analysis => {
-                o.analysis = Some(Checks {
-                    failures: vec!["Halt podinfo.test advancement success rate 62.50% < 99%".into()],
-                })
-            }
-            Due::Nothing => {}
-        }
-        o
-    };
-    let (st, plans) = drive(&spec, st, failing, |s| s.phase == Phase::Failed);
+    let (st, plans) = drive(&spec, st, failing("r2"), |s| s.phase == Phase::Failed);
     assert_eq!(
         (st.phase, st.canary_weight, st.failed_checks),
         (Phase::Failed, 0, 5)
@@ -189,7 +176,7 @@ fn rollback_at_threshold_with_flagger_messages() {
     let msgs = messages(&plans);
     assert_eq!(
         msgs.iter()
-            .filter(|m| m.starts_with("Halt podinfo.test advancement success rate 62.50% < 99%"))
+            .filter(|m| m.starts_with("Halt podinfo.test advancement success rate 50.00% < 99%"))
             .count(),
         5
     );
@@ -668,4 +655,98 @@ fn manual_promote_between_steps_is_not_lost() {
         p.events[0].message,
         "Copying podinfo.test template spec to podinfo-primary.test"
     );
+}
+
+/// Every check of revision `rev` fails.
+fn failing(rev: &'static str) -> impl FnMut(&CanaryStatus, Due) -> Observations {
+    move |_, d| {
+        let mut o = ok_obs(rev);
+        match d {
+            Due::PreRollout => o.pre_rollout = Some(Checks::default()),
+            Due::Analysis => {
+                o.analysis = Some(Checks {
+                    failures: vec!["Halt podinfo.test advancement success rate 50.00% < 99%".into()],
+                })
+            }
+            Due::Nothing => {}
+        }
+        o
+    }
+}
+
+#[test]
+fn the_load_starts_with_the_analysis_and_the_first_check_may_wait_for_it() {
+    let spec = CanaryFixture::podinfo()
+        .set(
+            "analysis.webhooks",
+            json!([{"name": "load-test", "url": "http://flagger-loadtester.test/", "metadata": {"cmd": "hey -z 1m http://podinfo-canary.test:9898/"}}]),
+        )
+        .build();
+    let (st, plans) = drive(&spec, initialized(&spec), passing("r2"), |s| {
+        s.canary_weight == 10
+    });
+    let start = plans.last().unwrap();
+    assert_eq!(
+        start.events[0].message,
+        "Starting canary analysis for podinfo.test"
+    );
+    assert!(
+        start.actions.contains(&Action::RunHooks(HookType::Rollout)),
+        "{:?}",
+        start.actions
+    );
+    assert_eq!(st.analysis_start, start.events[0].at);
+    assert_eq!(
+        st.message,
+        "New revision detected, progressing canary analysis."
+    );
+    // The first check may wait for traffic, for at most one more interval (10s here)...
+    let t0 = st.analysis_start;
+    assert_eq!(due(&spec, &st, t0 + 10.0), Due::Analysis);
+    assert!(super::decide::first_check_may_wait(&spec, &st, t0 + 10.0));
+    assert!(super::decide::first_check_may_wait(&spec, &st, t0 + 19.9));
+    assert!(!super::decide::first_check_may_wait(&spec, &st, t0 + 20.0));
+    // ...and later checks never do.
+    let p = decide(
+        &spec,
+        &st,
+        &Observations {
+            analysis: Some(Checks::default()),
+            ..ok_obs("r2")
+        },
+        t0 + 10.0,
+    );
+    assert_eq!(p.status.canary_weight, 20);
+    assert!(!p.actions.contains(&Action::RunHooks(HookType::Rollout)));
+    assert!(!super::decide::first_check_may_wait(
+        &spec,
+        &p.status,
+        t0 + 11.0
+    ));
+}
+
+#[test]
+fn reverting_git_after_a_rollback_says_the_primary_serves_the_promoted_revision() {
+    let spec = CanaryFixture::podinfo().build();
+    let (st, _) = drive(&spec, initialized(&spec), failing("r2"), |s| {
+        s.phase == Phase::Failed
+    });
+    assert_eq!(
+        st.message,
+        "Canary analysis failed, Deployment scaled to zero."
+    );
+    let p = decide(&spec, &st, &ok_obs("r1"), 5000.0);
+    assert!(p.actions.is_empty(), "nothing starts: {:?}", p.actions);
+    assert_eq!(p.status.phase, Phase::Failed);
+    assert_eq!(
+        p.events.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+        ["podinfo.test revision r1 equals the promoted revision; podinfo-primary.test serves it, nothing to analyse"]
+    );
+    assert_eq!(
+        p.status.message,
+        "podinfo-primary.test serves the promoted revision r1; Git no longer holds the rolled-back revision r2"
+    );
+    // Said once: the next tick is quiet.
+    let again = decide(&spec, &p.status, &ok_obs("r1"), 5001.0);
+    assert!(again.events.is_empty() && again.status == p.status);
 }

@@ -103,6 +103,9 @@ pub fn describe(cfg: &Config, r: &CanaryRef) -> anyhow::Result<ExitCode> {
         st.phase,
         if suspended { " (suspended)" } else { "" }
     );
+    if !st.message.is_empty() {
+        println!("Message:      {}", st.message);
+    }
     println!("Weight:       {}", st.canary_weight);
     println!("FailedChecks: {}/{}", st.failed_checks, a.threshold);
     println!("Metrics:");

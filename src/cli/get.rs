@@ -31,7 +31,8 @@ pub enum What {
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Format,
     },
-    /// Canaries: phase, weight, failed checks, last transition, as `kubectl get canaries`.
+    /// Canaries: phase, weight, failed checks, last transition and status message, as
+    /// `kubectl get canaries`.
     Canaries {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "table")]
@@ -230,7 +231,8 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
                 let st = crate::canary::executor::read_status(&state, &key.namespace, &key.name);
                 rows.push(serde_json::json!({"namespace": key.namespace, "name": key.name, "status": format!("{:?}", st.phase),
                     "weight": st.canary_weight, "failedChecks": st.failed_checks,
-                    "lastTransitionTime": if st.last_transition_time > 0.0 { rfc3339_secs(st.last_transition_time) } else { String::new() }}));
+                    "lastTransitionTime": if st.last_transition_time > 0.0 { rfc3339_secs(st.last_transition_time) } else { String::new() },
+                    "message": st.message}));
             }
             if fmt == Format::Table {
                 let cols = [
@@ -240,6 +242,7 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
                     ("WEIGHT", "weight"),
                     ("FAILEDCHECKS", "failedChecks"),
                     ("LASTTRANSITIONTIME", "lastTransitionTime"),
+                    ("MESSAGE", "message"),
                 ];
                 print!("{}", output::rows_table(&cols, &rows));
             } else {
