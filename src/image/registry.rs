@@ -222,6 +222,20 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
     })
 }
 
+/// Whether credentials may go to a token realm: over https, or over plain http only
+/// when the registry itself is spoken to over plain http (loopback or listed in
+/// `insecureRegistries`). A registry could otherwise send them in clear to any address.
+pub fn check_realm(realm: &reqwest::Url, plain_http_registry: bool) -> Result<(), String> {
+    match realm.scheme() {
+        "https" => Ok(()),
+        "http" if plain_http_registry => Ok(()),
+        "http" => Err(format!(
+            "token realm {realm}: plain http is refused for a registry spoken to over https (list it in images.insecureRegistries to allow it)"
+        )),
+        other => Err(format!("token realm {realm}: unsupported scheme {other:?}")),
+    }
+}
+
 /// Parses `Retry-After` (seconds or an HTTP date, which counts as "soon").
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let v = headers.get(RETRY_AFTER)?.to_str().ok()?;
@@ -378,6 +392,12 @@ impl Client {
         let mut url = reqwest::Url::parse(realm).map_err(|e| Error::Invalid {
             image: image.to_string(),
             message: format!("token realm {realm:?}: {e}"),
+        })?;
+        let plain_http_registry =
+            !self.https_only && image.scheme(&self.settings.insecure) == "http";
+        check_realm(&url, plain_http_registry).map_err(|message| Error::Invalid {
+            image: image.to_string(),
+            message,
         })?;
         {
             let mut q = url.query_pairs_mut();
@@ -685,6 +705,26 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_realm_must_be_https_unless_the_registry_is_plain_http() {
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        assert!(check_realm(&url("https://auth.docker.io/token"), false).is_ok());
+        assert!(check_realm(&url("https://auth.docker.io/token"), true).is_ok());
+        let e = check_realm(&url("http://evil.example/token"), false).unwrap_err();
+        assert!(e.contains("plain http is refused"), "{e}");
+        assert!(check_realm(&url("http://127.0.0.1:5000/token"), true).is_ok());
+        assert!(check_realm(&url("ftp://evil.example/token"), true).is_err());
+        // Which registries count as plain http: loopback ones and listed ones.
+        let repo = |r: &str| crate::image::reference::ImageRepo {
+            registry: r.into(),
+            path: "app".into(),
+        };
+        let insecure = vec!["registry.lan:5000".to_string()];
+        assert_eq!(repo("127.0.0.1:5000").scheme(&[]), "http");
+        assert_eq!(repo("registry.lan:5000").scheme(&insecure), "http");
+        assert_eq!(repo("ghcr.io").scheme(&insecure), "https");
+    }
 
     #[test]
     fn challenges_links_and_times() {
