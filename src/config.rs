@@ -53,6 +53,9 @@ pub struct Config {
     /// The canary engine.
     #[serde(default)]
     pub canary: CanaryConfig,
+    /// The load tester's HTTP API (off unless `listen` is set).
+    #[serde(default)]
+    pub loadtester: LoadTesterConfig,
     /// Folder of the config file; relative paths in it are taken from here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -244,6 +247,31 @@ impl Default for ServerConfig {
 pub struct CanaryConfig {
     /// Canaries analysed at once; the rest wait in `Waiting` (Flagger has no cap, #1069).
     pub max_concurrent_canaries: Option<u32>,
+    /// The prefix of the env vars an `AlertProvider.spec.addressEnv` may name, so a pusher
+    /// cannot send gitcanary's other variables (its secrets) to an address of theirs.
+    pub alert_address_env_prefix: Option<String>,
+}
+
+impl CanaryConfig {
+    /// `alertAddressEnvPrefix`, by default `GITCANARY_ALERT_`.
+    pub fn alert_address_env_prefix(&self) -> &str {
+        self.alert_address_env_prefix
+            .as_deref()
+            .unwrap_or("GITCANARY_ALERT_")
+    }
+}
+
+/// `loadtester:`: the load tester's HTTP API. Canary webhooks reach the load tester in
+/// process; this listener is only for callers outside gitcanary.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoadTesterConfig {
+    /// Listen address of the API; unset (the default) serves no HTTP at all.
+    pub listen: Option<String>,
+    /// Env var holding the bearer token callers must present.
+    pub token_env: Option<String>,
+    /// File holding the bearer token (instead of `tokenEnv`).
+    pub token_file: Option<PathBuf>,
 }
 
 /// `images:`
@@ -409,6 +437,19 @@ impl Config {
                 ));
             }
         }
+        let lt = &self.loadtester;
+        if lt.listen.is_some() && lt.token_env.is_some() == lt.token_file.is_some() {
+            return Err(format!(
+                "{}loadtester: set exactly one of tokenEnv or tokenFile; the API runs commands, so it is never served without a token",
+                at(&["loadtester"])
+            ));
+        }
+        if self.canary.alert_address_env_prefix().is_empty() {
+            return Err(format!(
+                "{}canary.alertAddressEnvPrefix: must not be empty (it would let an AlertProvider read any variable)",
+                at(&["canary", "alertAddressEnvPrefix"])
+            ));
+        }
         if self.target.local.is_some() && self.target.kubernetes.is_some() {
             return Err(format!(
                 "{}target: set only one of local or kubernetes",
@@ -487,6 +528,37 @@ mod tests {
         .unwrap_err();
         assert!(
             e.contains("set tokenEnv, or both usernameEnv and passwordEnv"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn loadtester_api_needs_a_token_and_alert_prefix_is_not_empty() {
+        let c = Config::parse("source:\n  url: x\n", Path::new(".")).unwrap();
+        assert_eq!(c.loadtester.listen, None, "no load tester API by default");
+        assert_eq!(c.canary.alert_address_env_prefix(), "GITCANARY_ALERT_");
+        let e = Config::parse(
+            "source:\n  url: x\nloadtester:\n  listen: 127.0.0.1:8080\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("4:3: loadtester: set exactly one of tokenEnv or tokenFile"),
+            "{e}"
+        );
+        let c = Config::parse(
+            "source:\n  url: x\nloadtester:\n  listen: 127.0.0.1:8080\n  tokenEnv: LT_TOKEN\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(c.loadtester.token_env.as_deref(), Some("LT_TOKEN"));
+        let e = Config::parse(
+            "source:\n  url: x\ncanary:\n  alertAddressEnvPrefix: \"\"\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("canary.alertAddressEnvPrefix: must not be empty"),
             "{e}"
         );
     }

@@ -1,5 +1,7 @@
-//! gitcanary's HTTP server: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and
-//! `POST /hook`, the push webhook that triggers an immediate fetch.
+//! gitcanary's HTTP server: `/metrics` (Prometheus text), `/healthz` (liveness),
+//! `/readyz` (readiness), and `POST /hook`, the push webhook that triggers an immediate
+//! fetch. The load tester is not served here: the canary engine calls it in process,
+//! and its HTTP API has its own listener (`loadtester.listen`).
 
 use crate::source::webhook;
 use axum::body::Bytes;
@@ -7,6 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -17,8 +20,39 @@ pub struct AppState {
     pub trigger: UnboundedSender<()>,
     /// Webhook secret; `None` disables `/hook`.
     pub webhook_secret: Option<Arc<Vec<u8>>>,
-    /// The built-in load tester, served under `/loadtester`.
-    pub loadtester: Arc<crate::target::local::loadtester::LoadTester>,
+    /// What `/readyz` answers from.
+    pub readiness: Arc<Readiness>,
+}
+
+/// Readiness: a revision is in place (applied by this process, or the last-known-good
+/// one loaded at start) and the canary engine is running.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    applied: AtomicBool,
+    engine: AtomicBool,
+}
+
+impl Readiness {
+    /// Records that a revision is in place.
+    pub fn set_applied(&self) {
+        self.applied.store(true, Ordering::SeqCst);
+    }
+
+    /// Records whether the canary engine is running.
+    pub fn set_engine(&self, running: bool) {
+        self.engine.store(running, Ordering::SeqCst);
+    }
+
+    /// `Ok` when ready, else why not.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if !self.applied.load(Ordering::SeqCst) {
+            Err("no revision applied yet")
+        } else if !self.engine.load(Ordering::SeqCst) {
+            Err("the canary engine is not running")
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// The router; tests call it directly or serve it on port 0.
@@ -33,15 +67,21 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
-        .route("/hook", post(hook))
-        .with_state(state.clone())
-        .nest(
-            "/loadtester",
-            crate::target::local::loadtester::app(state.loadtester),
+        .route(
+            "/readyz",
+            get(|State(state): State<AppState>| async move {
+                match state.readiness.check() {
+                    Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+                    Err(why) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("not ready: {why}\n"),
+                    ),
+                }
+            }),
         )
+        .route("/hook", post(hook))
+        .with_state(state)
 }
-
 async fn hook(
     State(state): State<AppState>,
     headers: HeaderMap,

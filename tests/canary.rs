@@ -184,7 +184,7 @@ fn a_faulty_config_is_rolled_back_and_the_primary_keeps_serving() {
     // Alerts at severity error go to a generic provider whose address comes from an env var.
     // A second provider takes its address from a Secret, as in Flagger's docs.
     let (alert_url, alerts) = receiver();
-    let provider = format!("apiVersion: flagger.app/v1beta1\nkind: AlertProvider\nmetadata:\n  name: on-call\n  namespace: test\nspec:\n  type: generic\n  addressEnv: ALERT_URL\n---\napiVersion: flagger.app/v1beta1\nkind: AlertProvider\nmetadata:\n  name: team-chat\n  namespace: test\nspec:\n  type: gchat\n  secretRef:\n    name: team-chat-url\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: team-chat-url\n  namespace: test\nstringData:\n  address: {alert_url}\n");
+    let provider = format!("apiVersion: flagger.app/v1beta1\nkind: AlertProvider\nmetadata:\n  name: on-call\n  namespace: test\nspec:\n  type: generic\n  addressEnv: GITCANARY_ALERT_URL\n---\napiVersion: flagger.app/v1beta1\nkind: AlertProvider\nmetadata:\n  name: team-chat\n  namespace: test\nspec:\n  type: gchat\n  secretRef:\n    name: team-chat-url\n---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: team-chat-url\n  namespace: test\nstringData:\n  address: {alert_url}\n");
     let canary = app("1.0.0", "0").into_iter().find(|(p, _)| *p == "podinfo/canary.yaml").unwrap().1.replace(
         "    webhooks:\n",
         "    alerts:\n      - name: on-call\n        severity: error\n        providerRef:\n          name: on-call\n      - name: team\n        severity: error\n        providerRef:\n          name: team-chat\n    webhooks:\n",
@@ -195,7 +195,7 @@ fn a_faulty_config_is_rolled_back_and_the_primary_keeps_serving() {
             ("podinfo/canary.yaml", &canary),
         ])
         .push("alerts");
-    let running = setup.spawn_run(&[("ALERT_URL", &alert_url)]);
+    let running = setup.spawn_run(&[("GITCANARY_ALERT_URL", &alert_url)]);
     wait_phase(&setup, "Initialized", 60);
     // Only the ConfigMap changes (the Canary keeps its alerts).
     let cm = app("1.0.0", "0.5")

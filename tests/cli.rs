@@ -372,3 +372,66 @@ fn helm_template_prints_rendered_objects_and_fails_with_positions() {
     );
     assert!(err.contains("image.digest is required"), "{err}");
 }
+
+#[test]
+fn an_empty_webhook_secret_is_refused_at_start() {
+    let (_remote, setup) = seeded(&[("cfg.yaml", &configmap("cfg", "one"))], "one", "");
+    setup.edit_config(
+        "  listen: 127.0.0.1:0\n",
+        "  listen: 127.0.0.1:0\n  webhookSecretEnv: HOOK_SECRET\n",
+    );
+    let stderr = setup.run_refused(&[("HOOK_SECRET", "")]);
+    assert!(
+        stderr.contains(
+            "server.webhookSecretEnv: environment variable HOOK_SECRET is empty; an empty secret would admit anyone"
+        ),
+        "{stderr}"
+    );
+    let stderr = setup.run_refused(&[]);
+    assert!(
+        stderr.contains("server.webhookSecretEnv: environment variable HOOK_SECRET is not set"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn readyz_waits_for_an_applied_revision_and_healthz_does_not() {
+    let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata: [\n";
+    let (remote, setup) = seeded(&[("cfg.yaml", bad)], "broken", "  interval: 1s\n");
+    let running = setup.spawn_run(&[]);
+    let addr = setup.server_address();
+    wait_for(Duration::from_secs(20), || {
+        setup.status()["lastError"].as_str().map(|_| ())
+    })
+    .expect("the first sync fails");
+    let (code, body) = http(&addr, "GET", "/readyz", &[], "");
+    assert_eq!(
+        (code, body.as_str()),
+        (503, "not ready: no revision applied yet\n")
+    );
+    assert_eq!(http(&addr, "GET", "/healthz", &[], "").0, 200);
+
+    remote
+        .write(&[("cfg.yaml", &configmap("cfg", "one"))])
+        .push("fixed");
+    wait_for(Duration::from_secs(30), || {
+        (http(&addr, "GET", "/readyz", &[], "") == (200, "ok\n".to_string())).then_some(())
+    })
+    .expect("ready once a revision is applied");
+    running.stop();
+
+    // A restart on a broken head: the last-known-good revision is in place, so ready.
+    remote.write(&[("cfg.yaml", bad)]).push("broken again");
+    std::fs::remove_file(setup.state().join("status/server.json")).unwrap();
+    let running = setup.spawn_run(&[]);
+    let addr = setup.server_address();
+    wait_for(Duration::from_secs(20), || {
+        setup.status()["lastError"].as_str().map(|_| ())
+    })
+    .expect("the new head fails");
+    wait_for(Duration::from_secs(10), || {
+        (http(&addr, "GET", "/readyz", &[], "").0 == 200).then_some(())
+    })
+    .expect("ready on the last-known-good revision");
+    running.stop();
+}

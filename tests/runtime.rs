@@ -71,7 +71,8 @@ fn pids_of(setup: &Setup) -> Vec<u32> {
 #[test]
 fn replicas_run_become_ready_and_serve_their_version() {
     let (_remote, setup) = setup_with(&[("web.yaml", &deployment("web", 2, "hi"))]);
-    let running = setup.spawn_run(&[]);
+    // A secret in gitcanary's environment, as a Git token would be.
+    let running = setup.spawn_run(&[("GITCANARY_TEST_GIT_TOKEN", "s3cr3t")]);
     wait_for(Duration::from_secs(30), || {
         (status(&setup, "web")["readyReplicas"] == 2).then_some(())
     })
@@ -97,6 +98,15 @@ fn replicas_run_become_ready_and_serve_their_version() {
         assert!(
             body.contains("\"version\":\"1.2.3\""),
             "IMAGE_TAG is the image's tag: {body}"
+        );
+        let (_, env) = get(port, "/env").expect("replica answers");
+        assert!(
+            env.contains("\"GREETING=hi\"") && env.contains("\"PATH="),
+            "{env}"
+        );
+        assert!(
+            !env.contains("s3cr3t"),
+            "replicas get their spec's env, never gitcanary's: {env}"
         );
         ports.push(port);
     }

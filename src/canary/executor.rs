@@ -48,6 +48,8 @@ struct Core {
     runtime: Option<Notifier>,
     http: reqwest::Client,
     max_concurrent: Option<u32>,
+    /// What `AlertProvider.spec.addressEnv` may name must start with this.
+    alert_env_prefix: String,
     /// Canaries whose route was restored from their status since start.
     restored: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The Canaries present when no removed one was left to finalize: while they stay
@@ -133,6 +135,9 @@ impl Engine {
             restored: Default::default(),
             settled: Default::default(),
             max_concurrent,
+            alert_env_prefix: crate::config::CanaryConfig::default()
+                .alert_address_env_prefix()
+                .to_string(),
             busy: Default::default(),
             writes: Default::default(),
             slots: Default::default(),
@@ -141,6 +146,15 @@ impl Engine {
             core: Arc::new(core),
             tasks: Default::default(),
         })
+    }
+
+    /// Sets `canary.alertAddressEnvPrefix`; before the first tick, while nothing else
+    /// holds the engine's core.
+    pub fn with_alert_address_env_prefix(mut self, prefix: &str) -> Engine {
+        if let Some(core) = Arc::get_mut(&mut self.core) {
+            core.alert_env_prefix = prefix.to_string();
+        }
+        self
     }
 
     /// One pass over every Canary: starts a step task for each canary whose last step
@@ -391,43 +405,17 @@ impl Core {
         checksum: &str,
     ) -> Result<(), String> {
         let payload = json!({"name": c.name, "namespace": c.namespace, "phase": format!("{phase:?}"), "checksum": checksum, "metadata": w.metadata});
+        let body = payload.to_string();
         let mut last = String::new();
         for _ in 0..=w.retries {
             let result = if loadtester::is_loadtester_url(&w.url, &self.loadtester_names) {
-                // Served in-process by the built-in load tester.
-                use tower::ServiceExt;
-                let path = w
-                    .url
-                    .split("://")
-                    .nth(1)
-                    .and_then(|r| r.find('/').map(|i| r[i..].to_string()))
-                    .unwrap_or_else(|| "/".into());
-                let req = axum::http::Request::post(path)
-                    .header("content-type", "application/json")
-                    .body(axum::body::Body::from(payload.to_string()));
-                match req {
-                    Ok(req) => match tokio::time::timeout(
-                        w.timeout,
-                        loadtester::app(self.loadtester.clone()).oneshot(req),
-                    )
-                    .await
-                    {
-                        Ok(Ok(resp)) => {
-                            let code = resp.status().as_u16();
-                            let body = crate::util::http::read_capped(
-                                resp.into_body(),
-                                crate::util::http::SMALL_BODY,
-                                "load tester response",
-                            )
-                            .await
-                            .map(|b| String::from_utf8_lossy(&b).into_owned())
-                            .unwrap_or_default();
-                            Ok((code, body))
-                        }
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err(format!("timed out after {:?}", w.timeout)),
-                    },
-                    Err(e) => Err(e.to_string()),
+                // Served in process by the built-in load tester: no HTTP, no listener.
+                let call = self
+                    .loadtester
+                    .handle(loadtester::url_path(&w.url), body.as_bytes());
+                match tokio::time::timeout(w.timeout, call).await {
+                    Ok((code, body)) => Ok((code.as_u16(), body)),
+                    Err(_) => Err(format!("timed out after {:?}", w.timeout)),
                 }
             } else {
                 let url = self.local_url(&w.url, &c.namespace).await;

@@ -1,7 +1,7 @@
 //! `gitcanary run`: serve HTTP and reconcile until SIGINT/SIGTERM.
 
 use crate::config::Config;
-use crate::server::{app, AppState};
+use crate::server::{app, AppState, Readiness};
 use crate::sync::reconcile;
 use crate::util::listen::Acceptor;
 use anyhow::Context;
@@ -23,29 +23,13 @@ pub fn run(cfg: Config) -> anyhow::Result<ExitCode> {
 pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let webhook_secret = match &cfg.server.webhook_secret_env {
-        Some(var) => Some(Arc::new(
-            std::env::var(var)
-                .with_context(|| {
-                    format!("server.webhookSecretEnv: environment variable {var} is not set")
-                })?
-                .into_bytes(),
-        )),
+        Some(var) => Some(Arc::new(secret_env("server.webhookSecretEnv", var)?)),
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("server.listen: cannot listen on {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
-    let max_connections = cfg.server.max_connections;
-    crate::util::atomic::write(
-        &cfg.state_dir().join("status").join("server.json"),
-        serde_json::json!({"address": addr.to_string(), "pid": std::process::id()})
-            .to_string()
-            .as_bytes(),
-    )
-    .context("writing status/server.json")?;
-    info!(address = %addr, "serving /metrics, /healthz and /hook on http://{addr}");
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let loadtester = crate::target::local::loadtester::LoadTester::local(
         cfg.state_dir(),
         cfg.target
@@ -54,25 +38,96 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
             .map(|l| l.images.clone())
             .unwrap_or_default(),
     );
-    let lt_for_engine = loadtester.clone();
+    let lt_api = match &cfg.loadtester.listen {
+        Some(listen) => Some(bind_loadtester(&cfg, listen, loadtester.clone()).await?),
+        None => None,
+    };
+    let mut status = serde_json::json!({"address": addr.to_string(), "pid": std::process::id()});
+    if let Some((lt_listener, _)) = &lt_api {
+        status["loadtester"] = lt_listener.local_addr()?.to_string().into();
+    }
+    crate::util::atomic::write(
+        &cfg.state_dir().join("status").join("server.json"),
+        status.to_string().as_bytes(),
+    )
+    .context("writing status/server.json")?;
+    info!(address = %addr, "serving /metrics, /healthz, /readyz and /hook on http://{addr}");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let readiness = Arc::new(Readiness::default());
     let state = AppState {
         trigger: tx.clone(),
         webhook_secret,
-        loadtester,
+        readiness: readiness.clone(),
     };
-    let server = tokio::spawn(async move {
-        let listener = Acceptor::new(listener, max_connections, "server");
-        let _ = axum::serve(listener, app(state))
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
-            .await;
-    });
-    let result = reconcile::run(cfg, tx, rx, lt_for_engine, shutdown_signal()).await;
+    let max = cfg.server.max_connections;
+    let mut servers = vec![serve(
+        Acceptor::new(listener, max, "server"),
+        app(state),
+        stop_rx.clone(),
+    )];
+    if let Some((lt_listener, router)) = lt_api {
+        let lt_addr = lt_listener.local_addr()?;
+        info!(address = %lt_addr, "serving the load tester API on http://{lt_addr}");
+        let lt_listener = Acceptor::new(lt_listener, max, "loadtester");
+        servers.push(serve(lt_listener, router, stop_rx));
+    }
+    let result = reconcile::run(cfg, tx, rx, loadtester, readiness, shutdown_signal()).await;
     let _ = stop_tx.send(true);
-    let _ = server.await;
+    for s in servers {
+        let _ = s.await;
+    }
     result?;
     Ok(())
+}
+
+/// A secret from the env var `var`, named by config field `field`: unset or empty is
+/// an error, since an empty secret would admit anyone.
+fn secret_env(field: &str, var: &str) -> anyhow::Result<Vec<u8>> {
+    let value = std::env::var(var)
+        .with_context(|| format!("{field}: environment variable {var} is not set"))?;
+    anyhow::ensure!(
+        !value.trim().is_empty(),
+        "{field}: environment variable {var} is empty; an empty secret would admit anyone"
+    );
+    Ok(value.into_bytes())
+}
+
+/// Reads the load tester API's token and binds its listener, before anything starts.
+async fn bind_loadtester(
+    cfg: &Config,
+    listen: &str,
+    lt: Arc<crate::target::local::loadtester::LoadTester>,
+) -> anyhow::Result<(tokio::net::TcpListener, axum::Router)> {
+    use crate::target::local::loadtester::api;
+    let secret = match (&cfg.loadtester.token_env, &cfg.loadtester.token_file) {
+        (Some(var), _) => secret_env("loadtester.tokenEnv", var)?,
+        (None, Some(file)) => {
+            let path = cfg.resolve(file);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("loadtester.tokenFile: cannot read {}", path.display()))?;
+            text.trim().as_bytes().to_vec()
+        }
+        (None, None) => anyhow::bail!("loadtester.listen is set but no tokenEnv or tokenFile"),
+    };
+    let token = api::Token::new(secret).map_err(|e| anyhow::anyhow!("loadtester: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("loadtester.listen: cannot listen on {listen}"))?;
+    Ok((listener, api::app(lt, token)))
+}
+
+fn serve(
+    listener: Acceptor<tokio::net::TcpListener>,
+    router: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await;
+    })
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -452,16 +452,37 @@ pub fn log_result(result: &Result<SyncReport, Error>, next: Duration) {
     }
 }
 
+/// Marks the canary engine running in `/readyz` while alive, also when its task panics.
+struct EngineRunning(std::sync::Arc<crate::server::Readiness>);
+
+impl EngineRunning {
+    fn new(readiness: std::sync::Arc<crate::server::Readiness>) -> Self {
+        readiness.set_engine(true);
+        EngineRunning(readiness)
+    }
+}
+
+impl Drop for EngineRunning {
+    fn drop(&mut self) {
+        self.0.set_engine(false);
+    }
+}
+
 /// Reconciles until `shutdown` resolves. `triggers` asks for an immediate sync.
 pub async fn run(
     cfg: Config,
     triggers: mpsc::UnboundedSender<()>,
     mut trigger_rx: mpsc::UnboundedReceiver<()>,
     loadtester: std::sync::Arc<crate::target::local::loadtester::LoadTester>,
+    readiness: std::sync::Arc<crate::server::Readiness>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let interval = cfg.source.interval;
     let mut rec = Reconciler::open(cfg, true)?;
+    if rec.status().applied_revision.is_some() {
+        // The store holds the last-known-good revision; the runtime starts from it.
+        readiness.set_applied();
+    }
     let _watch = rec.source().local_watch_path().and_then(|p| {
         match crate::source::watch::watch(&p, triggers.clone()) {
             Ok(w) => {
@@ -495,9 +516,11 @@ pub async fn run(
     });
     // The canary engine ticks beside the sync, on the same store, proxy and runtime.
     let max_concurrent = rec.config().canary.max_concurrent_canaries;
+    let alert_env_prefix = rec.config().canary.alert_address_env_prefix().to_string();
     let (engine_stop, mut engine_stopped) = tokio::sync::watch::channel(false);
     let engine_task = match (&proxy, &runtime) {
         (Some(p), Some(rt)) => {
+            let engine_ready = readiness.clone();
             match crate::canary::executor::Engine::new(
                 &state_dir,
                 p.clone(),
@@ -507,6 +530,8 @@ pub async fn run(
                 max_concurrent,
             ) {
                 Ok(engine) => Some(tokio::spawn(async move {
+                    let engine = engine.with_alert_address_env_prefix(&alert_env_prefix);
+                    let _running = EngineRunning::new(engine_ready);
                     loop {
                         engine.tick(crate::util::time::unix_now()).await;
                         // Each tick parses every canary afresh; hand the freed heap back
@@ -569,6 +594,9 @@ pub async fn run(
         {
             let _g = info_span!("reconcile", source = %rec.config().source.name).entered();
             log_result(&result, next);
+        }
+        if result.is_ok() {
+            readiness.set_applied();
         }
         if let (Ok(r), Some(rt)) = (&result, &runtime) {
             if r.plan.has_changes() {

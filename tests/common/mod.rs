@@ -228,6 +228,26 @@ impl Setup {
         }
     }
 
+    /// Runs `gitcanary run`, which must refuse to start; its stderr.
+    pub fn run_refused(&self, extra_env: &[(&str, &str)]) -> String {
+        use std::io::Read;
+        let mut running = self.spawn_run(extra_env);
+        let status = wait_for(Duration::from_secs(20), || {
+            running.child.try_wait().unwrap()
+        })
+        .expect("run should have refused to start");
+        let mut stderr = String::new();
+        running
+            .child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(!status.success(), "run started: {stderr}");
+        stderr
+    }
+
     /// The address `run` is serving on, once it has written it.
     pub fn server_address(&self) -> String {
         wait_for(Duration::from_secs(20), || {

@@ -84,7 +84,7 @@ impl Core {
         ) {
             (Some(a), _, _) => a,
             (None, Some(var), _) => {
-                std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+                address_from_env(var, &self.alert_env_prefix, |v| std::env::var(v).ok())?
             }
             (None, None, Some(a)) => a.to_string(),
             (None, None, None) => {
@@ -148,6 +148,23 @@ impl Core {
     }
 }
 
+/// `spec.addressEnv`: the variable must start with `prefix`, or a pusher could send any
+/// of gitcanary's variables (a Git token, the webhook secret) to an address of theirs.
+fn address_from_env(
+    var: &str,
+    prefix: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    if prefix.is_empty() || !var.starts_with(prefix) {
+        return Err(format!(
+            "spec.addressEnv: {var} does not start with {prefix:?} (canary.alertAddressEnvPrefix)"
+        ));
+    }
+    lookup(var)
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| format!("spec.addressEnv: environment variable {var} is not set"))
+}
+
 /// The severity an event alerts with, if it is one worth alerting on. Beyond Flagger's
 /// alerts, pre-rollout failures and progress-deadline rollbacks alert too (flagger #1663).
 fn alert_severity(message: &str) -> Option<&'static str> {
@@ -167,5 +184,37 @@ fn alert_severity(message: &str) -> Option<&'static str> {
         Some("error")
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::address_from_env;
+
+    #[test]
+    fn address_env_is_limited_to_the_prefix() {
+        let env = |v: &str| match v {
+            "GITCANARY_ALERT_SLACK" => Some("https://hooks.example/x".to_string()),
+            "GIT_TOKEN" => Some("s3cr3t".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            address_from_env("GITCANARY_ALERT_SLACK", "GITCANARY_ALERT_", env).unwrap(),
+            "https://hooks.example/x"
+        );
+        let e = address_from_env("GIT_TOKEN", "GITCANARY_ALERT_", env).unwrap_err();
+        assert_eq!(
+            e,
+            "spec.addressEnv: GIT_TOKEN does not start with \"GITCANARY_ALERT_\" (canary.alertAddressEnvPrefix)"
+        );
+        assert!(!e.contains("s3cr3t"));
+        assert!(
+            address_from_env("GIT_TOKEN", "", env).is_err(),
+            "no prefix, no access"
+        );
+        assert_eq!(
+            address_from_env("GITCANARY_ALERT_NONE", "GITCANARY_ALERT_", env).unwrap_err(),
+            "spec.addressEnv: environment variable GITCANARY_ALERT_NONE is not set"
+        );
     }
 }

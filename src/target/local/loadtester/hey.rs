@@ -130,9 +130,8 @@ fn parse_args(args: &[String]) -> Result<HeySpec, String> {
             "-m" => spec.method = value()?.to_ascii_uppercase(),
             "-H" => {
                 let h = value()?;
-                let (k, v) = h
-                    .split_once(':')
-                    .ok_or_else(|| format!("hey: -H {h:?}: expected \"Name: value\""))?;
+                // The value may be a credential: the error names the flag, not it.
+                let (k, v) = h.split_once(':').ok_or("hey: -H expects \"Name: value\"")?;
                 spec.headers
                     .push((k.trim().to_string(), v.trim().to_string()));
             }
@@ -161,6 +160,53 @@ fn parse_args(args: &[String]) -> Result<HeySpec, String> {
         return Err("hey: -c must be at least 1".into());
     }
     Ok(spec)
+}
+
+/// The command line with what may be a credential masked, for logs: header values
+/// (`-H 'Authorization: ***'`), basic auth (`-a ***`) and a URL's user-info.
+pub fn redact(cmd: &str) -> String {
+    let Ok(words) = shell_words(cmd) else {
+        return "hey (unparsable command line)".into();
+    };
+    let mut out = Vec::with_capacity(words.len());
+    let mut prev = "";
+    for w in &words {
+        let shown = match prev {
+            "-H" => match w.split_once(':') {
+                Some((name, _)) => format!("{name}: ***"),
+                None => "***".into(),
+            },
+            "-a" => "***".into(),
+            _ => redact_userinfo(w),
+        };
+        out.push(quote(&shown));
+        prev = w;
+    }
+    out.join(" ")
+}
+
+fn redact_userinfo(word: &str) -> String {
+    let Some((scheme, rest)) = word.split_once("://") else {
+        return word.to_string();
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[authority.len()..]),
+        None => word.to_string(),
+    }
+}
+
+/// Single-quotes a word when a shell would split or expand it.
+fn quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
 }
 
 #[cfg(test)]
@@ -193,6 +239,30 @@ mod tests {
         assert_eq!(
             parse("hey -c 2").unwrap().unwrap_err(),
             "hey: missing the URL"
+        );
+    }
+
+    #[test]
+    fn redaction_hides_headers_basic_auth_and_user_info() {
+        let cmd = r#"hey -z 1m -H "Authorization: Bearer s3cr3t" -H 'X-Canary: insider' -a user:pw -c 2 http://bob:pw2@podinfo.test:9898/?q=1"#;
+        let shown = redact(cmd);
+        assert_eq!(
+            shown,
+            "hey -z 1m -H 'Authorization: ***' -H 'X-Canary: ***' -a '***' -c 2 'http://***@podinfo.test:9898/?q=1'"
+        );
+        for secret in ["s3cr3t", "insider", "user:pw", "pw2"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert_eq!(
+            parse(&shown).unwrap().unwrap().url,
+            "http://***@podinfo.test:9898/?q=1",
+            "the shown line is still a valid command"
+        );
+        assert_eq!(
+            parse("hey -H Authorization=s3cr3t http://x/")
+                .unwrap()
+                .unwrap_err(),
+            "hey: -H expects \"Name: value\""
         );
     }
 }

@@ -1,17 +1,18 @@
-//! The built-in load tester, serving the Flagger load tester's HTTP API so webhook URLs
+//! The built-in load tester, answering the Flagger load tester's API so webhook URLs
 //! in existing Canary specs work: `POST /` runs `metadata.cmd` (type `cmd`: async, 202,
 //! de-duplicated per canary and command; type `bash`: `sh -c`, 200 or 500), and the
 //! gates `/gate/{approve,halt,check,open,close}` and `/rollback/{check,open,close}`.
 //! Types `helm`, `helmv2` and `helmv3` run a release's Helm test hooks (the Flagger helm
-//! tester).
-//! `hey` lines run on gitcanary's own load generator.
+//! tester). `hey` lines run on gitcanary's own load generator.
+//!
+//! The canary engine calls [`LoadTester::handle`] in process; the HTTP API in [`api`]
+//! exists only when configured, behind a bearer token. Commands never see gitcanary's
+//! own environment, which holds its secrets.
 
+pub mod api;
 pub mod hey;
 
-use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -28,15 +29,53 @@ pub struct Report {
     pub total: u64,
     /// Responses by status code.
     pub by_status: BTreeMap<u16, u64>,
-    /// Requests that got no response (timeouts, refused connections).
-    pub errors: u64,
+    /// Responses by status class (`2xx`, `4xx`, `5xx`, ...): an answer of 500 is a
+    /// response, not a transport error, so hey reports the two apart.
+    pub status_classes: BTreeMap<String, u64>,
+    /// Requests that got no response (timeouts, refused or reset connections).
+    pub transport_errors: u64,
     /// Wall time.
     pub elapsed_secs: f64,
     /// Achieved requests per second.
     pub rps: f64,
 }
 
-/// Runs a hey spec; `rewrite` maps the URL (cluster names to local listeners).
+impl Report {
+    fn add(&mut self, other: Report) {
+        self.total += other.total;
+        self.transport_errors += other.transport_errors;
+        for (k, v) in other.by_status {
+            *self.by_status.entry(k).or_default() += v;
+        }
+    }
+
+    fn classify(&mut self) {
+        self.status_classes.clear();
+        for (code, n) in &self.by_status {
+            *self
+                .status_classes
+                .entry(format!("{}xx", code / 100))
+                .or_default() += n;
+        }
+    }
+
+    /// `requests=N 2xx=N 3xx=N 4xx=N 5xx=N transport_errors=N rps=R`, the log line's tail.
+    pub fn summary(&self) -> String {
+        let class = |c: &str| self.status_classes.get(c).copied().unwrap_or(0);
+        format!(
+            "requests={} 2xx={} 3xx={} 4xx={} 5xx={} transport_errors={} rps={:.1}",
+            self.total,
+            class("2xx"),
+            class("3xx"),
+            class("4xx"),
+            class("5xx"),
+            self.transport_errors,
+            self.rps
+        )
+    }
+}
+
+/// Runs a hey spec against `url` (the spec's URL mapped to a local listener).
 pub async fn run_hey(spec: &hey::HeySpec, url: &str) -> Report {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let started = Instant::now();
@@ -90,7 +129,7 @@ pub async fn run_hey(spec: &hey::HeySpec, url: &str) -> Report {
                 };
                 match outcome {
                     Some(Ok(status)) => *r.by_status.entry(status).or_default() += 1,
-                    _ => r.errors += 1,
+                    _ => r.transport_errors += 1,
                 }
             }
             r
@@ -98,12 +137,9 @@ pub async fn run_hey(spec: &hey::HeySpec, url: &str) -> Report {
     }
     let mut total = Report::default();
     while let Some(Ok(r)) = tasks.join_next().await {
-        total.total += r.total;
-        total.errors += r.errors;
-        for (k, v) in r.by_status {
-            *total.by_status.entry(k).or_default() += v;
-        }
+        total.add(r);
     }
+    total.classify();
     total.elapsed_secs = started.elapsed().as_secs_f64();
     total.rps = total.total as f64 / total.elapsed_secs.max(1e-9);
     total
@@ -193,7 +229,18 @@ impl LoadTester {
             let spec = parsed?;
             let url = self.local_url(&spec.url, ns);
             let report = run_hey(&spec, &url).await;
-            tracing::info!(canary = %key, requests = report.total, errors = report.errors, rps = format!("{:.1}", report.rps), "load test finished: {cmd}");
+            let class = |c: &str| report.status_classes.get(c).copied().unwrap_or(0);
+            tracing::info!(
+                canary = %key,
+                requests = report.total,
+                status_2xx = class("2xx"),
+                status_4xx = class("4xx"),
+                status_5xx = class("5xx"),
+                transport_errors = report.transport_errors,
+                "load test finished: {}: {}",
+                hey::redact(cmd),
+                report.summary()
+            );
             let text = serde_json::to_string(&report).unwrap_or_default();
             self.reports
                 .lock()
@@ -201,12 +248,15 @@ impl LoadTester {
                 .push((key.to_string(), report));
             return Ok(text);
         }
-        let child = tokio::process::Command::new("sh")
-            .arg("-c")
+        let mut sh = tokio::process::Command::new("sh");
+        // A command gets PATH and HOME, and what it sets itself; never gitcanary's own
+        // environment (webhook secret, Git tokens, registry credentials).
+        sh.arg("-c")
             .arg(cmd)
-            .kill_on_drop(true)
-            .output();
-        match tokio::time::timeout(timeout, child).await {
+            .env_clear()
+            .envs(crate::target::local::runtime::process::base_env())
+            .kill_on_drop(true);
+        match tokio::time::timeout(timeout, sh.output()).await {
             Ok(Ok(out)) if out.status.success() => {
                 Ok(String::from_utf8_lossy(&out.stdout).into_owned())
             }
@@ -220,73 +270,118 @@ impl LoadTester {
             Err(_) => Err(format!("command timed out after {timeout:?}")),
         }
     }
-}
 
-async fn command(
-    State(lt): State<Arc<LoadTester>>,
-    body: axum::body::Bytes,
-) -> (StatusCode, String) {
-    let p: Payload = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("invalid payload: {e}\n")),
-    };
-    let Some(cmd) = p.metadata.get("cmd").cloned() else {
-        return (StatusCode::BAD_REQUEST, "metadata.cmd is required\n".into());
-    };
-    let key = format!("{}/{}", p.namespace, p.name);
-    let timeout = p
-        .metadata
-        .get("timeout")
-        .and_then(|t| crate::util::duration::parse(t).ok())
-        .unwrap_or(Duration::from_secs(60));
-    match p.metadata.get("type").map(String::as_str).unwrap_or("cmd") {
-        "bash" => match lt.run_command(&key, &p.namespace, &cmd, timeout).await {
-            Ok(out) => (StatusCode::OK, out),
-            Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-        },
-        "cmd" => {
-            if let Some(Err(e)) = hey::parse(&cmd) {
-                return (StatusCode::BAD_REQUEST, format!("{e}\n"));
+    /// Answers one load tester request: `path` as in the Flagger load tester's API
+    /// (`/`, `/gate/check`, ...), `body` its JSON payload. The canary engine calls this
+    /// in process; [`api`] calls it once an HTTP request is authenticated.
+    pub async fn handle(self: &Arc<Self>, path: &str, body: &[u8]) -> (StatusCode, String) {
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        let path = match path.trim_end_matches('/') {
+            "" => "/",
+            p => p,
+        };
+        let gate = |set: &Mutex<HashSet<String>>, action: &str| {
+            let key = key_of(body);
+            let mut s = set.lock().unwrap_or_else(|e| e.into_inner());
+            match action {
+                "open" => {
+                    s.insert(key);
+                    (StatusCode::OK, "opened\n".to_string())
+                }
+                "close" => {
+                    s.remove(&key);
+                    (StatusCode::OK, "closed\n".to_string())
+                }
+                _ if s.contains(&key) => (StatusCode::OK, "open\n".to_string()),
+                _ => (StatusCode::FORBIDDEN, "closed\n".to_string()),
             }
-            let dedupe = format!("{key}\0{cmd}");
-            if !lt
-                .running
+        };
+        match path {
+            "/" => self.command(body).await,
+            "/gate/approve" => (StatusCode::OK, "approved\n".into()),
+            "/gate/halt" => (StatusCode::FORBIDDEN, "halted\n".into()),
+            "/gate/check" | "/gate/open" | "/gate/close" => gate(&self.gates, &path[6..]),
+            "/rollback/check" | "/rollback/open" | "/rollback/close" => {
+                gate(&self.rollbacks, &path[10..])
+            }
+            other => (
+                StatusCode::NOT_FOUND,
+                format!("load tester: no endpoint {other}\n"),
+            ),
+        }
+    }
+
+    async fn command(self: &Arc<Self>, body: &[u8]) -> (StatusCode, String) {
+        let p: Payload = match serde_json::from_slice(body) {
+            Ok(p) => p,
+            Err(e) => return (StatusCode::BAD_REQUEST, format!("invalid payload: {e}\n")),
+        };
+        let Some(cmd) = p.metadata.get("cmd").cloned() else {
+            return (StatusCode::BAD_REQUEST, "metadata.cmd is required\n".into());
+        };
+        let key = format!("{}/{}", p.namespace, p.name);
+        let timeout = p
+            .metadata
+            .get("timeout")
+            .and_then(|t| crate::util::duration::parse(t).ok())
+            .unwrap_or(Duration::from_secs(60));
+        match p.metadata.get("type").map(String::as_str).unwrap_or("cmd") {
+            "bash" => match self.run_command(&key, &p.namespace, &cmd, timeout).await {
+                Ok(out) => (StatusCode::OK, out),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            },
+            "cmd" => self.start_command(key, p.namespace, cmd),
+            // The Flagger helm tester: `helm`/`helmv2` (Helm 2) and `helmv3`.
+            "helm" | "helmv2" | "helmv3" => match self.helm_test(&p.namespace, &cmd).await {
+                Ok(out) => {
+                    tracing::info!(canary = %key, "helm test passed: {cmd}");
+                    (StatusCode::OK, format!("{out}\n"))
+                }
+                Err(e) => {
+                    tracing::warn!(canary = %key, "helm test failed: {e}");
+                    (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
+                }
+            },
+            other => (
+                StatusCode::BAD_REQUEST,
+                format!("unknown metadata.type {other:?}: use cmd, bash, helm, helmv2 or helmv3\n"),
+            ),
+        }
+    }
+
+    /// Type `cmd`: starts `cmd` in the background, once at a time per canary.
+    fn start_command(
+        self: &Arc<Self>,
+        key: String,
+        ns: String,
+        cmd: String,
+    ) -> (StatusCode, String) {
+        if let Some(Err(e)) = hey::parse(&cmd) {
+            return (StatusCode::BAD_REQUEST, format!("{e}\n"));
+        }
+        let dedupe = format!("{key}\0{cmd}");
+        if !self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dedupe.clone())
+        {
+            return (StatusCode::ACCEPTED, "already running\n".into());
+        }
+        let lt = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = lt
+                .run_command(&key, &ns, &cmd, Duration::from_secs(24 * 3600))
+                .await
+            {
+                tracing::warn!(canary = %key, "load test command failed: {e}");
+            }
+            lt.running
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(dedupe.clone())
-            {
-                return (StatusCode::ACCEPTED, "already running\n".into());
-            }
-            let lt2 = lt.clone();
-            tokio::spawn(async move {
-                if let Err(e) = lt2
-                    .run_command(&key, &p.namespace, &cmd, Duration::from_secs(24 * 3600))
-                    .await
-                {
-                    tracing::warn!(canary = %key, "load test command failed: {e}");
-                }
-                lt2.running
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&dedupe);
-            });
-            (StatusCode::ACCEPTED, "started\n".into())
-        }
-        // The Flagger helm tester: `helm`/`helmv2` (Helm 2) and `helmv3`.
-        "helm" | "helmv2" | "helmv3" => match lt.helm_test(&p.namespace, &cmd).await {
-            Ok(out) => {
-                tracing::info!(canary = %key, "helm test passed: {cmd}");
-                (StatusCode::OK, format!("{out}\n"))
-            }
-            Err(e) => {
-                tracing::warn!(canary = %key, "helm test failed: {e}");
-                (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
-            }
-        },
-        other => (
-            StatusCode::BAD_REQUEST,
-            format!("unknown metadata.type {other:?}: use cmd, bash, helm, helmv2 or helmv3\n"),
-        ),
+                .remove(&dedupe);
+        });
+        (StatusCode::ACCEPTED, "started\n".into())
     }
 }
 
@@ -295,54 +390,10 @@ fn key_of(body: &[u8]) -> String {
     format!("{}/{}", p.namespace, p.name)
 }
 
-fn gate(
-    set: fn(&LoadTester) -> &Mutex<HashSet<String>>,
-    action: &'static str,
-) -> axum::routing::MethodRouter<Arc<LoadTester>> {
-    post(
-        move |State(lt): State<Arc<LoadTester>>, body: axum::body::Bytes| async move {
-            let key = key_of(&body);
-            let mut s = set(&lt).lock().unwrap_or_else(|e| e.into_inner());
-            match action {
-                "open" => {
-                    s.insert(key);
-                    (StatusCode::OK, "opened\n")
-                }
-                "close" => {
-                    s.remove(&key);
-                    (StatusCode::OK, "closed\n")
-                }
-                _ if s.contains(&key) => (StatusCode::OK, "open\n"),
-                _ => (StatusCode::FORBIDDEN, "closed\n"),
-            }
-        },
-    )
-}
-
-/// The load tester's router.
-pub fn app(lt: Arc<LoadTester>) -> Router {
-    Router::new()
-        .route("/", post(command))
-        .route("/healthz", get(|| async { "OK" }))
-        .route(
-            "/gate/approve",
-            post(|| async { (StatusCode::OK, "approved\n") }),
-        )
-        .route(
-            "/gate/halt",
-            post(|| async { (StatusCode::FORBIDDEN, "halted\n") }),
-        )
-        .route("/gate/check", gate(|l| &l.gates, "check"))
-        .route("/gate/open", gate(|l| &l.gates, "open"))
-        .route("/gate/close", gate(|l| &l.gates, "close"))
-        .route("/rollback/check", gate(|l| &l.rollbacks, "check"))
-        .route("/rollback/open", gate(|l| &l.rollbacks, "open"))
-        .route("/rollback/close", gate(|l| &l.rollbacks, "close"))
-        .route(
-            "/reports",
-            get(|State(lt): State<Arc<LoadTester>>| async move { Json(lt.reports()) }),
-        )
-        .with_state(lt)
+/// The path of a webhook URL (`/gate/check` of `http://flagger-loadtester.test/gate/check`).
+pub fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/').map_or("/", |i| &rest[i..])
 }
 
 /// Whether a webhook URL's host names a load tester (`flagger-loadtester.test`,

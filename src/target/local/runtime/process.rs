@@ -9,6 +9,19 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+/// The environment every program gitcanary starts begins with: `PATH` and `HOME`, so
+/// programs are found and tools that want a home work. Nothing else of gitcanary's own
+/// environment, which may hold its secrets (webhook secret, Git and registry tokens).
+pub fn base_env() -> [(&'static str, String); 2] {
+    [
+        (
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        ),
+        ("HOME", std::env::var("HOME").unwrap_or_else(|_| "/".into())),
+    ]
+}
+
 /// Starts `exec`, logging to `log`. Must be called from a thread that lives as long as
 /// the runtime: the death signal fires when the spawning thread exits.
 pub fn spawn(exec: &Exec, log: &Path, default_dir: &Path) -> std::io::Result<Child> {
@@ -28,13 +41,9 @@ pub fn spawn(exec: &Exec, log: &Path, default_dir: &Path) -> std::io::Result<Chi
         .ok_or_else(|| std::io::Error::other("empty command"))?;
     let mut cmd = Command::new(program);
     cmd.args(args)
-        // Workloads get their own environment, never gitcanary's (which may hold secrets).
+        // Workloads get their own environment, never gitcanary's.
         .env_clear()
-        .env(
-            "PATH",
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
-        )
-        .env("HOME", std::env::var("HOME").unwrap_or_else(|_| "/".into()))
+        .envs(base_env())
         .envs(exec.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out)

@@ -344,7 +344,7 @@ fn run_probe(
             let Ok(mut child) = std::process::Command::new(prog)
                 .args(args)
                 .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .envs(process::base_env())
                 .envs(env.iter().map(|(k, v)| (k, v)))
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
