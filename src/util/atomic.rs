@@ -187,46 +187,50 @@ pub fn private_dir(dir: &Path) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Takes group and other access away from every file below `dir` (files written
-/// before files were created private). Returns how many were changed.
-pub fn tighten_files(dir: &Path) -> io::Result<usize> {
-    let mut changed = 0;
+/// Calls `visit` on every entry below `dir` that is not a folder; returns how many
+/// visits acted (returned true). A missing `dir` has none.
+fn for_each_file(
+    dir: &Path,
+    visit: &mut dyn FnMut(&fs::DirEntry) -> io::Result<bool>,
+) -> io::Result<usize> {
+    let mut acted = 0;
     let Ok(entries) = fs::read_dir(dir) else {
         return Ok(0);
     };
     for entry in entries {
         let entry = entry?;
-        let ty = entry.file_type()?;
-        if ty.is_dir() {
-            changed += tighten_files(&entry.path())?;
-        } else if ty.is_file() {
-            let mode = entry.metadata()?.permissions().mode();
-            if mode & 0o077 != 0 {
-                fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode & 0o700))?;
-                changed += 1;
-            }
+        if entry.file_type()?.is_dir() {
+            acted += for_each_file(&entry.path(), visit)?;
+        } else if visit(&entry)? {
+            acted += 1;
         }
     }
-    Ok(changed)
+    Ok(acted)
+}
+
+/// Takes group and other access away from every file below `dir` (files written
+/// before files were created private). Returns how many were changed.
+pub fn tighten_files(dir: &Path) -> io::Result<usize> {
+    for_each_file(dir, &mut |entry| {
+        let meta = entry.metadata()?;
+        let mode = meta.permissions().mode();
+        if !meta.is_file() || mode & 0o077 == 0 {
+            return Ok(false);
+        }
+        fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode & 0o700))?;
+        Ok(true)
+    })
 }
 
 /// Removes temp files left by a process that died mid-write, below `dir`.
 pub fn sweep_temp_files(dir: &Path) -> io::Result<usize> {
-    let mut removed = 0;
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(0);
-    };
-    for entry in entries {
-        let entry = entry?;
-        let ty = entry.file_type()?;
-        if ty.is_dir() {
-            removed += sweep_temp_files(&entry.path())?;
-        } else if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
-            fs::remove_file(entry.path())?;
-            removed += 1;
+    for_each_file(dir, &mut |entry| {
+        if !entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            return Ok(false);
         }
-    }
-    Ok(removed)
+        fs::remove_file(entry.path())?;
+        Ok(true)
+    })
 }
 
 #[cfg(test)]
@@ -241,6 +245,34 @@ mod tests {
         write(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn private_files_and_dirs_are_owner_only() {
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        assert!(
+            !private_dir(&state).unwrap(),
+            "a new folder needs no tightening"
+        );
+        assert_eq!(mode(&state), PRIVATE_DIR);
+        write_private(&state.join("s/secret.json"), b"{}").unwrap();
+        assert_eq!(mode(&state.join("s/secret.json")), PRIVATE_FILE);
+        let mut b = Batch::new();
+        b.stage(&state.join("o/obj.json"), b"{}").unwrap();
+        b.commit().unwrap();
+        assert_eq!(mode(&state.join("o/obj.json")), PRIVATE_FILE);
+
+        // An older, open state dir: the folder and its files are tightened.
+        let old = state.join("o/old.json");
+        fs::write(&old, b"{}").unwrap();
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::set_permissions(&state, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(private_dir(&state).unwrap());
+        assert_eq!(mode(&state), PRIVATE_DIR);
+        assert_eq!(tighten_files(&state).unwrap(), 1);
+        assert_eq!(mode(&old), 0o600);
     }
 
     #[test]
