@@ -279,6 +279,13 @@ fn container_plan(
     images: &BTreeMap<String, Vec<String>>,
 ) -> Result<ContainerPlan, String> {
     let name = c["name"].as_str().unwrap_or("container").to_string();
+    // The name is the file name of the container's log, so it must be what
+    // Kubernetes accepts (a DNS label), never `../../x`.
+    if !crate::manifest::names::is_dns_label(&name) {
+        return Err(format!(
+            "container {name:?}: not a valid container name (lower-case letters, digits and '-', at most 63)"
+        ));
+    }
     let image = c["image"].as_str().unwrap_or_default();
     let (repo, tag, _) = split_image(image);
     let strings = |v: &Value| -> Vec<String> {
@@ -809,6 +816,15 @@ mod tests {
             plan.pod.unwrap_err(),
             "container \"podinfod\": envFrom[0]: ConfigMap test/podinfo-config not found"
         );
+    }
+
+    #[test]
+    fn container_names_that_would_leave_the_log_folder_are_refused() {
+        let mut d = deployment();
+        d["spec"]["template"]["spec"]["containers"][0]["name"] = "../../../../tmp/x".into();
+        let images = [("ghcr.io/stefanprodan/podinfo".to_string(), vec!["x".into()])].into();
+        let err = plan_deployment(&d, &lookup, &images).pod.unwrap_err();
+        assert!(err.contains("not a valid container name"), "{err}");
     }
 
     #[test]
