@@ -326,4 +326,21 @@ fn run_serves_the_api_only_when_configured_and_only_with_a_token() {
     );
     assert_eq!(post(&lt, "/", &[auth, json], bash), (200, "unset\n".into()));
     running.stop();
+
+    // The token from a file: an empty one is refused as well.
+    setup.edit_config("tokenEnv: LT_TOKEN", "tokenFile: lt-token");
+    std::fs::write(setup.dir.path().join("lt-token"), "\n").unwrap();
+    let stderr = setup.run_refused(&[]);
+    assert!(
+        stderr.contains("loadtester: the load tester token is empty"),
+        "{stderr}"
+    );
+    std::fs::write(setup.dir.path().join("lt-token"), "f1le-t0k3n\n").unwrap();
+    std::fs::remove_file(setup.state().join("status/server.json")).unwrap();
+    let running = setup.spawn_run(&[]);
+    let lt = wait_for(Duration::from_secs(20), || loadtester_address(&setup))
+        .expect("run writes the load tester's address");
+    let auth = ("Authorization", "Bearer f1le-t0k3n");
+    assert_eq!(post(&lt, "/gate/open", &[auth, json], "{}").0, 200);
+    running.stop();
 }
