@@ -376,6 +376,28 @@ fn a_metric_template_is_answered_by_a_real_prometheus() {
 }
 
 #[test]
+fn a_webhook_answering_an_endless_body_fails_with_the_cap() {
+    let hook = endless_body_server(500);
+    let (_remote, setup, running) = analysing(&|c: &str| {
+        c.replace(
+            "    webhooks:\n",
+            &format!("    webhooks:\n      - name: smoke\n        type: pre-rollout\n        url: http://{hook}/\n        timeout: 10s\n"),
+        )
+    });
+    let failed = wait_for(Duration::from_secs(90), || {
+        events(&canary(&setup))
+            .into_iter()
+            .find(|e| e.contains("pre-rollout check smoke failed"))
+    })
+    .expect("the pre-rollout webhook fails");
+    assert_eq!(
+        failed,
+        "Halt podinfo.test advancement pre-rollout check smoke failed webhook response: response body larger than 64 KiB"
+    );
+    running.stop();
+}
+
+#[test]
 fn manual_gates_promote_abort_and_describe() {
     let (remote, setup) = setup("1.0.0", "0");
     // A confirm-promotion gate on the load tester, closed until opened.

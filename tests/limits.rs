@@ -1,44 +1,15 @@
 //! Capped reads against a real server on loopback that answers with an endless chunked
 //! body: Prometheus queries, registry tag lists and a Helm `index.yaml` each stop at their
 //! cap with an error that says so, instead of reading until memory or the timeout runs out.
+//! (A canary webhook's endless body is in tests/canary.rs.)
 
 use gitcanary::image::reference::ImageRepo;
 use gitcanary::image::registry::{Client, Credentials, Settings};
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+mod common;
 
-/// Stop even a client that never gives up, so a failing test ends.
-const SERVER_LIMIT: usize = 2 << 30;
-
-/// Answers every request with `200` and a chunked body that never ends (up to 2 GiB).
 fn endless_server() -> String {
     gitcanary::util::tls::install_crypto_provider();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(conn.try_clone().unwrap());
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
-                if conn.write_all(head.as_bytes()).is_err() {
-                    return;
-                }
-                let mut chunk = format!("{:x}\r\n", 64 << 10).into_bytes();
-                chunk.extend(std::iter::repeat_n(b' ', 64 << 10));
-                chunk.extend_from_slice(b"\r\n");
-                let mut sent = 0;
-                while sent < SERVER_LIMIT && conn.write_all(&chunk).is_ok() {
-                    sent += 64 << 10;
-                }
-            });
-        }
-    });
-    addr
+    common::endless_body_server(200)
 }
 
 #[tokio::test]

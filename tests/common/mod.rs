@@ -857,3 +857,35 @@ pub fn read_request(r: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> 
     let _ = r.read_exact(&mut body);
     Some((first, body))
 }
+
+/// An HTTP server on 127.0.0.1 that answers every request with `status` and a chunked
+/// body that never ends (stopping at 2 GiB, so a client without a cap still finishes);
+/// its address.
+pub fn endless_body_server(status: u16) -> String {
+    use std::io::Write;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                if read_request(&mut reader).is_none() {
+                    return;
+                }
+                let head = format!("HTTP/1.1 {status} Endless\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n");
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                let mut chunk = format!("{:x}\r\n", 64 << 10).into_bytes();
+                chunk.extend(std::iter::repeat_n(b' ', 64 << 10));
+                chunk.extend_from_slice(b"\r\n");
+                let mut sent = 0usize;
+                while sent < 2 << 30 && conn.write_all(&chunk).is_ok() {
+                    sent += 64 << 10;
+                }
+            });
+        }
+    });
+    addr
+}
