@@ -693,15 +693,17 @@ fn session_affinity_keeps_a_user_on_the_canary_through_the_analysis() {
     running.stop();
 }
 
-/// `app()` with the built-in metrics over `window` instead of 5s.
-fn app_with_window(tag: &str, error_rate: &str, window: &str) -> Vec<(&'static str, String)> {
-    let mut files = app(tag, error_rate);
+/// `app()` with one-minute metric windows, as in the rollback walk-through, a faster
+/// load test, and replies delayed by `delay_ms`.
+fn app_slow(tag: &str, delay_ms: u32) -> Vec<(&'static str, String)> {
+    let mut files = app(tag, "0");
     for (p, c) in &mut files {
         if *p == "podinfo/canary.yaml" {
-            *c = c.replace(
-                "        interval: 5s\n",
-                &format!("        interval: {window}\n"),
-            );
+            *c = c
+                .replace("        interval: 5s\n", "        interval: 1m\n")
+                .replace("-q 20 -c 2", "-q 50 -c 2");
+        } else if *p == "podinfo/configmap.yaml" {
+            c.push_str(&format!("  FAULT_DELAY_MS: \"{delay_ms}\"\n"));
         }
     }
     files
@@ -713,22 +715,22 @@ fn push_files(remote: &Remote, files: &[(&'static str, String)], msg: &str) {
 }
 
 #[test]
-fn a_faulty_release_right_after_a_good_one_halts_at_its_first_check_and_a_revert_says_what_runs() {
-    // One-minute metric windows, as in the rollback walk-through: when the faulty
-    // release starts, the window still holds a minute of the good release's traffic.
-    let files = |tag: &str, rate: &str| app_with_window(tag, rate, "1m");
+fn a_slow_release_right_after_a_good_one_halts_at_its_first_check_and_a_revert_says_what_runs() {
+    // When the slow release starts, its one-minute window still holds hundreds of the
+    // good release's fast requests: they must not hide its own slow ones.
+    let files = app_slow;
     let remote = Remote::new();
-    push_files(&remote, &files("1.0.0", "0"), "seed");
+    push_files(&remote, &files("1.0.0", 0), "seed");
     let setup = Setup::new(&remote.bare.display().to_string(), "  interval: 1h\n", "");
     setup.with_local_images(IMAGES);
     let running = setup.spawn_run(&[]);
     wait_phase(&setup, "Initialized", 60);
-    push_files(&remote, &files("1.0.1", "0"), "podinfo 1.0.1");
+    push_files(&remote, &files("1.0.1", 0), "podinfo 1.0.1");
     wait_phase(&setup, "Succeeded", 120);
     push_files(
         &remote,
-        &files("1.0.2", "0.2"),
-        "podinfo 1.0.2, one request in 5 fails",
+        &files("1.0.2", 600),
+        "podinfo 1.0.2 answers in 600ms",
     );
     let c = wait_phase(&setup, "Failed", 120);
     let ev = events(&c);
@@ -736,26 +738,26 @@ fn a_faulty_release_right_after_a_good_one_halts_at_its_first_check_and_a_revert
         .iter()
         .rposition(|e| e == "New revision detected! Scaling up podinfo.test")
         .unwrap();
-    let faulty = &ev[start..];
-    let first_check = faulty
+    let slow = &ev[start..];
+    let first_check = slow
         .iter()
         .skip_while(|e| *e != "Advance podinfo.test canary weight 10")
         .skip(1)
         .find(|e| e.starts_with("Halt ") || e.starts_with("Advance "))
-        .unwrap_or_else(|| panic!("no check after weight 10: {faulty:#?}"));
+        .unwrap_or_else(|| panic!("no check after weight 10: {slow:#?}"));
     assert!(
-        first_check.starts_with("Halt podinfo.test advancement success rate ")
-            && first_check.ends_with("% < 99%"),
-        "the first check counts only the faulty revision: {faulty:#?}"
+        first_check.starts_with("Halt podinfo.test advancement request duration ")
+            && first_check.ends_with(" > 500ms"),
+        "the first check counts only the slow revision: {slow:#?}"
     );
     assert!(
-        !faulty.iter().any(|e| e.contains("canary weight 20")),
-        "{faulty:#?}"
+        !slow.iter().any(|e| e.contains("canary weight 20")),
+        "{slow:#?}"
     );
 
     // Git goes back to the promoted revision: nothing starts, and the status says what
     // serves the traffic.
-    push_files(&remote, &files("1.0.1", "0"), "revert to podinfo 1.0.1");
+    push_files(&remote, &files("1.0.1", 0), "revert to podinfo 1.0.1");
     let c = wait_for(Duration::from_secs(60), || {
         let c = canary(&setup);
         c["message"]
