@@ -612,7 +612,7 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
     {
         return;
     }
-    if let Err(msg) = names::check_name(&name) {
+    if let Err(msg) = names::check_name(&api_version, &kind, &name) {
         let pos = node
             .path(&["metadata", "name"])
             .map(|n| n.pos)

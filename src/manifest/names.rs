@@ -55,8 +55,21 @@ pub fn check_api_version(api_version: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Checks `metadata.name`: a DNS subdomain, as Kubernetes requires of most kinds.
-pub fn check_name(name: &str) -> Result<(), String> {
+/// Checks `metadata.name` of an object of `api_version`/`kind`: a DNS subdomain, as
+/// Kubernetes requires of most kinds. RBAC objects only need a path segment name (no
+/// `/` or `%`, not `.` or `..`), which is how `system:` ClusterRoles are named.
+pub fn check_name(api_version: &str, kind: &str, name: &str) -> Result<(), String> {
+    let rbac = api_version.starts_with("rbac.authorization.k8s.io/")
+        && matches!(
+            kind,
+            "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding"
+        );
+    if rbac {
+        if is_plain_file_name(name) && !name.contains('%') && name.len() <= 253 {
+            return Ok(());
+        }
+        return Err(format!("{name:?} is not a valid name: it may not contain '/' or '%', start with '.', or be empty"));
+    }
     if is_dns_subdomain(name) {
         Ok(())
     } else {
@@ -116,7 +129,7 @@ mod tests {
             assert!(check_api_version(bad).is_err(), "{bad}");
         }
         for ok in ["a", "web-1", "a.b.c"] {
-            assert!(check_name(ok).is_ok(), "{ok}");
+            assert!(check_name("v1", "ConfigMap", ok).is_ok(), "{ok}");
         }
         for bad in [
             "",
@@ -129,8 +142,16 @@ mod tests {
             "A",
             &"a".repeat(254),
         ] {
-            assert!(check_name(bad).is_err(), "{bad}");
+            assert!(check_name("v1", "ConfigMap", bad).is_err(), "{bad}");
         }
+        // RBAC names are path segments: `system:` roles load, traversal still does not.
+        let rbac = |kind, name| check_name("rbac.authorization.k8s.io/v1", kind, name);
+        assert!(rbac("ClusterRole", "system:controller:gitcanary").is_ok());
+        assert!(rbac("RoleBinding", "Admin_Binding").is_ok());
+        for bad in ["", ".", "..", "a/b", "a%2f"] {
+            assert!(rbac("ClusterRole", bad).is_err(), "{bad}");
+        }
+        assert!(check_name("v1", "ConfigMap", "system:x").is_err());
         assert!(check_namespace("test").is_ok());
         assert!(check_release("web", "test").is_ok());
         assert!(check_release("../../../../home/u/x", "test").is_err());
