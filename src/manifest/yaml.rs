@@ -259,12 +259,32 @@ enum Frame {
     },
 }
 
+/// How deep collections may nest. Everything that reads a tree (JSON conversion, the
+/// typed deserializer, patches, dropping it) recurses through it, and a stack overflow
+/// aborts the process; serde_json stops at the same depth.
+pub const MAX_DEPTH: usize = 128;
+
+/// How many nodes aliases may copy in one file: a few lines of anchors referring to
+/// anchors ("billion laughs") would otherwise expand to gigabytes. go-yaml refuses
+/// such input too.
+pub const MAX_ALIASED_NODES: usize = 400_000;
+
+/// Counts the nodes of a tree.
+fn size(node: &Node) -> usize {
+    1 + match &node.value {
+        Value::Seq(items) => items.iter().map(size).sum(),
+        Value::Map(entries) => entries.iter().map(|(k, v)| size(k) + size(v)).sum(),
+        _ => 0,
+    }
+}
+
 /// Parses every document of a (multi-document) YAML text.
 pub fn parse_documents(source: &str) -> Result<Vec<Document>, SyntaxError> {
     let offsets = Offsets::new(source);
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut aliased = 0usize;
     let mut root: Option<Node> = None;
     for item in Parser::new_from_str(source) {
         let (event, span): (Event, Span) = item.map_err(|e| SyntaxError {
@@ -314,11 +334,26 @@ pub fn parse_documents(source: &str) -> Result<Vec<Document>, SyntaxError> {
                 Some(node)
             }
             Event::Alias(id) => {
-                let node = anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                let node = anchors.get(&id).ok_or_else(|| SyntaxError {
                     pos: start,
                     message: "alias refers to an unknown anchor".into(),
                 })?;
-                Some(node)
+                aliased += size(node);
+                if aliased > MAX_ALIASED_NODES {
+                    return Err(SyntaxError {
+                        pos: start,
+                        message: format!(
+                            "document contains excessive aliasing (more than {MAX_ALIASED_NODES} nodes copied)"
+                        ),
+                    });
+                }
+                Some(node.clone())
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) if stack.len() >= MAX_DEPTH => {
+                return Err(SyntaxError {
+                    pos: start,
+                    message: format!("collections nest deeper than {MAX_DEPTH}"),
+                });
             }
             Event::SequenceStart(anchor, _) => {
                 stack.push(Frame::Seq {
@@ -651,6 +686,49 @@ mod tests {
         let err = parse_documents("a: 1\na: 2\n").unwrap_err();
         assert_eq!(err.pos.line, 2);
         assert!(err.message.contains("duplicate key"), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_with_its_position() {
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse_documents(&ok).is_ok());
+        let deep = format!(
+            "a:\n  b: {}{}",
+            "[".repeat(MAX_DEPTH),
+            "]".repeat(MAX_DEPTH)
+        );
+        let err = parse_documents(&deep).unwrap_err();
+        assert_eq!(err.to_string(), "2:132: collections nest deeper than 128");
+        // Far deeper than any stack, on a thread with tokio's 2 MiB blocking stack.
+        let err = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let text = "[".repeat(1_000_000) + &"{a: ".repeat(1_000_000);
+                parse_documents(&text).unwrap_err()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        // saphyr-parser's own recursion limit may stop it first.
+        assert!(
+            err.message.contains("nest deeper than 128")
+                || err.message.contains("recursion limit exceeded"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn alias_bombs_are_refused() {
+        let mut text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n".to_string();
+        for i in 1..9 {
+            let prev = format!("*a{}", i - 1);
+            text += &format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", "));
+        }
+        let err = parse_documents(&text).unwrap_err();
+        assert!(err.message.contains("excessive aliasing"), "{err}");
+        // Ordinary reuse stays fine.
+        let ok = "base: &b {x: 1}\none: *b\ntwo: {<<: *b, y: 2}\n";
+        assert!(parse_documents(ok).is_ok());
     }
 
     #[test]

@@ -1,18 +1,24 @@
 //! Executing parsed templates with Go `text/template` semantics: `.` and `$`,
 //! variables scoped to their block, Go truthiness, `range` over lists, maps (sorted
 //! keys, as Go does) and integers, and Helm's rendering of missing values as empty.
+//! Execution stays within [`limits`](super::limits): nesting, steps and text size.
 
 use super::funcs;
-use super::parse::{parse, Arg, Node, Parsed, Pipeline, TemplateError};
+use super::limits::{MAX_DEPTH, MAX_ITEMS, MAX_STEPS, MAX_TEXT, RENDER_STACK};
+use super::parse::{parse, Arg, Node, Parsed, Pipeline, Pos, TemplateError};
 use crate::helm::objects;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A set of parsed template files and every template they define.
 #[derive(Default)]
 pub struct Engine {
     files: HashMap<String, Parsed>,
     defines: HashMap<String, (String, Vec<Node>)>,
+    /// Steps taken by every render of this engine, against [`MAX_STEPS`].
+    steps: AtomicU64,
 }
 
 /// Go's truthiness: false, 0, "", nil and empty collections are false.
@@ -45,20 +51,26 @@ pub fn print(v: &Value) -> String {
     }
 }
 
-fn field(mut v: Value, path: &[String]) -> Value {
+/// Follows `.a.b` from `v`, copying only the value reached: a loop reading
+/// `.Values.x` must not copy all the values each time.
+fn field(v: &Value, path: &[String]) -> Value {
+    let mut cur = Cow::Borrowed(v);
     for key in path {
-        if objects::has_methods(&v) {
-            if let Some(Ok(r)) = objects::method(&v, key, &[]) {
-                v = r;
+        if objects::has_methods(&cur) {
+            if let Some(Ok(r)) = objects::method(&cur, key, &[]) {
+                cur = Cow::Owned(r);
                 continue;
             }
         }
-        v = match v {
-            Value::Object(mut m) => m.remove(key).unwrap_or(Value::Null),
-            _ => Value::Null,
+        cur = match cur {
+            Cow::Borrowed(Value::Object(m)) => {
+                m.get(key).map_or(Cow::Owned(Value::Null), Cow::Borrowed)
+            }
+            Cow::Owned(Value::Object(mut m)) => Cow::Owned(m.remove(key).unwrap_or(Value::Null)),
+            _ => Cow::Owned(Value::Null),
         };
     }
-    v
+    cur.into_owned()
 }
 
 /// Execution state for one render.
@@ -66,7 +78,15 @@ pub struct Ctx<'e> {
     engine: &'e Engine,
     file: String,
     vars: Vec<(String, Value)>,
+    /// Nesting so far, against [`MAX_DEPTH`], carried into included templates.
     depth: usize,
+    /// The steps counter of the outermost engine (`tpl` renders with its own engine).
+    steps: &'e AtomicU64,
+}
+
+/// Go's text/template wording for too deep a nesting.
+fn too_deep() -> String {
+    format!("exceeded maximum template depth ({MAX_DEPTH})")
 }
 
 impl Engine {
@@ -86,8 +106,34 @@ impl Engine {
         Ok(())
     }
 
-    /// Renders a file's body with `dot` as both `.` and `$`.
+    /// Renders a file's body with `dot` as both `.` and `$`, on a thread of its own
+    /// with a stack sized for [`MAX_DEPTH`] (whatever stack the caller has).
     pub fn render(&self, file: &str, dot: &Value) -> Result<String, TemplateError> {
+        std::thread::scope(|scope| {
+            let thread = std::thread::Builder::new()
+                .name("render".into())
+                .stack_size(RENDER_STACK)
+                .spawn_scoped(scope, || self.render_nested(file, dot, 0, &self.steps))
+                .map_err(|e| TemplateError {
+                    file: file.into(),
+                    line: 0,
+                    col: 0,
+                    message: format!("cannot start a render thread: {e}"),
+                })?;
+            // A panic stays a panic, for the caller's catch_unwind to report.
+            thread
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    fn render_nested(
+        &self,
+        file: &str,
+        dot: &Value,
+        depth: usize,
+        steps: &AtomicU64,
+    ) -> Result<String, TemplateError> {
         let parsed = self.files.get(file).ok_or_else(|| TemplateError {
             file: file.into(),
             line: 0,
@@ -98,15 +144,22 @@ impl Engine {
             engine: self,
             file: file.to_string(),
             vars: vec![("$".into(), dot.clone())],
-            depth: 0,
+            depth,
+            steps,
         };
         let mut out = String::new();
         ctx.exec(&parsed.body, dot, &mut out)?;
         Ok(out)
     }
 
-    /// Renders a `define`d template (Helm's `include`).
-    pub fn include(&self, name: &str, dot: &Value, depth: usize) -> Result<String, String> {
+    /// Renders a `define`d template (Helm's `include`) at nesting `depth`.
+    fn include(
+        &self,
+        name: &str,
+        dot: &Value,
+        depth: usize,
+        steps: &AtomicU64,
+    ) -> Result<String, String> {
         // Every file is also a template named by its path, as in Helm.
         let (file, nodes) = match self.defines.get(name) {
             Some((file, nodes)) => (file, nodes),
@@ -115,14 +168,18 @@ impl Engine {
                 None => return Err(format!("no template {name:?} associated with template")),
             },
         };
-        if depth > 100 {
-            return Err(format!("template {name:?}: recursion too deep"));
+        if depth >= MAX_DEPTH {
+            // Helm's wording for a template including itself.
+            return Err(format!(
+                "rendering template has a nested reference name: {name}: exceeded max depth {MAX_DEPTH}"
+            ));
         }
         let mut ctx = Ctx {
             engine: self,
             file: file.clone(),
             vars: vec![("$".into(), dot.clone())],
             depth: depth + 1,
+            steps,
         };
         let mut out = String::new();
         ctx.exec(nodes, dot, &mut out).map_err(|e| e.to_string())?;
@@ -140,8 +197,73 @@ impl Ctx<'_> {
         }
     }
 
+    fn at(&self, pos: Pos, message: String) -> TemplateError {
+        TemplateError {
+            file: self.file.clone(),
+            line: pos.line,
+            col: pos.col,
+            message,
+        }
+    }
+
+    /// Counts one step against [`MAX_STEPS`].
+    fn step(&self) -> Result<(), String> {
+        let n = self.steps.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > MAX_STEPS {
+            return Err(format!(
+                "rendering took more than {MAX_STEPS} steps; is a range looping too long?"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Executes a nested block one level deeper.
+    fn nested(
+        &mut self,
+        p: &Pipeline,
+        nodes: &[Node],
+        dot: &Value,
+        out: &mut String,
+    ) -> Result<(), TemplateError> {
+        if self.depth >= MAX_DEPTH {
+            return Err(self.err(p, too_deep()));
+        }
+        self.depth += 1;
+        let r = self.exec(nodes, dot, out);
+        self.depth -= 1;
+        r
+    }
+
     fn exec(&mut self, nodes: &[Node], dot: &Value, out: &mut String) -> Result<(), TemplateError> {
         for n in nodes {
+            self.node(n, dot, out)?;
+            if out.len() > MAX_TEXT {
+                let pos = match n {
+                    Node::Action(p) | Node::If(p, ..) | Node::With(p, ..) | Node::Range(p, ..) => {
+                        p.pos
+                    }
+                    Node::Template(_, _, pos) => *pos,
+                    Node::Text(_) => Pos::default(),
+                };
+                return Err(self.at(
+                    pos,
+                    format!("rendered text exceeds the limit of {MAX_TEXT} bytes"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn node(&mut self, n: &Node, dot: &Value, out: &mut String) -> Result<(), TemplateError> {
+        if let Err(m) = self.step() {
+            let pos = match n {
+                Node::Action(p) | Node::If(p, ..) | Node::With(p, ..) | Node::Range(p, ..) => p.pos,
+                Node::Template(_, _, pos) => *pos,
+                Node::Text(_) => Pos::default(),
+            };
+            return Err(self.at(pos, m));
+        }
+        {
             match n {
                 Node::Text(t) => out.push_str(t),
                 Node::Action(p) => {
@@ -153,16 +275,16 @@ impl Ctx<'_> {
                 Node::If(p, then, els) => {
                     let mark = self.vars.len();
                     let v = self.pipeline(p, dot)?;
-                    self.exec(if truthy(&v) { then } else { els }, dot, out)?;
+                    self.nested(p, if truthy(&v) { then } else { els }, dot, out)?;
                     self.vars.truncate(mark);
                 }
                 Node::With(p, then, els) => {
                     let mark = self.vars.len();
                     let v = self.pipeline(p, dot)?;
                     if truthy(&v) {
-                        self.exec(then, &v, out)?;
+                        self.nested(p, then, &v, out)?;
                     } else {
-                        self.exec(els, dot, out)?;
+                        self.nested(p, els, dot, out)?;
                     }
                     self.vars.truncate(mark);
                 }
@@ -180,9 +302,18 @@ impl Ctx<'_> {
                         Value::Object(o) => {
                             o.into_iter().map(|(k, x)| (Value::from(k), x)).collect()
                         }
-                        Value::Number(n) if n.as_i64().is_some() => (0..n.as_i64().unwrap_or(0))
-                            .map(|i| (Value::from(i), Value::from(i)))
-                            .collect(),
+                        Value::Number(n) if n.as_i64().is_some() => {
+                            let n = n.as_i64().unwrap_or(0);
+                            if n > MAX_ITEMS as i64 {
+                                return Err(self.err(
+                                    p,
+                                    format!(
+                                        "range over {n} exceeds the limit of {MAX_ITEMS} items"
+                                    ),
+                                ));
+                            }
+                            (0..n).map(|i| (Value::from(i), Value::from(i))).collect()
+                        }
                         Value::Null => vec![],
                         other => {
                             return Err(self.err(
@@ -196,9 +327,11 @@ impl Ctx<'_> {
                         }
                     };
                     if items.is_empty() {
-                        self.exec(els, dot, out)?;
+                        self.nested(p, els, dot, out)?;
                     }
                     for (k, item) in items {
+                        // An empty body executes no node; the iteration still counts.
+                        self.step().map_err(|m| self.err(p, m))?;
                         let inner = self.vars.len();
                         match names.as_slice() {
                             [v] => self.vars.push((v.clone(), item.clone())),
@@ -208,7 +341,7 @@ impl Ctx<'_> {
                             }
                             _ => {}
                         }
-                        self.exec(body, &item, out)?;
+                        self.nested(p, body, &item, out)?;
                         self.vars.truncate(inner);
                     }
                     self.vars.truncate(mark);
@@ -218,15 +351,10 @@ impl Ctx<'_> {
                         Some(p) => self.pipeline(p, dot)?,
                         None => Value::Null,
                     };
-                    let s =
-                        self.engine
-                            .include(name, &v, self.depth)
-                            .map_err(|m| TemplateError {
-                                file: self.file.clone(),
-                                line: pos.line,
-                                col: pos.col,
-                                message: m,
-                            })?;
+                    let s = self
+                        .engine
+                        .include(name, &v, self.depth, self.steps)
+                        .map_err(|m| self.at(*pos, m))?;
                     out.push_str(&s);
                 }
             }
@@ -234,13 +362,14 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn var(&self, name: &str) -> Option<Value> {
+    fn var(&self, name: &str) -> Result<&Value, String> {
         let key = if name.is_empty() { "$" } else { name };
         self.vars
             .iter()
             .rev()
             .find(|(n, _)| n == key)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v)
+            .ok_or_else(|| format!("undefined variable ${name}"))
     }
 
     fn pipeline(&mut self, p: &Pipeline, dot: &Value) -> Result<Value, TemplateError> {
@@ -267,18 +396,19 @@ impl Ctx<'_> {
 
     fn arg(&mut self, a: &Arg, dot: &Value) -> Result<Value, String> {
         Ok(match a {
-            Arg::Field(path) => field(dot.clone(), path),
-            Arg::Var(name, path) => field(
-                self.var(name)
-                    .ok_or_else(|| format!("undefined variable ${name}"))?,
-                path,
-            ),
+            Arg::Field(path) => field(dot, path),
+            Arg::Var(name, path) => field(self.var(name)?, path),
             Arg::Lit(v) => v.clone(),
             Arg::Sub(p, path) => {
-                let v = self.pipeline(p, dot).map_err(|e| e.message)?;
-                field(v, path)
+                if self.depth >= MAX_DEPTH {
+                    return Err(too_deep());
+                }
+                self.depth += 1;
+                let v = self.pipeline(p, dot).map_err(|e| e.message);
+                self.depth -= 1;
+                field(&v?, path)
             }
-            Arg::Ident(name) => self.call(name, vec![], dot)?,
+            Arg::Ident(name) => self.call(name, vec![])?,
         })
     }
 
@@ -288,7 +418,10 @@ impl Ctx<'_> {
         dot: &Value,
         piped: Option<Value>,
     ) -> Result<Value, String> {
-        match &args[0] {
+        let Some(first) = args.first() else {
+            return Err("missing value in pipeline".into());
+        };
+        match first {
             Arg::Ident(name) => {
                 let mut vals = Vec::with_capacity(args.len());
                 for a in &args[1..] {
@@ -297,19 +430,15 @@ impl Ctx<'_> {
                 if let Some(p) = piped {
                     vals.push(p);
                 }
-                self.call(name, vals, dot)
+                self.call(name, vals)
             }
             Arg::Field(path) | Arg::Var(_, path)
                 if !path.is_empty() && (args.len() > 1 || piped.is_some()) =>
             {
                 let (name, recv_path) = path.split_last().expect("path is not empty");
-                let recv = match &args[0] {
-                    Arg::Var(var, _) => field(
-                        self.var(var)
-                            .ok_or_else(|| format!("undefined variable ${var}"))?,
-                        recv_path,
-                    ),
-                    _ => field(dot.clone(), recv_path),
+                let recv = match first {
+                    Arg::Var(var, _) => field(self.var(var)?, recv_path),
+                    _ => field(dot, recv_path),
                 };
                 let mut vals = Vec::with_capacity(args.len());
                 for a in &args[1..] {
@@ -329,32 +458,42 @@ impl Ctx<'_> {
         }
     }
 
-    fn call(&mut self, name: &str, args: Vec<Value>, dot: &Value) -> Result<Value, String> {
+    /// Calls a function; `include`, `tpl` and `lookup` need the engine, the rest are
+    /// pure.
+    fn call(&mut self, name: &str, args: Vec<Value>) -> Result<Value, String> {
+        self.step()?;
         match name {
             "include" => {
-                let [n, d] = <[Value; 2]>::try_from(args)
-                    .map_err(|_| "include needs a name and a value".to_string())?;
+                funcs::check_arity(name, args.len(), 2, 2)?;
+                let [n, d] = <[Value; 2]>::try_from(args).map_err(|_| "include: arity")?;
                 let n = n
                     .as_str()
                     .ok_or("include: the name must be a string")?
                     .to_string();
-                self.engine.include(&n, &d, self.depth).map(Value::from)
+                let s = self.engine.include(&n, &d, self.depth, self.steps)?;
+                Ok(Value::from(s))
             }
             "tpl" => {
-                let [t, d] = <[Value; 2]>::try_from(args)
-                    .map_err(|_| "tpl needs a template string and a value".to_string())?;
+                funcs::check_arity(name, args.len(), 2, 2)?;
+                let [t, d] = <[Value; 2]>::try_from(args).map_err(|_| "tpl: arity")?;
+                if self.depth >= MAX_DEPTH {
+                    return Err(format!("tpl: {}", too_deep()));
+                }
                 let mut e = Engine::new();
                 for (k, v) in &self.engine.defines {
                     e.defines.insert(k.clone(), v.clone());
                 }
                 e.add(&self.file, t.as_str().unwrap_or_default())
                     .map_err(|x| format!("tpl: {}", x.message))?;
-                e.render(&self.file, &d)
+                e.render_nested(&self.file, &d, self.depth + 1, self.steps)
                     .map(Value::from)
                     .map_err(|x| format!("tpl: {}", x.message))
             }
-            "lookup" => Ok(Value::Object(Default::default())),
-            _ => funcs::call(name, args, dot),
+            "lookup" => {
+                funcs::check_arity(name, args.len(), 4, 4)?;
+                Ok(Value::Object(Default::default()))
+            }
+            _ => funcs::call(name, args),
         }
     }
 }

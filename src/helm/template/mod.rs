@@ -4,6 +4,7 @@
 
 pub mod exec;
 pub mod funcs;
+pub mod limits;
 pub mod parse;
 
 pub use exec::Engine;

@@ -3,6 +3,7 @@
 //! `with`, `define`, `template`, `block`, comments and `{{-`/`-}}` trimming. Every node
 //! keeps its line and column, so errors name `file:line:col` and the expression.
 
+use super::limits;
 use std::fmt;
 
 /// A parse or execution error, pinned to a template position.
@@ -112,8 +113,34 @@ fn pos_at(src: &str, byte: usize) -> Pos {
     Pos { line, col }
 }
 
+/// Positions of increasing byte offsets, counted from the last one: a file of a
+/// million actions must not rescan its text for each.
+struct Cursor {
+    byte: usize,
+    pos: Pos,
+}
+
+impl Cursor {
+    fn at(&mut self, src: &str, byte: usize) -> Pos {
+        let step = &src[self.byte..byte];
+        match step.rfind('\n') {
+            Some(nl) => {
+                self.pos.line += step.matches('\n').count() as u32;
+                self.pos.col = step[nl + 1..].chars().count() as u32 + 1;
+            }
+            None => self.pos.col += step.chars().count() as u32,
+        }
+        self.byte = byte;
+        self.pos
+    }
+}
+
 fn split(file: &str, src: &str) -> Result<Vec<Piece>, TemplateError> {
     let mut out = Vec::new();
+    let mut cursor = Cursor {
+        byte: 0,
+        pos: Pos { line: 1, col: 1 },
+    };
     let mut at = 0;
     let mut trim_next = false;
     while let Some(rel) = src[at..].find("{{") {
@@ -173,7 +200,7 @@ fn split(file: &str, src: &str) -> Result<Vec<Piece>, TemplateError> {
         let body_end = if right_trim { end - 1 } else { end };
         let body = src[body_start..body_end].trim();
         if !(body.starts_with("/*") && body.ends_with("*/")) {
-            out.push(Piece::Action(body.to_string(), pos_at(src, start)));
+            out.push(Piece::Action(body.to_string(), cursor.at(src, start)));
         }
         trim_next = right_trim;
         at = end + 2;
@@ -376,7 +403,7 @@ fn pipeline(text: &str, pos: Pos) -> Result<Pipeline, String> {
         p.vars = names;
         i = j + 1;
     }
-    let (cmds, rest) = commands(&toks[i..])?;
+    let (cmds, rest) = commands(&toks[i..], 0)?;
     if !rest.is_empty() {
         return Err("unexpected ) in pipeline".into());
     }
@@ -387,8 +414,9 @@ fn pipeline(text: &str, pos: Pos) -> Result<Pipeline, String> {
     Ok(p)
 }
 
-/// Parses commands until the end or an unmatched `)`; returns the rest.
-fn commands(toks: &[Tok]) -> Result<(Vec<Vec<Arg>>, &[Tok]), String> {
+/// Parses commands until the end or an unmatched `)`; returns the rest. `depth` counts
+/// the enclosing parentheses: the recursion follows the input, so it is bounded.
+fn commands(toks: &[Tok], depth: usize) -> Result<(Vec<Vec<Arg>>, &[Tok]), String> {
     let mut cmds = vec![Vec::new()];
     let mut i = 0;
     while i < toks.len() {
@@ -396,10 +424,19 @@ fn commands(toks: &[Tok]) -> Result<(Vec<Vec<Arg>>, &[Tok]), String> {
             Tok::Pipe => cmds.push(Vec::new()),
             Tok::RParen(_) => return Ok((cmds, &toks[i..])),
             Tok::LParen => {
-                let (sub, rest) = commands(&toks[i + 1..])?;
+                if depth >= limits::MAX_PARENS {
+                    return Err(format!(
+                        "parentheses nest deeper than {}",
+                        limits::MAX_PARENS
+                    ));
+                }
+                let (sub, rest) = commands(&toks[i + 1..], depth + 1)?;
                 let Some(Tok::RParen(fields)) = rest.first() else {
                     return Err("unclosed (".into());
                 };
+                if sub.iter().any(Vec::is_empty) {
+                    return Err("missing value in parenthesized pipeline".into());
+                }
                 let inner = Pipeline {
                     vars: vec![],
                     declare: false,
@@ -486,6 +523,15 @@ pub fn parse(file: &str, src: &str) -> Result<Parsed, TemplateError> {
             .unwrap_or((body.as_str(), ""));
         let pipe =
             |t: &str| pipeline(t, pos).map_err(|m| err(pos, format!("{m} in {{{{ {body} }}}}")));
+        // Nodes nest as deep as the blocks; executing and dropping them recurses.
+        if stack.len() > limits::MAX_BLOCKS
+            && matches!(word, "if" | "range" | "with" | "define" | "block" | "else")
+        {
+            return Err(err(
+                pos,
+                format!("blocks nest deeper than {}", limits::MAX_BLOCKS),
+            ));
+        }
         match word {
             "if" => stack.push((Frame::If(pipe(rest)?, vec![], false), vec![], vec![])),
             "range" => stack.push((Frame::Range(pipe(rest)?, vec![], false), vec![], vec![])),
