@@ -363,6 +363,7 @@ pub fn render(
             "Capabilities": caps_obj, "Template": {"Name": job.name, "BasePath": base},
             "Files": objects::files(&job.files),
         });
+        let _scope = crate::util::panic::scope(&job.name);
         let text = engine.render(&job.name, &dot).map_err(|e| e.to_string())?;
         if !text.trim().is_empty() {
             out.push(Rendered {

@@ -106,7 +106,15 @@ struct Walker<'a> {
     cache: Option<&'a mut Cache>,
     out: Loaded,
     visited_dirs: HashSet<String>,
+    /// Folders of the kustomizations being built, outermost first (for cycles).
+    kustomizing: Vec<String>,
+    /// Nesting of folders and kustomizations being walked; the walk recurses.
+    depth: usize,
 }
+
+/// How deep folders and kustomization resources may nest: walking recurses through
+/// them, and a Git tree can nest far deeper than a thread's stack allows.
+pub const MAX_NESTING: usize = 100;
 
 /// Loads every object under `root` (a repo-relative folder) of a snapshot.
 pub fn load(snap: &dyn Snapshot, root: &str, cache: Option<&mut Cache>) -> Loaded {
@@ -115,6 +123,8 @@ pub fn load(snap: &dyn Snapshot, root: &str, cache: Option<&mut Cache>) -> Loade
         cache,
         out: Loaded::default(),
         visited_dirs: HashSet::new(),
+        kustomizing: Vec::new(),
+        depth: 0,
     };
     if let Some(c) = w.cache.as_deref_mut() {
         c.generation += 1;
@@ -212,7 +222,32 @@ impl Walker<'_> {
         false
     }
 
+    /// Runs `f` one level deeper, or reports `at` as nested too deep.
+    fn deeper(&mut self, at: &str, f: impl FnOnce(&mut Self)) {
+        if self.depth >= MAX_NESTING {
+            return self.error_no_pos(
+                at,
+                format!(
+                    "folders nest deeper than {MAX_NESTING} (counting kustomization resources)"
+                ),
+            );
+        }
+        self.depth += 1;
+        f(self);
+        self.depth -= 1;
+    }
+
     fn walk_dir(&mut self, dir: &str, root: &str, parent_ignores: &[Gitignore], ctx: &Context) {
+        self.deeper(dir, |w| w.walk_dir_unnested(dir, root, parent_ignores, ctx));
+    }
+
+    fn walk_dir_unnested(
+        &mut self,
+        dir: &str,
+        root: &str,
+        parent_ignores: &[Gitignore],
+        ctx: &Context,
+    ) {
         if !self.visited_dirs.insert(dir.to_string()) {
             return;
         }
@@ -262,6 +297,18 @@ impl Walker<'_> {
     }
 
     fn kustomize(&mut self, file: &str, outer: &Context) {
+        let dir = parent(file).to_string();
+        if let Some(i) = self.kustomizing.iter().position(|d| *d == dir) {
+            let mut chain = self.kustomizing[i..].to_vec();
+            chain.push(dir);
+            return self.error_no_pos(file, format!("kustomization cycle: {}", chain.join(" -> ")));
+        }
+        self.kustomizing.push(dir);
+        self.deeper(file, |w| w.kustomize_unnested(file, outer));
+        self.kustomizing.pop();
+    }
+
+    fn kustomize_unnested(&mut self, file: &str, outer: &Context) {
         let dir = parent(file).to_string();
         let text = match self.snap.read(file) {
             Ok(t) => String::from_utf8_lossy(&t).into_owned(),
@@ -408,6 +455,7 @@ impl Walker<'_> {
 
     /// Loads `real`, reporting it as `shown` (the path the user wrote or walked).
     fn load_file_as(&mut self, real: &str, shown: &str, ctx: &Context) {
+        let _scope = crate::util::panic::scope(shown);
         self.out.files += 1;
         let key = self
             .snap
@@ -717,4 +765,76 @@ fn position_of(root: &Node, field: &str) -> Pos {
         }
     }
     node.pos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::snapshot::DirSnapshot;
+
+    fn kustomization(resources: &[&str]) -> String {
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n{}",
+            resources
+                .iter()
+                .map(|r| format!("  - {r}\n"))
+                .collect::<String>()
+        )
+    }
+
+    fn load_dir(files: &[(&str, String)]) -> Loaded {
+        let dir = tempfile::tempdir().unwrap();
+        for (p, text) in files {
+            let path = dir.path().join(p);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let root = dir.path().to_path_buf();
+        // On tokio's blocking-thread stack, where syncs load revisions.
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || load(&DirSnapshot::new(root), "", None))
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    #[test]
+    fn kustomizations_including_each_other_are_a_cycle_error() {
+        let out = load_dir(&[
+            ("a/kustomization.yaml", kustomization(&["../b"])),
+            ("b/kustomization.yaml", kustomization(&["../a", "cm.yaml"])),
+            (
+                "b/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n".into(),
+            ),
+        ]);
+        let text: Vec<String> = out.errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            text.iter().any(|e| e.contains("kustomization cycle")),
+            "{text:?}"
+        );
+        let selfref = load_dir(&[("a/kustomization.yaml", kustomization(&["."]))]);
+        assert!(
+            selfref
+                .errors
+                .iter()
+                .any(|e| e.message.contains("kustomization cycle")),
+            "{:?}",
+            selfref.errors
+        );
+    }
+
+    #[test]
+    fn deep_folders_are_an_error_not_a_stack_overflow() {
+        let deep = vec!["d"; 300].join("/") + "/cm.yaml";
+        let out = load_dir(&[(&deep, "a: 1\n".into())]);
+        assert!(
+            out.errors
+                .iter()
+                .any(|e| e.message.contains("folders nest deeper than")),
+            "{:?}",
+            out.errors
+        );
+    }
 }

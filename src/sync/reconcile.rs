@@ -51,6 +51,9 @@ pub enum Error {
     /// Image automation could not start.
     #[error("{0}")]
     Automation(String),
+    /// The sync panicked after loading; nothing more was applied.
+    #[error("internal error: the sync panicked: {0}; please report it")]
+    Panic(String),
 }
 
 /// What one successful sync did.
@@ -178,8 +181,36 @@ impl Reconciler {
     }
 
     #[allow(clippy::type_complexity)]
-    /// Loads a revision; HelmReleases render as the releases in `prev` last did.
+    /// Loads a revision; HelmReleases render as the releases in `prev` last did. A
+    /// panic while loading or rendering (a bug that some input reaches) rejects the
+    /// revision like any invalid one, naming the file being handled.
     fn load(
+        &mut self,
+        commit: &str,
+        prev: &[ReleaseRecord],
+    ) -> Result<(Vec<Object>, (usize, usize), Vec<ReleaseRecord>), Error> {
+        crate::util::panic::catch(|| self.load_unguarded(commit, prev)).unwrap_or_else(|caught| {
+            // The parse cache may be half-updated.
+            self.cache = manifest::Cache::default();
+            let file = caught.file.unwrap_or_else(|| self.cfg.source.path.clone());
+            error!(file = %file, "panic while loading revision {commit}: {}", caught.message);
+            Err(Error::Invalid {
+                revision: revision_string(&self.cfg.source.branch, commit),
+                errors: vec![ManifestError {
+                    file,
+                    pos: None,
+                    field: None,
+                    message: format!(
+                        "internal error while loading (gitcanary panicked: {}); please report it",
+                        caught.message
+                    ),
+                }],
+            })
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn load_unguarded(
         &mut self,
         commit: &str,
         prev: &[ReleaseRecord],
@@ -234,7 +265,9 @@ impl Reconciler {
         let started = Instant::now();
         let now = unix_now();
         self.status.last_attempt_at = Some(now);
-        let result = self.sync_inner(started);
+        // A panic past loading (in planning or applying) fails this sync, not the process.
+        let result = crate::util::panic::catch(|| self.sync_inner(started))
+            .unwrap_or_else(|caught| Err(Error::Panic(caught.message)));
         let src = self.cfg.source.name.clone();
         match &result {
             Ok(r) => {
@@ -638,6 +671,105 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn git(dir: &std::path::Path, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn commit(work: &std::path::Path, files: &[(&str, &str)]) {
+        for (p, text) in files {
+            std::fs::create_dir_all(work.join(p).parent().unwrap()).unwrap();
+            std::fs::write(work.join(p), text).unwrap();
+        }
+        git(work, &["add", "-A"]);
+        git(work, &["commit", "-qm", "change"]);
+        git(work, &["push", "-q", "origin", "HEAD:main"]);
+    }
+
+    fn configmap(name: &str) -> String {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\ndata:\n  k: v\n")
+    }
+
+    #[test]
+    fn a_panic_while_loading_is_a_revision_error_and_the_last_good_state_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bare, work) = (dir.path().join("remote.git"), dir.path().join("work"));
+        git(
+            dir.path(),
+            &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
+        );
+        git(
+            dir.path(),
+            &["init", "-q", "-b", "main", work.to_str().unwrap()],
+        );
+        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
+        commit(&work, &[("apps/good.yaml", &configmap("good"))]);
+        let cfg_path = dir.path().join("gitcanary.yaml");
+        std::fs::write(
+            &cfg_path,
+            format!(
+                "source:\n  url: {}\ntarget:\n  local:\n    stateDir: ./state\n",
+                bare.display()
+            ),
+        )
+        .unwrap();
+        let mut rec = Reconciler::open(Config::load(&cfg_path).unwrap(), true).unwrap();
+        let good = rec.sync_once().unwrap().revision;
+
+        crate::util::panic::inject::panic_on("apps/zz-panics.yaml");
+        commit(
+            &work,
+            &[
+                ("apps/zz-panics.yaml", &configmap("bad")),
+                ("apps/other.yaml", &configmap("other")),
+            ],
+        );
+        let Err(Error::Invalid { errors, .. }) = rec.sync_once() else {
+            panic!("the panicking revision must be rejected");
+        };
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].file, "apps/zz-panics.yaml");
+        assert!(
+            errors[0]
+                .message
+                .contains("injected panic for apps/zz-panics.yaml"),
+            "{}",
+            errors[0].message
+        );
+        // Nothing of the bad revision was applied; the good one stays.
+        let names: Vec<String> = rec
+            .store
+            .inventory()
+            .unwrap()
+            .entries
+            .keys()
+            .map(|k| k.name.clone())
+            .collect();
+        assert_eq!(names, vec!["good".to_string()]);
+        assert!(rec
+            .status()
+            .applied_revision
+            .as_deref()
+            .unwrap()
+            .ends_with(&good));
+        assert!(!rec.status().ready);
+
+        // The reconciler is still usable: a fixed revision applies.
+        git(&work, &["rm", "-q", "apps/zz-panics.yaml"]);
+        commit(&work, &[]);
+        rec.sync_once().unwrap();
+        assert_eq!(rec.store.inventory().unwrap().entries.len(), 2);
+    }
 
     #[test]
     fn backoff_doubles_up_to_interval() {

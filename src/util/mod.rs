@@ -6,6 +6,7 @@ pub mod duration;
 pub mod http;
 pub mod listen;
 pub mod logging;
+pub mod panic;
 pub mod time;
 pub mod tls;
 
