@@ -398,7 +398,16 @@ impl Reconciler {
             at: unix_now(),
             ..Default::default()
         };
-        let pushed = match auto.run(&self.source, head, Some(&mut self.cache), force) {
+        // Automation loads the revision too: a panic there counts as an unloadable
+        // revision, and the sync's own load reports it, naming the file.
+        let (source, cache) = (&self.source, &mut self.cache);
+        let run = crate::util::panic::catch(|| auto.run(source, head, Some(cache), force))
+            .unwrap_or_else(|caught| {
+                self.cache = manifest::Cache::default();
+                warn!("image automation panicked: {}", caught.message);
+                Err(crate::image::automation::Error::Unloadable)
+            });
+        let pushed = match run {
             Ok(outcome) => {
                 self.images_active = !outcome.rows.is_empty();
                 status.rows = outcome.rows;
@@ -501,6 +510,48 @@ impl Drop for EngineRunning {
     }
 }
 
+/// Ticks the canary engine until `stopped`, restarting it after a panic.
+async fn supervise_engine(
+    engine: std::sync::Arc<crate::canary::executor::Engine>,
+    readiness: std::sync::Arc<crate::server::Readiness>,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    crate::util::supervise::supervise(
+        "canary engine",
+        stopped.clone(),
+        || {
+            let (engine, mut stopped) = (engine.clone(), stopped.clone());
+            let readiness = readiness.clone();
+            async move {
+                let _running = EngineRunning::new(readiness);
+                while !*stopped.borrow() {
+                    engine.tick(crate::util::time::unix_now()).await;
+                    // Each tick parses every canary afresh; hand the freed heap back
+                    // so an idle engine holds only what it needs.
+                    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+                    // SAFETY: malloc_trim only releases free memory at the top of the heap.
+                    unsafe {
+                        libc::malloc_trim(0);
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(crate::canary::executor::TICK) => {}
+                        _ = stopped.changed() => break,
+                    }
+                }
+            }
+        },
+        |_| {
+            metrics::global().inc(
+                "gitcanary_task_panics_total",
+                "Panics of supervised tasks, which were restarted.",
+                &[("task", "canary-engine")],
+                1.0,
+            )
+        },
+    )
+    .await
+}
+
 /// Reconciles until `shutdown` resolves. `triggers` asks for an immediate sync.
 pub async fn run(
     cfg: Config,
@@ -550,7 +601,7 @@ pub async fn run(
     // The canary engine ticks beside the sync, on the same store, proxy and runtime.
     let max_concurrent = rec.config().canary.max_concurrent_canaries;
     let alert_env_prefix = rec.config().canary.alert_address_env_prefix().to_string();
-    let (engine_stop, mut engine_stopped) = tokio::sync::watch::channel(false);
+    let (engine_stop, engine_stopped) = tokio::sync::watch::channel(false);
     let engine_task = match (&proxy, &runtime) {
         (Some(p), Some(rt)) => {
             let engine_ready = readiness.clone();
@@ -562,24 +613,12 @@ pub async fn run(
                 Some(rt.notifier()),
                 max_concurrent,
             ) {
-                Ok(engine) => Some(tokio::spawn(async move {
-                    let engine = engine.with_alert_address_env_prefix(&alert_env_prefix);
-                    let _running = EngineRunning::new(engine_ready);
-                    loop {
-                        engine.tick(crate::util::time::unix_now()).await;
-                        // Each tick parses every canary afresh; hand the freed heap back
-                        // so an idle engine holds only what it needs.
-                        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-                        // SAFETY: malloc_trim only releases free memory at the top of the heap.
-                        unsafe {
-                            libc::malloc_trim(0);
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(crate::canary::executor::TICK) => {}
-                            _ = engine_stopped.changed() => break,
-                        }
-                    }
-                })),
+                // Supervised: a panic in a tick is logged and the engine restarted.
+                Ok(engine) => Some(tokio::spawn(supervise_engine(
+                    std::sync::Arc::new(engine.with_alert_address_env_prefix(&alert_env_prefix)),
+                    engine_ready,
+                    engine_stopped,
+                ))),
                 Err(e) => {
                     error!("cannot start the canary engine: {e}");
                     None
@@ -734,8 +773,9 @@ mod tests {
                 ("apps/other.yaml", &configmap("other")),
             ],
         );
-        let Err(Error::Invalid { errors, .. }) = rec.sync_once() else {
-            panic!("the panicking revision must be rejected");
+        let result = rec.sync_once();
+        let Err(Error::Invalid { errors, .. }) = result else {
+            panic!("the panicking revision must be rejected: {result:?}");
         };
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].file, "apps/zz-panics.yaml");
