@@ -11,13 +11,20 @@ use std::time::Duration;
 /// Errors loading the config.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The file could not be read.
-    #[error("{path}: {source}")]
+    /// There is no config file at the path: a hint names both ways to give one.
+    #[error("{path}: no such config file; pass --config FILE or set GITCANARY_CONFIG")]
+    NotFound {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file could not be read. The cause is part of the message and not a
+    /// `source`, so `{:#}` chains print it once.
+    #[error("{path}: {reason}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     /// The file is not valid.
     #[error("{path}:{message}")]
@@ -363,9 +370,15 @@ fn default_listen() -> String {
 impl Config {
     /// Loads and validates the config file.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
-            path: path.into(),
-            source,
+        let text = std::fs::read_to_string(path).map_err(|reason| {
+            if reason.kind() == std::io::ErrorKind::NotFound {
+                Error::NotFound { path: path.into() }
+            } else {
+                Error::Read {
+                    path: path.into(),
+                    reason,
+                }
+            }
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Self::parse(&text, &base).map_err(|message| Error::Invalid {
@@ -464,7 +477,10 @@ impl Config {
         if p.is_absolute() {
             p.to_path_buf()
         } else {
-            self.base_dir.join(p)
+            // `./state` is `<base>/state`, not `<base>/./state`, in messages too.
+            p.components()
+                .filter(|c| *c != std::path::Component::CurDir)
+                .fold(self.base_dir.clone(), |acc, c| acc.join(c))
         }
     }
 
@@ -492,6 +508,33 @@ mod tests {
         assert_eq!(c.source.name, "flux-system");
         assert_eq!(c.state_dir(), PathBuf::from("/etc/gc/.gitcanary"));
         assert_eq!(c.git.author.name, "gitcanary");
+    }
+
+    #[test]
+    fn relative_paths_print_without_dot_segments() {
+        let c = Config::parse(
+            "source:\n  url: /tmp/repo\ntarget:\n  local:\n    stateDir: ./state\n",
+            Path::new("/srv/demo"),
+        )
+        .unwrap();
+        // Path equality ignores `.` segments; what the user reads is the display.
+        assert_eq!(c.state_dir().display().to_string(), "/srv/demo/state");
+    }
+
+    #[test]
+    fn a_missing_config_names_both_ways_to_give_one_and_its_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Config::load(&dir.path().join("gitcanary.yaml")).unwrap_err();
+        let text = format!("{:#}", anyhow::Error::from(e));
+        assert!(
+            text.contains("--config FILE or set GITCANARY_CONFIG"),
+            "{text}"
+        );
+        assert!(!text.contains("os error"), "{text}");
+        // Other read errors keep their cause, said once.
+        let e = Config::load(dir.path()).unwrap_err();
+        let text = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(text.matches("os error").count(), 1, "{text}");
     }
 
     #[test]

@@ -104,6 +104,39 @@ fn config_errors_name_key_and_line_and_env_var_works() {
 }
 
 #[test]
+fn a_missing_config_says_how_to_give_one_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["describe", "canary", "test/podinfo"])
+        .current_dir(dir.path())
+        .env_remove("GITCANARY_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        err.trim_end(),
+        "error: gitcanary.yaml: no such config file; pass --config FILE or set GITCANARY_CONFIG"
+    );
+}
+
+#[test]
+fn bench_helm_names_the_flag_when_the_repository_has_no_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(bin())
+        .args(["bench", "helm", "--repo"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.contains("no HelmRelease in releases/test/frontend.yaml: pass --repo with a gitcanary checkout's examples-repo"),
+        "{err}"
+    );
+}
+
+#[test]
 fn diff_exit_codes_follow_flux() {
     let (remote, setup) = seeded(&[("cfg.yaml", &configmap("cfg", "one"))], "one", "");
     let out = setup.cmd(&["diff"]);

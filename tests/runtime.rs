@@ -342,6 +342,11 @@ fn a_service_balances_across_ready_replicas() {
             .or_insert(0) += 1;
     }
     assert_eq!(hosts.len(), 2, "both replicas serve: {hosts:?}");
+    // As podinfo in a pod, each replica reports its pod's name.
+    assert!(
+        hosts.keys().all(|h| h.starts_with("web-")),
+        "pod names: {hosts:?}"
+    );
     assert!(hosts.values().all(|n| *n >= 40), "balanced: {hosts:?}");
     let metrics_addr = setup.server_address();
     let (_, _, body) = http_request(&metrics_addr, "GET", "/metrics", &[], b"");

@@ -35,9 +35,10 @@ pub enum Which {
     },
     /// Helm: render the examples-repo podinfo chart once, and for 100 releases.
     Helm {
-        /// The cluster repository holding releases/test/frontend.yaml and charts/podinfo.
-        #[arg(long, default_value = "examples-repo")]
-        repo: std::path::PathBuf,
+        /// The cluster repository holding releases/test/frontend.yaml and charts/podinfo
+        /// (default: the checkout's examples-repo).
+        #[arg(long)]
+        repo: Option<std::path::PathBuf>,
     },
     /// Image automation: semver selection, registry scanning, rewrite and commit.
     Images {
@@ -128,7 +129,7 @@ pub fn bench(which: Which) -> anyhow::Result<ExitCode> {
         Which::Images { registry_bin } => super::bench_images::run(&registry_bin),
         Which::Proxy => super::bench_proxy::run(),
         Which::Canary => bench_canary(),
-        Which::Helm { repo } => bench_helm(&repo),
+        Which::Helm { repo } => bench_helm(&super::examples_repo(repo, "--repo")?),
         Which::CanaryIdle { canaries } => super::bench_idle::run(canaries),
     }
 }
@@ -285,7 +286,7 @@ fn bench_helm(repo: &Path) -> anyhow::Result<ExitCode> {
     let loaded = crate::manifest::load(&snap, "releases/test/frontend.yaml", None);
     anyhow::ensure!(
         loaded.errors.is_empty() && !loaded.objects.is_empty(),
-        "{}: no frontend release",
+        "{}: no HelmRelease in releases/test/frontend.yaml: pass --repo with a gitcanary checkout's examples-repo",
         repo.display()
     );
     let caps = Capabilities::default();

@@ -17,25 +17,57 @@ pub struct DemoArgs {
     #[arg(long)]
     pub seed: Option<PathBuf>,
     /// HTTP listen address for /metrics and /hook.
-    #[arg(long, default_value = "127.0.0.1:9797")]
+    #[arg(long, env = "GITCANARY_DEMO_LISTEN", default_value = "127.0.0.1:9797")]
     pub listen: String,
     /// Set up and sync once, then exit.
     #[arg(long)]
     pub once: bool,
 }
 
-fn find_seed(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    if let Some(p) = explicit {
-        return Ok(p);
+/// The commands of the README's Quick start after `cd <dir>`: release podinfo 6.0.1
+/// and watch its canary. The README shows the same lines; a test keeps them equal.
+const RELEASE: [&str; 4] = [
+    "git clone -q -c user.name=demo -c user.email=demo@gitcanary.local remote.git work && cd work",
+    "sed -i 's/podinfo:6.0.0/podinfo:6.0.1/' apps/podinfo/deployment.yaml",
+    "git commit -qam 'podinfo 6.0.1' && git push -q",
+    "gitcanary get canaries --watch",
+];
+
+/// What the demo prints before it starts reconciling. `cloned`: the clone exists
+/// from an earlier run, so the clone line becomes a `cd`.
+fn banner(dir: &Path, state: &Path, cloned: bool) -> String {
+    let d = dir.display();
+    let mut out = format!(
+        "gitcanary demo\n\
+         ==============\n\
+         Cluster repository: {d}/remote.git\n\
+         Config:             {d}/gitcanary.yaml\n\
+         State:              {state}\n\n\
+         In a second terminal, release podinfo 6.0.1 and watch its canary (Ctrl-C stops the watch):\n\
+         \x20 cd {d}\n\
+         \x20 export GITCANARY_CONFIG=\"{d}/gitcanary.yaml\" PATH=\"{d}/bin:$PATH\"\n",
+        state = state.display(),
+    );
+    for (i, line) in RELEASE.iter().enumerate() {
+        let line = if i == 0 && cloned { "cd work" } else { line };
+        out.push_str(&format!("  {line}\n"));
     }
-    let candidates = [
-        PathBuf::from("examples-repo"),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples-repo"),
-    ];
-    candidates
-        .into_iter()
-        .find(|p| p.is_dir())
-        .context("examples-repo not found: run from the gitcanary checkout or pass --seed DIR")
+    out.push_str(
+        "\nThe README's Quick start goes on from there: a faulty release, and its rollback.\n",
+    );
+    out
+}
+
+/// Links this binary as `<dir>/bin/gitcanary`, so the printed commands run the
+/// build that started the demo, from any folder.
+fn link_binary(dir: &Path) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("finding this program's path")?;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    let link = bin.join("gitcanary");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&exe, &link)
+        .with_context(|| format!("linking {} to {}", link.display(), exe.display()))
 }
 
 /// Runs the demo.
@@ -45,7 +77,7 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let dir = std::fs::canonicalize(&args.dir)?;
     let remote = dir.join("remote.git");
     if !remote.exists() {
-        let seed_dir = find_seed(args.seed)?;
+        let seed_dir = super::examples_repo(args.seed, "--seed")?;
         seed::commit_dir(
             &remote,
             &seed_dir,
@@ -62,76 +94,111 @@ pub fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     crate::util::atomic::write(&config_path, config_text.as_bytes())?;
     let cfg = Config::load(&config_path)?;
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "gitcanary".into());
-    println!(
-        "gitcanary demo\n\
-         ==============\n\
-         Cluster repository: {remote}\n\
-         Config:             {config}\n\
-         State:              {state}\n\n\
-         In another terminal, change the cluster and push:\n\
-         \x20 git clone {remote} {dir}/work && cd {dir}/work\n\
-         \x20 sed -i 's/replicas: 2/replicas: 3/' apps/podinfo/deployment.yaml\n\
-         \x20 git commit -am 'Scale podinfo' && git push\n\n\
-         gitcanary sees the push within a second. Watch it with:\n\
-         \x20 {exe} --config {config} get sources\n\
-         \x20 {exe} --config {config} get objects\n",
-        remote = remote.display(),
-        config = config_path.display(),
-        state = cfg.state_dir().display(),
-        dir = dir.display(),
+    link_binary(&dir)?;
+    print!(
+        "{}",
+        banner(&dir, &cfg.state_dir(), dir.join("work").exists())
     );
     if args.once {
         return super::sync::sync_once(cfg);
     }
-    // Once replicas are up, show where they answer.
     let state = cfg.state_dir();
-    std::thread::spawn(move || print_addresses(&state));
+    let started = crate::util::time::unix_now();
+    std::thread::spawn(move || print_services_when_up(&state, started));
     super::run::run(cfg)
 }
 
-/// Waits for ready replicas (up to a minute) and prints their addresses and the Services'.
-fn print_addresses(state: &Path) {
-    let read = |p: &str| -> serde_json::Value {
-        std::fs::read(state.join(p))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+/// How long the demo waits for the Services before it points to `get services`.
+const SERVICES_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The Service rows once this run has them all: it has synced, every Canary is past
+/// initialization (which creates its Services), and every listener accepts. Rows
+/// from an earlier run fail the last test, so stale addresses never print.
+fn services_up(state: &Path, started: f64) -> Option<Vec<super::listing::Row>> {
+    let synced = crate::source::status::read(state)
+        .ok()
+        .flatten()
+        .and_then(|s| s.last_attempt_at)
+        .is_some_and(|t| t >= started);
+    if !synced {
+        return None;
+    }
+    let store = crate::target::local::LocalStore::open(state).ok()?;
+    let initializing = store.list("flagger.app", "Canary").ok()?.iter().any(|k| {
+        crate::canary::executor::read_status(state, &k.namespace, &k.name).phase
+            == crate::canary::state::Phase::Initializing
+    });
+    if initializing {
+        return None;
+    }
+    let rows = super::get::service_rows(state, None).ok()?.rows;
+    let listening = |r: &super::listing::Row| {
+        r.value["address"]
+            .as_str()
+            .and_then(|a| a.strip_prefix("http://"))
+            .and_then(|a| a.parse().ok())
+            .is_some_and(|a| {
+                std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(1)).is_ok()
+            })
     };
-    let started = std::time::Instant::now();
-    while started.elapsed() < std::time::Duration::from_secs(60) {
-        let eps = read("status/endpoints.json");
-        let ready: Vec<&serde_json::Value> = eps
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|e| e["ready"] == true)
-            .collect();
-        if !ready.is_empty() {
-            println!("\nRunning on the local target:");
-            for e in ready {
-                let port = e["ports"][0][2].as_u64().unwrap_or(0);
-                println!(
-                    "  {}/{} replica {}: curl http://127.0.0.1:{port}/",
-                    e["namespace"].as_str().unwrap_or(""),
-                    e["deployment"].as_str().unwrap_or(""),
-                    e["pod"].as_str().unwrap_or("")
-                );
+    (!rows.is_empty() && rows.iter().all(listening)).then_some(rows)
+}
+
+/// Prints each Service's address once they are up (see [`services_up`]).
+fn print_services_when_up(state: &Path, started: f64) {
+    let t = std::time::Instant::now();
+    while t.elapsed() < SERVICES_WAIT {
+        if let Some(rows) = services_up(state, started) {
+            let mut out = String::from(
+                "\nServices (their addresses stay the same across restarts; `gitcanary get services` shows their endpoints):\n",
+            );
+            for r in rows {
+                let v = &r.value;
+                out.push_str(&format!(
+                    "  {}/{}:{}  curl {}/\n",
+                    v["namespace"].as_str().unwrap_or_default(),
+                    v["name"].as_str().unwrap_or_default(),
+                    v["port"],
+                    v["address"].as_str().unwrap_or_default()
+                ));
             }
-            for (k, addr) in read("runtime/services.json")
-                .as_object()
-                .into_iter()
-                .flatten()
-            {
-                println!(
-                    "  service {k}: curl http://{}/",
-                    addr.as_str().unwrap_or("")
-                );
-            }
+            print!("{out}");
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    println!(
+        "\nThe Services are not all up yet: `gitcanary get services` lists them as they come."
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_banner_prints_absolute_paths_and_the_release_commands() {
+        let b = banner(
+            Path::new("/srv/gitcanary-demo"),
+            Path::new("/srv/gitcanary-demo/state"),
+            false,
+        );
+        assert!(
+            b.contains("State:              /srv/gitcanary-demo/state\n"),
+            "{b}"
+        );
+        assert!(b.contains("  cd /srv/gitcanary-demo\n"), "{b}");
+        assert!(b.contains(
+            "  export GITCANARY_CONFIG=\"/srv/gitcanary-demo/gitcanary.yaml\" PATH=\"/srv/gitcanary-demo/bin:$PATH\"\n"
+        ));
+        for line in RELEASE {
+            assert!(b.contains(&format!("  {line}\n")), "{line}: {b}");
+        }
+        // A second run does not clone again.
+        let again = banner(Path::new("/d"), Path::new("/d/state"), true);
+        assert!(
+            again.contains("  cd work\n") && !again.contains("git clone"),
+            "{again}"
+        );
     }
 }

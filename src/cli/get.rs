@@ -1,6 +1,7 @@
 //! `gitcanary get sources|objects`: reads the state dir, so it works while `run` is
 //! active (every file it reads is replaced atomically).
 
+use crate::cli::listing::{self, Listing, Row};
 use crate::cli::output::{self, Format};
 use crate::config::Config;
 use crate::source::status;
@@ -9,6 +10,7 @@ use crate::util::time::{rfc3339_secs, unix_now};
 use clap::Subcommand;
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// What to list.
 #[derive(Subcommand, Debug)]
@@ -27,9 +29,14 @@ pub enum What {
     },
     /// Services on the local target: listen address and ready endpoints.
     Services {
+        /// Only this Service: `namespace/name`, or `name` in `default`.
+        service: Option<String>,
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Format,
+        /// Print only each port's URL, one a line (as `minikube service --url`).
+        #[arg(long, conflicts_with = "output")]
+        url: bool,
     },
     /// Canaries: phase, weight, failed checks, last transition and status message, as
     /// `kubectl get canaries`.
@@ -37,6 +44,9 @@ pub enum What {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Format,
+        /// After the list, print a row whenever a canary changes (Ctrl-C stops).
+        #[arg(short = 'w', long)]
+        watch: bool,
     },
     /// HelmReleases applied: release, revision, chart, objects, hooks, last hook error.
     #[command(alias = "hr", alias = "helmrelease")]
@@ -50,6 +60,9 @@ pub enum What {
         /// Output format.
         #[arg(short = 'o', long, value_enum, default_value = "table")]
         output: Format,
+        /// After the list, print a row whenever an object is applied (Ctrl-C stops).
+        #[arg(short = 'w', long)]
+        watch: bool,
     },
 }
 
@@ -63,8 +76,9 @@ fn short_rev(rev: &Option<String>) -> String {
     }
 }
 
-/// Prints each Service port's address and how many ready endpoints it has.
-fn print_services(state: &Path, fmt: Format) -> anyhow::Result<()> {
+/// Each Service port's address and how many ready endpoints it has; `only` keeps
+/// one Service (`namespace/name`).
+pub(super) fn service_rows(state: &Path, only: Option<(&str, &str)>) -> anyhow::Result<Listing> {
     let read = |p: &str| -> serde_json::Value {
         std::fs::read(state.join(p))
             .ok()
@@ -80,6 +94,9 @@ fn print_services(state: &Path, fmt: Format) -> anyhow::Result<()> {
         let (Some(ns), Some(name), Some(port)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
+        if only.is_some_and(|o| o != (ns, name)) {
+            continue;
+        }
         let key = crate::target::local::proxy::service_key(ns, name);
         let Ok(Some(svc)) = crate::target::Target::get(&store, &key) else {
             continue;
@@ -95,22 +112,132 @@ fn print_services(state: &Path, fmt: Format) -> anyhow::Result<()> {
             .filter(|e| e["namespace"] == ns && e["ready"] == true)
             .filter(|e| !selector.is_empty() && selector.iter().all(|(k, v)| e["labels"][k] == *v))
             .count();
-        rows.push(serde_json::json!({"namespace": ns, "name": name, "port": port.parse::<u16>().unwrap_or(0),
-            "address": format!("http://{}", addr.as_str().unwrap_or_default()), "readyEndpoints": ready}));
+        let address = format!("http://{}", addr.as_str().unwrap_or_default());
+        rows.push(Row {
+            key: k.clone(),
+            cells: vec![ns.into(), name.into(), port.into(), address.clone(), ready.to_string()],
+            value: serde_json::json!({"namespace": ns, "name": name, "port": port.parse::<u16>().unwrap_or(0),
+                "address": address, "readyEndpoints": ready}),
+        });
     }
-    if fmt == Format::Table {
-        let cols = [
-            ("NAMESPACE", "namespace"),
-            ("NAME", "name"),
-            ("PORT", "port"),
-            ("ADDRESS", "address"),
-            ("ENDPOINTS", "readyEndpoints"),
-        ];
-        print!("{}", output::rows_table(&cols, &rows));
+    Ok(Listing {
+        headers: &["NAMESPACE", "NAME", "PORT", "ADDRESS", "ENDPOINTS"],
+        rows,
+    })
+}
+
+/// `get services [NAME] [--url]`.
+fn print_services(
+    state: &Path,
+    service: Option<&str>,
+    fmt: Format,
+    url: bool,
+) -> anyhow::Result<ExitCode> {
+    let only = service.map(|s| s.split_once('/').unwrap_or(("default", s)));
+    let listing = service_rows(state, only)?;
+    if let (Some((ns, name)), true) = (only, listing.rows.is_empty()) {
+        eprintln!("error: service {ns}/{name} is not on the local target (`gitcanary get services` lists them)");
+        return Ok(ExitCode::FAILURE);
+    }
+    if url {
+        for r in &listing.rows {
+            println!("{}", r.value["address"].as_str().unwrap_or_default());
+        }
     } else {
-        output::print_value(fmt, &serde_json::Value::Array(rows));
+        listing.print(fmt);
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Canaries as `kubectl get canaries` shows them.
+fn canary_rows(state: &Path) -> anyhow::Result<Listing> {
+    let store = LocalStore::open(state)?;
+    let mut rows = Vec::new();
+    for key in store.list("flagger.app", "Canary")? {
+        let st = crate::canary::executor::read_status(state, &key.namespace, &key.name);
+        let transition = if st.last_transition_time > 0.0 {
+            rfc3339_secs(st.last_transition_time)
+        } else {
+            String::new()
+        };
+        let phase = format!("{:?}", st.phase);
+        rows.push(Row {
+            key: format!("{}/{}", key.namespace, key.name),
+            cells: vec![
+                key.namespace.clone(),
+                key.name.clone(),
+                phase.clone(),
+                st.canary_weight.to_string(),
+                st.failed_checks.to_string(),
+                transition.clone(),
+                st.message.clone(),
+            ],
+            value: serde_json::json!({"namespace": key.namespace, "name": key.name, "status": phase,
+                "weight": st.canary_weight, "failedChecks": st.failed_checks,
+                "lastTransitionTime": transition, "message": st.message}),
+        });
+    }
+    Ok(Listing {
+        headers: &[
+            "NAMESPACE",
+            "NAME",
+            "STATUS",
+            "WEIGHT",
+            "FAILEDCHECKS",
+            "LASTTRANSITIONTIME",
+            "MESSAGE",
+        ],
+        rows,
+    })
+}
+
+/// Objects in the inventory, with the revision and file that last wrote each.
+fn object_rows(state: &Path) -> anyhow::Result<Listing> {
+    let inv = LocalStore::open(state)?.read_inventory()?;
+    let rows = inv
+        .entries
+        .iter()
+        .map(|(k, e)| {
+            let ns = if k.namespace.is_empty() {
+                "-".into()
+            } else {
+                k.namespace.clone()
+            };
+            Row {
+                key: format!("{}/{}/{}/{}", k.group, k.kind, k.namespace, k.name),
+                cells: vec![
+                    k.kind.clone(),
+                    ns,
+                    k.name.clone(),
+                    e.revision[..e.revision.len().min(12)].to_string(),
+                    e.file.clone(),
+                ],
+                value: serde_json::json!({"apiVersion": e.api_version, "kind": k.kind, "namespace": k.namespace,
+                    "name": k.name, "revision": e.revision, "hash": e.hash, "source": e.file}),
+            }
+        })
+        .collect();
+    Ok(Listing {
+        headers: &["KIND", "NAMESPACE", "NAME", "REVISION", "SOURCE"],
+        rows,
+    })
+}
+
+/// How often `-w` looks again: state files are small, and a push shows within a second.
+const WATCH_POLL: Duration = Duration::from_millis(500);
+
+/// Prints a listing, or watches it.
+fn list(
+    fmt: Format,
+    watch: bool,
+    fetch: impl FnMut() -> anyhow::Result<Listing>,
+) -> anyhow::Result<ExitCode> {
+    let mut fetch = fetch;
+    if watch {
+        return listing::watch(fmt, WATCH_POLL, fetch);
+    }
+    fetch()?.print(fmt);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Prints the last automation run's rows.
@@ -223,31 +350,13 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
             }
         }
         What::Images { output: fmt } => print_images(&state, fmt)?,
-        What::Services { output: fmt } => print_services(&state, fmt)?,
-        What::Canaries { output: fmt } => {
-            let store = LocalStore::open(&state)?;
-            let mut rows = Vec::new();
-            for key in store.list("flagger.app", "Canary")? {
-                let st = crate::canary::executor::read_status(&state, &key.namespace, &key.name);
-                rows.push(serde_json::json!({"namespace": key.namespace, "name": key.name, "status": format!("{:?}", st.phase),
-                    "weight": st.canary_weight, "failedChecks": st.failed_checks,
-                    "lastTransitionTime": if st.last_transition_time > 0.0 { rfc3339_secs(st.last_transition_time) } else { String::new() },
-                    "message": st.message}));
-            }
-            if fmt == Format::Table {
-                let cols = [
-                    ("NAMESPACE", "namespace"),
-                    ("NAME", "name"),
-                    ("STATUS", "status"),
-                    ("WEIGHT", "weight"),
-                    ("FAILEDCHECKS", "failedChecks"),
-                    ("LASTTRANSITIONTIME", "lastTransitionTime"),
-                    ("MESSAGE", "message"),
-                ];
-                print!("{}", output::rows_table(&cols, &rows));
-            } else {
-                output::print_value(fmt, &serde_json::Value::Array(rows));
-            }
+        What::Services {
+            service,
+            output: fmt,
+            url,
+        } => return print_services(&state, service.as_deref(), fmt, url),
+        What::Canaries { output: fmt, watch } => {
+            return list(fmt, watch, || canary_rows(&state));
         }
         What::Helmreleases { output: fmt } => {
             let rows: Vec<serde_json::Value> = crate::sync::hooks::read_records(&state)
@@ -277,42 +386,8 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
                 output::print_value(fmt, &serde_json::Value::Array(rows));
             }
         }
-        What::Objects { output: fmt } => {
-            let inv = LocalStore::open(&state)?.read_inventory()?;
-            if fmt == Format::Table {
-                let rows: Vec<Vec<String>> = inv
-                    .entries
-                    .iter()
-                    .map(|(k, e)| {
-                        let ns = if k.namespace.is_empty() {
-                            "-".into()
-                        } else {
-                            k.namespace.clone()
-                        };
-                        vec![
-                            k.kind.clone(),
-                            ns,
-                            k.name.clone(),
-                            e.revision[..e.revision.len().min(12)].to_string(),
-                            e.file.clone(),
-                        ]
-                    })
-                    .collect();
-                print!(
-                    "{}",
-                    output::table(&["KIND", "NAMESPACE", "NAME", "REVISION", "SOURCE"], &rows)
-                );
-            } else {
-                let items: Vec<serde_json::Value> = inv
-                    .entries
-                    .iter()
-                    .map(|(k, e)| {
-                        serde_json::json!({"apiVersion": e.api_version, "kind": k.kind, "namespace": k.namespace,
-                            "name": k.name, "revision": e.revision, "hash": e.hash, "source": e.file})
-                    })
-                    .collect();
-                output::print_value(fmt, &serde_json::Value::Array(items));
-            }
+        What::Objects { output: fmt, watch } => {
+            return list(fmt, watch, || object_rows(&state));
         }
     }
     Ok(ExitCode::SUCCESS)

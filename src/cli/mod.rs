@@ -9,6 +9,7 @@ mod canary;
 mod demo;
 mod get;
 mod helm;
+mod listing;
 mod logs;
 pub mod output;
 mod run;
@@ -229,6 +230,25 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
     }
+}
+
+/// `examples-repo/`: `explicit`, else the current folder's, else the checkout this
+/// binary was built from; the error names the flag (`flag`) that sets it.
+fn examples_repo(explicit: Option<PathBuf>, flag: &str) -> anyhow::Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p);
+    }
+    [
+        PathBuf::from("examples-repo"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples-repo"),
+    ]
+    .into_iter()
+    .find(|p| p.is_dir())
+    .ok_or_else(|| {
+        anyhow::anyhow!(
+            "examples-repo not found: run from the gitcanary checkout or pass {flag} DIR"
+        )
+    })
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<Config> {

@@ -534,6 +534,8 @@ impl Registry {
                 .arg(&ht)
                 .args([u, p])
                 .stdout(Stdio::null())
+                // It reports `Adding password for user ...` on stderr.
+                .stderr(Stdio::null())
                 .status()
                 .expect("htpasswd (apache2-utils) is installed");
             assert!(ok.success());

@@ -159,7 +159,16 @@ impl Core {
         let desired = replicas.map(|_| st.wanted).unwrap_or(1).max(1);
         let need = (desired * threshold).div_ceil(100).max(1);
         let (available, updated) = (st.available, st.updated);
-        if st.template_hash == template_hash && updated >= desired.min(need) && available >= need {
+        if st.replicas > updated {
+            // Old replicas still serve the previous version (Flagger's IsPrimaryReady).
+            Err(format!(
+                "deployment {name}.{ns} waiting for rollout to finish: {} old replicas are pending termination",
+                st.replicas - updated
+            ))
+        } else if st.template_hash == template_hash
+            && updated >= desired.min(need)
+            && available >= need
+        {
             Ok(())
         } else {
             Err(format!(

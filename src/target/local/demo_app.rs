@@ -123,17 +123,14 @@ async fn index(State(s): State<Arc<AppState>>) -> Response {
             .into_response();
     }
     s.count(200);
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let host = hostname();
     let message = s
         .cfg
         .message
         .clone()
         .unwrap_or_else(|| format!("greetings from podinfo v{}", s.cfg.version));
     Json(serde_json::json!({
-        "hostname": format!("{host}-{}", std::process::id()),
+        "hostname": host,
         "version": s.cfg.version,
         "revision": "",
         "color": "#34577c",
@@ -144,6 +141,20 @@ async fn index(State(s): State<Arc<AppState>>) -> Response {
         "num_cpu": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string(),
     }))
     .into_response()
+}
+
+/// The name podinfo reports: `HOSTNAME`, which the local target sets to the replica's
+/// pod name as Kubernetes does, else the machine's name.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_default()
 }
 
 /// The demo app's command line: podinfo's flags, so the Flagger guides' `./podinfo

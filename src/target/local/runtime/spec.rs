@@ -272,6 +272,33 @@ pub fn int_or_percent(v: &Value, of: u32, default_pct: u32, round_up: bool) -> u
     }
 }
 
+/// The name of a command-line flag (`--port=1` and `--port` are `port`), if `arg` is one.
+fn flag_name(arg: &str) -> Option<&str> {
+    let name = arg.strip_prefix('-')?.trim_start_matches('-');
+    Some(name.split_once('=').map_or(name, |(n, _)| n)).filter(|n| !n.is_empty())
+}
+
+/// A `target.local.images` entry without the flags the container sets itself, so
+/// `[gitcanary, demo-app, --port, $(PORT)]` with a container's `--port=9898` runs
+/// with one `--port`. In the entry, a flag's value is the next word when that is not
+/// a flag itself.
+fn without_overridden_flags(mapped: Vec<String>, given: &[String]) -> Vec<String> {
+    let overridden =
+        |a: &str| flag_name(a).is_some_and(|n| given.iter().any(|g| flag_name(g) == Some(n)));
+    let mut out = Vec::with_capacity(mapped.len());
+    let mut words = mapped.into_iter().peekable();
+    while let Some(w) = words.next() {
+        if overridden(&w) {
+            if !w.contains('=') && words.peek().is_some_and(|v| flag_name(v).is_none()) {
+                words.next();
+            }
+            continue;
+        }
+        out.push(w);
+    }
+    out
+}
+
 fn container_plan(
     c: &Value,
     ns: &str,
@@ -307,14 +334,21 @@ fn container_plan(
                     cmd[0]
                 ));
             };
-            host.into_iter().chain(cmd.drain(1..)).chain(args).collect()
+            let given: Vec<String> = cmd.drain(1..).chain(args).collect();
+            without_overridden_flags(host, &given)
+                .into_iter()
+                .chain(given)
+                .collect()
         }
         Some(mut cmd) => {
             cmd.extend(args);
             cmd
         }
         None => match images.get(repo) {
-            Some(mapped) => mapped.iter().cloned().chain(args).collect(),
+            Some(mapped) => without_overridden_flags(mapped.clone(), &args)
+                .into_iter()
+                .chain(args)
+                .collect(),
             None => {
                 return Err(format!(
                     "container {name:?}: image {repo:?} has no command and target.local.images has no entry for it"
@@ -557,6 +591,8 @@ pub fn materialize(
     };
     set("IMAGE_TAG".into(), c.image_tag.clone(), &mut vars, &mut env);
     set("POD_NAME".into(), pod_name.to_string(), &mut vars, &mut env);
+    // Kubernetes sets a container's HOSTNAME to its pod's name; podinfo reports it.
+    set("HOSTNAME".into(), pod_name.to_string(), &mut vars, &mut env);
     if let Some(first) = c.ports.first() {
         set(
             "PORT".into(),
@@ -680,6 +716,31 @@ mod tests {
                 .to_vec()
             }
         );
+        // The container's own flags replace the entry's, so none is repeated.
+        let with_port: BTreeMap<String, Vec<String>> = [(
+            "ghcr.io/stefanprodan/podinfo".to_string(),
+            ["gitcanary", "demo-app", "--port", "$(PORT)", "-v"]
+                .map(String::from)
+                .to_vec(),
+        )]
+        .into();
+        let p = container_plan(&c, "test", &lookup, &with_port).unwrap();
+        assert_eq!(
+            p.argv,
+            ["gitcanary", "demo-app", "-v", "--port=9898", "--level=info"]
+        );
+        let no_cmd = serde_json::json!({"name": "podinfod", "image": "ghcr.io/stefanprodan/podinfo:6.0.0",
+            "args": ["--port", "9000"]});
+        let p = container_plan(&no_cmd, "test", &lookup, &with_port).unwrap();
+        assert_eq!(p.argv, ["gitcanary", "demo-app", "-v", "--port", "9000"]);
+        let p = container_plan(
+            &serde_json::json!({"name": "p", "image": "ghcr.io/stefanprodan/podinfo:6.0.0"}),
+            "test",
+            &lookup,
+            &with_port,
+        )
+        .unwrap();
+        assert_eq!(p.argv, ["gitcanary", "demo-app", "--port", "$(PORT)", "-v"]);
         // Host programs run as written; an unmapped image's program is a clear error.
         let sh =
             serde_json::json!({"name": "t", "image": "busybox", "command": ["sh", "-c", "true"]});
@@ -789,6 +850,7 @@ mod tests {
         assert_eq!(env["PORT"], "41000");
         assert_eq!(env["PORT_HTTP"], "41000");
         assert_eq!(env["IMAGE_TAG"], "6.0.1");
+        assert_eq!(env["HOSTNAME"], "podinfo-abc");
         assert_eq!(env["FAULT_ERROR_RATE"], "0.5");
         assert_eq!(env["URL"], "http://127.0.0.1:41000/$(x)");
         assert_eq!(env["TOKEN"], "s3cr3t");

@@ -227,6 +227,8 @@ pub struct RolloutState {
     pub available: u32,
     /// Replicas running the current template.
     pub updated: u32,
+    /// Replicas running, of any template, not counting those shutting down.
+    pub replicas: u32,
     /// The template hash the runtime runs.
     pub template_hash: String,
     /// Since when (Unix seconds) the `Available` condition has been False with reason
@@ -247,6 +249,7 @@ pub fn rollout_state(state_dir: &Path, ns: &str, name: &str, spec_replicas: u32)
             .unwrap_or(spec_replicas),
         available: st["availableReplicas"].as_u64().unwrap_or(0) as u32,
         updated: st["updatedReplicas"].as_u64().unwrap_or(0) as u32,
+        replicas: st["replicas"].as_u64().unwrap_or(0) as u32,
         template_hash: st["templateHash"].as_str().unwrap_or_default().to_string(),
         unavailable_since: st["conditions"]
             .as_array()
