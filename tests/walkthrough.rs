@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Turn on once "the happy path halts once" (issue 11, item 5) is fixed: a promotion
-/// then ends with no failed checks, and the README may say so.
+/// then ends with no failed checks, and the README may say so. (With that fix on main,
+/// at 2480ec8, it passed once; left to the lead to enable.)
 const HAPPY_PATH_HAS_NO_FAILED_CHECKS: bool = false;
 
 fn readme() -> String {
@@ -232,7 +233,11 @@ fn cut(line: &str, starts: &[usize]) -> Vec<String> {
         .iter()
         .enumerate()
         .map(|(i, &a)| {
-            let b = if i + 1 == starts.len() { chars.len() } else { starts[i + 1] };
+            let b = if i + 1 == starts.len() {
+                chars.len()
+            } else {
+                starts[i + 1]
+            };
             chars[a.min(chars.len())..b.min(chars.len())]
                 .iter()
                 .collect::<String>()
@@ -385,7 +390,11 @@ fn the_readme_quick_start_works_as_written() {
     says(&readme, "the weight steps 10, 20, 30, 40, 50");
     says(&readme, "the canary is `Succeeded`");
     if HAPPY_PATH_HAS_NO_FAILED_CHECKS {
-        assert!(rows.iter().all(|r| r[4] == "0"), "failed checks: {rows:?}");
+        // Below the header, every row has no failed check.
+        assert!(
+            rows.iter().skip(1).all(|r| r[4] == "0"),
+            "failed checks: {rows:?}"
+        );
     }
 
     // promoted: the Service serves the new version; describe shows the events.
