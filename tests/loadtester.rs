@@ -203,7 +203,7 @@ async fn half_failing_backend() -> String {
     let app = axum::Router::new().fallback(move || {
         let n = n.clone();
         async move {
-            if n.fetch_add(1, Ordering::SeqCst) % 2 == 0 {
+            if n.fetch_add(1, Ordering::SeqCst).is_multiple_of(2) {
                 (axum::http::StatusCode::OK, "ok")
             } else {
                 (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom")
