@@ -5,7 +5,7 @@
 //! built-in metrics from the proxy's window), calls `decide()`, and applies the plan:
 //! generated primary and Services in the store, routes on the proxy, replica overrides
 //! in the runtime, events in the log and the status. File reads and fsync'd writes run
-//! on tokio's blocking pool, never on the async workers the proxy shares.
+//! on the engine's own I/O thread, never on the async workers the proxy shares.
 
 use super::decide::{self, Checks, Due, Observations};
 use super::spec::{self, CanarySpec, HookType};
@@ -64,18 +64,35 @@ struct Core {
     /// Canaries holding a `maxConcurrentCanaries` slot (analysing, or starting now);
     /// `None` until the first tick has read every status.
     slots: Mutex<Option<HashSet<String>>>,
+    /// The engine's file I/O thread.
+    io: std::sync::mpsc::Sender<IoJob>,
+}
+
+type IoJob = Box<dyn FnOnce() + Send>;
+
+/// Starts the thread that runs the engine's file reads and fsync'd writes, off the
+/// async workers. One thread keeps up (each step's I/O takes milliseconds) and keeps
+/// memory flat: on tokio's blocking pool, a tick over 100 canaries spread the work
+/// over new threads, each with its own stack and malloc arena (`bench canary-idle`
+/// doubled). A panicking job fails only its own step.
+fn io_thread() -> std::io::Result<std::sync::mpsc::Sender<IoJob>> {
+    let (tx, rx) = std::sync::mpsc::channel::<IoJob>();
+    std::thread::Builder::new()
+        .name("canary-io".into())
+        .spawn(move || {
+            for job in rx {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+        })?;
+    Ok(tx)
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs file I/O on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| format!("canary engine I/O task: {e}"))
-}
+/// How long a tick waits for its steps before leaving slow ones to run on.
+const STEP_WAIT: Duration = Duration::from_millis(250);
 
 /// Where a canary's status lives.
 pub fn status_path(state_dir: &Path, ns: &str, name: &str) -> PathBuf {
@@ -141,6 +158,7 @@ impl Engine {
             busy: Default::default(),
             writes: Default::default(),
             slots: Default::default(),
+            io: io_thread()?,
         };
         Ok(Engine {
             core: Arc::new(core),
@@ -158,16 +176,21 @@ impl Engine {
     }
 
     /// One pass over every Canary: starts a step task for each canary whose last step
-    /// has finished, then finalizes removed ones. It does not wait for the steps.
+    /// has finished, then finalizes removed ones. It waits for the steps at most
+    /// `STEP_WAIT`: quick steps end within the tick (so the caller's heap trim sees
+    /// their garbage, as when steps ran in turn), and a slow one (a webhook) keeps
+    /// running on its own while later ticks skip its canary.
     pub async fn tick(&self, now: f64) {
         let core = self.core.clone();
-        let keys = match blocking(move || core.list_canaries()).await {
+        let keys = match self.core.blocking(move || core.list_canaries()).await {
             Ok(keys) => keys,
             Err(e) => {
                 tracing::warn!("{e}");
                 return;
             }
         };
+        // Closes when every step task of this tick has dropped its sender.
+        let (running, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
         {
             let mut tasks = lock(&self.tasks);
             while let Some(done) = tasks.try_join_next() {
@@ -181,18 +204,20 @@ impl Engine {
                 let Some(busy) = Busy::claim(&self.core, key) else {
                     continue; // its last step is still running
                 };
-                let core = self.core.clone();
-                let key = key.clone();
+                let (core, key, running) = (self.core.clone(), key.clone(), running.clone());
                 let span = tracing::info_span!("canary", canary = %busy.0);
                 tasks.spawn(
                     async move {
                         let _busy = busy;
+                        let _running = running;
                         core.run(key, now).await;
                     }
                     .instrument(span),
                 );
             }
         }
+        drop(running);
+        let _ = tokio::time::timeout(STEP_WAIT, all_done.recv()).await;
         self.core.finalize_removed(&keys).await;
     }
 }
@@ -217,6 +242,21 @@ impl Drop for Busy {
 }
 
 impl Core {
+    /// Runs file I/O on the engine's I/O thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.io
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .map_err(|_| "canary engine I/O thread stopped".to_string())?;
+        rx.await
+            .map_err(|_| "canary engine I/O task panicked".to_string())
+    }
+
     fn notify(&self) {
         if let Some(n) = &self.runtime {
             n.notify();
@@ -271,27 +311,31 @@ impl Core {
     }
 
     /// Tells the runtime and the proxy that the store changed. The proxy re-reads its
-    /// Services and Deployments from the store, so that runs on the blocking pool too.
+    /// Services and Deployments from the store, so that runs on the I/O thread too.
     async fn store_changed(&self) {
         self.notify();
         let (proxy, handle) = (self.proxy.clone(), tokio::runtime::Handle::current());
-        match blocking(move || handle.block_on(proxy.sync_services())).await {
+        match self
+            .blocking(move || handle.block_on(proxy.sync_services()))
+            .await
+        {
             Ok(Err(e)) => tracing::warn!("services: {e}"),
             Err(e) => tracing::warn!("{e}"),
             Ok(Ok(())) => {}
         }
     }
 
-    /// Reads a stored object on the blocking pool.
+    /// Reads a stored object on the I/O thread.
     async fn get_object(&self, key: ObjectKey) -> Result<Option<Value>, String> {
         let store = self.store.clone();
-        blocking(move || store.get(&key).map_err(|e| e.to_string())).await?
+        self.blocking(move || store.get(&key).map_err(|e| e.to_string()))
+            .await?
     }
 
     /// A cluster URL (`http://svc.ns/`) rewritten to the local address of that Service.
     async fn local_url(&self, url: &str, ns: &str) -> String {
         let (dir, u, n) = (self.state_dir.clone(), url.to_string(), ns.to_string());
-        blocking(move || names::rewrite_url(&names::allocations(&dir), &u, &n))
+        self.blocking(move || names::rewrite_url(&names::allocations(&dir), &u, &n))
             .await
             .unwrap_or_else(|_| url.to_string())
     }
@@ -299,14 +343,15 @@ impl Core {
     /// Reads, parses and steps one Canary.
     async fn run(self: Arc<Self>, key: ObjectKey, now: f64) {
         let core = self.clone();
-        let loaded = blocking(move || {
-            let obj = core.store.get(&key).ok().flatten()?;
-            Some(spec::parse(&obj).map(|mut c| {
-                c.suspend |= super::commands::suspended(&core.state_dir, &c.namespace, &c.name);
-                c
-            }))
-        })
-        .await;
+        let loaded = self
+            .blocking(move || {
+                let obj = core.store.get(&key).ok().flatten()?;
+                Some(spec::parse(&obj).map(|mut c| {
+                    c.suspend |= super::commands::suspended(&core.state_dir, &c.namespace, &c.name);
+                    c
+                }))
+            })
+            .await;
         match loaded {
             Ok(Some(Ok(c))) => {
                 if let Err(e) = self.step(Arc::new(c), now).await {
@@ -322,7 +367,7 @@ impl Core {
     /// One step of a canary: observe, run the checks that are due, decide, apply.
     async fn step(self: &Arc<Self>, c: Arc<CanarySpec>, now: f64) -> Result<(), String> {
         let (core, spec) = (self.clone(), c.clone());
-        let seen = blocking(move || core.observe(&spec)).await??;
+        let seen = self.blocking(move || core.observe(&spec)).await??;
         let counted = builtin::Counted::new(&seen.status, &seen.target);
         let obs = self
             .gather(&c, &seen.status, seen.obs.clone(), &counted, now)
@@ -336,7 +381,7 @@ impl Core {
         self.apply(&c, &plan, &seen).await?;
         self.report(&c, &plan, &seen, now).await;
         let core = self.clone();
-        blocking(move || core.persist(&c, plan, &seen)).await?
+        self.blocking(move || core.persist(&c, plan, &seen)).await?
     }
 
     /// Calls the gates and runs the checks that are due for this step.

@@ -1,7 +1,7 @@
 //! Applying a plan: the generated primary, its configs and Services in the store,
 //! replica overrides in the runtime, routes on the proxy and hooks, in the plan's
 //! order; then events, Prometheus metrics and the status. Store and status writes run
-//! on the blocking pool.
+//! on the engine's I/O thread.
 
 use super::*;
 use decide::{Action, Plan};
@@ -38,7 +38,8 @@ impl Core {
                 | Action::ScalePrimary(_) => {
                     let (core, spec, target, action) =
                         (self.clone(), c.clone(), seen.target.clone(), action.clone());
-                    blocking(move || core.write_action(&spec, &target, &action)).await??;
+                    self.blocking(move || core.write_action(&spec, &target, &action))
+                        .await??;
                     changed_store = true;
                 }
             }

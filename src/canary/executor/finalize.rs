@@ -15,7 +15,10 @@ impl Core {
             return;
         }
         let (core, keys) = (self.clone(), keys.to_vec());
-        match blocking(move || core.finalize_removed_files(keys)).await {
+        match self
+            .blocking(move || core.finalize_removed_files(keys))
+            .await
+        {
             Ok(true) => self.store_changed().await,
             Ok(false) => {}
             Err(e) => tracing::warn!("{e}"),

@@ -1,6 +1,7 @@
 //! What a step observes before `decide()`: the canary's status, the target's revision
 //! (template hash plus tracked configs), readiness from the runtime, a manual command and
-//! a `maxConcurrentCanaries` slot. All of it reads files, so it runs on the blocking pool.
+//! a `maxConcurrentCanaries` slot. All of it reads files, so it runs on the engine's
+//! I/O thread.
 
 use super::*;
 
