@@ -302,21 +302,27 @@ fn signed_push_webhook_triggers_a_fetch() {
     );
 }
 
-#[test]
-fn validate_applies_flaggers_canary_rules_at_the_field_line() {
+/// Runs `gitcanary validate` on a folder holding `canary.yaml`; its exit code and output.
+fn validate_canary(yaml: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("canary.yaml"),
-        "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n  namespace: test\nspec:\n  targetRef:\n    kind: Deployment\n    name: podinfo\n  service:\n    port: 9898\n  analysis:\n    interval: 500ms\n    threshold: 5\n    stepWeight: 10\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("canary.yaml"), yaml).unwrap();
     let out = Command::new(bin())
         .arg("validate")
         .arg(dir.path())
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1));
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn validate_applies_flaggers_canary_rules_at_the_field_line() {
+    let (code, text) = validate_canary(
+        "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n  namespace: test\nspec:\n  targetRef:\n    kind: Deployment\n    name: podinfo\n  service:\n    port: 9898\n  analysis:\n    interval: 500ms\n    threshold: 5\n    stepWeight: 10\n",
+    );
+    assert_eq!(code, Some(1));
     assert!(
         text.contains("canary.yaml:13:15: spec.analysis.interval: must be at least 1s"),
         "{text}"
@@ -325,19 +331,10 @@ fn validate_applies_flaggers_canary_rules_at_the_field_line() {
 
 #[test]
 fn validate_rejects_canary_weights_and_match_rules_at_their_line() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("canary.yaml"),
+    let (code, text) = validate_canary(
         "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n  namespace: test\nspec:\n  targetRef:\n    kind: Deployment\n    name: podinfo\n  service:\n    port: 9898\n  analysis:\n    interval: 10s\n    threshold: 5\n    maxWeight: 150\n    stepWeights:\n      - 20\n      - 10\n    iterations: 3\n    match:\n      - headers:\n          x-canary:\n            regex: \"^(insider\"\n",
-    )
-    .unwrap();
-    let out = Command::new(bin())
-        .arg("validate")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1));
+    );
+    assert_eq!(code, Some(1));
     for want in [
         "canary.yaml:15:16: spec.analysis.maxWeight: must be between 1 and 100, found 150",
         "canary.yaml:18:9: spec.analysis.stepWeights[1]: must be greater than the step before it (20), found 10",

@@ -14,6 +14,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// The last minute's figures of one Deployment's requests, as a canary check reads them.
+fn last_minute(
+    ns: &str,
+    deployment: &str,
+) -> Option<gitcanary::target::local::proxy::stats::WindowFigures> {
+    let now = gitcanary::util::time::unix_now() as u64 + 1;
+    global_stats().window(ns, deployment, &Scope::last(Duration::from_secs(60), now))
+}
+
 fn service(ns: &str, name: &str, app: &str) -> Object {
     let v = serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
         "spec": {"selector": {"app": app}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}});
@@ -223,14 +232,7 @@ async fn window_figures_match_what_the_client_saw_and_bad_backends_fail() {
             ok += 1;
         }
     }
-    let now = gitcanary::util::time::unix_now() as u64 + 1;
-    let w = global_stats()
-        .window(
-            "window",
-            "podinfo",
-            &Scope::last(Duration::from_secs(60), now),
-        )
-        .expect("figures");
+    let w = last_minute("window", "podinfo").expect("figures");
     assert_eq!(w.requests, 400);
     assert_eq!(w.success_rate, ok as f64 * 100.0 / 400.0);
     assert_eq!(w.success_rate, 50.0);
@@ -293,14 +295,7 @@ async fn requests_that_find_no_ready_canary_pod_count_against_the_canary() {
         assert_eq!(status, 503);
     }
     // The canary's success rate (its Deployment's window) sees every 503.
-    let now = gitcanary::util::time::unix_now() as u64 + 1;
-    let w = global_stats()
-        .window(
-            "unserved",
-            "podinfo",
-            &Scope::last(Duration::from_secs(60), now),
-        )
-        .expect("the 503s are the canary's");
+    let w = last_minute("unserved", "podinfo").expect("the 503s are the canary's");
     assert_eq!((w.requests, w.success_rate), (10, 0.0));
     let text = global_stats().render();
     assert!(text.contains("response_total{direction=\"inbound\",namespace=\"unserved\",deployment=\"podinfo\",classification=\"failure\",status_code=\"503\"} 10"), "{text}");
