@@ -59,22 +59,14 @@ fn install_rank(key: &ObjectKey) -> usize {
 /// batches are dropped.
 pub fn batches(plan: &ApplyPlan) -> Vec<Batch<'_>> {
     let applied = |a: &&Action| !consumed(&a.key);
-    let writes = |a: &&Action| matches!(a.op, Op::Create | Op::Update);
-    let mut first: Vec<&Action> = plan
+    // Namespaces and CRDs go first; everything else waits for them.
+    let (mut first, mut rest): (Vec<&Action>, Vec<&Action>) = plan
         .actions
         .iter()
-        .filter(writes)
+        .filter(|a| matches!(a.op, Op::Create | Op::Update))
         .filter(applied)
-        .filter(|a| a.key.is_namespace() || is_crd(&a.key))
-        .collect();
+        .partition(|a| a.key.is_namespace() || is_crd(&a.key));
     first.sort_by_key(|a| !a.key.is_namespace());
-    let mut rest: Vec<&Action> = plan
-        .actions
-        .iter()
-        .filter(writes)
-        .filter(applied)
-        .filter(|a| !a.key.is_namespace() && !is_crd(&a.key))
-        .collect();
     rest.sort_by_key(|a| install_rank(&a.key));
     let mut deletions: Vec<&Action> = plan
         .actions
