@@ -13,5 +13,5 @@ pub mod metrics;
 pub mod server;
 pub mod source;
 pub mod sync;
-pub mod target;
+pub mod targets;
 pub mod util;

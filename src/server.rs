@@ -62,7 +62,7 @@ pub fn app(state: AppState) -> Router {
             "/metrics",
             get(|| async {
                 let mut text = crate::metrics::global().render();
-                text.push_str(&crate::target::local::proxy::global_stats().render());
+                text.push_str(&crate::targets::local::proxy::global_stats().render());
                 ([("content-type", "text/plain; version=0.0.4")], text)
             }),
         )

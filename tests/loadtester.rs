@@ -5,7 +5,7 @@
 
 mod common;
 use common::*;
-use gitcanary::target::local::loadtester::{self, api, hey, LoadTester};
+use gitcanary::targets::local::loadtester::{self, api, hey, LoadTester};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,12 +3,12 @@
 
 use gitcanary::manifest::object::{Object, ObjectKey, Origin};
 use gitcanary::sync::plan;
-use gitcanary::target::local::proxy::routing::{parse_matches, Route};
-use gitcanary::target::local::proxy::stats::Scope;
-use gitcanary::target::local::proxy::{global_stats, Proxy};
-use gitcanary::target::local::runtime::Endpoint;
-use gitcanary::target::local::LocalStore;
-use gitcanary::target::Target;
+use gitcanary::targets::local::proxy::routing::{parse_matches, Route};
+use gitcanary::targets::local::proxy::stats::Scope;
+use gitcanary::targets::local::proxy::{global_stats, Proxy};
+use gitcanary::targets::local::runtime::Endpoint;
+use gitcanary::targets::local::LocalStore;
+use gitcanary::targets::Target;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +18,7 @@ use std::time::Duration;
 fn last_minute(
     ns: &str,
     deployment: &str,
-) -> Option<gitcanary::target::local::proxy::stats::WindowFigures> {
+) -> Option<gitcanary::targets::local::proxy::stats::WindowFigures> {
     let now = gitcanary::util::time::unix_now() as u64 + 1;
     global_stats().window(ns, deployment, &Scope::last(Duration::from_secs(60), now))
 }

@@ -4,8 +4,8 @@
 //! routers later.
 
 use super::spec::CanarySpec;
-use crate::target::local::proxy::routing::{parse_matches, Affinity, Route};
-use crate::target::local::proxy::Proxy;
+use crate::targets::local::proxy::routing::{parse_matches, Affinity, Route};
+use crate::targets::local::proxy::Proxy;
 
 /// Sets a canary's traffic split.
 pub trait TrafficRouter: Send + Sync {

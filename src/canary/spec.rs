@@ -268,7 +268,7 @@ pub fn parse(obj: &Value) -> Result<CanarySpec, Vec<String>> {
             "{path}: set one of iterations, stepWeight or stepWeights"
         ));
     }
-    if let Err(e) = crate::target::local::proxy::routing::parse_matches(&a["match"]) {
+    if let Err(e) = crate::targets::local::proxy::routing::parse_matches(&a["match"]) {
         errors.push(format!("{path}.{e}"));
     }
     let metric_interval = interval.unwrap_or(Duration::from_secs(60));

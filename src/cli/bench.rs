@@ -352,7 +352,7 @@ fn bench_helm(repo: &Path) -> anyhow::Result<ExitCode> {
     .map_err(anyhow::Error::msg)?;
     let lookup = |_: &str, _: &str, _: &str| None;
     let images = Default::default();
-    let ctx = crate::target::local::runtime::job::JobContext {
+    let ctx = crate::targets::local::runtime::job::JobContext {
         state_dir: &state_dir,
         images: &images,
         lookup: &lookup,
@@ -361,7 +361,7 @@ fn bench_helm(repo: &Path) -> anyhow::Result<ExitCode> {
     let mut times = Vec::new();
     for _ in 0..21 {
         let t = Instant::now();
-        let r = crate::target::local::runtime::job::run_hooks(
+        let r = crate::targets::local::runtime::job::run_hooks(
             &ctx,
             &[&hook],
             crate::helm::hooks::Event::PreInstall,

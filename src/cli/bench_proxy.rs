@@ -3,10 +3,10 @@
 //! 1,000 rps (open loop), and memory per idle Service listener.
 
 use crate::manifest::object::{Object, ObjectKey, Origin};
-use crate::target::local::proxy::Proxy;
-use crate::target::local::runtime::Endpoint;
-use crate::target::local::LocalStore;
-use crate::target::Target;
+use crate::targets::local::proxy::Proxy;
+use crate::targets::local::runtime::Endpoint;
+use crate::targets::local::LocalStore;
+use crate::targets::Target;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;

@@ -5,8 +5,8 @@ use crate::canary::commands;
 use crate::canary::decide::Manual;
 use crate::canary::executor::read_status;
 use crate::config::Config;
-use crate::target::local::LocalStore;
-use crate::target::Target;
+use crate::targets::local::LocalStore;
+use crate::targets::Target;
 use clap::Subcommand;
 use std::process::ExitCode;
 

@@ -123,7 +123,7 @@ fn services_up(state: &Path, started: f64) -> Option<Vec<super::listing::Row>> {
     if !synced {
         return None;
     }
-    let store = crate::target::local::LocalStore::open(state).ok()?;
+    let store = crate::targets::local::LocalStore::open(state).ok()?;
     let initializing = store.list("flagger.app", "Canary").ok()?.iter().any(|k| {
         crate::canary::executor::read_status(state, &k.namespace, &k.name).phase
             == crate::canary::state::Phase::Initializing

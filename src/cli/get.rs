@@ -5,7 +5,7 @@ use crate::cli::listing::{self, Listing, Row};
 use crate::cli::output::{self, Format};
 use crate::config::Config;
 use crate::source::status;
-use crate::target::local::LocalStore;
+use crate::targets::local::LocalStore;
 use crate::util::time::{rfc3339_secs, unix_now};
 use clap::Subcommand;
 use std::path::Path;
@@ -97,8 +97,8 @@ pub(super) fn service_rows(state: &Path, only: Option<(&str, &str)>) -> anyhow::
         if only.is_some_and(|o| o != (ns, name)) {
             continue;
         }
-        let key = crate::target::local::proxy::service_key(ns, name);
-        let Ok(Some(svc)) = crate::target::Target::get(&store, &key) else {
+        let key = crate::targets::local::proxy::service_key(ns, name);
+        let Ok(Some(svc)) = crate::targets::Target::get(&store, &key) else {
             continue;
         };
         let selector = svc["spec"]["selector"]

@@ -212,7 +212,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             logs::logs(&load_config(&cli.config)?, &deployment, follow)
         }
         Command::DemoApp { args } => {
-            use crate::target::local::demo_app;
+            use crate::targets::local::demo_app;
             let a = demo_app::parse_args(&args).map_err(|e| anyhow::anyhow!("demo-app: {e}"))?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -222,7 +222,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             rt.block_on(demo_app::serve_on(&ports, demo_app::DemoConfig::from_env()))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Podcli { args } => match crate::target::local::demo_app::podcli(&args) {
+        Command::Podcli { args } => match crate::targets::local::demo_app::podcli(&args) {
             Ok(()) => Ok(ExitCode::SUCCESS),
             Err(e) => {
                 eprintln!("{e}");

@@ -30,7 +30,7 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("server.listen: cannot listen on {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
-    let loadtester = crate::target::local::loadtester::LoadTester::local(
+    let loadtester = crate::targets::local::loadtester::LoadTester::local(
         cfg.state_dir(),
         cfg.target
             .local
@@ -96,9 +96,9 @@ fn secret_env(field: &str, var: &str) -> anyhow::Result<Vec<u8>> {
 async fn bind_loadtester(
     cfg: &Config,
     listen: &str,
-    lt: Arc<crate::target::local::loadtester::LoadTester>,
+    lt: Arc<crate::targets::local::loadtester::LoadTester>,
 ) -> anyhow::Result<(tokio::net::TcpListener, axum::Router)> {
-    use crate::target::local::loadtester::api;
+    use crate::targets::local::loadtester::api;
     let secret = match (&cfg.loadtester.token_env, &cfg.loadtester.token_file) {
         (Some(var), _) => secret_env("loadtester.tokenEnv", var)?,
         (None, Some(file)) => {

@@ -4,7 +4,7 @@ use crate::cli::output;
 use crate::config::Config;
 use crate::sync::reconcile::{self, Reconciler};
 use crate::sync::Op;
-use crate::target::{local::LocalStore, Target};
+use crate::targets::{local::LocalStore, Target};
 use std::process::ExitCode;
 
 /// One sync; exit 0 on success, 1 on failure.

@@ -1,7 +1,7 @@
 //! Helm hooks, decided purely: which rendered objects are hooks (`helm.sh/hook`), their
 //! events, weights and delete policies, Helm's hook order, the release record kept
 //! between syncs, and which hooks a sync must run (install, upgrade or delete). The
-//! local target runs them (`target::local::runtime::job`); `helm test` runs the test
+//! local target runs them (`targets::local::runtime::job`); `helm test` runs the test
 //! hooks, e.g. as a Canary `pre-rollout` webhook of type `helmv3`.
 
 use super::release::INSTALL_ORDER;

@@ -6,9 +6,9 @@
 //! [`crate::helm::hooks::plan_hooks`].
 
 use crate::helm::hooks::{Event, HookStep, ReleaseRecord};
-use crate::target::local::runtime::job::{self, JobContext};
-use crate::target::local::LocalStore;
-use crate::target::Target as _;
+use crate::targets::local::runtime::job::{self, JobContext};
+use crate::targets::local::LocalStore;
+use crate::targets::Target as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -244,13 +244,13 @@ fn wait_ready(
             let Some(d) = store.get(&key).ok().flatten() else {
                 continue;
             };
-            let st = crate::target::local::runtime::supervisor::rollout_state(
+            let st = crate::targets::local::runtime::supervisor::rollout_state(
                 state_dir,
                 ns,
                 name,
                 d["spec"]["replicas"].as_u64().unwrap_or(1) as u32,
             );
-            let hash = crate::target::local::runtime::spec::template_hash(&d["spec"]["template"]);
+            let hash = crate::targets::local::runtime::spec::template_hash(&d["spec"]["template"]);
             if st.wanted > 0 && (st.template_hash != hash || st.available < st.wanted) {
                 waiting = Some(format!(
                     "Deployment {ns}/{name}: {} of {} replicas available",
@@ -356,7 +356,7 @@ pub fn hold_suspended(
     desired: &mut Vec<crate::manifest::Object>,
     releases: &mut Vec<ReleaseRecord>,
     prev: &[ReleaseRecord],
-) -> Result<Vec<String>, crate::target::Error> {
+) -> Result<Vec<String>, crate::targets::Error> {
     use crate::manifest::object::Origin;
     use crate::manifest::Object;
     let suspended: Vec<String> = desired

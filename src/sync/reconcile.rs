@@ -11,7 +11,7 @@ use crate::metrics;
 use crate::source::status::{self, revision_string, SourceStatus};
 use crate::source::GitSource;
 use crate::sync::{hooks, plan, ApplyPlan};
-use crate::target::{self, local::store::WriterLock, local::LocalStore, ApplyReport, Target};
+use crate::targets::{self, local::store::WriterLock, local::LocalStore, ApplyReport, Target};
 use crate::util::{duration, time::unix_now};
 use std::future::Future;
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ pub enum Error {
     },
     /// The target failed.
     #[error(transparent)]
-    Target(#[from] target::Error),
+    Target(#[from] targets::Error),
     /// The status record could not be written.
     #[error("status: {0}")]
     Status(std::io::Error),
@@ -117,7 +117,7 @@ impl Reconciler {
     /// Opens the target; `write` takes the single-writer lock (not needed for `diff`).
     pub fn open(cfg: Config, write: bool) -> Result<Self, Error> {
         if let Some(k) = &cfg.target.kubernetes {
-            return Err(target::kube::unsupported(k.context.as_deref()).into());
+            return Err(targets::kube::unsupported(k.context.as_deref()).into());
         }
         let state_dir = cfg.state_dir();
         let store = LocalStore::open(&state_dir)?;
@@ -557,7 +557,7 @@ pub async fn run(
     cfg: Config,
     triggers: mpsc::UnboundedSender<()>,
     mut trigger_rx: mpsc::UnboundedReceiver<()>,
-    loadtester: std::sync::Arc<crate::target::local::loadtester::LoadTester>,
+    loadtester: std::sync::Arc<crate::targets::local::loadtester::LoadTester>,
     readiness: std::sync::Arc<crate::server::Readiness>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
@@ -585,7 +585,7 @@ pub async fn run(
     let local = rec.config().target.local.clone().unwrap_or_default();
     let state_dir = rec.config().state_dir();
     let runtime =
-        match crate::target::local::runtime::Runtime::start(&state_dir, local.images.clone()) {
+        match crate::targets::local::runtime::Runtime::start(&state_dir, local.images.clone()) {
             Ok(r) => Some(r),
             Err(e) => {
                 error!("cannot start the local runtime: {e}");
@@ -593,7 +593,7 @@ pub async fn run(
             }
         };
     let proxy = runtime.as_ref().and_then(|rt| {
-        crate::target::local::proxy::Proxy::new(&state_dir, rt.endpoints(), local.services.clone())
+        crate::targets::local::proxy::Proxy::new(&state_dir, rt.endpoints(), local.services.clone())
             .map_err(|e| error!("cannot start the service proxy: {e}"))
             .ok()
             .map(|p| std::sync::Arc::new(p.with_max_connections(local.max_connections)))

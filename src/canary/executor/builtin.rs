@@ -5,8 +5,8 @@
 
 use super::*;
 use crate::canary::state::MetricValue;
-use crate::target::local::proxy::stats::WindowFigures;
-use crate::target::local::runtime::spec::{pod_template_hash, template_hash};
+use crate::targets::local::proxy::stats::WindowFigures;
+use crate::targets::local::runtime::spec::{pod_template_hash, template_hash};
 
 /// Which requests the built-in metrics count.
 pub(super) struct Counted {

@@ -61,7 +61,7 @@ impl Core {
             } else {
                 st.service.clone()
             };
-            let _ = crate::target::local::runtime::supervisor::set_replica_override(
+            let _ = crate::targets::local::runtime::supervisor::set_replica_override(
                 &self.state_dir,
                 ns,
                 &target,
@@ -72,7 +72,7 @@ impl Core {
             if st.revert_on_deletion {
                 if let Some(t) = &target_obj {
                     let hash =
-                        crate::target::local::runtime::spec::template_hash(&t["spec"]["template"]);
+                        crate::targets::local::runtime::spec::template_hash(&t["spec"]["template"]);
                     if let Err(e) = self.ready(ns, &target, &hash, 100) {
                         tracing::info!(canary = %format!("{name}.{ns}"), "Terminating canary: waiting for the target: {e}");
                         pending = true;

@@ -41,10 +41,10 @@ impl Core {
             .map_err(|e| e.to_string())?;
         let primary_hash = primary
             .as_ref()
-            .map(|p| crate::target::local::runtime::spec::template_hash(&p["spec"]["template"]))
+            .map(|p| crate::targets::local::runtime::spec::template_hash(&p["spec"]["template"]))
             .unwrap_or_default();
         let target_hash =
-            crate::target::local::runtime::spec::template_hash(&target["spec"]["template"]);
+            crate::targets::local::runtime::spec::template_hash(&target["spec"]["template"]);
         let manual = super::super::commands::pending(&self.state_dir, &c.namespace, &c.name);
         let replicas = |d: &Value| d["spec"]["replicas"].as_u64().unwrap_or(1) as u32;
         let canary_not_ready = match status.phase {
@@ -59,7 +59,7 @@ impl Core {
             _ => None,
         };
         let canary_unavailable_since = canary_not_ready.as_ref().and_then(|_| {
-            crate::target::local::runtime::supervisor::rollout_state(
+            crate::targets::local::runtime::supervisor::rollout_state(
                 &self.state_dir,
                 &c.namespace,
                 &c.target,
@@ -151,7 +151,7 @@ impl Core {
             .ok()
             .flatten()
             .map(|d| d["spec"]["replicas"].as_u64().unwrap_or(1) as u32);
-        let st = crate::target::local::runtime::supervisor::rollout_state(
+        let st = crate::targets::local::runtime::supervisor::rollout_state(
             &self.state_dir,
             ns,
             name,
@@ -182,7 +182,7 @@ impl Core {
 /// The target's revision: its template hash plus the checksums of the ConfigMaps and
 /// Secrets it references (Flagger's tracked configs), stable across versions.
 fn revision(target: &Value, tracked: &std::collections::BTreeMap<String, String>) -> String {
-    let mut parts = vec![crate::target::local::runtime::spec::template_hash(
+    let mut parts = vec![crate::targets::local::runtime::spec::template_hash(
         &target["spec"]["template"],
     )];
     parts.extend(tracked.iter().map(|(k, sum)| format!("{k}:{sum}")));

@@ -254,7 +254,7 @@ impl LoadTester {
         sh.arg("-c")
             .arg(cmd)
             .env_clear()
-            .envs(crate::target::local::runtime::process::base_env())
+            .envs(crate::targets::local::runtime::process::base_env())
             .kill_on_drop(true);
         match tokio::time::timeout(timeout, sh.output()).await {
             Ok(Ok(out)) if out.status.success() => {

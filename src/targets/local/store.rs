@@ -8,7 +8,7 @@
 use crate::manifest::{Object, ObjectKey};
 use crate::sync::inventory::Entry;
 use crate::sync::{ApplyPlan, Inventory, Op};
-use crate::target::{ApplyReport, Error, Result, Target};
+use crate::targets::{ApplyReport, Error, Result, Target};
 use crate::util::atomic;
 use std::collections::BTreeMap;
 use std::fs::{self, File};

@@ -11,7 +11,7 @@
 use super::process::{self, PidRecords};
 use super::spec::{self, ContainerPlan, Exec};
 use crate::helm::hooks::{Event, Hook};
-use crate::target::local::names;
+use crate::targets::local::names;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

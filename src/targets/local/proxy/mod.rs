@@ -9,9 +9,9 @@ pub mod routing;
 pub mod stats;
 
 use crate::manifest::ObjectKey;
-use crate::target::local::runtime::Endpoints;
-use crate::target::local::LocalStore;
-use crate::target::Target;
+use crate::targets::local::runtime::Endpoints;
+use crate::targets::local::LocalStore;
+use crate::targets::Target;
 use crate::util::listen::Acceptor;
 use body::ProxyBody;
 use http_body_util::{BodyExt, Full};
@@ -78,10 +78,10 @@ fn selected_workload(
     if picked.next().is_some() {
         return None;
     }
-    let hash = crate::target::local::runtime::spec::template_hash(&d["spec"]["template"]);
+    let hash = crate::targets::local::runtime::spec::template_hash(&d["spec"]["template"]);
     Some(Served {
         deployment: key.name.clone(),
-        revision: crate::target::local::runtime::spec::pod_template_hash(&hash).to_string(),
+        revision: crate::targets::local::runtime::spec::pod_template_hash(&hash).to_string(),
     })
 }
 
@@ -384,7 +384,7 @@ fn pick(shared: &Shared, ns: &str, backend: &str, port: u16) -> Result<(u16, Ser
         .map(|p| p.2.clone())
         .unwrap_or_default();
     let eps = shared.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-    let host_port = |e: &crate::target::local::runtime::Endpoint| match &target {
+    let host_port = |e: &crate::targets::local::runtime::Endpoint| match &target {
         serde_json::Value::String(n) => e
             .ports
             .iter()
@@ -394,7 +394,7 @@ fn pick(shared: &Shared, ns: &str, backend: &str, port: u16) -> Result<(u16, Ser
             .as_u64()
             .and_then(|n| e.ports.iter().find(|p| p.1 as u64 == n).map(|p| p.2)),
     };
-    let eligible = |e: &&crate::target::local::runtime::Endpoint| {
+    let eligible = |e: &&crate::targets::local::runtime::Endpoint| {
         e.ready
             && e.namespace == ns
             && routing::selects(&def.selector, &e.labels)
@@ -409,7 +409,7 @@ fn pick(shared: &Shared, ns: &str, backend: &str, port: u16) -> Result<(u16, Ser
     let e = eps.iter().filter(eligible).nth(i).expect("counted above");
     let revision = e
         .labels
-        .get(crate::target::local::runtime::spec::POD_TEMPLATE_HASH)
+        .get(crate::targets::local::runtime::spec::POD_TEMPLATE_HASH)
         .cloned()
         .unwrap_or_default();
     Ok((
