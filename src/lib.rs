@@ -10,6 +10,7 @@ pub mod helm;
 pub mod image;
 pub mod manifest;
 pub mod metrics;
+pub mod oci;
 pub mod server;
 pub mod source;
 pub mod sync;

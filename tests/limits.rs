@@ -3,8 +3,8 @@
 //! cap with an error that says so, instead of reading until memory or the timeout runs out.
 //! (A canary webhook's endless body is in tests/canary.rs.)
 
-use gitcanary::image::reference::ImageRepo;
-use gitcanary::image::registry::{Client, Credentials, Settings};
+use gitcanary::oci::reference::ImageRepo;
+use gitcanary::oci::registry::{Client, Credentials, Settings};
 mod common;
 
 fn endless_server() -> String {

@@ -8,8 +8,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use gitcanary::image::reference::ImageRepo;
-use gitcanary::image::registry::{Client, Credentials, Settings};
+use gitcanary::oci::reference::ImageRepo;
+use gitcanary::oci::registry::{Client, Credentials, Settings};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -155,7 +155,7 @@ async fn bearer_challenge_flow_and_retry_after() {
     let mut creds = Credentials::default();
     creds.insert(
         &addr,
-        gitcanary::image::registry::Basic {
+        gitcanary::oci::registry::Basic {
             username: "robot".into(),
             password: "pw".into(),
         },

@@ -2,7 +2,7 @@
 //! `constraint \0 version`.
 #![no_main]
 
-use gitcanary::image::semver::{Constraint, Version};
+use gitcanary::util::semver::{Constraint, Version};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -5,10 +5,10 @@
 
 use crate::image::discover::find_in_file;
 use crate::image::policy::{select, Policy};
-use crate::image::reference::ImageRepo;
-use crate::image::registry::{Client, Credentials, Settings};
 use crate::image::rewrite::{rewrite, Edit};
 use crate::manifest::snapshot::Snapshot;
+use crate::oci::reference::ImageRepo;
+use crate::oci::registry::{Client, Credentials, Settings};
 use crate::source::seed;
 use anyhow::Context;
 use std::collections::HashMap;

@@ -5,7 +5,7 @@
 //! checks the archive's digest against the index, and caches it by digest.
 
 use super::chart::Chart;
-use crate::image::semver::{Constraint, Version};
+use crate::util::semver::{Constraint, Version};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
@@ -381,8 +381,8 @@ fn fetch_oci(
     cache_dir: &Path,
     access: &Access,
 ) -> Result<(Pick, Chart), String> {
-    use crate::image::reference::ImageRepo;
-    use crate::image::registry::{Basic, Client, Credentials as RegistryCreds, Settings};
+    use crate::oci::reference::ImageRepo;
+    use crate::oci::registry::{Basic, Client, Credentials as RegistryCreds, Settings};
     let image = ImageRepo::parse(&format!("{}/{chart}", repo.trim_end_matches('/')));
     let mut creds = RegistryCreds::default();
     if let Some(c) = &access.credentials {

@@ -384,7 +384,7 @@ fn repo_access(
             // An OCI repository may use a dockerconfigjson Secret, as Flux allows.
             (None, None) if get(".dockerconfigjson")?.is_some() => {
                 let text = get(".dockerconfigjson")?.unwrap_or_default();
-                let creds = crate::image::registry::Credentials::from_docker_config(&text)
+                let creds = crate::oci::registry::Credentials::from_docker_config(&text)
                     .map_err(|e| fail(format!("Secret {ns}/{secret}: .dockerconfigjson: {e}")))?;
                 let url = repo["spec"]["url"].as_str().unwrap_or_default();
                 let host = url

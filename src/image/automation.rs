@@ -6,14 +6,14 @@
 
 use super::discover::{self, Part, PolicySource, Setter};
 use super::policy::{self, Order, Policy, Rule};
-use super::reference::ImageRepo;
-use super::registry::{self, Basic, Credentials};
 use super::rewrite::{rewrite, Edit};
 use super::template::{self, TemplateChange};
 use crate::config::Config;
 use crate::manifest::kustomize::split_image;
 use crate::manifest::snapshot::{self, Snapshot};
 use crate::manifest::{ManifestError, Object};
+use crate::oci::reference::ImageRepo;
+use crate::oci::registry::{self, Basic, Credentials};
 use crate::source::git::{GitSource, PushOutcome};
 use crate::util::time::unix_now;
 use regex::Regex;
@@ -277,7 +277,7 @@ fn parse_v2(objects: &[Object], branch: &str, errors: &mut Vec<ManifestError>) -
                 let (rule, label) = match (&p.semver, &p.alphabetical, &p.numerical) {
                     (Some(s), None, None) => (
                         Rule::Semver(
-                            super::semver::Constraint::parse(&s.range)
+                            crate::util::semver::Constraint::parse(&s.range)
                                 .map_err(|e| format!("spec.policy.semver.range: {e}"))?,
                         ),
                         format!("semver:{}", s.range),

@@ -5,8 +5,5 @@
 pub mod automation;
 pub mod discover;
 pub mod policy;
-pub mod reference;
-pub mod registry;
 pub mod rewrite;
-pub mod semver;
 pub mod template;

@@ -2,7 +2,7 @@
 //! ranks highest, and `ranks_above` refuses any move that is not strictly up, so
 //! automation never downgrades (image-automation-controller #231, #396).
 
-use super::semver::{Constraint, Version};
+use crate::util::semver::{Constraint, Version};
 use regex::Regex;
 use std::cmp::Ordering;
 use std::collections::HashMap;

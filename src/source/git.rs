@@ -545,7 +545,7 @@ pub fn resolve_ref(refs: &[(String, String)], r: &GitRef) -> Result<Option<Strin
             .map(Some)
             .ok_or_else(|| format!("tag {t:?} not found")),
         GitRef::Semver(range) => {
-            use crate::image::semver::{Constraint, Version};
+            use crate::util::semver::{Constraint, Version};
             let c = Constraint::parse(range).map_err(|e| format!("semver {range:?}: {e}"))?;
             refs.iter()
                 .filter_map(|(n, id)| {

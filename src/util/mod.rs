@@ -7,6 +7,7 @@ pub mod http;
 pub mod listen;
 pub mod logging;
 pub mod panic;
+pub mod semver;
 pub mod supervise;
 pub mod time;
 pub mod tls;

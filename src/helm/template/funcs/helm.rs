@@ -52,8 +52,8 @@ pub(super) fn call(name: &str, a: &[Value]) -> Result<Value, String> {
         ),
         "sha256sum" => Value::from(crate::manifest::object::sha256_hex(s(&a[0]).as_bytes())),
         "semverCompare" => {
-            let c = crate::image::semver::Constraint::parse(&s(&a[0]))?;
-            let v = crate::image::semver::Version::parse(&s(&a[1]))
+            let c = crate::util::semver::Constraint::parse(&s(&a[0]))?;
+            let v = crate::util::semver::Version::parse(&s(&a[1]))
                 .ok_or_else(|| format!("semverCompare: invalid version {:?}", s(&a[1])))?;
             Value::Bool(c.matches(&v))
         }

@@ -716,7 +716,7 @@ mod tests {
         assert!(check_realm(&url("http://127.0.0.1:5000/token"), true).is_ok());
         assert!(check_realm(&url("ftp://evil.example/token"), true).is_err());
         // Which registries count as plain http: loopback ones and listed ones.
-        let repo = |r: &str| crate::image::reference::ImageRepo {
+        let repo = |r: &str| crate::oci::reference::ImageRepo {
             registry: r.into(),
             path: "app".into(),
         };
