@@ -103,7 +103,7 @@ pub fn method(recv: &Value, name: &str, args: &[Value]) -> Option<Result<Value, 
                     };
                     out.insert(basename(path).to_string(), Value::from(value));
                 }
-                let yaml = crate::cli::output::yaml(&Value::Object(out));
+                let yaml = crate::util::yaml::yaml(&Value::Object(out));
                 Ok(Value::from(if yaml.trim() == "{}" {
                     String::new()
                 } else {

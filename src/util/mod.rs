@@ -11,6 +11,7 @@ pub mod semver;
 pub mod supervise;
 pub mod time;
 pub mod tls;
+pub mod yaml;
 
 /// An error with its causes (`connect: TLS handshake: ...`), so a refused certificate
 /// says so instead of "error sending request".

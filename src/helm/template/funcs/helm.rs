@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 pub(super) fn call(name: &str, a: &[Value]) -> Result<Value, String> {
     Ok(match name {
         "toYaml" => Value::from(
-            crate::cli::output::yaml(&a[0])
+            crate::util::yaml::yaml(&a[0])
                 .trim_end_matches('\n')
                 .to_string(),
         ),
