@@ -135,7 +135,7 @@ pub struct HttpsAuth {
 pub struct TargetConfig {
     /// The embedded local target.
     pub local: Option<LocalTarget>,
-    /// A Kubernetes cluster (not yet supported).
+    /// A Kubernetes cluster.
     pub kubernetes: Option<KubeTarget>,
 }
 
@@ -192,8 +192,28 @@ impl Default for LocalTarget {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct KubeTarget {
-    /// kubeconfig context.
+    /// kubeconfig file (`~` expanded); without it, the in-cluster service account when
+    /// running in a pod, else `$KUBECONFIG` or `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context; the file's current context when absent.
     pub context: Option<String>,
+    /// Field manager of server-side apply.
+    #[serde(default = "default_field_manager")]
+    pub field_manager: String,
+    /// Namespace holding gitcanary's inventory and lease.
+    #[serde(default = "default_kube_namespace")]
+    pub namespace: String,
+    /// Take ownership of fields other managers own (server-side apply `force`).
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn default_field_manager() -> String {
+    "gitcanary".into()
+}
+
+fn default_kube_namespace() -> String {
+    "gitcanary".into()
 }
 
 /// `git:`

@@ -24,3 +24,11 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 cargo test --all-targets "$@"
+
+# Tests against a real kube-apiserver and etcd (the envtest convention): ignored by
+# default, run when KUBEBUILDER_ASSETS names a folder holding the binaries.
+if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]; then
+  for t in tests/kube_*.rs; do
+    cargo test --test "$(basename "$t" .rs)" "$@" -- --ignored
+  done
+fi

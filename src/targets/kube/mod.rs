@@ -1,7 +1,10 @@
-//! The Kubernetes target. Its pure parts come first: health as kstatus computes it
-//! (`health`), leader election over a Lease (`lease`), and the order of an apply (`order`). Until the client side arrives, choosing `target.kubernetes` in the config
-//! is an explicit error rather than a silent fallback to the local target.
+//! The Kubernetes target. Its pure parts: health as kstatus computes it (`health`),
+//! leader election over a Lease (`lease`), and the order of an apply (`order`); its
+//! client side starts with connecting to a cluster (`client`). Until the target is
+//! wired into the reconciler, choosing `target.kubernetes` in the config is an
+//! explicit error rather than a silent fallback to the local target.
 
+pub mod client;
 pub mod health;
 pub mod lease;
 pub mod order;
