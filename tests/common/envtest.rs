@@ -90,7 +90,11 @@ fn launch(assets: &Path, controllers: bool) -> ControlPlane {
     std::fs::create_dir_all(&certs).unwrap();
     let sa_key = certs.join("sa.key");
     let sa_pub = certs.join("sa.pub");
-    run(Command::new("openssl").arg("genrsa").arg("-out").arg(&sa_key).arg("2048"));
+    run(Command::new("openssl")
+        .arg("genrsa")
+        .arg("-out")
+        .arg(&sa_key)
+        .arg("2048"));
     run(Command::new("openssl")
         .args(["rsa", "-pubout", "-in"])
         .arg(&sa_key)
@@ -116,18 +120,38 @@ fn launch(assets: &Path, controllers: bool) -> ControlPlane {
             .arg("--data-dir")
             .arg(dir.join("etcd"))
             .args(["--name", "envtest"])
-            .args(["--listen-client-urls", &format!("http://127.0.0.1:{etcd_port}")])
-            .args(["--advertise-client-urls", &format!("http://127.0.0.1:{etcd_port}")])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
-            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
-            .args(["--initial-cluster", &format!("envtest=http://127.0.0.1:{peer_port}")]),
+            .args([
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{etcd_port}"),
+            ])
+            .args([
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{etcd_port}"),
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+            ])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("envtest=http://127.0.0.1:{peer_port}"),
+            ]),
         &dir.join("etcd.log"),
     );
     register_cleanup(vec![etcd], PathBuf::new());
     let apiserver = spawn(
         Command::new(assets.join("kube-apiserver"))
             .args(["--etcd-servers", &format!("http://127.0.0.1:{etcd_port}")])
-            .args(["--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1"])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+            ])
             .args(["--secure-port", &api_port.to_string()])
             .arg("--cert-dir")
             .arg(&certs)
