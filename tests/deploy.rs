@@ -1,0 +1,204 @@
+//! deploy/: the plain manifests load in gitcanary's own validator, and the CRDs follow the
+//! API server's structural-schema rules and show the columns of Flagger's guides.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn manifests_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/manifests")
+}
+
+/// Every document of every file under `dir`, as JSON, with its file name.
+fn documents(dir: &Path) -> Vec<(String, Value)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let docs = gitcanary::manifest::yaml::parse_documents(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        out.extend(
+            docs.into_iter()
+                .map(|d| d.root.to_json())
+                .filter(|v| !v.is_null())
+                .map(|v| (name.clone(), v)),
+        );
+    }
+    out
+}
+
+fn crds() -> Vec<Value> {
+    documents(&manifests_dir())
+        .into_iter()
+        .map(|(_, v)| v)
+        .filter(|v| v["kind"] == "CustomResourceDefinition")
+        .collect()
+}
+
+#[test]
+fn deploy_manifests_pass_validate() {
+    let out = Command::new(bin())
+        .arg("validate")
+        .arg(manifests_dir())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("are valid"), "{text}");
+}
+
+/// The API server's structural-schema rules (and pruning): every node has a type unless it
+/// is int-or-string or keeps unknown fields; an object lists its fields, its value type, or
+/// keeps unknown fields (else pruning empties it); anyOf/oneOf only name required fields.
+fn structural_errors(schema: &Value, path: &str, errors: &mut Vec<String>) {
+    let open = schema["x-kubernetes-preserve-unknown-fields"] == true;
+    if schema["type"].as_str().is_none_or(str::is_empty)
+        && schema["x-kubernetes-int-or-string"] != true
+        && !open
+    {
+        errors.push(format!("{path}: no type"));
+    }
+    if schema["type"] == "object"
+        && schema.get("properties").is_none()
+        && schema.get("additionalProperties").is_none()
+        && !open
+        && path != ".metadata"
+    {
+        errors.push(format!("{path}: an object with no fields is pruned empty"));
+    }
+    if schema.get("properties").is_some() && schema.get("additionalProperties").is_some() {
+        errors.push(format!("{path}: properties and additionalProperties"));
+    }
+    for junctor in ["anyOf", "oneOf", "allOf"] {
+        for alt in schema[junctor].as_array().into_iter().flatten() {
+            let keys: Vec<&String> = alt.as_object().unwrap().keys().collect();
+            if keys.iter().any(|k| *k != "required") {
+                errors.push(format!(
+                    "{path}.{junctor}: only `required` is allowed, not {keys:?}"
+                ));
+            }
+            for field in alt["required"].as_array().into_iter().flatten() {
+                if schema["properties"].get(field.as_str().unwrap()).is_none() {
+                    errors.push(format!("{path}.{junctor}: {field} is not a property"));
+                }
+            }
+        }
+    }
+    for (name, sub) in schema["properties"].as_object().into_iter().flatten() {
+        structural_errors(sub, &format!("{path}.{name}"), errors);
+    }
+    if let Some(items) = schema.get("items") {
+        structural_errors(items, &format!("{path}[]"), errors);
+    }
+    if let Some(values) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+        structural_errors(values, &format!("{path}.*"), errors);
+    }
+}
+
+#[test]
+fn crds_are_structural() {
+    let crds = crds();
+    let names: Vec<&str> = crds
+        .iter()
+        .map(|c| c["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "canaries.flagger.app",
+            "metrictemplates.flagger.app",
+            "alertproviders.flagger.app"
+        ]
+    );
+    let mut errors = Vec::new();
+    for crd in &crds {
+        assert_eq!(crd["apiVersion"], "apiextensions.k8s.io/v1");
+        for v in crd["spec"]["versions"].as_array().unwrap() {
+            let at = format!("{} {}", crd["metadata"]["name"], v["name"]);
+            assert_eq!(v["subresources"]["status"], serde_json::json!({}), "{at}");
+            let mut found = Vec::new();
+            structural_errors(&v["schema"]["openAPIV3Schema"], "", &mut found);
+            errors.extend(found.into_iter().map(|e| format!("{at}: {e}")));
+        }
+        let storage: Vec<&Value> = crd["spec"]["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["storage"] == true)
+            .collect();
+        assert_eq!(
+            storage.len(),
+            1,
+            "{}: one storage version",
+            crd["metadata"]["name"]
+        );
+        assert_eq!(storage[0]["name"], "v1beta1");
+    }
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    // The check itself catches what the API server refuses or prunes.
+    let mut found = Vec::new();
+    let bad = serde_json::json!({"type": "object", "properties": {
+        "a": {"properties": {}}, "b": {"type": "object"},
+        "c": {"type": "object", "properties": {"x": {"type": "string"}},
+              "anyOf": [{"type": "string"}, {"required": ["y"]}]}}});
+    structural_errors(&bad, "", &mut found);
+    assert_eq!(found.len(), 4, "{found:#?}");
+}
+
+#[test]
+fn canary_crd_serves_flaggers_versions_and_columns() {
+    let crds = crds();
+    let canary = &crds[0];
+    let names = &canary["spec"]["names"];
+    assert_eq!(names["kind"], "Canary");
+    assert_eq!(names["plural"], "canaries");
+    assert_eq!(names["shortNames"], serde_json::json!(["canary"]));
+    assert!(names["categories"]
+        .as_array()
+        .unwrap()
+        .contains(&"all".into()));
+    let versions = canary["spec"]["versions"].as_array().unwrap();
+    let served: Vec<&str> = versions
+        .iter()
+        .filter(|v| v["served"] == true)
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(served, ["v1beta1", "v1alpha3"]);
+    for v in versions {
+        // `kubectl get canaries` without -o wide, as in Flagger's guides.
+        let shown: Vec<(&str, &str)> = v["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c.get("priority").is_none_or(|p| p == 0))
+            .map(|c| (c["name"].as_str().unwrap(), c["jsonPath"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("Status", ".status.phase"),
+                ("Weight", ".status.canaryWeight"),
+                ("LastTransitionTime", ".status.lastTransitionTime")
+            ],
+            "{}",
+            v["name"]
+        );
+    }
+    // v1alpha3 objects are stored as v1beta1 without conversion, so both name both fields.
+    for v in versions {
+        let spec = &v["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(
+            spec["properties"]["analysis"],
+            spec["properties"]["canaryAnalysis"]
+        );
+    }
+}
