@@ -23,8 +23,9 @@ pub enum Which {
         #[arg(long, default_value_t = 1_000)]
         files: usize,
     },
-    /// The Service proxy: throughput vs direct, added p99, memory per idle service.
-    Proxy,
+    /// The Service proxy side by side with direct, nginx and HAProxy: CPU per request,
+    /// req/s, p50/p99, RSS, and memory per idle Service.
+    Proxy(super::bench_proxy::Args),
     /// The canary engine: `decide()` for 1,000 canaries.
     Canary,
     /// Idle RSS of `gitcanary run` with canaries initialized, and memory per canary.
@@ -127,7 +128,7 @@ pub fn bench(which: Which) -> anyhow::Result<ExitCode> {
     match which {
         Which::Sync { objects, files } => bench_sync(objects, files),
         Which::Images { registry_bin } => super::bench_images::run(&registry_bin),
-        Which::Proxy => super::bench_proxy::run(),
+        Which::Proxy(args) => super::bench_proxy::run(args),
         Which::Canary => bench_canary(),
         Which::Helm { repo } => bench_helm(&super::examples_repo(repo, "--repo")?),
         Which::CanaryIdle { canaries } => super::bench_idle::run(canaries),

@@ -5,7 +5,7 @@ use crate::source::seed;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-fn rss_kb(pid: u32) -> u64 {
+pub(crate) fn rss_kb(pid: u32) -> u64 {
     super::bench::proc_kb(&pid.to_string(), "VmRSS:").unwrap_or(0)
 }
 

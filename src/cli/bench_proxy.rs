@@ -1,173 +1,257 @@
-//! `gitcanary bench proxy`: the Service proxy against a real demo-app process on
-//! loopback. Throughput proxied vs direct (closed loop, keep-alive), added p99 latency at
-//! 1,000 rps (open loop), and memory per idle Service listener.
+//! `gitcanary bench proxy`: gitcanary's Service proxy side by side with requests sent
+//! direct to the two demo-app replicas it fronts and, when installed, nginx and HAProxy
+//! fronting the same replicas. Each proxy is a process of its own, so its CPU time per
+//! request comes from `/proc/PID/stat`: that is the main figure, steadier than req/s on a
+//! machine the client, the proxies and the replicas share. Runs are interleaved, with a
+//! fixed request count, over several rounds; medians are printed.
 
-use crate::manifest::object::{Object, ObjectKey, Origin};
-use crate::targets::local::proxy::Proxy;
-use crate::targets::local::runtime::Endpoint;
-use crate::targets::local::LocalStore;
-use crate::targets::Target;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+mod load;
+mod peers;
+
+use peers::Proc;
+use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-fn rss_kb() -> u64 {
-    super::bench::proc_kb("self", "VmRSS:").unwrap_or(0)
+/// The concurrencies measured: a busy service and a light one.
+const CONCURRENCIES: [usize; 2] = [32, 4];
+/// Idle Services opened to measure what one costs.
+const IDLE_SERVICES: usize = 200;
+
+/// `gitcanary bench proxy` options.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Requests per throughput run (closed loop).
+    #[arg(long, default_value_t = 20_000)]
+    requests: u64,
+    /// Requests per latency run (open loop, at `--rate`).
+    #[arg(long, default_value_t = 6_000)]
+    latency_requests: u64,
+    /// Request rate of the latency runs, per second.
+    #[arg(long, default_value_t = 3_000.0)]
+    rate: f64,
+    /// Rounds over every proxy and concurrency; medians are reported.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// The nginx binary (skipped when it does not run; "" skips it).
+    #[arg(long, default_value = "nginx")]
+    nginx: String,
+    /// The HAProxy binary (skipped when it does not run; "" skips it).
+    #[arg(long, default_value = "haproxy")]
+    haproxy: String,
+    /// Internal: serve gitcanary's proxy over demo apps on these loopback ports.
+    #[arg(long, hide = true, value_delimiter = ',')]
+    serve: Vec<u16>,
 }
 
-type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
-async fn closed_loop(client: &HttpClient, url: &str, conns: usize, dur: Duration) -> f64 {
-    let start = Instant::now();
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..conns {
-        let (client, url) = (client.clone(), url.to_string());
-        set.spawn(async move {
-            let mut n = 0u64;
-            while start.elapsed() < dur {
-                let req = hyper::Request::get(&url)
-                    .body(Full::new(Bytes::new()))
-                    .expect("valid request");
-                if let Ok(resp) = client.request(req).await {
-                    let _ = resp.into_body().collect().await;
-                    n += 1;
-                }
-            }
-            n
-        });
-    }
-    let mut total = 0;
-    while let Some(Ok(n)) = set.join_next().await {
-        total += n;
-    }
-    total as f64 / start.elapsed().as_secs_f64()
+/// What requests go through.
+struct Target {
+    name: String,
+    /// The proxy process; none for direct requests.
+    proc: Option<Proc>,
+    addrs: Vec<SocketAddr>,
 }
 
-async fn open_loop_p99(client: &HttpClient, url: &str, rps: u32, dur: Duration) -> f64 {
-    let workers = 10;
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..workers {
-        let (client, url) = (client.clone(), url.to_string());
-        set.spawn(async move {
-            let mut lat = Vec::new();
-            let mut tick =
-                tokio::time::interval(Duration::from_secs_f64(workers as f64 / rps as f64));
-            let start = Instant::now();
-            while start.elapsed() < dur {
-                tick.tick().await;
-                let t = Instant::now();
-                let req = hyper::Request::get(&url)
-                    .body(Full::new(Bytes::new()))
-                    .expect("valid request");
-                if let Ok(resp) = client.request(req).await {
-                    let _ = resp.into_body().collect().await;
-                    lat.push(t.elapsed());
-                }
-            }
-            lat
-        });
-    }
-    let mut all = Vec::new();
-    while let Some(Ok(l)) = set.join_next().await {
-        all.extend(l);
-    }
-    all.sort();
-    all.get(all.len() * 99 / 100)
-        .map(|d| d.as_secs_f64() * 1e3)
-        .unwrap_or(f64::NAN)
+/// One run's figures.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    cpu_us: f64,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    failed: u64,
 }
 
-fn service(i: usize) -> Object {
-    let v = serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("svc-{i}"), "namespace": "bench"},
-        "spec": {"selector": {"app": "demo"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}});
-    Object::from_json(
-        ObjectKey::new("v1", "Service", "bench", &format!("svc-{i}")),
-        "v1".into(),
-        &v,
-        Origin {
-            file: "bench".into(),
-            line: 1,
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The median of each figure over rounds; failures are summed.
+fn summarize(samples: &[Sample]) -> Sample {
+    let pick = |f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+    Sample {
+        cpu_us: pick(|s| s.cpu_us),
+        rps: pick(|s| s.rps),
+        p50_us: pick(|s| s.p50_us),
+        p99_us: pick(|s| s.p99_us),
+        failed: samples.iter().map(|s| s.failed).sum(),
+    }
+}
+
+/// One throughput run and one latency run through `t` at `conns` connections.
+fn measure(rt: &tokio::runtime::Runtime, t: &Target, conns: usize, args: &Args) -> Sample {
+    let pid = t.proc.as_ref().map(Proc::pid);
+    let cpu = || pid.and_then(peers::cpu_time);
+    let before = cpu();
+    let closed = rt.block_on(load::closed(&t.addrs, conns, args.requests));
+    let cpu_us = match (before, cpu()) {
+        (Some(a), Some(b)) => (b - a).as_secs_f64() * 1e6 / args.requests as f64,
+        _ => f64::NAN,
+    };
+    let open = load::open(&t.addrs, conns, args.latency_requests, args.rate);
+    Sample {
+        cpu_us,
+        rps: closed.ok as f64 / closed.elapsed.as_secs_f64(),
+        p50_us: load::quantile_us(&open.latencies, 0.5),
+        p99_us: load::quantile_us(&open.latencies, 0.99),
+        failed: closed.failed + open.failed,
+    }
+}
+
+/// The targets: direct, gitcanary, and whichever of nginx and HAProxy run here.
+fn targets(
+    args: &Args,
+    dir: &std::path::Path,
+    upstreams: &[SocketAddr],
+) -> anyhow::Result<(Vec<Target>, peers::GitcanaryCtl)> {
+    let (gc, gc_addr, ctl) = peers::gitcanary(upstreams)?;
+    let mut out = vec![
+        Target {
+            name: "direct".into(),
+            proc: None,
+            addrs: upstreams.to_vec(),
         },
-    )
+        Target {
+            name: "gitcanary".into(),
+            proc: Some(gc),
+            addrs: vec![gc_addr],
+        },
+    ];
+    let others = [
+        (!args.nginx.is_empty()).then(|| peers::nginx(&args.nginx, &dir.join("nginx"), upstreams)),
+        (!args.haproxy.is_empty())
+            .then(|| peers::haproxy(&args.haproxy, &dir.join("haproxy"), upstreams)),
+    ];
+    for started in others.into_iter().flatten() {
+        let Some((p, addr)) = started? else {
+            continue;
+        };
+        out.push(Target {
+            name: p.name.clone(),
+            proc: Some(p),
+            addrs: vec![addr],
+        });
+    }
+    Ok((out, ctl))
 }
 
-/// Runs the proxy benchmarks.
-pub fn run() -> anyhow::Result<ExitCode> {
-    let work = std::env::temp_dir().join(format!("gitcanary-bench-proxy-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut app = std::process::Command::new(std::env::current_exe()?)
-        .args(["demo-app", "--port", &port.to_string()])
-        .env("IMAGE_TAG", "bench")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    super::bench::wait_for_port(port, "demo-app")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+/// Runs the proxy benchmark (or, with `--serve`, is the gitcanary proxy under test).
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !args.serve.is_empty() {
+        return peers::serve(&args.serve);
+    }
+    let dir = std::env::temp_dir().join(format!("gitcanary-bench-proxy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let result = bench(&args, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn bench(args: &Args, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let (app_a, a) = peers::demo_app()?;
+    let (app_b, b) = peers::demo_app()?;
+    let (targets, mut ctl) = targets(args, dir, &[a, b])?;
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = rt.block_on(async {
-        let store = LocalStore::open(&work)?;
-        let one = vec![service(0)];
-        let inv = store.inventory()?;
-        store.apply(&crate::sync::plan(&one, &inv), &one, &inv, "bench")?;
-        let endpoints = Arc::new(Mutex::new(vec![Endpoint {
-            namespace: "bench".into(),
-            deployment: "demo".into(),
-            pod: "demo-0".into(),
-            labels: [("app".to_string(), "demo".to_string())].into(),
-            ready: true,
-            ports: vec![(Some("http".into()), 9898, port)],
-        }]));
-        let proxy = Proxy::new(&work, endpoints, Default::default())?;
-        proxy.sync_services().await?;
-        let proxied = proxy.addresses().await[0].3;
-        let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-        let direct_url = format!("http://127.0.0.1:{port}/version");
-        let proxy_url = format!("http://{proxied}/version");
-        // Warm up both paths.
-        closed_loop(&client, &direct_url, 4, Duration::from_millis(500)).await;
-        closed_loop(&client, &proxy_url, 4, Duration::from_millis(500)).await;
-        let direct = closed_loop(&client, &direct_url, 16, Duration::from_secs(4)).await;
-        let through = closed_loop(&client, &proxy_url, 16, Duration::from_secs(4)).await;
-        let p99_direct = open_loop_p99(&client, &direct_url, 1000, Duration::from_secs(4)).await;
-        let p99_proxy = open_loop_p99(&client, &proxy_url, 1000, Duration::from_secs(4)).await;
-        // Memory per idle Service: 200 more listeners.
-        let many: Vec<Object> = (0..201).map(service).collect();
-        let inv = store.inventory()?;
-        let before = rss_kb();
-        store.apply(&crate::sync::plan(&many, &inv), &many, &inv, "bench2")?;
-        proxy.sync_services().await?;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let per_service_kb = (rss_kb().saturating_sub(before)) as f64 / 200.0;
-        anyhow::Ok((direct, through, p99_direct, p99_proxy, per_service_kb))
-    });
-    let _ = app.kill();
-    let _ = app.wait();
-    let _ = std::fs::remove_dir_all(&work);
-    let (direct, through, p99_direct, p99_proxy, per_service_kb) = result?;
-    let ratio = through / direct;
-    let added = p99_proxy - p99_direct;
+    for t in &targets {
+        rt.block_on(load::closed(&t.addrs, 32, args.requests / 4));
+    }
+    let mut samples = vec![Vec::new(); targets.len() * CONCURRENCIES.len()];
+    for round in 0..args.rounds.max(1) {
+        for (ci, &conns) in CONCURRENCIES.iter().enumerate() {
+            // A different target goes first each round, so none always runs right
+            // after the same neighbour.
+            for k in 0..targets.len() {
+                let ti = (k + round) % targets.len();
+                let s = measure(&rt, &targets[ti], conns, args);
+                samples[ti * CONCURRENCIES.len() + ci].push(s);
+            }
+        }
+    }
+    let rss: Vec<Option<u64>> = targets
+        .iter()
+        .map(|t| t.proc.as_ref().map(|p| peers::rss_kb(p.pid())))
+        .collect();
+    let idle_kb = ctl.idle_service_kb(IDLE_SERVICES)?;
+    let rows: Vec<(String, [Sample; 2], Option<u64>)> = targets
+        .iter()
+        .enumerate()
+        .map(|(ti, t)| {
+            let at = |ci: usize| summarize(&samples[ti * CONCURRENCIES.len() + ci]);
+            (t.name.clone(), [at(0), at(1)], rss[ti])
+        })
+        .collect();
+    drop(targets);
+    drop((app_a, app_b));
+    Ok(report(args, &rows, idle_kb))
+}
+
+fn fmt_opt(v: f64, width: usize, prec: usize) -> String {
+    if v.is_nan() {
+        format!("{:>width$}", "-")
+    } else {
+        format!("{v:>width$.prec$}")
+    }
+}
+
+/// Prints the table and the ratios to nginx, and turns the targets into the exit code.
+fn report(args: &Args, rows: &[(String, [Sample; 2], Option<u64>)], idle_kb: f64) -> ExitCode {
     println!(
-        "gitcanary bench proxy (demo-app on loopback, 2 cores shared by client, proxy and app)"
+        "gitcanary bench proxy: 2 demo-app replicas on loopback; medians of {} rounds of {} requests \
+         (throughput, closed loop) and {} at {} req/s (latency from the intended send time)",
+        args.rounds.max(1),
+        args.requests,
+        args.latency_requests,
+        args.rate
     );
-    println!("  throughput direct:        {direct:>9.0} req/s");
     println!(
-        "  throughput proxied:       {through:>9.0} req/s   ratio {:.0}% (target >= 50%)",
-        ratio * 100.0
+        "  {:<22} {:>15} {:>17} {:>17} {:>17} {:>8} {:>6}",
+        "", "CPU µs/req", "req/s", "p50/p99 µs", "p50/p99 µs", "RSS", ""
     );
-    println!("  p99 at 1,000 rps direct:  {p99_direct:>9.2} ms");
     println!(
-        "  p99 at 1,000 rps proxied: {p99_proxy:>9.2} ms   added {added:.2} ms (target < 1 ms)"
+        "  {:<22} {:>7} {:>7} {:>8} {:>8} {:>17} {:>17} {:>8} {:>6}",
+        "through", "c32", "c4", "c32", "c4", "c32", "c4", "KB", "failed"
     );
-    println!("  memory per idle service:  {per_service_kb:>9.1} KB   (target < 200 KB)");
-    let ok = ratio >= 0.5 && added < 1.0 && per_service_kb < 200.0;
-    Ok(super::bench::verdict(ok))
+    for (name, [c32, c4], rss) in rows {
+        println!(
+            "  {:<22} {} {} {:>8.0} {:>8.0} {:>8.0}/{:<8.0} {:>8.0}/{:<8.0} {:>8} {:>6}",
+            name,
+            fmt_opt(c32.cpu_us, 7, 1),
+            fmt_opt(c4.cpu_us, 7, 1),
+            c32.rps,
+            c4.rps,
+            c32.p50_us,
+            c32.p99_us,
+            c4.p50_us,
+            c4.p99_us,
+            rss.map_or("-".to_string(), |r| r.to_string()),
+            c32.failed + c4.failed,
+        );
+    }
+    let gc = rows.iter().find(|r| r.0 == "gitcanary");
+    let nginx = rows.iter().find(|r| r.0.starts_with("nginx"));
+    let failures: u64 = rows.iter().map(|r| r.1[0].failed + r.1[1].failed).sum();
+    let mut ok = failures == 0 && idle_kb < 10.0;
+    match (gc, nginx) {
+        (Some((_, g, _)), Some((_, n, _))) => {
+            let (r32, r4) = (g[0].cpu_us / n[0].cpu_us, g[1].cpu_us / n[1].cpu_us);
+            let p99_diff = g[1].p99_us - n[1].p99_us;
+            println!(
+                "  gitcanary / nginx: CPU per request {r32:.2} at c32, {r4:.2} at c4 (target <= 1.00); \
+                 req/s {:.2} at c32, {:.2} at c4; p99 at c4 {p99_diff:+.0} µs (target <= 0)",
+                g[0].rps / n[0].rps,
+                g[1].rps / n[1].rps,
+            );
+            ok &= r32 <= 1.0 && r4 <= 1.0 && p99_diff <= 0.0;
+        }
+        _ => println!(
+            "  nginx: not run (install it, e.g. `apt-get install nginx-light`, for the comparison)"
+        ),
+    }
+    println!("  memory per idle Service: {idle_kb:.1} KB (target < 10 KB)");
+    if failures > 0 {
+        println!("  {failures} requests failed");
+    }
+    super::bench::verdict(ok)
 }
