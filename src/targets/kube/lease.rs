@@ -8,7 +8,12 @@
 //! The executor reads and writes the Lease and asks this module what to do; nothing
 //! here talks to the API server or reads a clock.
 
-/// Timings, in seconds. The defaults are client-go's (and Flux's): 15 s, 10 s, 2 s.
+/// Timings, in seconds. client-go's (and Flux's) defaults are 15 s, 10 s and 2 s; with
+/// those a standby that polls every 2 s can need 15 + 2 s after the holder's last renewal,
+/// more than the 15 s takeover gitcanary promises. gitcanary's defaults are 10 s, 7 s and
+/// 2 s: the standby sees the last renewal at most one retry period late and takes over one
+/// lease duration after that, so within 12 s of the holder's death (plus a request's
+/// latency), while a holder that cannot renew stops 3 s before anyone may take over.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Timing {
     /// How long a lease stays valid without renewal.
@@ -22,8 +27,8 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            lease_duration: 15.0,
-            renew_deadline: 10.0,
+            lease_duration: 10.0,
+            renew_deadline: 7.0,
             retry_period: 2.0,
         }
     }
@@ -140,6 +145,40 @@ impl Elector {
             .is_some_and(|t| now - t < self.timing.renew_deadline)
     }
 
+    /// Until when (on this candidate's clock) it may act as leader, if it holds the lease:
+    /// the executor's write gate keeps this instant, so writes stop on time even when the
+    /// election loop itself is stuck in a request.
+    pub fn leader_until(&self) -> Option<f64> {
+        self.renewed_at.map(|t| t + self.timing.renew_deadline)
+    }
+
+    /// Gives the lease up on shutdown, as client-go's `ReleaseOnCancel`: when this
+    /// candidate holds it, returns the record to write (no holder, a 1 s duration), so a
+    /// standby takes over at its next retry instead of waiting out the lease. Either way
+    /// this candidate stops being leader at once.
+    pub fn release(&mut self, wall: &str) -> Option<LeaseSpec> {
+        self.renewed_at.take()?;
+        let (seen, _) = self.observed.as_ref()?;
+        if seen.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return None;
+        }
+        Some(LeaseSpec {
+            holder_identity: Some(String::new()),
+            lease_duration_seconds: Some(1),
+            acquire_time: Some(wall.to_string()),
+            renew_time: Some(wall.to_string()),
+            lease_transitions: seen.lease_transitions,
+        })
+    }
+
+    /// The holder of the lease as last read or written, if any.
+    pub fn holder(&self) -> Option<&str> {
+        self.observed
+            .as_ref()
+            .and_then(|(s, _)| s.holder_identity.as_deref())
+            .filter(|h| !h.is_empty())
+    }
+
     /// The identity this candidate writes.
     pub fn identity(&self) -> &str {
         &self.identity
@@ -211,14 +250,17 @@ mod tests {
         let mut a = Elector::new("a", t);
         let spec = write(a.decide(None, 0.0, "w0"));
         a.written(&spec, true, 0.0);
-        for now in [2.0, 4.0, 6.0, 8.0] {
+        let mut now = t.retry_period;
+        while now < t.renew_deadline {
             let s = write(a.decide(Some(&spec), now, "w"));
             a.written(&s, false, now);
             assert!(a.is_leader(now), "still within the renew deadline at {now}");
+            now += t.retry_period;
         }
         assert!(!a.is_leader(t.renew_deadline));
-        // A standby that saw the last successful write at 0 cannot take over before 15 s:
-        // the old leader stopped at 10 s, so there is never a moment with two leaders.
+        // A standby that saw the last successful write at 0 cannot take over before the
+        // lease duration: the old leader stopped at the renew deadline, so there is
+        // never a moment with two leaders.
         assert!(t.renew_deadline < t.lease_duration);
     }
 
@@ -229,6 +271,55 @@ mod tests {
         a.written(&spec, true, 0.0);
         assert_eq!(a.decide(Some(&held_by("b")), 3.0, "w3"), Action::Wait);
         assert!(!a.is_leader(3.0));
+    }
+
+    #[test]
+    fn default_timing_takes_over_within_15_seconds_and_stops_writes_first() {
+        let t = Timing::default();
+        // Worst case: the holder dies right after renewing; the standby sees that
+        // renewal one retry period late and waits a full lease duration from there.
+        assert!(t.lease_duration + t.retry_period < 15.0);
+        assert!(t.renew_deadline + t.retry_period <= t.lease_duration);
+        let mut b = Elector::new("b", t);
+        let mut lease = held_by("a");
+        lease.lease_duration_seconds = Some(t.lease_duration as u32);
+        assert_eq!(b.decide(Some(&lease), 2.0, "w"), Action::Wait);
+        assert_eq!(b.decide(Some(&lease), 10.0, "w"), Action::Wait);
+        assert!(matches!(b.decide(Some(&lease), 12.0, "w"), Action::Write(_)));
+    }
+
+    #[test]
+    fn leader_until_is_the_last_renewal_plus_the_renew_deadline() {
+        let t = Timing::default();
+        let mut a = Elector::new("a", t);
+        assert_eq!(a.leader_until(), None);
+        let spec = write(a.decide(None, 3.0, "w3"));
+        a.written(&spec, true, 3.0);
+        assert_eq!(a.leader_until(), Some(3.0 + t.renew_deadline));
+        assert_eq!(a.holder(), Some("a"));
+    }
+
+    #[test]
+    fn release_clears_the_holder_and_a_standby_takes_it_at_once() {
+        let mut a = Elector::new("a", Timing::default());
+        let spec = write(a.decide(None, 0.0, "w0"));
+        a.written(&spec, true, 0.0);
+        let released = a.release("w5").expect("the holder releases");
+        assert_eq!(released.holder_identity.as_deref(), Some(""));
+        assert_eq!(released.lease_duration_seconds, Some(1));
+        assert!(!a.is_leader(5.0));
+        assert_eq!(a.release("w6"), None, "released once");
+        let mut b = Elector::new("b", Timing::default());
+        let taken = write(b.decide(Some(&released), 5.1, "w5.1"));
+        assert_eq!(taken.holder_identity.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_standby_has_nothing_to_release() {
+        let mut b = Elector::new("b", Timing::default());
+        assert_eq!(b.decide(Some(&held_by("a")), 1.0, "w"), Action::Wait);
+        assert_eq!(b.release("w"), None);
+        assert_eq!(b.holder(), Some("a"));
     }
 
     #[test]

@@ -1,0 +1,418 @@
+//! Leader election against the API server: the thin loop around [`super::lease::Elector`].
+//! It reads and writes one `coordination.k8s.io/v1` Lease in `target.kubernetes.namespace`
+//! every retry period and publishes the outcome through a [`Gate`]. Every writer (the
+//! sync's apply and prune, hooks, image automation's push, the canary engine) checks the
+//! gate right before each batch of writes. The gate is a deadline, not a flag the loop
+//! must remember to clear: it closes by itself when the last renewal is older than the
+//! renew deadline, even if the loop is stuck in a request to an API server that hangs.
+
+use super::lease::{Action, Elector, LeaseSpec, Timing};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, PostParams};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// The Lease's name, in `target.kubernetes.namespace`.
+pub const LEASE_NAME: &str = "gitcanary-leader-election";
+
+/// What this replica is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// It holds the lease and may write.
+    Leader,
+    /// Another replica holds the lease (named when known), or none could be taken yet.
+    Standby {
+        /// The holder's identity.
+        holder: Option<String>,
+    },
+}
+
+impl Role {
+    /// The one-line status `get sources` shows for a standby.
+    pub fn standby_message(&self, namespace: &str) -> Option<String> {
+        match self {
+            Role::Leader => None,
+            Role::Standby { holder } => Some(format!(
+                "standby: Lease {namespace}/{LEASE_NAME} is held by {}",
+                holder.as_deref().unwrap_or("nobody yet")
+            )),
+        }
+    }
+}
+
+/// Writes are refused: this replica does not hold the lease.
+#[derive(Debug, thiserror::Error)]
+#[error("not the leader: writes stopped (Lease {namespace}/{LEASE_NAME}{})", holder.as_deref().map(|h| format!(" is held by {h}")).unwrap_or_default())]
+pub struct NotLeader {
+    /// The Lease's namespace.
+    pub namespace: String,
+    /// The holder, when known.
+    pub holder: Option<String>,
+}
+
+/// The write permit. Cloned into every writer; cheap to check.
+#[derive(Clone, Debug)]
+pub struct Gate(Option<Arc<Shared>>);
+
+#[derive(Debug)]
+struct Shared {
+    namespace: String,
+    /// Writes are allowed before this instant.
+    until: Mutex<Option<Instant>>,
+    role: watch::Sender<Role>,
+}
+
+impl Gate {
+    /// A gate that is always open: one replica and no election (the local target).
+    pub fn open() -> Gate {
+        Gate(None)
+    }
+
+    fn elected(namespace: &str) -> Gate {
+        let (role, _) = watch::channel(Role::Standby { holder: None });
+        Gate(Some(Arc::new(Shared {
+            namespace: namespace.to_string(),
+            until: Mutex::new(None),
+            role,
+        })))
+    }
+
+    /// `Ok` while this replica may write; check right before each batch of writes.
+    pub fn check(&self) -> Result<(), NotLeader> {
+        let Some(s) = &self.0 else { return Ok(()) };
+        let until = *s.until.lock().unwrap_or_else(|e| e.into_inner());
+        if until.is_some_and(|u| Instant::now() < u) {
+            return Ok(());
+        }
+        let holder = match &*s.role.borrow() {
+            Role::Standby { holder } => holder.clone(),
+            Role::Leader => None,
+        };
+        Err(NotLeader {
+            namespace: s.namespace.clone(),
+            holder,
+        })
+    }
+
+    /// Whether an election runs at all.
+    pub fn is_elected(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The role as last published; always `Leader` without an election.
+    pub fn role(&self) -> Role {
+        match &self.0 {
+            None => Role::Leader,
+            Some(s) if self.check().is_err() => match &*s.role.borrow() {
+                Role::Leader => Role::Standby { holder: None },
+                standby => standby.clone(),
+            },
+            Some(_) => Role::Leader,
+        }
+    }
+
+    /// Changes of role, for the run loop and the canary engine (`None` without an
+    /// election: the role never changes).
+    pub fn subscribe(&self) -> Option<watch::Receiver<Role>> {
+        self.0.as_ref().map(|s| s.role.subscribe())
+    }
+
+    /// The namespace of the Lease, when elected.
+    pub fn namespace(&self) -> Option<&str> {
+        self.0.as_ref().map(|s| s.namespace.as_str())
+    }
+
+    fn publish(&self, until: Option<Instant>, role: Role) {
+        let Some(s) = &self.0 else { return };
+        *s.until.lock().unwrap_or_else(|e| e.into_inner()) = until;
+        s.role.send_if_modified(|r| {
+            let changed = *r != role;
+            *r = role;
+            changed
+        });
+    }
+}
+
+/// This replica's identity: the pod name (`HOSTNAME` in a pod) plus a random suffix, as
+/// controller-runtime does, so a restarted pod with the same name is a new candidate.
+pub fn identity() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "gitcanary".into());
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    format!("{host}_{:016x}", h.finish())
+}
+
+/// The running election.
+pub struct Election {
+    /// The gate it keeps.
+    pub gate: Gate,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Election {
+    /// Starts campaigning for the Lease in `namespace` as `identity`.
+    pub fn start(client: kube::Client, namespace: &str, identity: String, timing: Timing) -> Self {
+        let gate = Gate::elected(namespace);
+        let (stop, stopped) = watch::channel(false);
+        info!(identity = %identity, lease = %format!("{namespace}/{LEASE_NAME}"), "leader election: campaigning");
+        let campaign = Campaign {
+            api: Api::namespaced(client, namespace),
+            elector: Elector::new(identity, timing),
+            timing,
+            gate: gate.clone(),
+            epoch: Instant::now(),
+        };
+        let task = tokio::spawn(campaign.run(stopped));
+        Election { gate, stop, task }
+    }
+
+    /// Stops campaigning and, when leading, releases the Lease so a standby takes over
+    /// at once.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+struct Campaign {
+    api: Api<Lease>,
+    elector: Elector,
+    timing: Timing,
+    gate: Gate,
+    /// Zero of the elector's clock.
+    epoch: Instant,
+}
+
+impl Campaign {
+    fn now(&self) -> f64 {
+        self.epoch.elapsed().as_secs_f64()
+    }
+
+    fn request_timeout(&self) -> Duration {
+        // A request may not outlast the retry period, so a hung API server cannot keep
+        // the loop from noticing the renew deadline.
+        Duration::from_secs_f64(self.timing.retry_period)
+    }
+
+    async fn run(mut self, mut stopped: watch::Receiver<bool>) {
+        let mut was_leader = false;
+        while !*stopped.borrow() {
+            self.round().await;
+            let leader = self.elector.is_leader(self.now());
+            if leader != was_leader {
+                if leader {
+                    info!(identity = %self.elector.identity(), "leader election: acquired the lease; this replica writes");
+                } else {
+                    warn!(identity = %self.elector.identity(), holder = ?self.elector.holder(), "leader election: not the leader; writes stopped");
+                }
+                was_leader = leader;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs_f64(self.timing.retry_period)) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+        self.release().await;
+    }
+
+    /// One read, decide, maybe write; then publishes the outcome.
+    async fn round(&mut self) {
+        let started = self.now();
+        let wall = crate::util::time::rfc3339(crate::util::time::unix_now());
+        match tokio::time::timeout(self.request_timeout(), self.api.get_opt(LEASE_NAME)).await {
+            Ok(Ok(live)) => {
+                let spec = live.as_ref().map(spec_of);
+                if let Action::Write(next) = self.elector.decide(spec.as_ref(), started, &wall) {
+                    let ok = self.write(live, &next).await;
+                    // The renewal counts from before the request, never from its answer.
+                    self.elector.written(&next, ok, started);
+                }
+            }
+            Ok(Err(e)) => warn!("leader election: reading Lease {LEASE_NAME}: {e}"),
+            Err(_) => warn!("leader election: reading Lease {LEASE_NAME}: timed out"),
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let until = self
+            .elector
+            .leader_until()
+            .map(|t| self.epoch + Duration::from_secs_f64(t.max(0.0)));
+        let role = if self.elector.is_leader(self.now()) {
+            Role::Leader
+        } else {
+            Role::Standby {
+                holder: self.elector.holder().map(str::to_string),
+            }
+        };
+        self.gate.publish(until, role);
+    }
+
+    /// Creates the Lease, or replaces it at the resourceVersion read, so that of two
+    /// candidates writing at once only one succeeds.
+    async fn write(&self, live: Option<Lease>, spec: &LeaseSpec) -> bool {
+        let Some(typed) = typed_spec(spec) else {
+            return false;
+        };
+        let pp = PostParams::default();
+        let request = async {
+            match live {
+                Some(mut lease) => {
+                    lease.spec = Some(typed);
+                    self.api.replace(LEASE_NAME, &pp, &lease).await.map(drop)
+                }
+                None => {
+                    let lease = Lease {
+                        metadata: kube::api::ObjectMeta {
+                            name: Some(LEASE_NAME.into()),
+                            ..Default::default()
+                        },
+                        spec: Some(typed),
+                    };
+                    self.api.create(&pp, &lease).await.map(drop)
+                }
+            }
+        };
+        match tokio::time::timeout(self.request_timeout(), request).await {
+            Ok(Ok(())) => true,
+            // Another candidate wrote first: not an error worth a warning.
+            Ok(Err(kube::Error::Api(s))) if s.code == 409 => false,
+            Ok(Err(e)) => {
+                warn!("leader election: writing Lease {LEASE_NAME}: {e}");
+                false
+            }
+            Err(_) => {
+                warn!("leader election: writing Lease {LEASE_NAME}: timed out");
+                false
+            }
+        }
+    }
+
+    async fn release(&mut self) {
+        // Close the gate before the Lease says so: nothing may write after this.
+        let wall = crate::util::time::rfc3339(crate::util::time::unix_now());
+        let released = self.elector.release(&wall);
+        self.publish();
+        let Some(spec) = released else { return };
+        let live = match tokio::time::timeout(self.request_timeout(), self.api.get_opt(LEASE_NAME))
+            .await
+        {
+            Ok(Ok(Some(l))) => l,
+            _ => return,
+        };
+        if spec_of(&live).holder_identity.as_deref() != Some(self.elector.identity()) {
+            return;
+        }
+        if self.write(Some(live), &spec).await {
+            info!("leader election: released the lease");
+        }
+    }
+}
+
+/// The election fields of a Lease as the API server returned them.
+fn spec_of(lease: &Lease) -> LeaseSpec {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| serde_json::to_value(s).ok())
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+fn typed_spec(spec: &LeaseSpec) -> Option<k8s_openapi::api::coordination::v1::LeaseSpec> {
+    serde_json::to_value(spec)
+        .and_then(serde_json::from_value)
+        .map_err(|e| warn!("leader election: cannot encode the Lease: {e}"))
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_gate_always_admits() {
+        let g = Gate::open();
+        assert!(g.check().is_ok());
+        assert_eq!(g.role(), Role::Leader);
+        assert!(g.subscribe().is_none());
+    }
+
+    #[test]
+    fn the_gate_closes_by_itself_at_the_deadline() {
+        let g = Gate::elected("gitcanary");
+        let err = g.check().unwrap_err().to_string();
+        assert!(err.contains("gitcanary/gitcanary-leader-election"), "{err}");
+        g.publish(
+            Some(Instant::now() + Duration::from_millis(200)),
+            Role::Leader,
+        );
+        assert!(g.check().is_ok());
+        assert_eq!(g.role(), Role::Leader);
+        std::thread::sleep(Duration::from_millis(250));
+        // No new publication: the deadline alone stops the writes.
+        assert!(g.check().is_err());
+        assert_eq!(g.role(), Role::Standby { holder: None });
+    }
+
+    #[test]
+    fn a_standby_names_the_holder() {
+        let g = Gate::elected("ops");
+        let rx = g.subscribe().unwrap();
+        g.publish(
+            None,
+            Role::Standby {
+                holder: Some("pod-a_1".into()),
+            },
+        );
+        assert!(rx.has_changed().unwrap());
+        let err = g.check().unwrap_err().to_string();
+        assert!(err.ends_with("is held by pod-a_1)"), "{err}");
+        assert_eq!(
+            g.role().standby_message("ops").unwrap(),
+            "standby: Lease ops/gitcanary-leader-election is held by pod-a_1"
+        );
+    }
+
+    #[test]
+    fn lease_specs_round_trip_through_the_typed_lease() {
+        let spec = LeaseSpec {
+            holder_identity: Some("a".into()),
+            lease_duration_seconds: Some(10),
+            acquire_time: Some("2026-12-01T23:00:00.123Z".into()),
+            renew_time: Some("2026-12-01T23:00:05.000Z".into()),
+            lease_transitions: Some(2),
+        };
+        let lease = Lease {
+            metadata: Default::default(),
+            spec: typed_spec(&spec),
+        };
+        let back = spec_of(&lease);
+        assert_eq!(back.holder_identity.as_deref(), Some("a"));
+        assert_eq!(back.lease_duration_seconds, Some(10));
+        assert_eq!(back.lease_transitions, Some(2));
+        assert_eq!(
+            back.acquire_time.as_deref(),
+            Some("2026-12-01T23:00:00.123000Z")
+        );
+    }
+
+    #[test]
+    fn identities_differ_between_processes_on_one_host() {
+        assert_ne!(identity(), identity());
+    }
+}
