@@ -146,6 +146,54 @@ impl Hook {
     }
 }
 
+/// When a hook object is deleted (`helm.sh/hook-delete-policy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeletePolicy {
+    /// `before-hook-creation`: delete the previous one before creating the hook.
+    pub before_creation: bool,
+    /// `hook-succeeded`: delete it once it succeeded.
+    pub on_success: bool,
+    /// `hook-failed`: delete it when it failed.
+    pub on_failure: bool,
+}
+
+impl DeletePolicy {
+    /// The policy of `hook`. Helm 3 uses `before-hook-creation` when none is given.
+    pub fn of(hook: &Hook) -> DeletePolicy {
+        if hook.delete_policies.is_empty() {
+            return DeletePolicy {
+                before_creation: true,
+                ..Default::default()
+            };
+        }
+        let has = |p: &str| hook.delete_policies.iter().any(|x| x == p);
+        DeletePolicy {
+            before_creation: has("before-hook-creation"),
+            on_success: has("hook-succeeded"),
+            on_failure: has("hook-failed"),
+        }
+    }
+
+    /// Whether the hook is deleted after it ended with `succeeded`.
+    pub fn deletes_after(&self, succeeded: bool) -> bool {
+        if succeeded {
+            self.on_success
+        } else {
+            self.on_failure
+        }
+    }
+}
+
+/// Whether a hook passed, given how it ran: a `test-failure` hook that runs something
+/// (a Pod or Job) passes when that fails, as in Helm 2. Returns `(ok, message)`.
+pub fn judge(event: Event, runs: bool, result: Result<String, String>) -> (bool, String) {
+    match (result, runs && event == Event::TestFailure) {
+        (Ok(m), false) | (Err(m), true) => (true, m),
+        (Ok(m), true) => (false, format!("expected to fail, but {m}")),
+        (Err(m), false) => (false, m),
+    }
+}
+
 /// Sorts hooks in Helm's order: by weight, then kind (install order), then name.
 pub fn sort_hooks(hooks: &mut [Hook]) {
     let kind_rank = |k: &str| {
@@ -438,6 +486,35 @@ mod tests {
             test_ignore_failures: false,
             last_hook_error: None,
         }
+    }
+
+    #[test]
+    fn delete_policy_defaults_to_before_hook_creation() {
+        let mut h = hook("Job", "migrate", "pre-install", None);
+        assert_eq!(
+            DeletePolicy::of(&h),
+            DeletePolicy {
+                before_creation: true,
+                ..Default::default()
+            }
+        );
+        h.delete_policies = vec!["hook-succeeded".into(), "hook-failed".into()];
+        let p = DeletePolicy::of(&h);
+        assert!(!p.before_creation);
+        assert!(p.deletes_after(true) && p.deletes_after(false));
+        h.delete_policies = vec!["hook-succeeded".into()];
+        assert!(!DeletePolicy::of(&h).deletes_after(false));
+    }
+
+    #[test]
+    fn a_test_failure_hook_passes_when_it_fails() {
+        assert_eq!(
+            judge(Event::TestFailure, true, Err("exit 1".into())),
+            (true, "exit 1".into())
+        );
+        assert_eq!(judge(Event::TestFailure, true, Ok("done".into())).0, false);
+        assert_eq!(judge(Event::Test, true, Err("x".into())).0, false);
+        assert_eq!(judge(Event::TestFailure, false, Ok("kept".into())).0, true);
     }
 
     #[test]

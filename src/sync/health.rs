@@ -56,7 +56,11 @@ pub enum Verdict {
 /// The verdict over `statuses` (`Kind/namespace/name` with the live object's health,
 /// `None` when it is missing), `elapsed` seconds into a check of `timeout` seconds.
 /// Wording follows Flux's health check messages.
-pub fn assess(statuses: &[(String, Option<health::Status>)], elapsed: f64, timeout: f64) -> Verdict {
+pub fn assess(
+    statuses: &[(String, Option<health::Status>)],
+    elapsed: f64,
+    timeout: f64,
+) -> Verdict {
     let after = format!("health check failed after {elapsed:.1}s");
     let failed: Vec<String> = statuses
         .iter()
@@ -179,19 +183,26 @@ mod tests {
 
     #[test]
     fn a_check_waits_then_passes_when_the_deployment_becomes_available() {
-        let obj = |v: Value| Object::from_json(
-            ObjectKey::new("apps/v1", "Deployment", "apps", "podinfo"),
-            "apps/v1".into(),
-            &v,
-            Default::default(),
-        );
+        let obj = |v: Value| {
+            Object::from_json(
+                ObjectKey::new("apps/v1", "Deployment", "apps", "podinfo"),
+                "apps/v1".into(),
+                &v,
+                Default::default(),
+            )
+        };
         let cm = Object::from_json(
             ObjectKey::new("v1", "ConfigMap", "apps", "cfg"),
             "v1".into(),
             &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}}),
             Default::default(),
         );
-        let check = Check::new("main@sha1:1".into(), &[obj(deployment(json!({}))), cm], 100.0, 30.0);
+        let check = Check::new(
+            "main@sha1:1".into(),
+            &[obj(deployment(json!({}))), cm],
+            100.0,
+            30.0,
+        );
         assert_eq!(check.objects().len(), 1, "the ConfigMap costs no read");
         let rolling = deployment(json!({"observedGeneration": 2, "replicas": 2,
             "updatedReplicas": 2, "readyReplicas": 1, "availableReplicas": 1}));
@@ -217,19 +228,26 @@ mod tests {
 
     #[test]
     fn a_failed_object_fails_the_check_before_the_timeout() {
-        let stuck = deployment(json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1,
+        let stuck = deployment(
+            json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 1,
             "conditions": [{"type": "Progressing", "status": "False",
                 "reason": "ProgressDeadlineExceeded",
-                "message": "ReplicaSet \"podinfo-7d\" has timed out progressing."}]}));
+                "message": "ReplicaSet \"podinfo-7d\" has timed out progressing."}]}),
+        );
         let v = assess(
             &[
-                ("Deployment/apps/podinfo".into(), Some(health::status(&stuck))),
+                (
+                    "Deployment/apps/podinfo".into(),
+                    Some(health::status(&stuck)),
+                ),
                 ("Job/apps/migrate".into(), None),
             ],
             4.0,
             300.0,
         );
-        let Verdict::Failed(m) = v else { panic!("{v:?}") };
+        let Verdict::Failed(m) = v else {
+            panic!("{v:?}")
+        };
         assert!(m.starts_with("health check failed after 4.0s: Deployment/apps/podinfo status: 'Failed': Progress deadline exceeded"), "{m}");
     }
 
@@ -238,7 +256,9 @@ mod tests {
         let v = assess(&[("Job/apps/migrate".into(), None)], 1.0, 60.0);
         assert_eq!(
             v,
-            Verdict::Waiting("Health check in progress: Job/apps/migrate status: 'NotFound'".into())
+            Verdict::Waiting(
+                "Health check in progress: Job/apps/migrate status: 'NotFound'".into()
+            )
         );
         assert!(matches!(assess(&[], 0.0, 0.0), Verdict::Healthy));
     }

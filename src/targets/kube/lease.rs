@@ -285,7 +285,10 @@ mod tests {
         lease.lease_duration_seconds = Some(t.lease_duration as u32);
         assert_eq!(b.decide(Some(&lease), 2.0, "w"), Action::Wait);
         assert_eq!(b.decide(Some(&lease), 10.0, "w"), Action::Wait);
-        assert!(matches!(b.decide(Some(&lease), 12.0, "w"), Action::Write(_)));
+        assert!(matches!(
+            b.decide(Some(&lease), 12.0, "w"),
+            Action::Write(_)
+        ));
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod health;
+pub mod hooks;
 pub mod leader;
 pub mod lease;
 pub mod order;

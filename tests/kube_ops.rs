@@ -1,0 +1,417 @@
+//! The Kubernetes target's runtime side against a real kube-apiserver (envtest): leader
+//! election over a Lease, Helm hooks as cluster Jobs, and revision health. There is no
+//! kubelet or Job controller here; the tests play them by writing status through the
+//! status subresource. Each test takes its own namespace.
+
+mod common;
+#[path = "common/envtest.rs"]
+mod envtest;
+
+use gitcanary::helm::hooks::{Event, Hook};
+use gitcanary::targets::kube::hooks::ClusterHooks;
+use gitcanary::targets::kube::leader::{Election, Role};
+use gitcanary::targets::kube::lease::Timing;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+/// A Job hook as a chart renders it.
+fn job_hook(name: &str, event: &str, weight: i64, delete_policy: Option<&str>) -> Hook {
+    let mut ann = json!({"helm.sh/hook": event, "helm.sh/hook-weight": weight.to_string()});
+    if let Some(p) = delete_policy {
+        ann["helm.sh/hook-delete-policy"] = p.into();
+    }
+    let job = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "annotations": ann},
+        "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "busybox:1.36", "command": ["true"]}]}}}
+    });
+    Hook::from_object(&job, "templates/hooks.yaml")
+        .unwrap()
+        .unwrap()
+}
+
+/// Waits for `name` to exist and returns its uid.
+async fn wait_for_job(jobs: &Api<Job>, name: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Some(j) = jobs.get_opt(name).await.unwrap() {
+            return j.metadata.uid.unwrap();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "Job {name} never created"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Plays the Job controller: sets a finished condition through the status subresource.
+async fn finish_job(jobs: &Api<Job>, name: &str, condition: &str) {
+    let status = json!({"status": {
+        "conditions": [{"type": condition, "status": "True", "reason": if condition == "Failed" { "BackoffLimitExceeded" } else { "Completed" },
+            "message": if condition == "Failed" { "Job has reached the specified backoff limit" } else { "" },
+            "lastProbeTime": "2026-12-01T00:00:00Z", "lastTransitionTime": "2026-12-01T00:00:00Z"}],
+        "startTime": "2026-12-01T00:00:00Z",
+    }});
+    let status = if condition == "Complete" {
+        let mut s = status;
+        s["status"]["succeeded"] = 1.into();
+        s["status"]["completionTime"] = "2026-12-01T00:00:01Z".into();
+        s
+    } else {
+        status
+    };
+    jobs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap_or_else(|e| panic!("status of Job {name}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+async fn helm_hook_jobs_run_in_weight_order_and_honour_delete_policies() {
+    let plane = envtest::shared();
+    let client = plane.client().await;
+    let ns = plane.namespace(&client, "hooks-order").await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    // Given out of order: the runner takes them as sorted by the release record.
+    let mut hooks = vec![
+        job_hook("migrate", "pre-install", 5, None),
+        job_hook("schema", "pre-install", -5, Some("hook-succeeded")),
+    ];
+    gitcanary::helm::hooks::sort_hooks(&mut hooks);
+    let runner = ClusterHooks::new(client.clone(), tokio::runtime::Handle::current());
+    let run = {
+        let (hooks, ns) = (hooks.clone(), ns.clone());
+        tokio::spawn(async move {
+            let refs: Vec<&Hook> = hooks.iter().collect();
+            runner
+                .run(&refs, Event::PreInstall, &ns, Duration::from_secs(60))
+                .await
+        })
+    };
+    wait_for_job(&jobs, "schema").await;
+    // The heavier hook waits for the lighter one to complete.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        jobs.get_opt("migrate").await.unwrap().is_none(),
+        "migrate ran before schema completed"
+    );
+    finish_job(&jobs, "schema", "Complete").await;
+    let first_uid = wait_for_job(&jobs, "migrate").await;
+    finish_job(&jobs, "migrate", "Complete").await;
+    let results = run.await.unwrap();
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert!(results.iter().all(|r| r.ok), "{results:?}");
+    assert_eq!(results[0].hook, "Job/schema");
+    assert_eq!(results[1].message, "Job migrate completed");
+    // hook-succeeded deleted schema; migrate (no policy: before-hook-creation) stays.
+    assert!(jobs.get_opt("schema").await.unwrap().is_none());
+    assert!(jobs.get_opt("migrate").await.unwrap().is_some());
+
+    // The next upgrade replaces the leftover migrate Job before creating it again.
+    let again = vec![job_hook("migrate", "pre-upgrade", 5, None)];
+    let runner = ClusterHooks::new(client.clone(), tokio::runtime::Handle::current());
+    let run = {
+        let ns = ns.clone();
+        tokio::spawn(async move {
+            let refs: Vec<&Hook> = again.iter().collect();
+            runner
+                .run(&refs, Event::PreUpgrade, &ns, Duration::from_secs(60))
+                .await
+        })
+    };
+    let start = Instant::now();
+    let second_uid = loop {
+        let uid = wait_for_job(&jobs, "migrate").await;
+        if uid != first_uid {
+            break uid;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "migrate never recreated"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_ne!(second_uid, first_uid);
+    finish_job(&jobs, "migrate", "Complete").await;
+    assert!(run.await.unwrap()[0].ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+async fn a_failed_hook_job_stops_the_hooks_after_it_and_hook_failed_deletes_it() {
+    let plane = envtest::shared();
+    let client = plane.client().await;
+    let ns = plane.namespace(&client, "hooks-fail").await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &ns);
+    let hooks = [
+        job_hook("check", "pre-upgrade", 0, Some("hook-failed")),
+        job_hook("after", "pre-upgrade", 1, None),
+    ];
+    let runner = ClusterHooks::new(client.clone(), tokio::runtime::Handle::current());
+    let run = {
+        let ns = ns.clone();
+        tokio::spawn(async move {
+            let refs: Vec<&Hook> = hooks.iter().collect();
+            runner
+                .run(&refs, Event::PreUpgrade, &ns, Duration::from_secs(60))
+                .await
+        })
+    };
+    wait_for_job(&jobs, "check").await;
+    finish_job(&jobs, "check", "Failed").await;
+    let results = run.await.unwrap();
+    assert_eq!(
+        results.len(),
+        1,
+        "the hook after a failure must not run: {results:?}"
+    );
+    assert!(!results[0].ok);
+    assert_eq!(
+        results[0].message,
+        "job check failed: BackoffLimitExceeded: Job has reached the specified backoff limit"
+    );
+    assert!(
+        jobs.get_opt("check").await.unwrap().is_none(),
+        "hook-failed deletes it"
+    );
+    assert!(jobs.get_opt("after").await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+async fn a_hook_job_that_never_finishes_times_out_with_its_progress() {
+    let plane = envtest::shared();
+    let client = plane.client().await;
+    let ns = plane.namespace(&client, "hooks-timeout").await;
+    let hooks = [job_hook("slow", "post-install", 0, None)];
+    let refs: Vec<&Hook> = hooks.iter().collect();
+    let runner = ClusterHooks::new(client.clone(), tokio::runtime::Handle::current());
+    let results = runner
+        .run(&refs, Event::PostInstall, &ns, Duration::from_secs(1))
+        .await;
+    assert!(!results[0].ok);
+    assert_eq!(
+        results[0].message,
+        "timed out waiting for the hook to finish: Job slow: active: 0, succeeded: 0, failed: 0"
+    );
+}
+
+fn holder(lease: &Option<Lease>) -> Option<String> {
+    lease
+        .as_ref()
+        .and_then(|l| l.spec.as_ref())
+        .and_then(|s| s.holder_identity.clone())
+}
+
+async fn wait_role(e: &Election, role: impl Fn(&Role) -> bool, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while !role(&e.gate.role()) {
+        assert!(start.elapsed() < limit, "role is still {:?}", e.gate.role());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+async fn one_of_two_candidates_leads_and_a_released_lease_changes_hands_at_once() {
+    let plane = envtest::shared();
+    let client = plane.client().await;
+    let ns = plane.namespace(&client, "election").await;
+    let timing = Timing::default();
+    let a = Election::start(client.clone(), &ns, "a".into(), timing);
+    wait_role(&a, |r| *r == Role::Leader, Duration::from_secs(10)).await;
+    let b = Election::start(client.clone(), &ns, "b".into(), timing);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(a.gate.role(), Role::Leader);
+    assert_eq!(
+        b.gate.role(),
+        Role::Standby {
+            holder: Some("a".into())
+        }
+    );
+    assert!(b.gate.check().is_err() && a.gate.check().is_ok());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let lease = leases.get_opt("gitcanary-leader-election").await.unwrap();
+    assert_eq!(holder(&lease).as_deref(), Some("a"));
+    assert_eq!(
+        lease.unwrap().spec.unwrap().lease_duration_seconds,
+        Some(10)
+    );
+
+    // A graceful stop releases the lease: b takes it at its next retry, not after 10 s.
+    let gate_a = a.gate.clone();
+    a.stop().await;
+    assert!(
+        gate_a.check().is_err(),
+        "writes stop when the election stops"
+    );
+    let took = wait_role(&b, |r| *r == Role::Leader, Duration::from_secs(10)).await;
+    assert!(
+        took <= Duration::from_secs_f64(timing.retry_period + 1.0),
+        "{took:?}"
+    );
+    let lease = leases.get_opt("gitcanary-leader-election").await.unwrap();
+    assert_eq!(holder(&lease).as_deref(), Some("b"));
+    assert_eq!(lease.unwrap().spec.unwrap().lease_transitions, Some(1));
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+async fn a_holder_that_sees_another_holder_stops_at_once() {
+    let plane = envtest::shared();
+    let client = plane.client().await;
+    let ns = plane.namespace(&client, "election-renew").await;
+    let timing = Timing::default();
+    let a = Election::start(client.clone(), &ns, "a".into(), timing);
+    wait_role(&a, |r| *r == Role::Leader, Duration::from_secs(10)).await;
+    // Someone else rewrites the lease as if a took it over (a's renewals now fail
+    // with a conflict or see another holder): a stops at once.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let patch = json!({"spec": {"holderIdentity": "intruder", "leaseDurationSeconds": 3600}});
+    leases
+        .patch(
+            "gitcanary-leader-election",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let stopped = wait_role(&a, |r| *r != Role::Leader, Duration::from_secs(10)).await;
+    assert!(
+        stopped <= Duration::from_secs_f64(timing.retry_period + 1.0),
+        "{stopped:?}"
+    );
+    assert!(a
+        .gate
+        .check()
+        .unwrap_err()
+        .to_string()
+        .contains("held by intruder"));
+    a.stop().await;
+    let lease: Option<Lease> = leases.get_opt("gitcanary-leader-election").await.unwrap();
+    assert_eq!(
+        holder(&lease).as_deref(),
+        Some("intruder"),
+        "a standby releases nothing"
+    );
+}
+
+/// A TCP forwarder to the API server that the test can cut, as a network partition.
+struct Partition {
+    addr: std::net::SocketAddr,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Partition {
+    async fn start(upstream: String) -> Partition {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut down, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut cut_rx = cut_rx.clone();
+                if *cut_rx.borrow() {
+                    continue;
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
+                        _ = cut_rx.wait_for(|c| *c) => {}
+                    }
+                });
+            }
+        });
+        Partition { addr, cut }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+async fn a_holder_cut_off_from_the_api_server_stops_writing_before_its_lease_expires() {
+    let plane = envtest::shared();
+    let client = plane.client().await;
+    let ns = plane.namespace(&client, "election-partition").await;
+    let upstream = plane.url.trim_start_matches("https://").to_string();
+    let partition = Partition::start(upstream).await;
+    let mut config = gitcanary::targets::kube::client::config(&plane.target(&ns), &plane.dir)
+        .await
+        .unwrap();
+    config.cluster_url = format!("https://{}", partition.addr).parse().unwrap();
+    let cut_off = kube::Client::try_from(config).unwrap();
+    let timing = Timing::default();
+    let a = Election::start(cut_off, &ns, "a".into(), timing);
+    wait_role(&a, |r| *r == Role::Leader, Duration::from_secs(10)).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    // Cut right after a renewal, so the deadlines below count from it.
+    let renewed = leases
+        .get("gitcanary-leader-election")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .renew_time;
+    while leases
+        .get("gitcanary-leader-election")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .renew_time
+        == renewed
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let last_renewal = Instant::now();
+    partition.cut.send(true).unwrap();
+    let b = Election::start(client.clone(), &ns, "b".into(), timing);
+    let mut a_stopped = None;
+    while b.gate.role() != Role::Leader {
+        if a_stopped.is_none() && a.gate.check().is_err() {
+            a_stopped = Some(last_renewal.elapsed());
+        }
+        assert!(
+            last_renewal.elapsed() < Duration::from_secs(20),
+            "b never took over"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let b_took = last_renewal.elapsed();
+    let a_stopped = a_stopped.expect("a stopped writing before b took over");
+    eprintln!(
+        "a stopped writing {a_stopped:?} after its last renewal; b took over after {b_took:?}"
+    );
+    // a stops at its renew deadline, counted from before its last renewal request.
+    assert!(
+        a_stopped <= Duration::from_secs_f64(timing.renew_deadline),
+        "{a_stopped:?}"
+    );
+    assert!(
+        a_stopped >= Duration::from_secs_f64(timing.renew_deadline - timing.retry_period - 0.5),
+        "{a_stopped:?}"
+    );
+    assert!(
+        b_took >= Duration::from_secs_f64(timing.lease_duration),
+        "{b_took:?}"
+    );
+    assert!(b_took < Duration::from_secs(15), "{b_took:?}");
+    assert!(a.gate.check().is_err());
+    b.stop().await;
+    // a cannot release a lease it lost: stopping it must not hang past its timeouts.
+    tokio::time::timeout(Duration::from_secs(10), a.stop())
+        .await
+        .unwrap();
+}
