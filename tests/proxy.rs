@@ -8,7 +8,6 @@ use gitcanary::targets::local::proxy::stats::Scope;
 use gitcanary::targets::local::proxy::{global_stats, Proxy};
 use gitcanary::targets::local::runtime::Endpoint;
 use gitcanary::targets::local::LocalStore;
-use gitcanary::targets::Target;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -16,7 +16,6 @@ use crate::targets::local::proxy::stats::Scope;
 use crate::targets::local::proxy::{global_stats, Proxy};
 use crate::targets::local::runtime::supervisor::{set_replica_override, Notifier};
 use crate::targets::local::{names, LocalStore};
-use crate::targets::Target;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

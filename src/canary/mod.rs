@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod router;
 pub mod spec;
 pub mod state;
+pub mod supervise;
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,6 @@ use crate::canary::decide::Manual;
 use crate::canary::executor::read_status;
 use crate::config::Config;
 use crate::targets::local::LocalStore;
-use crate::targets::Target;
 use clap::Subcommand;
 use std::process::ExitCode;
 

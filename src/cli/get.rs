@@ -98,7 +98,7 @@ pub(super) fn service_rows(state: &Path, only: Option<(&str, &str)>) -> anyhow::
             continue;
         }
         let key = crate::targets::local::proxy::service_key(ns, name);
-        let Ok(Some(svc)) = crate::targets::Target::get(&store, &key) else {
+        let Ok(Some(svc)) = store.get(&key) else {
             continue;
         };
         let selector = svc["spec"]["selector"]

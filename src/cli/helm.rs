@@ -46,13 +46,8 @@ pub fn test(
         namespace,
         timeout,
     };
-    let images = cfg
-        .target
-        .local
-        .as_ref()
-        .map(|l| l.images.clone())
-        .unwrap_or_default();
-    match crate::sync::hooks::helm_test(&cfg.state_dir(), &images, &cmd, "default") {
+    let target = crate::targets::open(cfg, false)?;
+    match crate::sync::hooks::helm_test(target.as_ref(), &cfg.state_dir(), &cmd, "default") {
         Ok(out) => {
             println!("{out}");
             Ok(ExitCode::SUCCESS)

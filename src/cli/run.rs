@@ -71,13 +71,38 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
         let lt_listener = Acceptor::new(lt_listener, max, "loadtester");
         servers.push(serve(lt_listener, router, stop_rx));
     }
-    let result = reconcile::run(cfg, tx, rx, loadtester, readiness, shutdown_signal()).await;
+    let result = reconcile_until_shutdown(cfg, tx, rx, loadtester, readiness).await;
     let _ = stop_tx.send(true);
     for s in servers {
         let _ = s.await;
     }
     result?;
     Ok(())
+}
+
+/// Opens the target, starts what it runs in this process, and reconciles until a
+/// shutdown signal.
+async fn reconcile_until_shutdown(
+    cfg: Config,
+    tx: tokio::sync::mpsc::UnboundedSender<()>,
+    rx: tokio::sync::mpsc::UnboundedReceiver<()>,
+    loadtester: Arc<crate::targets::local::loadtester::LoadTester>,
+    readiness: Arc<Readiness>,
+) -> Result<(), reconcile::Error> {
+    let rec = reconcile::Reconciler::open(cfg, true)?;
+    let in_process: Option<Box<dyn reconcile::InProcess>> =
+        if rec.config().target.kubernetes.is_none() {
+            crate::targets::local::services::LocalServices::start(
+                rec.config(),
+                loadtester,
+                readiness.clone(),
+            )
+            .await
+            .map(|s| Box::new(s) as _)
+        } else {
+            None
+        };
+    reconcile::run(rec, in_process, tx, rx, readiness, shutdown_signal()).await
 }
 
 /// A secret from the env var `var`, named by config field `field`: unset or empty is

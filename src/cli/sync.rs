@@ -3,8 +3,7 @@
 use crate::cli::output;
 use crate::config::Config;
 use crate::sync::reconcile::{self, Reconciler};
-use crate::sync::Op;
-use crate::targets::{local::LocalStore, Target};
+use crate::targets::DiffAction;
 use std::process::ExitCode;
 
 /// One sync; exit 0 on success, 1 on failure.
@@ -52,7 +51,6 @@ pub fn images_scan_once(cfg: Config) -> anyhow::Result<ExitCode> {
 
 /// Prints what the next sync would change; exit 0 nothing, 1 changes, 2 error.
 pub fn diff(cfg: Config) -> anyhow::Result<ExitCode> {
-    let store = LocalStore::open(&cfg.state_dir())?;
     let mut rec = Reconciler::open(cfg, false)?;
     let preview = match rec.preview() {
         Ok(p) => p,
@@ -61,26 +59,20 @@ pub fn diff(cfg: Config) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    let mut changed = false;
-    for a in &preview.plan.actions {
-        match a.op {
-            Op::Unchanged => continue,
-            Op::Create => println!("► {} created", a.key),
-            Op::Prune => println!("► {} deleted", a.key),
-            Op::Orphan => println!("► {} no longer managed (pruning disabled)", a.key),
-            Op::Update => {
-                println!("► {} drifted", a.key);
-                let old = store.get(&a.key)?.unwrap_or_default();
-                let new = a
-                    .desired
-                    .map(|i| preview.desired[i].value())
-                    .unwrap_or_default();
+    for d in &preview.diffs {
+        match d.action {
+            DiffAction::Create => println!("► {} created", d.key),
+            DiffAction::Delete => println!("► {} deleted", d.key),
+            DiffAction::Orphan => println!("► {} no longer managed (pruning disabled)", d.key),
+            DiffAction::Update => {
+                println!("► {} drifted", d.key);
+                let old = d.before.clone().unwrap_or_default();
+                let new = d.after.clone().unwrap_or_default();
                 print!("{}", line_diff(&output::yaml(&old), &output::yaml(&new)));
             }
         }
-        changed = true;
     }
-    Ok(if changed {
+    Ok(if !preview.diffs.is_empty() {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

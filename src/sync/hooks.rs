@@ -3,12 +3,12 @@
 //! before the objects change (a failure applies nothing, like an invalid revision), and
 //! `post-*` hooks after, once the release's Deployments are ready when the runtime is
 //! running (as Helm's `--wait`, Flux's default). What to run is decided by
-//! [`crate::helm::hooks::plan_hooks`].
+//! [`crate::helm::hooks::plan_hooks`]; how a hook runs and how readiness is judged is
+//! the target's ([`crate::targets::HookRunner`]).
 
 use crate::helm::hooks::{Event, HookStep, ReleaseRecord};
-use crate::targets::local::runtime::job::{self, JobContext};
-use crate::targets::local::LocalStore;
-use crate::targets::Target as _;
+use crate::manifest::ObjectKey;
+use crate::targets::Target;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -80,27 +80,16 @@ pub fn write_records(
     Ok(())
 }
 
-/// Runs the hook steps of a sync on the local target.
-pub struct HookRunner<'a> {
-    /// The target's store (ConfigMaps and Secrets, Deployments).
-    pub store: &'a LocalStore,
-    /// The state folder.
-    pub state_dir: &'a Path,
-    /// `target.local.images`.
-    pub images: &'a std::collections::BTreeMap<String, Vec<String>>,
+/// Runs the hook steps of a sync on a target.
+pub struct ReleaseHooks<'a> {
+    /// The target the release is applied to.
+    pub target: &'a dyn Target,
 }
 
-impl HookRunner<'_> {
+impl ReleaseHooks<'_> {
     fn run(&self, record: &ReleaseRecord, event: Event) -> Result<Vec<String>, String> {
         let timeout = Duration::from_secs(record.timeout_secs);
-        run_event(
-            self.store,
-            self.state_dir,
-            self.images,
-            record,
-            event,
-            timeout,
-        )
+        run_event(self.target, record, event, timeout)
     }
 
     /// The `pre-*` hooks of every step, in order; the first failure stops the sync.
@@ -139,19 +128,16 @@ impl HookRunner<'_> {
     ) -> Result<(), String> {
         if wait && step.post != Event::PostDelete {
             let timeout = Duration::from_secs(step.record.timeout_secs);
-            wait_ready(
-                self.store,
-                self.state_dir,
-                &release_deployments(step, desired),
-                timeout,
-            )
-            .map_err(|e| {
-                format!(
-                    "release {}: {e}; {} hooks not run",
-                    step.release,
-                    step.post.name()
-                )
-            })?;
+            self.target
+                .hooks()
+                .wait_ready(&release_deployments(step, desired), timeout)
+                .map_err(|e| {
+                    format!(
+                        "release {}: {e}; {} hooks not run",
+                        step.release,
+                        step.post.name()
+                    )
+                })?;
         }
         self.run(&step.record, step.post)?;
         if !step.tests_after_apply() {
@@ -176,9 +162,7 @@ impl HookRunner<'_> {
 
 /// Runs the hooks of `event` for one release; `Err` carries Helm-like wording.
 pub fn run_event(
-    store: &LocalStore,
-    state_dir: &Path,
-    images: &std::collections::BTreeMap<String, Vec<String>>,
+    target: &dyn Target,
     record: &ReleaseRecord,
     event: Event,
     timeout: Duration,
@@ -187,15 +171,10 @@ pub fn run_event(
     if hooks.is_empty() {
         return Ok(Vec::new());
     }
-    let lookup = |kind: &str, ns: &str, name: &str| store.get_core(kind, ns, name);
-    let ctx = JobContext {
-        state_dir,
-        images,
-        lookup: &lookup,
-        work_dir: state_dir.to_path_buf(),
-    };
     let started = Instant::now();
-    let results = job::run_hooks(&ctx, &hooks, event, &record.namespace, timeout);
+    let results = target
+        .hooks()
+        .run_hooks(&hooks, event, &record.namespace, timeout);
     let mut done = Vec::new();
     for r in &results {
         if r.ok {
@@ -228,52 +207,8 @@ pub fn run_event(
     Ok(done)
 }
 
-/// Waits until the release's Deployments (`deployments`, as `ns/name`) run their
-/// current template with the replicas they want, or `timeout` passes.
-fn wait_ready(
-    store: &LocalStore,
-    state_dir: &Path,
-    deployments: &[(String, String)],
-    timeout: Duration,
-) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut waiting = None;
-        for (ns, name) in deployments {
-            let key = crate::manifest::ObjectKey::new("apps/v1", "Deployment", ns, name);
-            let Some(d) = store.get(&key).ok().flatten() else {
-                continue;
-            };
-            let st = crate::targets::local::runtime::supervisor::rollout_state(
-                state_dir,
-                ns,
-                name,
-                d["spec"]["replicas"].as_u64().unwrap_or(1) as u32,
-            );
-            let hash = crate::targets::local::runtime::spec::template_hash(&d["spec"]["template"]);
-            if st.wanted > 0 && (st.template_hash != hash || st.available < st.wanted) {
-                waiting = Some(format!(
-                    "Deployment {ns}/{name}: {} of {} replicas available",
-                    st.available, st.wanted
-                ));
-                break;
-            }
-        }
-        match waiting {
-            None => return Ok(()),
-            Some(w) if Instant::now() >= deadline => {
-                return Err(format!("timed out waiting for readiness: {w}"))
-            }
-            Some(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
-}
-
 /// The Deployments among a release's rendered objects.
-fn release_deployments(
-    step: &HookStep,
-    desired: &[crate::manifest::Object],
-) -> Vec<(String, String)> {
+fn release_deployments(step: &HookStep, desired: &[crate::manifest::Object]) -> Vec<ObjectKey> {
     desired
         .iter()
         .filter(|o| {
@@ -283,16 +218,17 @@ fn release_deployments(
                     .objects
                     .contains(&format!("Deployment/{}/{}", o.key.namespace, o.key.name))
         })
-        .map(|o| (o.key.namespace.clone(), o.key.name.clone()))
+        .map(|o| o.key.clone())
         .collect()
 }
 
 /// `helm test`: runs the test hooks of a release recorded by the last sync, in Helm's
 /// order. The release is found by name in `namespace`, or, with none given, in
 /// `fallback_ns` or else wherever it is unique. `timeout` defaults to the release's.
+/// Records are read from `state_dir`; the hooks run on `target`.
 pub fn helm_test(
+    target: &dyn Target,
     state_dir: &Path,
-    images: &std::collections::BTreeMap<String, Vec<String>>,
     cmd: &crate::helm::hooks::TestCommand,
     fallback_ns: &str,
 ) -> Result<String, String> {
@@ -325,15 +261,12 @@ pub fn helm_test(
             ),
         });
     };
-    let store = LocalStore::open(state_dir).map_err(|e| e.to_string())?;
     let timeout = cmd
         .timeout
         .unwrap_or(Duration::from_secs(record.timeout_secs));
     let mut lines = Vec::new();
     for event in [Event::Test, Event::TestFailure] {
-        lines.extend(run_event(
-            &store, state_dir, images, record, event, timeout,
-        )?);
+        lines.extend(run_event(target, record, event, timeout)?);
     }
     if lines.is_empty() {
         return Ok(format!("release {}: no tests", record.key()));
@@ -352,7 +285,7 @@ pub fn helm_test(
 /// pruned) and its record by the last one; a release suspended before its first
 /// install renders nothing. Returns the releases held.
 pub fn hold_suspended(
-    store: &LocalStore,
+    target: &dyn Target,
     desired: &mut Vec<crate::manifest::Object>,
     releases: &mut Vec<ReleaseRecord>,
     prev: &[ReleaseRecord],
@@ -367,7 +300,7 @@ pub fn hold_suspended(
     if suspended.is_empty() {
         return Ok(Vec::new());
     }
-    let inventory = store.inventory()?;
+    let inventory = target.inventory()?;
     let id = |o: &Object| format!("{}/{}/{}", o.key.kind, o.key.namespace, o.key.name);
     for hr in &suspended {
         let now = releases.iter().position(|r| &r.helm_release == hr);
@@ -384,7 +317,7 @@ pub fn hold_suspended(
             if !last.objects.contains(&k) {
                 continue;
             }
-            if let Some(value) = store.get(key)? {
+            if let Some(value) = target.get(key)? {
                 desired.push(Object::from_json(
                     key.clone(),
                     entry.api_version.clone(),

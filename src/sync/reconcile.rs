@@ -11,7 +11,7 @@ use crate::metrics;
 use crate::source::status::{self, revision_string, SourceStatus};
 use crate::source::GitSource;
 use crate::sync::{hooks, plan, ApplyPlan};
-use crate::targets::{self, local::store::WriterLock, local::LocalStore, ApplyReport, Target};
+use crate::targets::{self, ApplyReport, ObjectDiff, Target};
 use crate::util::{duration, time::unix_now};
 use std::future::Future;
 use std::path::PathBuf;
@@ -75,17 +75,15 @@ pub struct SyncReport {
 pub struct Preview {
     /// Commit planned.
     pub revision: String,
-    /// Desired objects.
-    pub desired: Vec<Object>,
-    /// The plan.
-    pub plan: ApplyPlan,
+    /// What the target would change, in plan order.
+    pub diffs: Vec<ObjectDiff>,
 }
 
 /// Owns the source, the target and the parse cache for one config.
 pub struct Reconciler {
     cfg: Config,
     source: GitSource,
-    store: LocalStore,
+    target: Box<dyn Target>,
     cache: manifest::Cache,
     status: SourceStatus,
     automation: Option<Automation>,
@@ -98,7 +96,6 @@ pub struct Reconciler {
     /// Wait for a release's Deployments to be ready before its `post-*` hooks (set when
     /// the local runtime runs in this process).
     pub wait_ready: bool,
-    _lock: Option<WriterLock>,
 }
 
 /// `status/images.json`: the last automation run.
@@ -114,18 +111,17 @@ pub struct ImagesStatus {
 }
 
 impl Reconciler {
-    /// Opens the target; `write` takes the single-writer lock (not needed for `diff`).
+    /// Opens the configured target (see [`targets::open`]); `write` is for a sync
+    /// (the local target then takes its single-writer lock), not for `diff`.
     pub fn open(cfg: Config, write: bool) -> Result<Self, Error> {
-        if let Some(k) = &cfg.target.kubernetes {
-            return Err(targets::kube::unsupported(k.context.as_deref()).into());
-        }
+        let target = targets::open(&cfg, write)?;
+        Self::with_target(cfg, target, write)
+    }
+
+    /// A reconciler applying to `target`; `write` also starts image automation when
+    /// the config enables it (it pushes to Git, so `diff` never runs it).
+    pub fn with_target(cfg: Config, target: Box<dyn Target>, write: bool) -> Result<Self, Error> {
         let state_dir = cfg.state_dir();
-        let store = LocalStore::open(&state_dir)?;
-        let lock = if write {
-            Some(store.lock_writer()?)
-        } else {
-            None
-        };
         let source = GitSource::new(&cfg.source, &cfg.base_dir, &state_dir);
         let mut status = status::read(&state_dir).ok().flatten().unwrap_or_default();
         status.name = cfg.source.name.clone();
@@ -140,7 +136,7 @@ impl Reconciler {
         Ok(Reconciler {
             cfg,
             source,
-            store,
+            target,
             cache: manifest::Cache::default(),
             status,
             automation,
@@ -148,13 +144,17 @@ impl Reconciler {
             images_active: false,
             after_apply: None,
             wait_ready: false,
-            _lock: lock,
         })
     }
 
     /// The config.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The target.
+    pub fn target(&self) -> &dyn Target {
+        self.target.as_ref()
     }
 
     /// The source.
@@ -251,12 +251,11 @@ impl Reconciler {
         let fetched = self.source.fetch()?;
         let prev = hooks::read_records(&self.state_dir());
         let (mut desired, _, mut releases) = self.load(&fetched.commit, &prev)?;
-        hooks::hold_suspended(&self.store, &mut desired, &mut releases, &prev)?;
-        let plan = plan(&desired, &self.store.inventory()?);
+        hooks::hold_suspended(self.target.as_ref(), &mut desired, &mut releases, &prev)?;
+        let diffs = self.target.diff(&desired, &self.target.inventory()?)?;
         Ok(Preview {
             revision: fetched.commit,
-            desired,
-            plan,
+            diffs,
         })
     }
 
@@ -348,27 +347,18 @@ impl Reconciler {
             head = pushed;
         }
         let (mut desired, files, mut releases) = self.load(&head, &prev)?;
-        hooks::hold_suspended(&self.store, &mut desired, &mut releases, &prev)?;
+        hooks::hold_suspended(self.target.as_ref(), &mut desired, &mut releases, &prev)?;
         let (steps, mut records) = plan_hooks(&prev, &releases);
-        let images = self
-            .cfg
-            .target
-            .local
-            .as_ref()
-            .map(|l| l.images.clone())
-            .unwrap_or_default();
-        let runner = hooks::HookRunner {
-            store: &self.store,
-            state_dir: &state_dir,
-            images: &images,
+        let runner = hooks::ReleaseHooks {
+            target: self.target.as_ref(),
         };
         runner.before_apply(&steps).map_err(|e| Error::Hook {
             revision: revision_string(&self.cfg.source.branch, &head),
             message: e,
         })?;
-        let inventory = self.store.inventory()?;
+        let inventory = self.target.inventory()?;
         let plan = plan(&desired, &inventory);
-        let applied = self.store.apply(&plan, &desired, &inventory, &head)?;
+        let applied = self.target.apply(&plan, &desired, &inventory, &head)?;
         drop(inventory);
         if steps.iter().any(HookStep::runs_after_apply) {
             if let Some(after) = &self.after_apply {
@@ -494,77 +484,30 @@ pub fn log_result(result: &Result<SyncReport, Error>, next: Duration) {
     }
 }
 
-/// Marks the canary engine running in `/readyz` while alive, also when its task panics.
-struct EngineRunning(std::sync::Arc<crate::server::Readiness>);
-
-impl EngineRunning {
-    fn new(readiness: std::sync::Arc<crate::server::Readiness>) -> Self {
-        readiness.set_engine(true);
-        EngineRunning(readiness)
-    }
+/// What a target runs inside this process beside the sync loop: the local target's
+/// pods, service proxy and canary engine. A target with its own controllers
+/// (Kubernetes) runs nothing here.
+pub trait InProcess: Send {
+    /// What the sync thread calls (blocking) once objects changed: it starts new
+    /// workloads and Services at once, before `post-*` hooks wait for them.
+    fn on_change(&self) -> std::sync::Arc<dyn Fn() + Send + Sync>;
+    /// Stops everything; blocking (stopping pods waits for their grace periods).
+    fn shutdown(self: Box<Self>);
 }
 
-impl Drop for EngineRunning {
-    fn drop(&mut self) {
-        self.0.set_engine(false);
-    }
-}
-
-/// Ticks the canary engine until `stopped`, restarting it after a panic.
-async fn supervise_engine(
-    engine: std::sync::Arc<crate::canary::executor::Engine>,
-    readiness: std::sync::Arc<crate::server::Readiness>,
-    stopped: tokio::sync::watch::Receiver<bool>,
-) {
-    crate::util::supervise::supervise(
-        "canary engine",
-        stopped.clone(),
-        || {
-            let (engine, mut stopped) = (engine.clone(), stopped.clone());
-            let readiness = readiness.clone();
-            async move {
-                let _running = EngineRunning::new(readiness);
-                while !*stopped.borrow() {
-                    engine.tick(crate::util::time::unix_now()).await;
-                    // Each tick parses every canary afresh; hand the freed heap back
-                    // so an idle engine holds only what it needs.
-                    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-                    // SAFETY: malloc_trim only releases free memory at the top of the heap.
-                    unsafe {
-                        libc::malloc_trim(0);
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(crate::canary::executor::TICK) => {}
-                        _ = stopped.changed() => break,
-                    }
-                }
-            }
-        },
-        |_| {
-            metrics::global().inc(
-                "gitcanary_task_panics_total",
-                "Panics of supervised tasks, which were restarted.",
-                &[("task", "canary-engine")],
-                1.0,
-            )
-        },
-    )
-    .await
-}
-
-/// Reconciles until `shutdown` resolves. `triggers` asks for an immediate sync.
+/// Reconciles with `rec` until `shutdown` resolves. `triggers` asks for an immediate
+/// sync; `in_process` is what the target runs beside the loop, told of each change.
 pub async fn run(
-    cfg: Config,
+    mut rec: Reconciler,
+    in_process: Option<Box<dyn InProcess>>,
     triggers: mpsc::UnboundedSender<()>,
     mut trigger_rx: mpsc::UnboundedReceiver<()>,
-    loadtester: std::sync::Arc<crate::targets::local::loadtester::LoadTester>,
     readiness: std::sync::Arc<crate::server::Readiness>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    let interval = cfg.source.interval;
-    let mut rec = Reconciler::open(cfg, true)?;
+    let interval = rec.config().source.interval;
     if rec.status().applied_revision.is_some() {
-        // The store holds the last-known-good revision; the runtime starts from it.
+        // The target holds the last-known-good revision; the runtime starts from it.
         readiness.set_applied();
     }
     let _watch = rec.source().local_watch_path().and_then(|p| {
@@ -582,69 +525,11 @@ pub async fn run(
             }
         }
     });
-    let local = rec.config().target.local.clone().unwrap_or_default();
-    let state_dir = rec.config().state_dir();
-    let runtime =
-        match crate::targets::local::runtime::Runtime::start(&state_dir, local.images.clone()) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                error!("cannot start the local runtime: {e}");
-                None
-            }
-        };
-    let proxy = runtime.as_ref().and_then(|rt| {
-        crate::targets::local::proxy::Proxy::new(&state_dir, rt.endpoints(), local.services.clone())
-            .map_err(|e| error!("cannot start the service proxy: {e}"))
-            .ok()
-            .map(|p| std::sync::Arc::new(p.with_max_connections(local.max_connections)))
-    });
-    // The canary engine ticks beside the sync, on the same store, proxy and runtime.
-    let max_concurrent = rec.config().canary.max_concurrent_canaries;
-    let alert_env_prefix = rec.config().canary.alert_address_env_prefix().to_string();
-    let (engine_stop, engine_stopped) = tokio::sync::watch::channel(false);
-    let engine_task = match (&proxy, &runtime) {
-        (Some(p), Some(rt)) => {
-            let engine_ready = readiness.clone();
-            match crate::canary::executor::Engine::new(
-                &state_dir,
-                p.clone(),
-                loadtester.clone(),
-                local.loadtester_names.clone(),
-                Some(rt.notifier()),
-                max_concurrent,
-            ) {
-                // Supervised: a panic in a tick is logged and the engine restarted.
-                Ok(engine) => Some(tokio::spawn(supervise_engine(
-                    std::sync::Arc::new(engine.with_alert_address_env_prefix(&alert_env_prefix)),
-                    engine_ready,
-                    engine_stopped,
-                ))),
-                Err(e) => {
-                    error!("cannot start the canary engine: {e}");
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
-    if let Some(p) = &proxy {
-        if let Err(e) = p.sync_services().await {
-            warn!("services: {e}");
-        }
-    }
-    if let Some(rt) = &runtime {
-        let notifier = rt.notifier();
-        let proxy = proxy.clone();
-        let handle = tokio::runtime::Handle::current();
+    let on_change = in_process.as_ref().map(|p| p.on_change());
+    if let Some(changed) = &on_change {
+        let changed = changed.clone();
         rec.wait_ready = true;
-        rec.after_apply = Some(Box::new(move || {
-            notifier.notify();
-            if let Some(p) = &proxy {
-                if let Err(e) = handle.block_on(p.sync_services()) {
-                    warn!("services: {e}");
-                }
-            }
-        }));
+        rec.after_apply = Some(Box::new(move || changed()));
     }
     tokio::pin!(shutdown);
     loop {
@@ -670,14 +555,10 @@ pub async fn run(
         if result.is_ok() {
             readiness.set_applied();
         }
-        if let (Ok(r), Some(rt)) = (&result, &runtime) {
+        if let (Ok(r), Some(changed)) = (&result, &on_change) {
             if r.plan.has_changes() {
-                rt.notify();
-                if let Some(p) = &proxy {
-                    if let Err(e) = p.sync_services().await {
-                        warn!("services: {e}");
-                    }
-                }
+                let changed = changed.clone();
+                let _ = tokio::task::spawn_blocking(move || changed()).await;
             }
         }
         tokio::select! {
@@ -691,15 +572,11 @@ pub async fn run(
         }
     }
     info!("shutting down");
-    let _ = engine_stop.send(true);
-    if let Some(t) = engine_task {
-        let _ = t.await;
-    }
     // The reconciler owns image automation's own runtime, which may only be dropped
     // outside async context; stopping pods waits for their grace periods.
     let _ = tokio::task::spawn_blocking(move || {
-        if let Some(rt) = runtime {
-            rt.shutdown();
+        if let Some(p) = in_process {
+            p.shutdown();
         }
         drop(rec)
     })
@@ -739,21 +616,18 @@ mod tests {
         format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\ndata:\n  k: v\n")
     }
 
-    #[test]
-    fn a_panic_while_loading_is_a_revision_error_and_the_last_good_state_stays() {
-        let dir = tempfile::tempdir().unwrap();
-        let (bare, work) = (dir.path().join("remote.git"), dir.path().join("work"));
+    /// A bare repo with `apps/good.yaml` committed through a work tree, and a config
+    /// syncing it with state in `dir/state`. Returns the work tree and the config.
+    fn repo_with_config(dir: &std::path::Path) -> (std::path::PathBuf, Config) {
+        let (bare, work) = (dir.join("remote.git"), dir.join("work"));
         git(
-            dir.path(),
+            dir,
             &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
         );
-        git(
-            dir.path(),
-            &["init", "-q", "-b", "main", work.to_str().unwrap()],
-        );
+        git(dir, &["init", "-q", "-b", "main", work.to_str().unwrap()]);
         git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
         commit(&work, &[("apps/good.yaml", &configmap("good"))]);
-        let cfg_path = dir.path().join("gitcanary.yaml");
+        let cfg_path = dir.join("gitcanary.yaml");
         std::fs::write(
             &cfg_path,
             format!(
@@ -762,7 +636,14 @@ mod tests {
             ),
         )
         .unwrap();
-        let mut rec = Reconciler::open(Config::load(&cfg_path).unwrap(), true).unwrap();
+        (work, Config::load(&cfg_path).unwrap())
+    }
+
+    #[test]
+    fn a_panic_while_loading_is_a_revision_error_and_the_last_good_state_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let (work, cfg) = repo_with_config(dir.path());
+        let mut rec = Reconciler::open(cfg, true).unwrap();
         let good = rec.sync_once().unwrap().revision;
 
         crate::util::panic::inject::panic_on("apps/zz-panics.yaml");
@@ -788,7 +669,7 @@ mod tests {
         );
         // Nothing of the bad revision was applied; the good one stays.
         let names: Vec<String> = rec
-            .store
+            .target
             .inventory()
             .unwrap()
             .entries
@@ -808,7 +689,119 @@ mod tests {
         git(&work, &["rm", "-q", "apps/zz-panics.yaml"]);
         commit(&work, &[]);
         rec.sync_once().unwrap();
-        assert_eq!(rec.store.inventory().unwrap().entries.len(), 2);
+        assert_eq!(rec.target.inventory().unwrap().entries.len(), 2);
+    }
+
+    /// A target kept in memory: what a non-local target sees of a sync.
+    #[derive(Clone, Default)]
+    struct MemoryTarget(std::sync::Arc<std::sync::Mutex<MemoryState>>);
+
+    #[derive(Default)]
+    struct MemoryState {
+        objects: std::collections::BTreeMap<crate::manifest::ObjectKey, serde_json::Value>,
+        inventory: crate::sync::Inventory,
+        revisions: Vec<String>,
+    }
+
+    impl Target for MemoryTarget {
+        fn inventory(&self) -> targets::Result<crate::sync::Inventory> {
+            Ok(self.0.lock().unwrap().inventory.clone())
+        }
+
+        fn apply(
+            &self,
+            plan: &ApplyPlan,
+            desired: &[Object],
+            _: &crate::sync::Inventory,
+            revision: &str,
+        ) -> targets::Result<ApplyReport> {
+            let mut st = self.0.lock().unwrap();
+            let mut report = ApplyReport::default();
+            st.inventory = Default::default();
+            for a in &plan.actions {
+                match (a.op, a.desired) {
+                    (crate::sync::Op::Prune, _) => {
+                        st.objects.remove(&a.key);
+                        report.pruned += 1;
+                    }
+                    (_, Some(i)) => {
+                        let o = &desired[i];
+                        st.objects.insert(a.key.clone(), o.value());
+                        let entry = crate::sync::inventory::Entry {
+                            api_version: o.api_version.clone(),
+                            hash: o.hash.clone(),
+                            revision: revision.to_string(),
+                            file: o.origin.file.clone(),
+                            prune: o.prune,
+                            live: true,
+                        };
+                        st.inventory.entries.insert(a.key.clone(), entry);
+                        report.created += 1;
+                    }
+                    _ => {}
+                }
+            }
+            st.revisions.push(revision.to_string());
+            Ok(report)
+        }
+
+        fn get(
+            &self,
+            key: &crate::manifest::ObjectKey,
+        ) -> targets::Result<Option<serde_json::Value>> {
+            Ok(self.0.lock().unwrap().objects.get(key).cloned())
+        }
+
+        fn diff(
+            &self,
+            _: &[Object],
+            _: &crate::sync::Inventory,
+        ) -> targets::Result<Vec<ObjectDiff>> {
+            Ok(Vec::new())
+        }
+
+        fn hooks(&self) -> &dyn targets::HookRunner {
+            self
+        }
+    }
+
+    impl targets::HookRunner for MemoryTarget {
+        fn run_hooks(
+            &self,
+            _: &[&crate::helm::hooks::Hook],
+            _: crate::helm::hooks::Event,
+            _: &str,
+            _: Duration,
+        ) -> Vec<targets::HookResult> {
+            Vec::new()
+        }
+
+        fn wait_ready(&self, _: &[crate::manifest::ObjectKey], _: Duration) -> targets::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_reconciler_applies_and_prunes_through_any_target_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let (work, cfg) = repo_with_config(dir.path());
+        let state_dir = cfg.state_dir();
+        let memory = MemoryTarget::default();
+        let mut rec = Reconciler::with_target(cfg, Box::new(memory.clone()), true).unwrap();
+        let first = rec.sync_once().unwrap().revision;
+        git(&work, &["rm", "-q", "apps/good.yaml"]);
+        commit(&work, &[("apps/other.yaml", &configmap("other"))]);
+        let second = rec.sync_once().unwrap();
+        assert_eq!(second.applied.pruned, 1);
+
+        assert_eq!(rec.target().inventory().unwrap().entries.len(), 1);
+        let st = memory.0.lock().unwrap();
+        let names: Vec<&str> = st.objects.keys().map(|k| k.name.as_str()).collect();
+        assert_eq!(names, vec!["other"]);
+        assert_eq!(st.revisions, vec![first, second.revision]);
+        // The local store was never opened: no object files, no writer lock.
+        assert!(!state_dir.join("objects").exists());
+        assert!(!state_dir.join("lock").exists());
     }
 
     #[test]

@@ -1,12 +1,16 @@
-//! Targets: where desired objects are applied. The embedded local target is the
-//! default; the Kubernetes target comes later behind the same trait.
+//! Targets: where desired objects are applied. The sync loop and the Helm release
+//! flow see a target only through [`Target`] (and the [`HookRunner`] it provides); the
+//! embedded local target (`local`) is the default, the Kubernetes target (`kube`)
+//! implements the same traits.
 
 pub mod kube;
 pub mod local;
 
+use crate::helm::hooks::{Event, Hook};
 use crate::manifest::{Object, ObjectKey};
 use crate::sync::{ApplyPlan, Inventory};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Errors from a target.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +45,17 @@ pub enum Error {
         /// The offending part of its identity.
         part: String,
     },
+    /// A call to the target's API failed (used by targets with a remote API).
+    #[error("{what}: {message}")]
+    Api {
+        /// What was being done, naming the object (`apply Deployment/test/podinfo`).
+        what: String,
+        /// Why it failed, as the API said.
+        message: String,
+    },
+    /// Workloads did not become ready in time.
+    #[error("timed out waiting for readiness: {0}")]
+    NotReady(String),
 }
 
 /// Result with the target error.
@@ -61,7 +76,90 @@ pub struct ApplyReport {
     pub writes: usize,
 }
 
+/// What the next apply would do to one object (`gitcanary diff`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ObjectDiff {
+    /// The object.
+    pub key: ObjectKey,
+    /// What would happen to it.
+    pub action: DiffAction,
+    /// The object as the target holds it now (`None` when absent).
+    pub before: Option<serde_json::Value>,
+    /// The object as it would be after the apply (`None` when deleted or left alone).
+    pub after: Option<serde_json::Value>,
+}
+
+/// The change an [`ObjectDiff`] shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiffAction {
+    /// The object would be created.
+    Create,
+    /// The object drifted from (or differs from) the desired one and would be updated.
+    Update,
+    /// The object would be pruned.
+    Delete,
+    /// The object left the source but pruning is disabled for it: it stays, unmanaged.
+    Orphan,
+}
+
+/// How one Helm hook ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HookResult {
+    /// `Kind/name`.
+    pub hook: String,
+    /// Succeeded, or was skipped (`ok` with a reason in `message`).
+    pub ok: bool,
+    /// What happened, with the tail of the output on failure.
+    pub message: String,
+}
+
+/// Runs Helm hooks and waits for a release's workloads, the way the target runs
+/// workloads: the local target as host processes, Kubernetes as cluster Jobs and Pods.
+/// Deciding which hooks run when stays in `helm::hooks::plan_hooks`.
+pub trait HookRunner: Send + Sync {
+    /// Runs the `hooks` of `event` (already in Helm's weight order) for a release in
+    /// `namespace`, within `timeout` in all, honouring each hook's delete policy. Stops
+    /// at the first failure, as Helm does; the last result is then the failed one.
+    fn run_hooks(
+        &self,
+        hooks: &[&Hook],
+        event: Event,
+        namespace: &str,
+        timeout: Duration,
+    ) -> Vec<HookResult>;
+    /// Waits until every workload in `workloads` (Deployments) runs its current
+    /// template with the replicas it wants; [`Error::NotReady`] names the first that
+    /// does not within `timeout`.
+    fn wait_ready(&self, workloads: &[ObjectKey], timeout: Duration) -> Result<()>;
+}
+
+/// Opens the target the config selects. `write` is for a sync (the local target takes
+/// the state dir's single-writer lock), not for a read such as `gitcanary diff`.
+pub fn open(cfg: &crate::config::Config, write: bool) -> Result<Box<dyn Target>> {
+    if let Some(k) = &cfg.target.kubernetes {
+        return Err(kube::unsupported(k.context.as_deref()));
+    }
+    let images = cfg
+        .target
+        .local
+        .as_ref()
+        .map(|l| l.images.clone())
+        .unwrap_or_default();
+    Ok(Box::new(local::LocalTarget::open(
+        &cfg.state_dir(),
+        images,
+        write,
+    )?))
+}
+
 /// A place objects are applied to.
+///
+/// The trait is synchronous on purpose: the reconciler runs a sync on a blocking
+/// thread (`spawn_blocking`), the local target is file I/O, and a target with an async
+/// client (Kubernetes) blocks on its tokio runtime handle inside its methods. So the
+/// planner, hooks and status code around it stay plain sequential code, and no
+/// `async` leaks into `sync::plan`.
 pub trait Target: Send + Sync {
     /// The inventory of applied objects, with `live` set for those present.
     fn inventory(&self) -> Result<Inventory>;
@@ -75,4 +173,9 @@ pub trait Target: Send + Sync {
     ) -> Result<ApplyReport>;
     /// One object as stored, if present.
     fn get(&self, key: &ObjectKey) -> Result<Option<serde_json::Value>>;
+    /// What applying `desired` over `inventory` would change, without changing
+    /// anything, in plan order; unchanged objects are left out.
+    fn diff(&self, desired: &[Object], inventory: &Inventory) -> Result<Vec<ObjectDiff>>;
+    /// How this target runs Helm hooks and waits for workloads.
+    fn hooks(&self) -> &dyn HookRunner;
 }

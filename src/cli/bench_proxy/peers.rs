@@ -7,7 +7,6 @@ use crate::manifest::object::{Object, ObjectKey, Origin};
 use crate::targets::local::proxy::Proxy;
 use crate::targets::local::runtime::Endpoint;
 use crate::targets::local::LocalStore;
-use crate::targets::Target;
 use anyhow::Context as _;
 use std::io::{BufRead, Write};
 use std::net::SocketAddr;

@@ -8,7 +8,7 @@
 use crate::manifest::{Object, ObjectKey};
 use crate::sync::inventory::Entry;
 use crate::sync::{ApplyPlan, Inventory, Op};
-use crate::targets::{ApplyReport, Error, Result, Target};
+use crate::targets::{ApplyReport, Error, Result};
 use crate::util::atomic;
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -204,8 +204,11 @@ impl LocalStore {
     }
 }
 
-impl Target for LocalStore {
-    fn inventory(&self) -> Result<Inventory> {
+/// The object operations the local target (`super::LocalTarget`) exposes as
+/// [`crate::targets::Target`]; the canary engine and the CLI use them directly.
+impl LocalStore {
+    /// The inventory of applied objects, with `live` set for those present.
+    pub fn inventory(&self) -> Result<Inventory> {
         let mut inv = self.read_inventory()?;
         for (key, entry) in inv.entries.iter_mut() {
             entry.live = self.object_path(key).is_ok_and(|p| p.exists());
@@ -213,7 +216,8 @@ impl Target for LocalStore {
         Ok(inv)
     }
 
-    fn apply(
+    /// Applies a plan made against `old`; `desired` is what the plan indexes.
+    pub fn apply(
         &self,
         plan: &ApplyPlan,
         desired: &[Object],
@@ -291,7 +295,8 @@ impl Target for LocalStore {
         Ok(report)
     }
 
-    fn get(&self, key: &ObjectKey) -> Result<Option<serde_json::Value>> {
+    /// One object as stored, if present.
+    pub fn get(&self, key: &ObjectKey) -> Result<Option<serde_json::Value>> {
         let path = self.object_path(key)?;
         match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -318,12 +323,13 @@ fn entry_for(o: &Object, hash: &str, revision: &str) -> Entry {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::manifest::object::Origin;
     use crate::sync::plan;
 
-    fn cm(name: &str, data: &str, annotations: serde_json::Value) -> Object {
+    /// A ConfigMap `test/<name>` with `data.k: <data>`.
+    pub(crate) fn cm(name: &str, data: &str, annotations: serde_json::Value) -> Object {
         let v = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": "test", "annotations": annotations}, "data": {"k": data}});
         Object::from_json(

@@ -193,7 +193,9 @@ impl LoadTester {
         };
         let (images, ns) = (self.images.clone(), ns.to_string());
         tokio::task::spawn_blocking(move || {
-            crate::sync::hooks::helm_test(&state_dir, &images, &parsed, &ns)
+            let target = super::LocalTarget::open(&state_dir, images, false)
+                .map_err(|e| format!("helm tester: {e}"))?;
+            crate::sync::hooks::helm_test(&target, &state_dir, &parsed, &ns)
         })
         .await
         .map_err(|e| format!("helm tester: {e}"))?

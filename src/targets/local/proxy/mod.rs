@@ -11,7 +11,6 @@ pub mod stats;
 use crate::manifest::ObjectKey;
 use crate::targets::local::runtime::Endpoints;
 use crate::targets::local::LocalStore;
-use crate::targets::Target;
 use crate::util::listen::Acceptor;
 use body::ProxyBody;
 use http_body_util::{BodyExt, Full};

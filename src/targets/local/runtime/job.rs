@@ -29,16 +29,7 @@ pub struct JobContext<'a> {
     pub work_dir: PathBuf,
 }
 
-/// How one hook ended.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HookResult {
-    /// `Kind/name`.
-    pub hook: String,
-    /// Succeeded, or was skipped (`ok` with a reason in `message`).
-    pub ok: bool,
-    /// What happened, with the tail of the output on failure.
-    pub message: String,
-}
+pub use crate::targets::HookResult;
 
 /// Runs the hooks of one event in order, stopping at the first failure (as Helm does).
 /// `ns` is the release namespace.

@@ -9,7 +9,6 @@ use super::process::{self, PidRecords};
 use super::rollout::{self, PodView, Step};
 use super::spec::{self, ContainerPlan, DeploymentPlan, Probe, ProbeAction};
 use crate::targets::local::LocalStore;
-use crate::targets::Target;
 use crate::util::time::{rfc3339_secs, unix_now};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
