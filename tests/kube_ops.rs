@@ -113,7 +113,7 @@ async fn helm_hook_jobs_run_in_weight_order_and_honour_delete_policies() {
     assert!(jobs.get_opt("migrate").await.unwrap().is_some());
 
     // The next upgrade replaces the leftover migrate Job before creating it again.
-    let again = vec![job_hook("migrate", "pre-upgrade", 5, None)];
+    let again = [job_hook("migrate", "pre-upgrade", 5, None)];
     let runner = ClusterHooks::new(client.clone(), tokio::runtime::Handle::current());
     let run = {
         let ns = ns.clone();
