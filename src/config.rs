@@ -206,6 +206,10 @@ pub struct KubeTarget {
     /// Take ownership of fields other managers own (server-side apply `force`).
     #[serde(default)]
     pub force: bool,
+    /// Folder for the Git and chart caches and status files; defaults to `.gitcanary`
+    /// beside the config file. Disposable: the inventory lives in the cluster, so a pod
+    /// can keep it on an emptyDir.
+    pub state_dir: Option<PathBuf>,
 }
 
 fn default_field_manager() -> String {
@@ -504,14 +508,15 @@ impl Config {
         }
     }
 
-    /// The local state dir.
+    /// The state dir: `target.local.stateDir` or `target.kubernetes.stateDir`.
     pub fn state_dir(&self) -> PathBuf {
-        let dir = self
+        let local = self.target.local.as_ref().and_then(|l| l.state_dir.clone());
+        let kube = self
             .target
-            .local
+            .kubernetes
             .as_ref()
-            .and_then(|l| l.state_dir.clone())
-            .unwrap_or_else(|| ".gitcanary".into());
+            .and_then(|k| k.state_dir.clone());
+        let dir = local.or(kube).unwrap_or_else(|| ".gitcanary".into());
         self.resolve(&dir)
     }
 }
@@ -539,6 +544,22 @@ mod tests {
         .unwrap();
         // Path equality ignores `.` segments; what the user reads is the display.
         assert_eq!(c.state_dir().display().to_string(), "/srv/demo/state");
+    }
+
+    #[test]
+    fn the_kubernetes_target_takes_a_state_dir() {
+        let c = Config::parse(
+            "source:\n  url: x\ntarget:\n  kubernetes:\n    stateDir: /var/lib/gitcanary\n",
+            Path::new("/etc/gitcanary"),
+        )
+        .unwrap();
+        assert_eq!(c.state_dir(), PathBuf::from("/var/lib/gitcanary"));
+        let c = Config::parse(
+            "source:\n  url: x\ntarget:\n  kubernetes: {}\n",
+            Path::new("/etc/gc"),
+        )
+        .unwrap();
+        assert_eq!(c.state_dir(), PathBuf::from("/etc/gc/.gitcanary"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod helm;
 pub mod image;
+pub mod install;
 pub mod manifest;
 pub mod metrics;
 pub mod oci;

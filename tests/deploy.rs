@@ -202,3 +202,148 @@ fn canary_crd_serves_flaggers_versions_and_columns() {
         );
     }
 }
+
+/// Every object of a multi-document YAML text, as JSON.
+fn objects(text: &str) -> Vec<Value> {
+    gitcanary::manifest::yaml::parse_documents(text)
+        .unwrap_or_else(|e| panic!("{e}\n{text}"))
+        .into_iter()
+        .map(|d| d.root.to_json())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn install_export(args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(["install", "--export"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn install_export_prints_the_manifests_and_validate_accepts_them() {
+    let out = install_export(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let plain: Vec<Value> = documents(&manifests_dir())
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(objects(&text), plain);
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("install.yaml"), &text).unwrap();
+    let v = Command::new(bin())
+        .arg("validate")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&v.stdout);
+    assert!(v.status.success(), "{report}");
+    assert!(
+        report.contains(&format!("{} objects in 1 files", plain.len())),
+        "{report}"
+    );
+}
+
+#[test]
+fn install_export_flags_land_in_the_config_and_the_deployment() {
+    let out = install_export(&[
+        "--url",
+        "ssh://git@github.com/acme/fleet.git",
+        "--branch",
+        "prod",
+        "--path",
+        "./clusters/eu-1",
+        "--image",
+        "registry.acme.test/gitcanary:1.2.3",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let objs = objects(&String::from_utf8(out.stdout).unwrap());
+    let cm = objs.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+    let cfg = gitcanary::config::Config::parse(
+        cm["data"]["gitcanary.yaml"].as_str().unwrap(),
+        Path::new("/etc/gitcanary"),
+    )
+    .unwrap();
+    assert_eq!(cfg.source.url, "ssh://git@github.com/acme/fleet.git");
+    assert_eq!(cfg.source.branch, "prod");
+    assert_eq!(cfg.source.path, "./clusters/eu-1");
+    assert_eq!(cfg.state_dir(), Path::new("/var/lib/gitcanary"));
+    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.acme.test/gitcanary:1.2.3"
+    );
+
+    // A bad value fails before anything is printed, naming the flag.
+    let out = install_export(&["--url", "/srv/fleet.git"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--url \"/srv/fleet.git\""), "{err}");
+    // Without --export it says how to apply.
+    let out = Command::new(bin()).arg("install").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gitcanary install --export | kubectl apply -f -"),
+        "{err}"
+    );
+}
+
+/// What the Deployment promises: 2 replicas, non-root, read-only root, the small
+/// requests, the server's real probe paths and port, and a writable state dir.
+#[test]
+fn deployment_runs_hardened_with_probes_on_the_servers_port() {
+    let objs: Vec<Value> = documents(&manifests_dir())
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let pod = &deploy["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["resources"]["requests"]["memory"], "32Mi");
+    assert_eq!(c["resources"]["requests"]["cpu"], "10m");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(
+        c["image"].as_str().unwrap().rsplit(':').next().unwrap(),
+        env!("CARGO_PKG_VERSION")
+    );
+    let cm = objs.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+    let cfg = gitcanary::config::Config::parse(
+        cm["data"]["gitcanary.yaml"].as_str().unwrap(),
+        Path::new("/etc/gitcanary"),
+    )
+    .unwrap();
+    let port = cfg.server.listen.rsplit(':').next().unwrap();
+    assert!(
+        cfg.server.listen.starts_with("0.0.0.0:"),
+        "probes come from the kubelet"
+    );
+    assert_eq!(c["ports"][0]["containerPort"].to_string(), port);
+    let mounts: Vec<&str> = c["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    assert!(
+        mounts.contains(&cfg.state_dir().to_str().unwrap()),
+        "{mounts:?}"
+    );
+    assert!(mounts.contains(&"/etc/gitcanary"), "{mounts:?}");
+}

@@ -9,6 +9,7 @@ mod canary;
 mod demo;
 mod get;
 mod helm;
+mod install;
 mod listing;
 mod logs;
 pub mod output;
@@ -144,6 +145,25 @@ pub enum Command {
         #[command(subcommand)]
         what: helm::HelmCmd,
     },
+    /// Print the manifests that run gitcanary in a cluster (Namespace, CRDs, RBAC,
+    /// config, Deployment, Service), as `flux install --export` does.
+    Install {
+        /// Print the manifests instead of applying them (the only mode).
+        #[arg(long)]
+        export: bool,
+        /// The Git repository to follow (https:// or ssh://).
+        #[arg(long)]
+        url: Option<String>,
+        /// Its branch.
+        #[arg(long)]
+        branch: Option<String>,
+        /// The folder inside it to sync, e.g. ./clusters/prod.
+        #[arg(long)]
+        path: Option<String>,
+        /// The container image to run.
+        #[arg(long)]
+        image: Option<String>,
+    },
     /// Benchmarks.
     Bench {
         /// Which benchmark.
@@ -191,6 +211,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => sync::images_scan_once(load_config(&cli.config)?),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { which } => bench::bench(which),
+        Command::Install {
+            export,
+            url,
+            branch,
+            path,
+            image,
+        } => install::install(
+            export,
+            &crate::install::Options {
+                url,
+                branch,
+                path,
+                image,
+            },
+        ),
         Command::Helm {
             what: helm::HelmCmd::Template { release_file },
         } => helm::template(&release_file),

@@ -324,6 +324,7 @@ impl ControlPlane {
             field_manager: "gitcanary".into(),
             namespace: namespace.into(),
             force: false,
+            state_dir: None,
         }
     }
 

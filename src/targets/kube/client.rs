@@ -131,6 +131,7 @@ mod tests {
             field_manager: "gitcanary".into(),
             namespace: "gitcanary".into(),
             force: false,
+            state_dir: None,
         }
     }
 
