@@ -86,6 +86,10 @@ pub struct SourceConfig {
     /// Fetch interval.
     #[serde(default = "default_interval", with = "duration::serde_go")]
     pub interval: Duration,
+    /// How long an applied revision's workloads may take to become healthy on the
+    /// Kubernetes target (Flux's Kustomization `spec.timeout`); the interval when unset.
+    #[serde(default, deserialize_with = "duration::serde_go_opt::deserialize")]
+    pub timeout: Option<Duration>,
     /// Credentials.
     #[serde(default)]
     pub auth: Option<Auth>,

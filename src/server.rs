@@ -25,11 +25,18 @@ pub struct AppState {
 }
 
 /// Readiness: a revision is in place (applied by this process, or the last-known-good
-/// one loaded at start) and the canary engine is running.
+/// one loaded at start), its workloads passed their health check (on targets that run
+/// one), and the canary engine is running (on targets that run it in process). A
+/// standby replica, waiting for the leader lease, is ready: it is ready to take over.
 #[derive(Debug, Default)]
 pub struct Readiness {
     applied: AtomicBool,
     engine: AtomicBool,
+    /// The engine does not run in this process (the Kubernetes target).
+    no_engine: AtomicBool,
+    standby: AtomicBool,
+    /// Why the applied revision is not healthy yet, or failed its health check.
+    unhealthy: std::sync::Mutex<Option<String>>,
 }
 
 impl Readiness {
@@ -43,15 +50,36 @@ impl Readiness {
         self.engine.store(running, Ordering::SeqCst);
     }
 
+    /// Records that no canary engine runs in this process, so none is waited for.
+    pub fn set_no_engine(&self) {
+        self.no_engine.store(true, Ordering::SeqCst);
+    }
+
+    /// Records whether this replica is a standby for the leader lease.
+    pub fn set_standby(&self, standby: bool) {
+        self.standby.store(standby, Ordering::SeqCst);
+    }
+
+    /// Records the applied revision's health: `None` when healthy, else why not.
+    pub fn set_unhealthy(&self, why: Option<String>) {
+        *self.unhealthy.lock().unwrap_or_else(|e| e.into_inner()) = why;
+    }
+
     /// `Ok` when ready, else why not.
-    pub fn check(&self) -> Result<(), &'static str> {
-        if !self.applied.load(Ordering::SeqCst) {
-            Err("no revision applied yet")
-        } else if !self.engine.load(Ordering::SeqCst) {
-            Err("the canary engine is not running")
-        } else {
-            Ok(())
+    pub fn check(&self) -> Result<(), String> {
+        if self.standby.load(Ordering::SeqCst) {
+            return Ok(());
         }
+        if !self.applied.load(Ordering::SeqCst) {
+            return Err("no revision applied yet".into());
+        }
+        if let Some(why) = &*self.unhealthy.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Err(why.clone());
+        }
+        if !self.engine.load(Ordering::SeqCst) && !self.no_engine.load(Ordering::SeqCst) {
+            return Err("the canary engine is not running".into());
+        }
+        Ok(())
     }
 }
 
@@ -115,4 +143,35 @@ async fn hook(
     tracing::info!("push webhook received; fetching now");
     let _ = state.trigger.send(());
     (StatusCode::ACCEPTED, "sync requested\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_waits_for_health_and_a_standby_is_ready() {
+        let r = Readiness::default();
+        r.set_no_engine();
+        assert_eq!(r.check().unwrap_err(), "no revision applied yet");
+        r.set_applied();
+        r.set_unhealthy(Some(
+            "revision main@sha1:1: Health check in progress".into(),
+        ));
+        assert_eq!(
+            r.check().unwrap_err(),
+            "revision main@sha1:1: Health check in progress"
+        );
+        r.set_unhealthy(None);
+        assert!(r.check().is_ok());
+        let standby = Readiness::default();
+        standby.set_standby(true);
+        assert!(standby.check().is_ok(), "a standby is ready to take over");
+        let local = Readiness::default();
+        local.set_applied();
+        assert_eq!(
+            local.check().unwrap_err(),
+            "the canary engine is not running"
+        );
+    }
 }

@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::server::{app, AppState, Readiness};
 use crate::sync::reconcile;
+use crate::targets::kube::leader;
 use crate::util::listen::Acceptor;
 use anyhow::Context;
 use std::process::ExitCode;
@@ -88,21 +89,46 @@ async fn reconcile_until_shutdown(
     rx: tokio::sync::mpsc::UnboundedReceiver<()>,
     loadtester: Arc<crate::targets::local::loadtester::LoadTester>,
     readiness: Arc<Readiness>,
-) -> Result<(), reconcile::Error> {
+) -> anyhow::Result<()> {
     let rec = reconcile::Reconciler::open(cfg, true)?;
-    let in_process: Option<Box<dyn reconcile::InProcess>> =
-        if rec.config().target.kubernetes.is_none() {
-            crate::targets::local::services::LocalServices::start(
-                rec.config(),
-                loadtester,
-                readiness.clone(),
-            )
-            .await
-            .map(|s| Box::new(s) as _)
-        } else {
-            None
+    let (in_process, election): (Option<Box<dyn reconcile::InProcess>>, _) =
+        match &rec.config().target.kubernetes {
+            None => {
+                let services = crate::targets::local::services::LocalServices::start(
+                    rec.config(),
+                    loadtester,
+                    readiness.clone(),
+                )
+                .await;
+                (services.map(|s| Box::new(s) as _), None)
+            }
+            Some(kube) => {
+                // The cluster runs the workloads; the canary engine for Kubernetes is
+                // not in this process yet, so readiness does not wait for it.
+                readiness.set_no_engine();
+                let client = crate::targets::kube::client::connect(kube, &rec.config().base_dir)
+                    .await
+                    .context("leader election")?;
+                let election = leader::Election::start(
+                    client,
+                    &kube.namespace,
+                    leader::identity(),
+                    crate::targets::kube::lease::Timing::default(),
+                );
+                (None, Some(election))
+            }
         };
-    reconcile::run(rec, in_process, tx, rx, readiness, shutdown_signal()).await
+    reconcile::run(
+        rec,
+        in_process,
+        election,
+        tx,
+        rx,
+        readiness,
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(())
 }
 
 /// A secret from the env var `var`, named by config field `field`: unset or empty is

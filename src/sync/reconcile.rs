@@ -10,7 +10,9 @@ use crate::manifest::{self, ManifestError, Object};
 use crate::metrics;
 use crate::source::status::{self, revision_string, SourceStatus};
 use crate::source::GitSource;
+use crate::sync::health::{self, Verdict};
 use crate::sync::{hooks, plan, ApplyPlan};
+use crate::targets::kube::leader::{Election, Gate, Gated, Role};
 use crate::targets::{self, ApplyReport, ObjectDiff, Target};
 use crate::util::{duration, time::unix_now};
 use std::future::Future;
@@ -96,6 +98,10 @@ pub struct Reconciler {
     /// Wait for a release's Deployments to be ready before its `post-*` hooks (set when
     /// the local runtime runs in this process).
     pub wait_ready: bool,
+    /// The leader lease's write permit (always open without an election).
+    gate: Gate,
+    /// The applied revision's health check, while it runs or as it last ended.
+    health: Option<(health::Check, Verdict)>,
 }
 
 /// `status/images.json`: the last automation run.
@@ -144,7 +150,78 @@ impl Reconciler {
             images_active: false,
             after_apply: None,
             wait_ready: false,
+            gate: Gate::open(),
+            health: None,
         })
+    }
+
+    /// Makes every write of this reconciler (apply, prune, hooks, image automation's
+    /// push) wait for `gate`, the leader lease.
+    pub fn with_gate(mut self, gate: Gate) -> Self {
+        self.target = Box::new(Gated::new(self.target, gate.clone()));
+        self.gate = gate;
+        self
+    }
+
+    /// Records that this replica is a standby (`message` says who leads) in the status
+    /// `get sources` reads.
+    pub fn record_standby(&mut self, message: String) -> Result<(), Error> {
+        if self.status.message == message {
+            return Ok(());
+        }
+        self.status.message = message;
+        self.save_status()
+    }
+
+    /// The verdict of the applied revision's health check, if one runs (Kubernetes).
+    pub fn health(&self) -> Option<&Verdict> {
+        self.health.as_ref().map(|(_, v)| v)
+    }
+
+    /// Reads the watched objects of the applied revision again and records the health
+    /// verdict in the status (`Ready` only once every workload is healthy). A check that
+    /// already ended is not repeated until the next sync.
+    pub fn check_health(&mut self, now: f64) -> Result<Option<&Verdict>, Error> {
+        let Some((check, verdict)) = &self.health else {
+            return Ok(None);
+        };
+        if !matches!(verdict, Verdict::Waiting(_)) {
+            return Ok(self.health());
+        }
+        let live: Vec<Option<serde_json::Value>> = check
+            .objects()
+            .iter()
+            .map(|k| {
+                self.target.get(k).unwrap_or_else(|e| {
+                    warn!(object = %k, "health check: {e}");
+                    None
+                })
+            })
+            .collect();
+        let verdict = check.judge(&live, now);
+        let applied = format!("Applied revision: {}", check.revision);
+        match &verdict {
+            Verdict::Healthy => {
+                self.status.ready = true;
+                self.status.message = applied;
+            }
+            Verdict::Waiting(m) => {
+                self.status.ready = false;
+                self.status.message = m.clone();
+            }
+            Verdict::Failed(m) => {
+                error!(revision = %check.revision, "{m}");
+                self.status.ready = false;
+                self.status.message = m.clone();
+                self.status.last_error = Some(m.clone());
+                self.status.last_error_at = Some(now);
+            }
+        }
+        if let Some(h) = &mut self.health {
+            h.1 = verdict;
+        }
+        self.save_status()?;
+        Ok(self.health())
     }
 
     /// The config.
@@ -329,6 +406,9 @@ impl Reconciler {
             if result.is_ok() { 1.0 } else { 0.0 },
         );
         self.save_status()?;
+        if result.is_ok() {
+            self.check_health(now)?;
+        }
         result
     }
 
@@ -340,7 +420,9 @@ impl Reconciler {
         let state_dir = self.state_dir();
         let prev = hooks::read_records(&state_dir);
         // Automation edits Git, so it runs before (and without) rendering: a chart
-        // source that is down fails the sync below, not the tag update.
+        // source that is down fails the sync below, not the tag update. Only the
+        // leader pushes or applies.
+        self.gate.check().map_err(targets::Error::from)?;
         let mut head = fetched.commit;
         if let Some(pushed) = self.automate(&head) {
             // Apply what automation just pushed, without waiting for the next poll.
@@ -367,7 +449,9 @@ impl Reconciler {
         }
         runner.after_apply(&steps, &desired, self.wait_ready, &mut records);
         hooks::write_records(&state_dir, &prev, &records).map_err(Error::Status)?;
-        self.status.applied_revision = Some(revision_string(&self.cfg.source.branch, &head));
+        let revision = revision_string(&self.cfg.source.branch, &head);
+        self.start_health_check(&revision, &desired);
+        self.status.applied_revision = Some(revision);
         self.status.applied_at = Some(unix_now());
         self.status.objects = desired.len();
         Ok(SyncReport {
@@ -377,6 +461,29 @@ impl Reconciler {
             files,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Starts the health check of `revision` on the Kubernetes target. One still
+    /// waiting for the same revision keeps its start, so resyncs do not extend its
+    /// timeout; a new revision replaces it (Flux's `CancelHealthCheckOnNewRevision`).
+    fn start_health_check(&mut self, revision: &str, desired: &[Object]) {
+        if self.cfg.target.kubernetes.is_none() {
+            return;
+        }
+        if let Some((check, Verdict::Waiting(_))) = &self.health {
+            if check.revision == revision {
+                return;
+            }
+            info!(revision = %check.revision, "health check canceled: new revision {revision}");
+        }
+        let timeout = self.cfg.source.timeout.unwrap_or(self.cfg.source.interval);
+        let check = health::Check::new(
+            revision.to_string(),
+            desired,
+            unix_now(),
+            timeout.as_secs_f64(),
+        );
+        self.health = Some((check, Verdict::Waiting(String::new())));
     }
 
     /// Runs image automation on a revision; returns a pushed commit to apply. A
@@ -495,11 +602,54 @@ pub trait InProcess: Send {
     fn shutdown(self: Box<Self>);
 }
 
+/// How often a running health check reads the revision's workloads again.
+const HEALTH_POLL: Duration = Duration::from_secs(1);
+
+/// Runs `f` on `rec` on a blocking thread (targets and Git block), handing `rec` back.
+async fn blocking<T: Send + 'static>(
+    mut rec: Reconciler,
+    f: impl FnOnce(&mut Reconciler) -> T + Send + 'static,
+) -> (Reconciler, T) {
+    let span = info_span!("reconcile", source = %rec.config().source.name);
+    tokio::task::spawn_blocking(move || {
+        let _g = span.enter();
+        let r = f(&mut rec);
+        (rec, r)
+    })
+    .await
+    .expect("sync task panicked")
+}
+
+/// Tells `/readyz` how the applied revision's health check stands.
+fn publish_health(rec: &Reconciler, readiness: &crate::server::Readiness) {
+    let why = match rec.health() {
+        None | Some(Verdict::Healthy) => None,
+        Some(Verdict::Waiting(m) | Verdict::Failed(m)) => Some(format!(
+            "revision {}: {m}",
+            rec.status().applied_revision.as_deref().unwrap_or("-")
+        )),
+    };
+    readiness.set_unhealthy(why);
+}
+
+/// Resolves when the role published by the election changes (never without one).
+async fn role_changed(roles: &mut Option<tokio::sync::watch::Receiver<Role>>) {
+    if let Some(rx) = roles {
+        if rx.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
 /// Reconciles with `rec` until `shutdown` resolves. `triggers` asks for an immediate
 /// sync; `in_process` is what the target runs beside the loop, told of each change.
+/// With an `election`, only the holder of the leader lease syncs; a standby records
+/// that it is one and waits, ready, for the lease.
 pub async fn run(
     mut rec: Reconciler,
     in_process: Option<Box<dyn InProcess>>,
+    election: Option<Election>,
     triggers: mpsc::UnboundedSender<()>,
     mut trigger_rx: mpsc::UnboundedReceiver<()>,
     readiness: std::sync::Arc<crate::server::Readiness>,
@@ -531,16 +681,32 @@ pub async fn run(
         rec.wait_ready = true;
         rec.after_apply = Some(Box::new(move || changed()));
     }
+    let gate = election.as_ref().map(|e| e.gate.clone());
+    if let Some(g) = &gate {
+        rec = rec.with_gate(g.clone());
+    }
+    let mut roles = gate.as_ref().and_then(Gate::subscribe);
     tokio::pin!(shutdown);
-    loop {
-        let span = info_span!("reconcile", source = %rec.config().source.name);
-        let (back, result) = tokio::task::spawn_blocking(move || {
-            let _g = span.enter();
-            let r = rec.sync_once();
-            (rec, r)
-        })
-        .await
-        .expect("sync task panicked");
+    'sync: loop {
+        if let Some(g) = gate.as_ref().filter(|g| g.check().is_err()) {
+            // A standby is ready (to take over) and writes nothing but its status.
+            readiness.set_standby(true);
+            let message = g
+                .role()
+                .standby_message(g.namespace().unwrap_or_default())
+                .unwrap_or_default();
+            let (back, r) = blocking(rec, move |rec| rec.record_standby(message)).await;
+            rec = back;
+            if let Err(e) = r {
+                warn!("{e}");
+            }
+            tokio::select! {
+                _ = role_changed(&mut roles) => continue,
+                _ = &mut shutdown => break,
+            }
+        }
+        readiness.set_standby(false);
+        let (back, result) = blocking(rec, Reconciler::sync_once).await;
         rec = back;
         let images_interval = rec.config().images.interval;
         let next = match &result {
@@ -555,23 +721,46 @@ pub async fn run(
         if result.is_ok() {
             readiness.set_applied();
         }
+        publish_health(&rec, &readiness);
         if let (Ok(r), Some(changed)) = (&result, &on_change) {
             if r.plan.has_changes() {
                 let changed = changed.clone();
                 let _ = tokio::task::spawn_blocking(move || changed()).await;
             }
         }
-        tokio::select! {
-            _ = tokio::time::sleep(next) => {}
-            Some(()) = trigger_rx.recv() => {
-                // Coalesce a burst (a push writes several refs) into one sync.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                while trigger_rx.try_recv().is_ok() {}
+        let wake = tokio::time::Instant::now() + next;
+        loop {
+            let health_waiting = matches!(rec.health(), Some(Verdict::Waiting(_)));
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => break,
+                Some(()) = trigger_rx.recv() => {
+                    // Coalesce a burst (a push writes several refs) into one sync.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    while trigger_rx.try_recv().is_ok() {}
+                    break;
+                }
+                _ = tokio::time::sleep(HEALTH_POLL), if health_waiting => {
+                    let (back, r) = blocking(rec, |rec| rec.check_health(unix_now()).map(drop)).await;
+                    rec = back;
+                    if let Err(e) = r {
+                        warn!("{e}");
+                    }
+                    publish_health(&rec, &readiness);
+                }
+                _ = role_changed(&mut roles) => {
+                    if gate.as_ref().is_some_and(|g| g.check().is_err()) {
+                        break;
+                    }
+                }
+                _ = &mut shutdown => break 'sync,
             }
-            _ = &mut shutdown => break,
         }
     }
     info!("shutting down");
+    if let Some(e) = election {
+        // Released before anything else stops, so a standby takes over at once.
+        e.stop().await;
+    }
     // The reconciler owns image automation's own runtime, which may only be dropped
     // outside async context; stopping pods waits for their grace periods.
     let _ = tokio::task::spawn_blocking(move || {

@@ -56,6 +56,9 @@ pub enum Error {
     /// Workloads did not become ready in time.
     #[error("timed out waiting for readiness: {0}")]
     NotReady(String),
+    /// This replica does not hold the leader lease; nothing was written.
+    #[error(transparent)]
+    NotLeader(#[from] kube::leader::NotLeader),
 }
 
 /// Result with the target error.

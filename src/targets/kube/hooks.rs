@@ -8,7 +8,7 @@
 
 use crate::helm::hooks::{judge, DeletePolicy, Event, Hook};
 use crate::targets::kube::health::{self, Health};
-use crate::targets::local::runtime::job::HookResult;
+use crate::targets::{HookResult, HookRunner};
 use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
 use kube::discovery::Scope;
 use serde_json::Value;
@@ -219,25 +219,36 @@ impl ClusterHooks {
         }
     }
 
-    /// [`Self::run`], blocking.
-    pub fn run_blocking(
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        // On a worker of a multi-thread runtime, block_in_place lets the runtime move
+        // its other tasks away; elsewhere (a blocking thread) a plain block_on is fine.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| self.handle.block_on(f))
+            }
+            _ => self.handle.block_on(f),
+        }
+    }
+}
+
+impl HookRunner for ClusterHooks {
+    fn run_hooks(
         &self,
         hooks: &[&Hook],
         event: Event,
         namespace: &str,
         timeout: Duration,
     ) -> Vec<HookResult> {
-        self.handle
-            .block_on(self.run(hooks, event, namespace, timeout))
+        self.block_on(self.run(hooks, event, namespace, timeout))
     }
 
-    /// [`Self::wait_healthy`], blocking.
-    pub fn wait_healthy_blocking(
+    fn wait_ready(
         &self,
         workloads: &[crate::manifest::ObjectKey],
         timeout: Duration,
-    ) -> Result<(), String> {
-        self.handle.block_on(self.wait_healthy(workloads, timeout))
+    ) -> crate::targets::Result<()> {
+        self.block_on(self.wait_healthy(workloads, timeout))
+            .map_err(crate::targets::Error::NotReady)
     }
 }
 

@@ -7,6 +7,12 @@
 //! renew deadline, even if the loop is stuck in a request to an API server that hangs.
 
 use super::lease::{Action, Elector, LeaseSpec, Timing};
+use crate::helm::hooks::{Event, Hook};
+use crate::manifest::{Object, ObjectKey};
+use crate::sync::{ApplyPlan, Inventory};
+use crate::targets::{
+    ApplyReport, HookResult, HookRunner, ObjectDiff, Result as TargetResult, Target,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, PostParams};
 use std::sync::{Arc, Mutex};
@@ -132,6 +138,75 @@ impl Gate {
             *r = role;
             changed
         });
+    }
+}
+
+/// A target whose writes pass the gate: an apply (with its prunes) and a hook run are
+/// refused unless this replica holds the lease at that moment. Reads pass through.
+pub struct Gated {
+    inner: Box<dyn Target>,
+    gate: Gate,
+}
+
+impl Gated {
+    /// Wraps `inner`.
+    pub fn new(inner: Box<dyn Target>, gate: Gate) -> Gated {
+        Gated { inner, gate }
+    }
+}
+
+impl Target for Gated {
+    fn inventory(&self) -> TargetResult<Inventory> {
+        self.inner.inventory()
+    }
+
+    fn apply(
+        &self,
+        plan: &ApplyPlan,
+        desired: &[Object],
+        inventory: &Inventory,
+        revision: &str,
+    ) -> TargetResult<ApplyReport> {
+        self.gate.check()?;
+        self.inner.apply(plan, desired, inventory, revision)
+    }
+
+    fn get(&self, key: &ObjectKey) -> TargetResult<Option<serde_json::Value>> {
+        self.inner.get(key)
+    }
+
+    fn diff(&self, desired: &[Object], inventory: &Inventory) -> TargetResult<Vec<ObjectDiff>> {
+        self.inner.diff(desired, inventory)
+    }
+
+    fn hooks(&self) -> &dyn HookRunner {
+        self
+    }
+}
+
+impl HookRunner for Gated {
+    fn run_hooks(
+        &self,
+        hooks: &[&Hook],
+        event: Event,
+        namespace: &str,
+        timeout: Duration,
+    ) -> Vec<HookResult> {
+        match (self.gate.check(), hooks.first()) {
+            (Err(e), Some(first)) => vec![HookResult {
+                hook: first.id(),
+                ok: false,
+                message: e.to_string(),
+            }],
+            _ => self
+                .inner
+                .hooks()
+                .run_hooks(hooks, event, namespace, timeout),
+        }
+    }
+
+    fn wait_ready(&self, workloads: &[ObjectKey], timeout: Duration) -> TargetResult<()> {
+        self.inner.hooks().wait_ready(workloads, timeout)
     }
 }
 
@@ -386,6 +461,86 @@ mod tests {
             g.role().standby_message("ops").unwrap(),
             "standby: Lease ops/gitcanary-leader-election is held by pod-a_1"
         );
+    }
+
+    /// A target that counts the writes that reach it.
+    #[derive(Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+
+    impl Target for Counting {
+        fn inventory(&self) -> TargetResult<Inventory> {
+            Ok(Inventory::default())
+        }
+        fn apply(
+            &self,
+            _: &ApplyPlan,
+            _: &[Object],
+            _: &Inventory,
+            _: &str,
+        ) -> TargetResult<ApplyReport> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(ApplyReport::default())
+        }
+        fn get(&self, _: &ObjectKey) -> TargetResult<Option<serde_json::Value>> {
+            Ok(None)
+        }
+        fn diff(&self, _: &[Object], _: &Inventory) -> TargetResult<Vec<ObjectDiff>> {
+            Ok(Vec::new())
+        }
+        fn hooks(&self) -> &dyn HookRunner {
+            self
+        }
+    }
+
+    impl HookRunner for Counting {
+        fn run_hooks(&self, hooks: &[&Hook], _: Event, _: &str, _: Duration) -> Vec<HookResult> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            hooks
+                .iter()
+                .map(|h| HookResult {
+                    hook: h.id(),
+                    ok: true,
+                    message: "ran".into(),
+                })
+                .collect()
+        }
+        fn wait_ready(&self, _: &[ObjectKey], _: Duration) -> TargetResult<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_gated_target_writes_only_while_the_gate_is_open() {
+        let gate = Gate::elected("ops");
+        let target = Gated::new(Box::new(Counting::default()), gate.clone());
+        let plan = ApplyPlan::default();
+        let inv = Inventory::default();
+        let err = target.apply(&plan, &[], &inv, "r").unwrap_err();
+        assert!(matches!(err, crate::targets::Error::NotLeader(_)), "{err}");
+        let hook = Hook::from_object(
+            &serde_json::json!({"kind": "Job", "metadata": {"name": "migrate",
+                "annotations": {"helm.sh/hook": "pre-install"}}}),
+            "t.yaml",
+        )
+        .unwrap()
+        .unwrap();
+        let refused =
+            target
+                .hooks()
+                .run_hooks(&[&hook], Event::PreInstall, "ns", Duration::from_secs(1));
+        assert!(
+            !refused[0].ok && refused[0].message.starts_with("not the leader"),
+            "{refused:?}"
+        );
+        gate.publish(Some(Instant::now() + Duration::from_secs(60)), Role::Leader);
+        target.apply(&plan, &[], &inv, "r").unwrap();
+        assert!(
+            target
+                .hooks()
+                .run_hooks(&[&hook], Event::PreInstall, "ns", Duration::from_secs(1))[0]
+                .ok
+        );
+        assert!(target.inventory().is_ok());
     }
 
     #[test]

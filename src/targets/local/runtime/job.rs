@@ -84,12 +84,8 @@ fn run_one(
             h.id()
         )),
     };
-    let runs = matches!(h.kind.as_str(), "Pod" | "Job");
-    let (ok, message) = match (result, runs && event == Event::TestFailure) {
-        (Ok(m), false) | (Err(m), true) => (true, m),
-        (Ok(m), true) => (false, format!("expected to fail, but {m}")),
-        (Err(m), false) => (false, m),
-    };
+    let runs = crate::targets::kube::hooks::runs(&h.kind);
+    let (ok, message) = crate::helm::hooks::judge(event, runs, result);
     HookResult {
         hook: h.id(),
         ok,
