@@ -85,6 +85,20 @@ fn selected_workload(
 }
 
 type Key = (String, String);
+/// namespace -> name -> value: looked up by `&str`, so a request builds no key.
+type ByName<T> = HashMap<String, HashMap<String, T>>;
+
+fn lookup<'a, T>(m: &'a ByName<T>, ns: &str, name: &str) -> Option<&'a T> {
+    m.get(ns)?.get(name)
+}
+
+fn by_name<T>(entries: impl IntoIterator<Item = (Key, T)>) -> ByName<T> {
+    let mut out: ByName<T> = HashMap::new();
+    for ((ns, name), v) in entries {
+        out.entry(ns).or_default().insert(name, v);
+    }
+    out
+}
 /// (namespace, Service name, port)
 type ListenerKey = (String, String, u16);
 /// A listener's address and its accept task.
@@ -92,8 +106,8 @@ type Listener = (SocketAddr, tokio::task::JoinHandle<()>);
 type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
 struct Shared {
-    services: RwLock<HashMap<Key, ServiceDef>>,
-    routes: RwLock<HashMap<Key, Arc<Route>>>,
+    services: RwLock<ByName<ServiceDef>>,
+    routes: RwLock<ByName<Arc<Route>>>,
     endpoints: Endpoints,
     client: Client<HttpConnector, ProxyBody>,
     /// Round-robin position over endpoints.
@@ -101,6 +115,8 @@ struct Shared {
     /// Request sequence, seeding the weight and mirror rolls (kept apart from `next`,
     /// or every request would advance round-robin twice and skip half the endpoints).
     seq: AtomicU64,
+    /// Mixed into the rolls, so that they differ between processes.
+    seed: u64,
     stats: Arc<Stats>,
 }
 
@@ -145,6 +161,10 @@ impl Proxy {
                 client,
                 next: AtomicU64::new(0),
                 seq: AtomicU64::new(0),
+                seed: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1),
                 stats: global_stats().clone(),
             }),
             store,
@@ -168,14 +188,12 @@ impl Proxy {
             .routes
             .write()
             .unwrap_or_else(|e| e.into_inner());
-        let key: Key = (namespace.into(), name.into());
         match route {
             Some(mut r) => {
                 // One affinity cookie value per analysis: kept while the canary has
                 // traffic, fresh once it had none.
                 if let Some(a) = r.affinity.as_mut() {
-                    let old = routes
-                        .get(&key)
+                    let old = lookup(&routes, namespace, name)
                         .filter(|o| o.canary_weight > 0)
                         .and_then(|o| o.affinity.as_ref());
                     a.value = match old {
@@ -192,9 +210,12 @@ impl Proxy {
                         ),
                     };
                 }
-                routes.insert(key, Arc::new(r))
+                routes
+                    .entry(namespace.to_string())
+                    .or_default()
+                    .insert(name.to_string(), Arc::new(r))
             }
-            None => routes.remove(&key),
+            None => routes.get_mut(namespace).and_then(|m| m.remove(name)),
         };
     }
 
@@ -280,7 +301,7 @@ impl Proxy {
             .shared
             .services
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = defs.clone();
+            .unwrap_or_else(|e| e.into_inner()) = by_name(defs.clone());
         for (ns, name, port) in wanted {
             if listeners.contains_key(&(ns.clone(), name.clone(), port)) {
                 continue;
@@ -360,8 +381,7 @@ fn text(status: StatusCode, msg: String) -> Response<Body> {
 /// selector picks, else the Service itself.
 fn unserved(shared: &Shared, ns: &str, backend: &str) -> Served {
     let services = shared.services.read().unwrap_or_else(|e| e.into_inner());
-    services
-        .get(&(ns.to_string(), backend.to_string()))
+    lookup(&services, ns, backend)
         .and_then(|d| d.workload.clone())
         .unwrap_or_else(|| Served {
             deployment: backend.to_string(),
@@ -369,10 +389,14 @@ fn unserved(shared: &Shared, ns: &str, backend: &str) -> Served {
         })
 }
 
+/// Endpoints `pick` remembers in its one pass: more than a local target runs for one
+/// Service; past that a second pass finds the chosen one.
+const PICK_AHEAD: usize = 16;
+
 /// The host port of a ready endpoint selected by `backend`'s selector, round-robin.
 fn pick(shared: &Shared, ns: &str, backend: &str, port: u16) -> Result<(u16, Served), String> {
     let services = shared.services.read().unwrap_or_else(|e| e.into_inner());
-    let Some(def) = services.get(&(ns.to_string(), backend.to_string())) else {
+    let Some(def) = lookup(&services, ns, backend) else {
         return Err(format!("service {ns}/{backend} not found"));
     };
     let target = def
@@ -380,39 +404,56 @@ fn pick(shared: &Shared, ns: &str, backend: &str, port: u16) -> Result<(u16, Ser
         .iter()
         .find(|p| p.1 == port)
         .or(def.ports.first())
-        .map(|p| p.2.clone())
-        .unwrap_or_default();
+        .map(|p| &p.2);
     let eps = shared.endpoints.lock().unwrap_or_else(|e| e.into_inner());
-    let host_port = |e: &crate::targets::local::runtime::Endpoint| match &target {
-        serde_json::Value::String(n) => e
-            .ports
-            .iter()
-            .find(|p| p.0.as_deref() == Some(n.as_str()))
-            .map(|p| p.2),
-        v => v
-            .as_u64()
-            .and_then(|n| e.ports.iter().find(|p| p.1 as u64 == n).map(|p| p.2)),
+    // This runs on every request: no allocation, cheap tests first.
+    let eligible = |e: &crate::targets::local::runtime::Endpoint| {
+        if !e.ready || e.namespace != ns || !routing::selects(&def.selector, &e.labels) {
+            return None;
+        }
+        match target? {
+            serde_json::Value::String(n) => e
+                .ports
+                .iter()
+                .find(|p| p.0.as_deref() == Some(n.as_str()))
+                .map(|p| p.2),
+            v => {
+                let n = v.as_u64()?;
+                e.ports.iter().find(|p| p.1 as u64 == n).map(|p| p.2)
+            }
+        }
     };
-    let eligible = |e: &&crate::targets::local::runtime::Endpoint| {
-        e.ready
-            && e.namespace == ns
-            && routing::selects(&def.selector, &e.labels)
-            && host_port(e).is_some()
-    };
-    // Two passes instead of collecting: this runs on every request.
-    let count = eps.iter().filter(eligible).count();
+    let mut ahead = [(0u16, 0usize); PICK_AHEAD];
+    let mut count = 0;
+    for (i, e) in eps.iter().enumerate() {
+        if let Some(hp) = eligible(e) {
+            if let Some(slot) = ahead.get_mut(count) {
+                *slot = (hp, i);
+            }
+            count += 1;
+        }
+    }
     if count == 0 {
         return Err(format!("no ready endpoints for service {ns}/{backend}"));
     }
-    let i = shared.next.fetch_add(1, Ordering::Relaxed) as usize % count;
-    let e = eps.iter().filter(eligible).nth(i).expect("counted above");
+    let k = shared.next.fetch_add(1, Ordering::Relaxed) as usize % count;
+    let (host_port, i) = match ahead.get(k) {
+        Some(hit) => *hit,
+        None => eps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| Some((eligible(e)?, i)))
+            .nth(k)
+            .expect("counted above"),
+    };
+    let e = &eps[i];
     let revision = e
         .labels
         .get(crate::targets::local::runtime::spec::POD_TEMPLATE_HASH)
         .cloned()
         .unwrap_or_default();
     Ok((
-        host_port(e).expect("eligible"),
+        host_port,
         Served {
             deployment: e.deployment.clone(),
             revision,
@@ -420,16 +461,84 @@ fn pick(shared: &Shared, ns: &str, backend: &str, port: u16) -> Result<(u16, Ser
     ))
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Headers of one hop only, never forwarded (RFC 9110 section 7.6.1).
+const HOP_BY_HOP: [hyper::header::HeaderName; 8] = [
+    hyper::header::CONNECTION,
+    hyper::header::HeaderName::from_static("keep-alive"),
+    hyper::header::PROXY_AUTHENTICATE,
+    hyper::header::PROXY_AUTHORIZATION,
+    hyper::header::TE,
+    hyper::header::TRAILER,
+    hyper::header::TRANSFER_ENCODING,
+    hyper::header::UPGRADE,
 ];
+
+/// Drops hop-by-hop headers in place. Most messages carry none, so one pass of cheap
+/// name comparisons comes first and only a hit pays for the removals.
+fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
+    if headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        for h in &HOP_BY_HOP {
+            headers.remove(h);
+        }
+    }
+}
+
+/// What a request to a backend is made of, kept apart from the body so that a mirror
+/// copy or a retry can be built again.
+struct Head {
+    method: hyper::Method,
+    path_and_query: hyper::http::uri::PathAndQuery,
+    headers: hyper::HeaderMap,
+}
+
+impl Head {
+    fn new(mut parts: hyper::http::request::Parts) -> Head {
+        strip_hop_by_hop(&mut parts.headers);
+        Head {
+            method: parts.method,
+            path_and_query: parts
+                .uri
+                .into_parts()
+                .path_and_query
+                .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
+            headers: parts.headers,
+        }
+    }
+
+    /// The request to `host_port`, consuming the head.
+    fn into_request(
+        self,
+        host_port: u16,
+        body: ProxyBody,
+    ) -> Result<Request<ProxyBody>, hyper::http::Error> {
+        let uri = hyper::Uri::builder()
+            .scheme("http")
+            .authority(format!("127.0.0.1:{host_port}"))
+            .path_and_query(self.path_and_query)
+            .build()?;
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = self.headers;
+        Ok(req)
+    }
+
+    fn copy(&self) -> Head {
+        Head {
+            method: self.method.clone(),
+            path_and_query: self.path_and_query.clone(),
+            headers: self.headers.clone(),
+        }
+    }
+}
+
+/// Request sequence numbers mixed into uniform rolls (splitmix64's finalizer).
+fn mix(n: u64) -> u64 {
+    let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
 
 async fn handle(
     shared: &Arc<Shared>,
@@ -440,81 +549,58 @@ async fn handle(
     let started = Instant::now();
     let now = crate::util::time::unix_now() as u64;
     let (ns, name) = (key.0.as_str(), key.1.as_str());
-    let route = shared
-        .routes
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(key)
-        .cloned();
+    let route = lookup(
+        &shared.routes.read().unwrap_or_else(|e| e.into_inner()),
+        ns,
+        name,
+    )
+    .cloned();
     // Without a split, the Service serves its own endpoints: no roll, no allocation.
-    let (backend, mirror, set_cookie): (std::borrow::Cow<str>, Option<String>, Option<String>) =
-        match &route {
-            None => (name.into(), None, None),
-            Some(route) => {
-                let n = shared.seq.fetch_add(1, Ordering::Relaxed);
-                let rolls = xorshift(
-                    n.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ started.elapsed().as_nanos() as u64,
-                );
-                let headers = req.headers();
-                let header = |h: &str| {
-                    headers
-                        .get(h)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string)
-                };
-                let decision = routing::choose(
-                    route,
-                    &header,
-                    (rolls % 100) as u32,
-                    ((rolls >> 32) % 100) as u32,
-                );
-                (
-                    decision.backend.to_string().into(),
-                    decision.mirror.map(str::to_string),
-                    decision.set_cookie,
-                )
-            }
-        };
+    let (backend, mirror, set_cookie): (&str, Option<&str>, Option<String>) = match &route {
+        None => (name, None, None),
+        Some(route) => {
+            let rolls = mix(shared.seq.fetch_add(1, Ordering::Relaxed) ^ shared.seed);
+            let headers = req.headers();
+            let header = |h: &str| {
+                headers
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let decision = routing::choose(
+                route,
+                &header,
+                (rolls % 100) as u32,
+                ((rolls >> 32) % 100) as u32,
+            );
+            (decision.backend, decision.mirror, decision.set_cookie)
+        }
+    };
     let (parts, body) = req.into_parts();
     let idempotent = matches!(
         parts.method,
         hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
     );
+    let head = Head::new(parts);
     let Ok(body) = ProxyBody::from_client(body, mirror.is_some() || idempotent).await else {
         return text(StatusCode::BAD_REQUEST, "cannot read request body\n".into());
     };
-    let (host_port, mut served) = match pick(shared, ns, &backend, port) {
+    let (host_port, mut served) = match pick(shared, ns, backend, port) {
         Ok(p) => p,
         Err(msg) => {
             // Counted against the workload, or a canary with no ready pod would look
             // healthy to its own success rate.
-            let served = unserved(shared, ns, &backend);
+            let served = unserved(shared, ns, backend);
             shared
                 .stats
                 .record(ns, served.key(), 503, started.elapsed(), now);
             return text(StatusCode::SERVICE_UNAVAILABLE, format!("{msg}\n"));
         }
     };
-    let build = |host_port: u16, body: ProxyBody| {
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let mut b = Request::builder()
-            .method(parts.method.clone())
-            .uri(format!("http://127.0.0.1:{host_port}{pq}"));
-        for (k, v) in parts.headers.iter() {
-            if !HOP_BY_HOP.contains(&k.as_str()) {
-                b = b.header(k, v);
-            }
-        }
-        b.body(body)
-    };
     // A body too long to buffer is not mirrored (see `body`).
     if let Some((m, copy)) = mirror.and_then(|m| Some((m, body.replay()?))) {
-        if let Ok((mport, _)) = pick(shared, ns, &m, port) {
-            if let Ok(req) = build(mport, copy) {
+        if let Ok((mport, _)) = pick(shared, ns, m, port) {
+            if let Ok(req) = head.copy().into_request(mport, copy) {
                 let client = shared.client.clone();
                 tokio::spawn(async move {
                     // The mirror's response is dropped.
@@ -525,17 +611,20 @@ async fn handle(
             }
         }
     }
-    let retry_body = body.replay().filter(|_| idempotent);
-    let Ok(out) = build(host_port, body) else {
+    let retry = body
+        .replay()
+        .filter(|_| idempotent)
+        .map(|again| (head.copy(), again));
+    let Ok(out) = head.into_request(host_port, body) else {
         return text(StatusCode::BAD_REQUEST, "invalid request\n".into());
     };
     let mut result = shared.client.request(out).await;
-    if let Some(again) = retry_body.filter(|_| result.is_err()) {
+    if let Some((head, again)) = retry.filter(|_| result.is_err()) {
         // A pooled connection to a replica that just went away: try once more, on
         // whichever ready endpoint is next.
-        if let Ok((retry_port, retry_served)) = pick(shared, ns, &backend, port) {
+        if let Ok((retry_port, retry_served)) = pick(shared, ns, backend, port) {
             served = retry_served;
-            if let Ok(again) = build(retry_port, again) {
+            if let Ok(again) = head.into_request(retry_port, again) {
                 result = shared.client.request(again).await;
             }
         }
@@ -549,16 +638,13 @@ async fn handle(
                 started.elapsed(),
                 now,
             );
-            let (parts, body) = resp.into_parts();
-            let mut r = Response::from_parts(parts, body.boxed());
-            for h in HOP_BY_HOP {
-                r.headers_mut().remove(h);
-            }
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
             if let Some(c) = set_cookie.and_then(|c| hyper::header::HeaderValue::from_str(&c).ok())
             {
-                r.headers_mut().append(hyper::header::SET_COOKIE, c);
+                parts.headers.append(hyper::header::SET_COOKIE, c);
             }
-            r
+            Response::from_parts(parts, body.boxed())
         }
         Err(e) => {
             shared
