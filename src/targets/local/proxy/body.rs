@@ -1,8 +1,10 @@
 //! Request bodies as the proxy forwards them: streamed from the client to the backend,
 //! never held whole. Only a body that may have to be sent twice (to a mirror, or again
 //! on a retry) is buffered, and only up to [`REPLAY_LIMIT`]; a longer one is streamed and
-//! neither mirrored nor retried, as Envoy does past its buffer limit.
+//! neither mirrored nor retried, as Envoy does past its buffer limit. Response bodies
+//! stream back the same way.
 
+use super::upstream::UpstreamBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use std::pin::Pin;
@@ -103,6 +105,44 @@ impl Body for ProxyBody {
                 }
                 hint
             }
+        }
+    }
+}
+
+/// A response body on its way to the client: a replica's, or the proxy's own text
+/// (an enum rather than a boxed body: no allocation per response).
+pub enum ResponseBody {
+    /// From a replica.
+    Upstream(UpstreamBody),
+    /// Written by the proxy (502, 503, 400).
+    Text(Full<Bytes>),
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            ResponseBody::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ResponseBody::Text(t) => Pin::new(t).poll_frame(cx).map_err(|never| match never {}),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Upstream(b) => b.is_end_stream(),
+            ResponseBody::Text(t) => t.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Upstream(b) => b.size_hint(),
+            ResponseBody::Text(t) => t.size_hint(),
         }
     }
 }

@@ -7,25 +7,24 @@
 pub mod body;
 pub mod routing;
 pub mod stats;
+pub mod upstream;
 
 use crate::manifest::ObjectKey;
 use crate::targets::local::runtime::Endpoints;
 use crate::targets::local::LocalStore;
 use crate::util::listen::Acceptor;
-use body::ProxyBody;
-use http_body_util::{BodyExt, Full};
+use body::{ProxyBody, ResponseBody};
+use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use routing::Route;
 use stats::Stats;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Proxy statistics for the process, rendered at `/metrics`.
 pub fn global_stats() -> &'static Arc<Stats> {
@@ -103,13 +102,12 @@ fn by_name<T>(entries: impl IntoIterator<Item = (Key, T)>) -> ByName<T> {
 type ListenerKey = (String, String, u16);
 /// A listener's address and its accept task.
 type Listener = (SocketAddr, tokio::task::JoinHandle<()>);
-type Body = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
 struct Shared {
     services: RwLock<ByName<ServiceDef>>,
     routes: RwLock<ByName<Arc<Route>>>,
     endpoints: Endpoints,
-    client: Client<HttpConnector, ProxyBody>,
+    pool: Arc<upstream::Pool>,
     /// Round-robin position over endpoints.
     next: AtomicU64,
     /// Request sequence, seeding the weight and mirror rolls (kept apart from `next`,
@@ -147,18 +145,12 @@ impl Proxy {
         configured: BTreeMap<String, String>,
     ) -> std::io::Result<Proxy> {
         let store = LocalStore::open(state_dir).map_err(std::io::Error::other)?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
         Ok(Proxy {
             shared: Arc::new(Shared {
                 services: RwLock::default(),
                 routes: RwLock::default(),
                 endpoints,
-                client,
+                pool: Arc::default(),
                 next: AtomicU64::new(0),
                 seq: AtomicU64::new(0),
                 seed: std::time::SystemTime::now()
@@ -241,6 +233,8 @@ impl Proxy {
 
     /// Re-reads Services from the store and opens or closes listeners to match.
     pub async fn sync_services(&self) -> std::io::Result<()> {
+        // Replicas come and go with the store: their idle connections go too.
+        self.shared.pool.sweep();
         let keys = self
             .store
             .list("", "Service")
@@ -367,12 +361,8 @@ async fn serve(mut acceptor: Acceptor, shared: Arc<Shared>, key: Arc<Key>, port:
     }
 }
 
-fn text(status: StatusCode, msg: String) -> Response<Body> {
-    let mut r = Response::new(
-        Full::new(Bytes::from(msg))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+fn text(status: StatusCode, msg: String) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::Text(Full::new(Bytes::from(msg))));
     *r.status_mut() = status;
     r
 }
@@ -505,22 +495,19 @@ impl Head {
         }
     }
 
-    /// The request to `host_port`, consuming the head.
-    fn into_request(
-        self,
-        host_port: u16,
-        body: ProxyBody,
-    ) -> Result<Request<ProxyBody>, hyper::http::Error> {
-        let uri = hyper::Uri::builder()
-            .scheme("http")
-            .authority(format!("127.0.0.1:{host_port}"))
-            .path_and_query(self.path_and_query)
-            .build()?;
+    /// The request to the replica on `host_port`, consuming the head. The client's
+    /// `Host` is kept; without one the replica's address is sent, as HTTP/1.1 needs one.
+    fn into_request(self, host_port: u16, body: ProxyBody) -> Request<ProxyBody> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method;
-        *req.uri_mut() = uri;
+        *req.uri_mut() = hyper::Uri::from(self.path_and_query);
         *req.headers_mut() = self.headers;
-        Ok(req)
+        if !req.headers().contains_key(hyper::header::HOST) {
+            if let Ok(v) = hyper::header::HeaderValue::try_from(format!("127.0.0.1:{host_port}")) {
+                req.headers_mut().insert(hyper::header::HOST, v);
+            }
+        }
+        req
     }
 
     fn copy(&self) -> Head {
@@ -545,7 +532,7 @@ async fn handle(
     key: &Key,
     port: u16,
     req: Request<Incoming>,
-) -> Response<Body> {
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let now = crate::util::time::unix_now() as u64;
     let (ns, name) = (key.0.as_str(), key.1.as_str());
@@ -600,33 +587,31 @@ async fn handle(
     // A body too long to buffer is not mirrored (see `body`).
     if let Some((m, copy)) = mirror.and_then(|m| Some((m, body.replay()?))) {
         if let Ok((mport, _)) = pick(shared, ns, m, port) {
-            if let Ok(req) = head.copy().into_request(mport, copy) {
-                let client = shared.client.clone();
-                tokio::spawn(async move {
-                    // The mirror's response is dropped.
-                    if let Ok(resp) = client.request(req).await {
-                        crate::util::http::drain(resp.into_body()).await;
-                    }
-                });
-            }
+            let req = head.copy().into_request(mport, copy);
+            let pool = shared.pool.clone();
+            tokio::spawn(async move {
+                // The mirror's response is dropped.
+                if let Ok(resp) = pool.send(mport, req).await {
+                    crate::util::http::drain(resp.into_body()).await;
+                }
+            });
         }
     }
     let retry = body
         .replay()
         .filter(|_| idempotent)
         .map(|again| (head.copy(), again));
-    let Ok(out) = head.into_request(host_port, body) else {
-        return text(StatusCode::BAD_REQUEST, "invalid request\n".into());
-    };
-    let mut result = shared.client.request(out).await;
+    let mut result = shared
+        .pool
+        .send(host_port, head.into_request(host_port, body))
+        .await;
     if let Some((head, again)) = retry.filter(|_| result.is_err()) {
         // A pooled connection to a replica that just went away: try once more, on
         // whichever ready endpoint is next.
         if let Ok((retry_port, retry_served)) = pick(shared, ns, backend, port) {
             served = retry_served;
-            if let Ok(again) = head.into_request(retry_port, again) {
-                result = shared.client.request(again).await;
-            }
+            let again = head.into_request(retry_port, again);
+            result = shared.pool.send(retry_port, again).await;
         }
     }
     match result {
@@ -644,7 +629,7 @@ async fn handle(
             {
                 parts.headers.append(hyper::header::SET_COOKIE, c);
             }
-            Response::from_parts(parts, body.boxed())
+            Response::from_parts(parts, ResponseBody::Upstream(body))
         }
         Err(e) => {
             shared
@@ -664,4 +649,90 @@ async fn handle(
 /// Reads `spec.selector` etc. for one Service key (used by `get services`).
 pub fn service_key(ns: &str, name: &str) -> ObjectKey {
     ObjectKey::new("v1", "Service", ns, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::local::runtime::Endpoint;
+
+    #[test]
+    fn hop_by_hop_headers_stay_behind_and_the_rest_goes_on() {
+        let req = Request::builder()
+            .uri("http://example/a/b?c=d")
+            .header("connection", "keep-alive, x-secret")
+            .header("keep-alive", "timeout=5")
+            .header("te", "trailers")
+            .header("upgrade", "websocket")
+            .header("x-canary", "insider")
+            .header("cookie", "a=b")
+            .body(())
+            .unwrap();
+        let out =
+            Head::new(req.into_parts().0).into_request(8080, ProxyBody::Buffered(Full::default()));
+        assert_eq!(out.uri(), "/a/b?c=d");
+        // Order between different names carries no meaning (RFC 9110 section 5.3).
+        let mut names: Vec<&str> = out.headers().keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["cookie", "host", "x-canary"]);
+        assert_eq!(out.headers()["host"], "127.0.0.1:8080");
+
+        let with_host = Request::builder()
+            .header("host", "app.example")
+            .body(())
+            .unwrap();
+        let out = Head::new(with_host.into_parts().0)
+            .into_request(1, ProxyBody::Buffered(Full::default()));
+        assert_eq!(out.headers()["host"], "app.example");
+        assert_eq!(out.uri(), "/");
+    }
+
+    #[test]
+    fn pick_goes_round_robin_over_more_endpoints_than_it_remembers() {
+        let n = PICK_AHEAD + 4;
+        let endpoints: Vec<Endpoint> = (0..n)
+            .map(|i| Endpoint {
+                namespace: "ns".into(),
+                deployment: "web".into(),
+                pod: format!("web-{i}"),
+                labels: [("app".to_string(), "web".to_string())].into(),
+                // One not ready and one of another app in between: never picked.
+                ready: i != 3,
+                ports: vec![(Some("http".into()), 80, 10_000 + i as u16)],
+            })
+            .chain(std::iter::once(Endpoint {
+                namespace: "ns".into(),
+                deployment: "db".into(),
+                pod: "db-0".into(),
+                labels: [("app".to_string(), "db".to_string())].into(),
+                ready: true,
+                ports: vec![(Some("http".into()), 80, 9_999)],
+            }))
+            .collect();
+        let def = ServiceDef {
+            selector: [("app".to_string(), "web".to_string())].into(),
+            ports: vec![(None, 80, serde_json::json!("http"))],
+            workload: None,
+        };
+        let shared = Shared {
+            services: RwLock::new(by_name([(("ns".to_string(), "web".to_string()), def)])),
+            routes: RwLock::default(),
+            endpoints: Arc::new(std::sync::Mutex::new(endpoints)),
+            pool: Arc::default(),
+            next: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
+            seed: 0,
+            stats: Arc::new(Stats::default()),
+        };
+        let mut hits = BTreeMap::new();
+        for _ in 0..2 * (n - 1) {
+            let (port, served) = pick(&shared, "ns", "web", 80).unwrap();
+            assert_eq!(served.deployment, "web");
+            *hits.entry(port).or_insert(0) += 1;
+        }
+        assert_eq!(hits.len(), n - 1, "{hits:?}");
+        assert!(hits.values().all(|h| *h == 2), "{hits:?}");
+        assert!(!hits.contains_key(&10_003));
+        assert!(pick(&shared, "ns", "nope", 80).is_err());
+    }
 }
