@@ -1,21 +1,20 @@
-//! The canary executor for the local target: the thin edge around `decide()`. Each
-//! tick starts one task per Canary whose previous step has finished, so a slow webhook
-//! holds back only its own canary. A step observes the Canary (target revision,
-//! readiness from the runtime, webhook gates, and, when a step is due, webhooks and
-//! built-in metrics from the proxy's window), calls `decide()`, and applies the plan:
-//! generated primary and Services in the store, routes on the proxy, replica overrides
-//! in the runtime, events in the log and the status. File reads and fsync'd writes run
-//! on the engine's own I/O thread, never on the async workers the proxy shares.
+//! The canary executor: the thin edge around `decide()`. Each tick starts one task per
+//! Canary whose previous step has finished, so a slow webhook holds back only its own
+//! canary. A step observes the Canary (target revision, readiness, webhook gates, and,
+//! when a step is due, webhooks and metrics), calls `decide()`, and applies the plan:
+//! the generated primary and route objects, routes, scaling, events in the log and
+//! the status. It reaches the target only through [`Workloads`], [`TrafficRouter`]
+//! and [`MetricsProvider`]. Their blocking calls, file reads and fsync'd writes run on
+//! the engine's own I/O thread, never on the async workers the proxy shares.
 
 use super::decide::{self, Checks, Due, Observations};
+use super::metrics::MetricsProvider;
+use super::primary::deployment;
+use super::router::{BoxFuture, TrafficRouter};
 use super::spec::{self, CanarySpec, HookType};
 use super::state::{CanaryStatus, Phase, Severity};
+use super::workloads::{readiness, Workloads};
 use crate::manifest::ObjectKey;
-use crate::targets::local::loadtester::{self, LoadTester};
-use crate::targets::local::proxy::stats::Scope;
-use crate::targets::local::proxy::{global_stats, Proxy};
-use crate::targets::local::runtime::supervisor::{set_replica_override, Notifier};
-use crate::targets::local::{names, LocalStore};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -29,7 +28,29 @@ mod builtin;
 mod finalize;
 mod observe;
 
-/// The canary engine on the local target.
+/// Webhook URLs served inside this process (the local target's load tester), called
+/// without HTTP.
+pub trait InProcessWebhooks: Send + Sync {
+    /// Whether this URL is served in process.
+    fn serves(&self, url: &str) -> bool;
+    /// Calls it with `body`: the status code and the response body.
+    fn call<'a>(&'a self, url: &'a str, body: &'a [u8]) -> BoxFuture<'a, (u16, String)>;
+}
+
+/// What the engine acts on: a target's side of canary releases.
+#[derive(Clone)]
+pub struct Parts {
+    /// The Deployments and objects.
+    pub workloads: Arc<dyn Workloads>,
+    /// The traffic router.
+    pub router: Arc<dyn TrafficRouter>,
+    /// The built-in metrics (`request-success-rate`, `request-duration`).
+    pub metrics: Arc<dyn MetricsProvider>,
+    /// Webhooks served in process, if any.
+    pub webhooks: Option<Arc<dyn InProcessWebhooks>>,
+}
+
+/// The canary engine.
 pub struct Engine {
     core: Arc<Core>,
     /// The canaries' step tasks; dropping the engine aborts them.
@@ -39,12 +60,10 @@ pub struct Engine {
 /// What every canary's step task shares.
 struct Core {
     state_dir: PathBuf,
-    store: LocalStore,
-    proxy: Arc<Proxy>,
-    router: Arc<dyn super::router::TrafficRouter>,
-    loadtester: Arc<LoadTester>,
-    loadtester_names: Vec<String>,
-    runtime: Option<Notifier>,
+    workloads: Arc<dyn Workloads>,
+    router: Arc<dyn TrafficRouter>,
+    metrics: Arc<dyn MetricsProvider>,
+    webhooks: Option<Arc<dyn InProcessWebhooks>>,
     http: reqwest::Client,
     max_concurrent: Option<u32>,
     /// What `AlertProvider.spec.addressEnv` may name must start with this.
@@ -56,9 +75,9 @@ struct Core {
     settled: std::sync::Mutex<Option<Vec<ObjectKey>>>,
     /// Canaries (`name.namespace`) whose step task is running.
     busy: Mutex<HashSet<String>>,
-    /// Held while writing the store or the runtime's replica overrides: both keep
-    /// shared index files (generated objects, replicas.json) that concurrent steps
-    /// would otherwise read-modify-write over each other.
+    /// Held while writing generated objects or scaling: the local target keeps shared
+    /// index files (generated objects, replicas.json) that concurrent steps would
+    /// otherwise read-modify-write over each other.
     writes: Mutex<()>,
     /// Canaries holding a `maxConcurrentCanaries` slot (analysing, or starting now);
     /// `None` until the first tick has read every status.
@@ -111,40 +130,20 @@ pub fn read_status(state_dir: &Path, ns: &str, name: &str) -> CanaryStatus {
         .unwrap_or_default()
 }
 
-fn deployment(ns: &str, name: &str) -> ObjectKey {
-    ObjectKey::new("apps/v1", "Deployment", ns, name)
-}
-
-/// The label a Deployment's selector uses for its name (Flagger: `app`, `name` or
-/// `app.kubernetes.io/name`).
-fn selector_label(dep: &Value) -> String {
-    let sel = &dep["spec"]["selector"]["matchLabels"];
-    ["app", "name", "app.kubernetes.io/name"]
-        .iter()
-        .find(|l| sel.get(**l).is_some())
-        .unwrap_or(&"app")
-        .to_string()
-}
-
 impl Engine {
-    /// An engine over the local target's store, proxy and load tester.
+    /// An engine acting on `parts`; canary statuses and commands live in `state_dir`.
     pub fn new(
         state_dir: &Path,
-        proxy: Arc<Proxy>,
-        loadtester: Arc<LoadTester>,
-        loadtester_names: Vec<String>,
-        runtime: Option<Notifier>,
+        parts: Parts,
         max_concurrent: Option<u32>,
     ) -> std::io::Result<Engine> {
         crate::util::tls::install_crypto_provider();
         let core = Core {
             state_dir: state_dir.to_path_buf(),
-            store: LocalStore::open(state_dir).map_err(std::io::Error::other)?,
-            router: proxy.clone(),
-            proxy,
-            loadtester,
-            loadtester_names,
-            runtime,
+            workloads: parts.workloads,
+            router: parts.router,
+            metrics: parts.metrics,
+            webhooks: parts.webhooks,
             http: reqwest::Client::builder()
                 .build()
                 .map_err(std::io::Error::other)?,
@@ -256,16 +255,13 @@ impl Core {
             .map_err(|_| "canary engine I/O task panicked".to_string())
     }
 
-    fn notify(&self) {
-        if let Some(n) = &self.runtime {
-            n.notify();
-        }
-    }
-
     /// The Canaries in the store. The first call also counts the canaries already
     /// analysing (after a restart), so the slots start from what the statuses say.
     fn list_canaries(&self) -> Vec<ObjectKey> {
-        let keys = self.store.list("flagger.app", "Canary").unwrap_or_default();
+        let keys = self
+            .workloads
+            .list("flagger.app", "Canary")
+            .unwrap_or_default();
         let mut slots = lock(&self.slots);
         if slots.is_none() {
             *slots = Some(
@@ -309,32 +305,25 @@ impl Core {
         }
     }
 
-    /// Tells the runtime and the proxy that the store changed. The proxy re-reads its
-    /// Services and Deployments from the store, so that runs on the I/O thread too.
+    /// Tells the target that objects changed (the local target re-reads its store),
+    /// on the I/O thread.
     async fn store_changed(&self) {
-        self.notify();
-        let (proxy, handle) = (self.proxy.clone(), tokio::runtime::Handle::current());
-        match self
-            .blocking(move || handle.block_on(proxy.sync_services()))
-            .await
-        {
-            Ok(Err(e)) => tracing::warn!("services: {e}"),
-            Err(e) => tracing::warn!("{e}"),
-            Ok(Ok(())) => {}
+        let workloads = self.workloads.clone();
+        if let Err(e) = self.blocking(move || workloads.changed()).await {
+            tracing::warn!("{e}");
         }
     }
 
-    /// Reads a stored object on the I/O thread.
+    /// Reads an object of the target on the I/O thread.
     async fn get_object(&self, key: ObjectKey) -> Result<Option<Value>, String> {
-        let store = self.store.clone();
-        self.blocking(move || store.get(&key).map_err(|e| e.to_string()))
-            .await?
+        let workloads = self.workloads.clone();
+        self.blocking(move || workloads.get(&key)).await?
     }
 
-    /// A cluster URL (`http://svc.ns/`) rewritten to the local address of that Service.
+    /// A cluster URL (`http://svc.ns/`) as this process reaches that Service.
     async fn local_url(&self, url: &str, ns: &str) -> String {
-        let (dir, u, n) = (self.state_dir.clone(), url.to_string(), ns.to_string());
-        self.blocking(move || names::rewrite_url(&names::allocations(&dir), &u, &n))
+        let (workloads, u, n) = (self.workloads.clone(), url.to_string(), ns.to_string());
+        self.blocking(move || workloads.resolve_url(&u, &n))
             .await
             .unwrap_or_else(|_| url.to_string())
     }
@@ -344,7 +333,7 @@ impl Core {
         let core = self.clone();
         let loaded = self
             .blocking(move || {
-                let obj = core.store.get(&key).ok().flatten()?;
+                let obj = core.workloads.get(&key).ok().flatten()?;
                 Some(spec::parse(&obj).map(|mut c| {
                     c.suspend |= super::commands::suspended(&core.state_dir, &c.namespace, &c.name);
                     c
@@ -367,7 +356,8 @@ impl Core {
     async fn step(self: &Arc<Self>, c: Arc<CanarySpec>, now: f64) -> Result<(), String> {
         let (core, spec) = (self.clone(), c.clone());
         let seen = self.blocking(move || core.observe(&spec)).await??;
-        let counted = builtin::Counted::new(&seen.status, &seen.target);
+        self.restore_route(&c, &seen.status).await;
+        let counted = builtin::Counted::new(&seen.status, &seen.target_hash);
         let obs = self
             .gather(&c, &seen.status, seen.obs.clone(), &counted, now)
             .await;
@@ -375,7 +365,7 @@ impl Core {
         self.hold_slot(&c.id(), decide::analysing(plan.status.phase));
         plan.status.tracked_configs = seen.tracked.clone();
         if obs.analysis.is_some() {
-            plan.status.last_metrics = counted.values(&c, now);
+            plan.status.last_metrics = counted.values(&*self.metrics, &c, now).await;
         }
         self.apply(&c, &plan, &seen).await?;
         self.report(&c, &plan, &seen, now).await;
@@ -397,7 +387,7 @@ impl Core {
         let mut step = decide::due(c, status, now);
         if step == Due::Analysis
             && decide::first_check_may_wait(c, status, now)
-            && !counted.has_traffic(c, now)
+            && !counted.has_traffic(&*self.metrics, c, now).await
         {
             // The load started with the analysis; its first requests are on the way.
             tracing::debug!("first check waits for traffic to the new revision");
@@ -452,13 +442,11 @@ impl Core {
         let body = payload.to_string();
         let mut last = String::new();
         for _ in 0..=w.retries {
-            let result = if loadtester::is_loadtester_url(&w.url, &self.loadtester_names) {
-                // Served in process by the built-in load tester: no HTTP, no listener.
-                let call = self
-                    .loadtester
-                    .handle(loadtester::url_path(&w.url), body.as_bytes());
-                match tokio::time::timeout(w.timeout, call).await {
-                    Ok((code, body)) => Ok((code.as_u16(), body)),
+            let in_process = self.webhooks.as_ref().filter(|h| h.serves(&w.url));
+            let result = if let Some(hooks) = in_process {
+                // Served in process (the built-in load tester): no HTTP, no listener.
+                match tokio::time::timeout(w.timeout, hooks.call(&w.url, body.as_bytes())).await {
+                    Ok((code, body)) => Ok((code, body)),
                     Err(_) => Err(format!("timed out after {:?}", w.timeout)),
                 }
             } else {
@@ -555,7 +543,8 @@ impl Core {
                 }
                 continue;
             }
-            failures.extend(counted.check(c, m, &provider, now));
+            let value = counted.value(&*self.metrics, c, m, now).await;
+            failures.extend(super::checks::builtin(c, m, &provider, value));
         }
         Checks { failures }
     }
@@ -604,27 +593,21 @@ impl Core {
                 &c.namespace,
             )
             .await;
-        match super::metrics::query(&self.http, &address, &query).await {
-            // Flagger counts an empty metric result as a failed check.
-            Ok(None) => Some(format!(
-                "Halt advancement no values found for custom metric: {}",
-                m.name
-            )),
-            Err(e) => Some(format!("Metric query failed for {}: {e}", m.name)),
-            Ok(Some(v)) => {
-                if let Some(min) = m.min.filter(|min| v < *min) {
-                    Some(format!(
-                        "Halt {} advancement {} {v:.2} < {min}",
-                        c.id(),
-                        m.name
-                    ))
-                } else {
-                    m.max
-                        .filter(|max| v > *max)
-                        .map(|max| format!("Halt {} advancement {} {v:.2} > {max}", c.id(), m.name))
-                }
-            }
-        }
+        let prometheus = super::metrics::Prometheus {
+            http: self.http.clone(),
+            address,
+        };
+        let q = super::metrics::MetricQuery {
+            namespace: &c.namespace,
+            target: &c.target,
+            metric: &m.name,
+            revision: "",
+            since: 0,
+            interval: m.interval,
+            now: 0.0,
+            query: &query,
+        };
+        super::checks::template(c, m, prometheus.query(&q).await)
     }
 }
 
@@ -636,43 +619,6 @@ fn status_start(st: &CanaryStatus) -> f64 {
         .find(|e| e.message.starts_with("New revision detected!"))
         .map(|e| e.at)
         .unwrap_or(st.last_transition_time)
-}
-
-/// ConfigMaps and Secrets a pod spec references (env, envFrom, volumes), sorted.
-pub fn config_refs(pod: &Value) -> Vec<(String, String)> {
-    let mut out = std::collections::BTreeSet::new();
-    for c in pod["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(pod["initContainers"].as_array().into_iter().flatten())
-    {
-        for f in c["envFrom"].as_array().into_iter().flatten() {
-            if let Some(n) = f["configMapRef"]["name"].as_str() {
-                out.insert(("ConfigMap".to_string(), n.to_string()));
-            }
-            if let Some(n) = f["secretRef"]["name"].as_str() {
-                out.insert(("Secret".to_string(), n.to_string()));
-            }
-        }
-        for e in c["env"].as_array().into_iter().flatten() {
-            if let Some(n) = e["valueFrom"]["configMapKeyRef"]["name"].as_str() {
-                out.insert(("ConfigMap".to_string(), n.to_string()));
-            }
-            if let Some(n) = e["valueFrom"]["secretKeyRef"]["name"].as_str() {
-                out.insert(("Secret".to_string(), n.to_string()));
-            }
-        }
-    }
-    for v in pod["volumes"].as_array().into_iter().flatten() {
-        if let Some(n) = v["configMap"]["name"].as_str() {
-            out.insert(("ConfigMap".to_string(), n.to_string()));
-        }
-        if let Some(n) = v["secret"]["secretName"].as_str() {
-            out.insert(("Secret".to_string(), n.to_string()));
-        }
-    }
-    out.into_iter().collect()
 }
 
 /// The engine's tick period.

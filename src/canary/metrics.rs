@@ -1,10 +1,56 @@
-//! MetricTemplates (`flagger.app/v1beta1`) with the prometheus provider: the query is
+//! Metrics providers behind one trait, [`MetricsProvider`], with one result type: the
+//! built-in metrics from the target (the local proxy's request window) and
+//! MetricTemplates (`flagger.app/v1beta1`) with the prometheus provider, whose query is
 //! rendered with `name`, `namespace`, `target`, `service`, `interval` and `variables`,
 //! then run over HTTP. An empty or NaN result is "no values" (a failed check, as in
 //! Flagger); an unreachable provider is a failed check too: no promotion without data.
 
+use super::router::BoxFuture;
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One metric to measure for a canary.
+#[derive(Clone, Debug)]
+pub struct MetricQuery<'a> {
+    /// The canary's namespace.
+    pub namespace: &'a str,
+    /// The target Deployment.
+    pub target: &'a str,
+    /// The metric's name (`request-success-rate`, `request-duration`, or a template's).
+    pub metric: &'a str,
+    /// The target's template hash: built-in metrics count only its pods' requests.
+    pub revision: &'a str,
+    /// Only requests from this second (Unix) on: when the analysis started.
+    pub since: u64,
+    /// The metric's interval.
+    pub interval: Duration,
+    /// Now (Unix seconds).
+    pub now: f64,
+    /// The rendered query, for providers that take one (Prometheus); empty otherwise.
+    pub query: &'a str,
+}
+
+/// Measures metrics. `Ok(None)` is "no values", which Flagger counts as a failed
+/// check; `Err` is a provider that could not answer.
+pub trait MetricsProvider: Send + Sync {
+    /// The metric's current value.
+    fn query<'a>(&'a self, q: &'a MetricQuery<'a>) -> BoxFuture<'a, Result<Option<f64>, String>>;
+}
+
+/// A Prometheus server answering instant queries.
+pub struct Prometheus {
+    /// The client.
+    pub http: reqwest::Client,
+    /// Its address, as this process reaches it.
+    pub address: String,
+}
+
+impl MetricsProvider for Prometheus {
+    fn query<'a>(&'a self, q: &'a MetricQuery<'a>) -> BoxFuture<'a, Result<Option<f64>, String>> {
+        Box::pin(query(&self.http, &self.address, q.query))
+    }
+}
 
 /// What a query is rendered with.
 pub struct Model<'a> {

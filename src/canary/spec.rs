@@ -154,6 +154,11 @@ impl CanarySpec {
         format!("{}.{}", self.name, self.namespace)
     }
 
+    /// `Canary/namespace/name`: the owner of the objects the canary generates.
+    pub fn owner(&self) -> String {
+        format!("Canary/{}/{}", self.namespace, self.name)
+    }
+
     /// `target.namespace`.
     pub fn target_id(&self) -> String {
         format!("{}.{}", self.target, self.namespace)
@@ -216,6 +221,31 @@ fn step_weights(v: &Value, field: &str, errors: &mut Vec<String>) -> Vec<u32> {
     out
 }
 
+/// What the analysis asks of its router that `spec.provider` does not support
+/// (Flagger's feature tables), as `field: message` errors; an unknown provider is not
+/// checked.
+fn provider_errors(spec: &Value, a: &Value, path: &str) -> Vec<String> {
+    let provider = spec["provider"].as_str();
+    let Some(caps) = super::router::provider_capabilities(provider) else {
+        return Vec::new();
+    };
+    let weighted =
+        !a["stepWeight"].is_null() || a["stepWeights"].as_array().is_some_and(|s| !s.is_empty());
+    let matches = a["match"].as_array().is_some_and(|m| !m.is_empty());
+    let mirror = a["mirror"].as_bool().unwrap_or(false);
+    let affinity = a["sessionAffinity"].is_object();
+    super::router::unsupported(&caps, weighted, matches, mirror, affinity)
+        .into_iter()
+        .map(|(field, feature)| {
+            let field = field.replacen("spec.analysis", path, 1);
+            format!(
+                "{field}: provider {} does not support {feature}",
+                provider.unwrap_or("gitcanary")
+            )
+        })
+        .collect()
+}
+
 /// Reads and validates a Canary object; errors name the field.
 pub fn parse(obj: &Value) -> Result<CanarySpec, Vec<String>> {
     let mut errors = Vec::new();
@@ -268,9 +298,10 @@ pub fn parse(obj: &Value) -> Result<CanarySpec, Vec<String>> {
             "{path}: set one of iterations, stepWeight or stepWeights"
         ));
     }
-    if let Err(e) = crate::targets::local::proxy::routing::parse_matches(&a["match"]) {
+    if let Err(e) = super::matches::parse_matches(&a["match"]) {
         errors.push(format!("{path}.{e}"));
     }
+    errors.extend(provider_errors(spec, a, path));
     let metric_interval = interval.unwrap_or(Duration::from_secs(60));
     let mut metrics = Vec::new();
     for (i, m) in a["metrics"].as_array().into_iter().flatten().enumerate() {
@@ -481,6 +512,38 @@ mod tests {
             &json!({"metadata": {"name": "x"}, "spec": {"targetRef": {"name": "x"}, "service": {"port": 80},
             "analysis": a}}),
         )
+    }
+
+    fn with_provider(provider: &str, a: Value) -> Result<CanarySpec, Vec<String>> {
+        parse(
+            &json!({"metadata": {"name": "x"}, "spec": {"provider": provider, "targetRef": {"name": "x"},
+            "service": {"port": 80}, "analysis": a}}),
+        )
+    }
+
+    #[test]
+    fn a_canary_asking_more_than_its_provider_supports_is_refused() {
+        let ab = json!({"interval": "1m", "threshold": 5, "iterations": 10,
+            "match": [{"headers": {"x-canary": {"exact": "insider"}}}]});
+        assert_eq!(
+            with_provider("linkerd", ab.clone()).unwrap_err(),
+            vec!["spec.analysis.match: provider linkerd does not support header and cookie matching (A/B testing)"]
+        );
+        assert!(with_provider("nginx", ab.clone()).is_ok());
+        assert!(with_provider("istio", ab).is_ok());
+        let mirrored = json!({"interval": "1m", "threshold": 5, "iterations": 10, "mirror": true});
+        assert_eq!(
+            with_provider("nginx", mirrored.clone()).unwrap_err(),
+            vec!["spec.analysis.mirror: provider nginx does not support traffic mirroring"]
+        );
+        assert!(with_provider("gitcanary", mirrored).is_ok());
+        let weighted = json!({"interval": "1m", "threshold": 5, "stepWeight": 10});
+        assert_eq!(
+            with_provider("kubernetes", weighted.clone()).unwrap_err(),
+            vec!["spec.analysis.stepWeight: provider kubernetes does not support weighted traffic"]
+        );
+        // An unknown provider is not judged.
+        assert!(with_provider("haproxy", weighted).is_ok());
     }
 
     #[test]

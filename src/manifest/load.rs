@@ -826,6 +826,18 @@ mod tests {
     }
 
     #[test]
+    fn a_canary_asking_more_than_its_provider_routes_is_an_error_at_the_field() {
+        let canary = "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata:\n  name: podinfo\n  namespace: test\nspec:\n  provider: linkerd\n  targetRef:\n    apiVersion: apps/v1\n    kind: Deployment\n    name: podinfo\n  service:\n    port: 9898\n  analysis:\n    interval: 1m\n    threshold: 5\n    iterations: 10\n    match:\n      - headers:\n          x-canary:\n            exact: insider\n";
+        let out = load_dir(&[("apps/canary.yaml", canary.to_string())]);
+        let text: Vec<String> = out.errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            text,
+            vec!["apps/canary.yaml:19:7: spec.analysis.match: provider linkerd does not support header and cookie matching (A/B testing)"]
+        );
+        assert!(out.objects.is_empty());
+    }
+
+    #[test]
     fn deep_folders_are_an_error_not_a_stack_overflow() {
         let deep = vec!["d"; 300].join("/") + "/cm.yaml";
         let out = load_dir(&[(&deep, "a: 1\n".into())]);

@@ -1,9 +1,9 @@
-//! Applying a plan: the generated primary, its configs and Services in the store,
-//! replica overrides in the runtime, routes on the proxy and hooks, in the plan's
-//! order; then events, Prometheus metrics and the status. Store and status writes run
-//! on the engine's I/O thread.
+//! Applying a plan: the generated primary and its configs, the route objects, scaling,
+//! routes and hooks, in the plan's order; then events, Prometheus metrics and the
+//! status. Target writes and status writes run on the engine's I/O thread.
 
 use super::*;
+use crate::canary::router::Routes;
 use decide::{Action, Plan};
 use observe::Seen;
 
@@ -19,11 +19,22 @@ impl Core {
         for action in &plan.actions {
             match action {
                 Action::Route {
-                    primary: _,
+                    primary,
                     canary,
                     mirror,
                     ab,
-                } => self.router.set_routes(c, *canary, *mirror, *ab),
+                } => {
+                    let routes = Routes {
+                        primary: *primary,
+                        canary: *canary,
+                        mirror: *mirror,
+                        ab: *ab,
+                    };
+                    self.router
+                        .set_routes(c, routes)
+                        .await
+                        .map_err(|e| e.to_string())?
+                }
                 Action::RunHooks(kind) => {
                     for w in c.analysis.webhooks.iter().filter(|w| w.kind == *kind) {
                         let _ = self
@@ -38,7 +49,8 @@ impl Core {
                 | Action::ScalePrimary(_) => {
                     let (core, spec, target, action) =
                         (self.clone(), c.clone(), seen.target.clone(), action.clone());
-                    self.blocking(move || core.write_action(&spec, &target, &action))
+                    let handle = tokio::runtime::Handle::current();
+                    self.blocking(move || core.write_action(&spec, &target, &action, &handle))
                         .await??;
                     changed_store = true;
                 }
@@ -50,32 +62,37 @@ impl Core {
         Ok(())
     }
 
-    /// The store and runtime writes of one action.
-    fn write_action(&self, c: &CanarySpec, target: &Value, action: &Action) -> Result<(), String> {
+    /// The target writes of one action. The route objects are written here too, on
+    /// the I/O thread (`handle` runs the router's future): the local router's are
+    /// files.
+    fn write_action(
+        &self,
+        c: &CanarySpec,
+        target: &Value,
+        action: &Action,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<(), String> {
         let _writing = lock(&self.writes);
         match action {
             Action::CreatePrimary | Action::Promote => {
                 self.write_primary(c, target)?;
-                self.write_services(c, target)
+                handle
+                    .block_on(self.router.reconcile(c, target))
+                    .map_err(|e| e.to_string())
             }
             Action::ScaleCanaryUp => {
                 let replicas = target["spec"]["replicas"].as_u64().unwrap_or(1) as u32;
-                set_replica_override(&self.state_dir, &c.namespace, &c.target, Some(replicas))
-                    .map_err(|e| e.to_string())
+                self.workloads
+                    .scale(&c.namespace, &c.target, Some(replicas))
             }
-            Action::ScaleCanaryDown => {
-                set_replica_override(&self.state_dir, &c.namespace, &c.target, Some(0))
-                    .map_err(|e| e.to_string())
-            }
+            Action::ScaleCanaryDown => self.workloads.scale(&c.namespace, &c.target, Some(0)),
             Action::ScalePrimary(n) => {
                 let key = deployment(&c.namespace, &format!("{}-primary", c.target));
-                let Some(mut primary) = self.store.get(&key).map_err(|e| e.to_string())? else {
+                let Some(mut primary) = self.workloads.get(&key)? else {
                     return Ok(());
                 };
                 primary["spec"]["replicas"] = (*n).into();
-                self.store
-                    .put_generated(&key, &primary, &Self::owner(c))
-                    .map_err(|e| e.to_string())
+                self.workloads.put_generated(&c.owner(), &[(key, primary)])
             }
             Action::Route { .. } | Action::RunHooks(_) => Ok(()),
         }
@@ -124,100 +141,15 @@ impl Core {
         }
     }
 
-    fn owner(c: &CanarySpec) -> String {
-        format!("Canary/{}/{}", c.namespace, c.name)
-    }
-
-    /// Writes `<target>-primary` (with `-primary` ConfigMap/Secret copies) from the target.
+    /// Creates or updates `<target>-primary` and its `-primary` config copies from
+    /// the target.
     fn write_primary(&self, c: &CanarySpec, target: &Value) -> Result<(), String> {
-        let label = selector_label(target);
-        let primary_name = format!("{}-primary", c.target);
-        let mut p = target.clone();
-        p["metadata"] = json!({"name": primary_name, "namespace": c.namespace, "labels": {label.clone(): primary_name}});
-        p["spec"]["selector"]["matchLabels"][&label] = primary_name.clone().into();
-        p["spec"]["template"]["metadata"]["labels"][&label] = primary_name.clone().into();
-        let existing = self
-            .store
-            .get(&deployment(&c.namespace, &primary_name))
-            .ok()
-            .flatten();
-        // Flagger's Promote copies the target's replicas unless an autoscaler owns them.
-        if let Some(e) = existing.as_ref().filter(|_| c.autoscaler.is_some()) {
-            p["spec"]["replicas"] = e["spec"]["replicas"].clone();
-        }
-        for (kind, name) in config_refs(&target["spec"]["template"]["spec"]) {
-            let Ok(Some(mut cfg)) =
-                self.store
-                    .get(&ObjectKey::new("v1", &kind, &c.namespace, &name))
-            else {
-                continue;
-            };
-            let copy = format!("{name}-primary");
-            cfg["metadata"] = json!({"name": copy, "namespace": c.namespace});
-            self.store
-                .put_generated(
-                    &ObjectKey::new("v1", &kind, &c.namespace, &copy),
-                    &cfg,
-                    &Self::owner(c),
-                )
-                .map_err(|e| e.to_string())?;
-        }
-        rename_config_refs(&mut p["spec"]["template"]["spec"]);
-        if let Some(hpa_name) = &c.autoscaler {
-            let hpa_key = ObjectKey::new(
-                "autoscaling/v2",
-                "HorizontalPodAutoscaler",
-                &c.namespace,
-                hpa_name,
-            );
-            if let Ok(Some(mut hpa)) = self.store.get(&hpa_key) {
-                let copy = format!("{hpa_name}-primary");
-                hpa["metadata"] = json!({"name": copy, "namespace": c.namespace});
-                hpa["spec"]["scaleTargetRef"]["name"] = primary_name.clone().into();
-                self.store
-                    .put_generated(
-                        &ObjectKey::new(
-                            "autoscaling/v2",
-                            "HorizontalPodAutoscaler",
-                            &c.namespace,
-                            &copy,
-                        ),
-                        &hpa,
-                        &Self::owner(c),
-                    )
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        self.store
-            .put_generated(
-                &deployment(&c.namespace, &primary_name),
-                &p,
-                &Self::owner(c),
-            )
-            .map_err(|e| e.to_string())
-    }
-
-    fn write_services(&self, c: &CanarySpec, target: &Value) -> Result<(), String> {
-        let label = selector_label(target);
-        let svc = |name: String, app: String| {
-            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": c.namespace},
-                "spec": {"selector": {label.clone(): app}, "ports": [{"name": "http", "port": c.port, "targetPort": c.target_port}]}})
-        };
-        let primary = format!("{}-primary", c.target);
-        for (name, app) in [
-            (c.service.clone(), primary.clone()),
-            (format!("{}-primary", c.service), primary.clone()),
-            (format!("{}-canary", c.service), c.target.clone()),
-        ] {
-            self.store
-                .put_generated(
-                    &ObjectKey::new("v1", "Service", &c.namespace, &name),
-                    &svc(name.clone(), app),
-                    &Self::owner(c),
-                )
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        let key = deployment(&c.namespace, &format!("{}-primary", c.target));
+        let existing = self.workloads.get(&key).ok().flatten();
+        let objects = crate::canary::primary::primary_objects(c, target, existing.as_ref(), |k| {
+            self.workloads.get(k).ok().flatten()
+        });
+        self.workloads.put_generated(&c.owner(), &objects)
     }
 }
 
@@ -268,39 +200,5 @@ fn record_metrics(c: &CanarySpec, plan: &Plan, before: &CanaryStatus, now: f64) 
             &labels,
             now - status_start(before),
         );
-    }
-}
-
-fn rename_config_refs(pod: &mut Value) {
-    let rename = |v: &mut Value| {
-        if let Some(n) = v.as_str() {
-            *v = format!("{n}-primary").into();
-        }
-    };
-    for list in ["containers", "initContainers"] {
-        for c in pod[list].as_array_mut().into_iter().flatten() {
-            for f in c["envFrom"].as_array_mut().into_iter().flatten() {
-                for r in ["configMapRef", "secretRef"] {
-                    if f.get(r).is_some() {
-                        rename(&mut f[r]["name"]);
-                    }
-                }
-            }
-            for e in c["env"].as_array_mut().into_iter().flatten() {
-                for r in ["configMapKeyRef", "secretKeyRef"] {
-                    if e["valueFrom"].get(r).is_some() {
-                        rename(&mut e["valueFrom"][r]["name"]);
-                    }
-                }
-            }
-        }
-    }
-    for v in pod["volumes"].as_array_mut().into_iter().flatten() {
-        if v.get("configMap").is_some() {
-            rename(&mut v["configMap"]["name"]);
-        }
-        if v.get("secret").is_some() {
-            rename(&mut v["secret"]["secretName"]);
-        }
     }
 }

@@ -1,16 +1,15 @@
-//! The built-in metrics (`request-success-rate`, `request-duration`) from the proxy's
-//! in-process window, counted for the current canary revision only: the requests its pods
-//! served (or that found none of them ready) since its analysis started. The release
-//! before it stays out of the window, however long the metric's interval.
+//! The built-in metrics (`request-success-rate`, `request-duration`), measured by the
+//! target's built-in provider for the current canary revision only: the requests its
+//! pods served (or that found none of them ready) since its analysis started. The
+//! release before it stays out of the window, however long the metric's interval.
 
 use super::*;
+use crate::canary::metrics::MetricQuery;
 use crate::canary::state::MetricValue;
-use crate::targets::local::proxy::stats::WindowFigures;
-use crate::targets::local::runtime::spec::{pod_template_hash, template_hash};
 
 /// Which requests the built-in metrics count.
 pub(super) struct Counted {
-    /// The canary pods' `pod-template-hash`.
+    /// The canary's template hash, as the target computes it.
     revision: String,
     /// The second the analysis started, rounded up: a request in that second may still
     /// have found the canary scaling up.
@@ -18,114 +17,74 @@ pub(super) struct Counted {
 }
 
 impl Counted {
-    /// What a step of the canary with `status` and target Deployment `target` counts.
-    pub(super) fn new(status: &CanaryStatus, target: &Value) -> Counted {
+    /// What a step of the canary with `status` counts; `template_hash` is its target
+    /// Deployment's.
+    pub(super) fn new(status: &CanaryStatus, template_hash: &str) -> Counted {
         Counted {
-            revision: pod_template_hash(&template_hash(&target["spec"]["template"])).to_string(),
+            revision: template_hash.to_string(),
             since: status.analysis_start.ceil() as u64,
         }
     }
 
-    fn window(&self, c: &CanarySpec, m: &spec::MetricSpec, now: f64) -> Option<WindowFigures> {
-        let scope = Scope {
-            revision: Some(&self.revision),
+    /// A built-in metric's current value; `None` without requests or for a template.
+    pub(super) async fn value(
+        &self,
+        provider: &dyn MetricsProvider,
+        c: &CanarySpec,
+        m: &spec::MetricSpec,
+        now: f64,
+    ) -> Option<f64> {
+        if m.template.is_some() {
+            return None;
+        }
+        let q = MetricQuery {
+            namespace: &c.namespace,
+            target: &c.target,
+            metric: &m.name,
+            revision: &self.revision,
             since: self.since,
-            span: m.interval,
-            now: now as u64 + 1,
+            interval: m.interval,
+            now,
+            query: "",
         };
-        global_stats().window(&c.namespace, &c.target, &scope)
+        provider.query(&q).await.unwrap_or_else(|e| {
+            tracing::warn!(metric = %m.name, "{e}");
+            None
+        })
     }
 
     /// Whether every built-in metric has requests of the current revision to judge.
-    pub(super) fn has_traffic(&self, c: &CanarySpec, now: f64) -> bool {
-        c.analysis
-            .metrics
-            .iter()
-            .filter(|m| m.template.is_none())
-            .all(|m| self.window(c, m, now).is_some())
-    }
-
-    /// A built-in metric's current value; `None` without requests or for a template.
-    fn value(&self, c: &CanarySpec, m: &spec::MetricSpec, now: f64) -> Option<f64> {
-        let w = self.window(c, m, now)?;
-        match m.name.as_str() {
-            "request-success-rate" => Some(w.success_rate),
-            "request-duration" => Some(w.p99_ms),
-            _ => None,
+    pub(super) async fn has_traffic(
+        &self,
+        provider: &dyn MetricsProvider,
+        c: &CanarySpec,
+        now: f64,
+    ) -> bool {
+        for m in c.analysis.metrics.iter().filter(|m| m.template.is_none()) {
+            if self.value(provider, c, m, now).await.is_none() {
+                return false;
+            }
         }
+        true
     }
 
     /// Every metric's current value against its thresholds, kept in the status when a
     /// check ran (for `describe`); templates show no value.
-    pub(super) fn values(&self, c: &CanarySpec, now: f64) -> Vec<MetricValue> {
-        c.analysis
-            .metrics
-            .iter()
-            .map(|m| MetricValue {
+    pub(super) async fn values(
+        &self,
+        provider: &dyn MetricsProvider,
+        c: &CanarySpec,
+        now: f64,
+    ) -> Vec<MetricValue> {
+        let mut out = Vec::with_capacity(c.analysis.metrics.len());
+        for m in &c.analysis.metrics {
+            out.push(MetricValue {
                 name: m.name.clone(),
-                value: self.value(c, m, now),
+                value: self.value(provider, c, m, now).await,
                 min: m.min,
                 max: m.max,
-            })
-            .collect()
-    }
-
-    /// The halt messages of one built-in metric check, in Flagger's words.
-    pub(super) fn check(
-        &self,
-        c: &CanarySpec,
-        m: &spec::MetricSpec,
-        provider: &str,
-        now: f64,
-    ) -> Vec<String> {
-        let Some(w) = self.window(c, m, now) else {
-            // Flagger counts an empty metric result as a failed check.
-            return vec![format!("Halt advancement no values found for {provider} metric {} probably {} is not receiving traffic", m.name, c.target_id())];
-        };
-        let id = c.id();
-        let mut failures = Vec::new();
-        match m.name.as_str() {
-            "request-success-rate" => {
-                let rate = w.success_rate;
-                if let Some(min) = m.min.filter(|min| rate < *min) {
-                    failures.push(format!(
-                        "Halt {id} advancement success rate {rate:.2}% < {min}%"
-                    ));
-                }
-                if let Some(max) = m.max.filter(|max| rate > *max) {
-                    failures.push(format!(
-                        "Halt {id} advancement success rate {rate:.2}% > {max}%"
-                    ));
-                }
-            }
-            "request-duration" => {
-                let p99 = go_duration(w.p99_ms);
-                if let Some(max) = m.max.filter(|max| w.p99_ms > *max) {
-                    failures.push(format!(
-                        "Halt {id} advancement request duration {p99} > {}",
-                        go_duration(max)
-                    ));
-                }
-                if let Some(min) = m.min.filter(|min| w.p99_ms < *min) {
-                    failures.push(format!(
-                        "Halt {id} advancement request duration {p99} < {}",
-                        go_duration(min)
-                    ));
-                }
-            }
-            _ => {}
+            });
         }
-        failures
-    }
-}
-
-/// Go's short duration format for a latency in ms (`1.5s`, `250ms`).
-fn go_duration(ms: f64) -> String {
-    if ms >= 1000.0 {
-        let s = format!("{:.3}", ms / 1000.0);
-        format!("{}s", s.trim_end_matches('0').trim_end_matches('.'))
-    } else {
-        let s = format!("{ms:.3}");
-        format!("{}ms", s.trim_end_matches('0').trim_end_matches('.'))
+        out
     }
 }

@@ -2,6 +2,7 @@
 //! target runs as Git says, with `revertOnDeletion` moving traffic back first.
 
 use super::*;
+use crate::canary::router::Finalize;
 
 impl Core {
     /// Canaries removed from Git. Their generated objects go (as Kubernetes garbage
@@ -15,8 +16,9 @@ impl Core {
             return;
         }
         let (core, keys) = (self.clone(), keys.to_vec());
+        let handle = tokio::runtime::Handle::current();
         match self
-            .blocking(move || core.finalize_removed_files(keys))
+            .blocking(move || core.finalize_removed_files(keys, &handle))
             .await
         {
             Ok(true) => self.store_changed().await,
@@ -25,10 +27,15 @@ impl Core {
         }
     }
 
-    /// The store and status side of `finalize_removed`; whether anything changed.
-    fn finalize_removed_files(&self, keys: Vec<ObjectKey>) -> bool {
+    /// The target and status side of `finalize_removed`, on the I/O thread (`handle`
+    /// runs the router's futures); whether anything changed.
+    fn finalize_removed_files(
+        &self,
+        keys: Vec<ObjectKey>,
+        handle: &tokio::runtime::Handle,
+    ) -> bool {
         let _writing = lock(&self.writes);
-        let generated = self.store.generated();
+        let generated = self.workloads.generated();
         let owners: std::collections::BTreeSet<&String> = generated.values().collect();
         let mut changed = false;
         let mut pending = false;
@@ -61,46 +68,30 @@ impl Core {
             } else {
                 st.service.clone()
             };
-            let _ = crate::targets::local::runtime::supervisor::set_replica_override(
-                &self.state_dir,
-                ns,
-                &target,
-                None,
-            );
-            self.notify();
-            let target_obj = self.store.get(&deployment(ns, &target)).ok().flatten();
-            if st.revert_on_deletion {
-                if let Some(t) = &target_obj {
-                    let hash =
-                        crate::targets::local::runtime::spec::template_hash(&t["spec"]["template"]);
-                    if let Err(e) = self.ready(ns, &target, &hash, 100) {
-                        tracing::info!(canary = %format!("{name}.{ns}"), "Terminating canary: waiting for the target: {e}");
-                        pending = true;
-                        continue;
-                    }
-                    let label = selector_label(t);
-                    let apex_key = ObjectKey::new("v1", "Service", ns, &service);
-                    let ports = self
-                        .store
-                        .get(&apex_key)
-                        .ok()
-                        .flatten()
-                        .map(|s| s["spec"]["ports"].clone())
-                        .unwrap_or(json!([]));
-                    let apex = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service, "namespace": ns},
-                        "spec": {"selector": {label: target.clone()}, "ports": ports}});
-                    if let Err(e) =
-                        self.store
-                            .put_generated(&apex_key, &apex, &format!("Reverted/{ns}/{name}"))
-                    {
-                        tracing::warn!("reverting {service}.{ns}: {e}");
-                        pending = true;
-                        continue;
-                    }
+            let _ = self.workloads.scale(ns, &target, None);
+            self.workloads.changed();
+            let target_obj = self.workloads.get(&deployment(ns, &target)).ok().flatten();
+            let revert_to = target_obj.filter(|_| st.revert_on_deletion);
+            if revert_to.is_some() {
+                let rollout = self.workloads.rollout(ns, &target);
+                if let Err(e) = readiness(ns, &target, &rollout, 100) {
+                    tracing::info!(canary = %format!("{name}.{ns}"), "Terminating canary: waiting for the target: {e}");
+                    pending = true;
+                    continue;
                 }
             }
-            self.proxy.set_route(ns, &service, None);
-            if let Err(e) = self.store.remove_generated(owner) {
+            let fin = Finalize {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                service: service.clone(),
+                revert_to,
+            };
+            if let Err(e) = handle.block_on(self.router.finalize(&fin)) {
+                tracing::warn!("finalizing {service}.{ns}: {e}");
+                pending = true;
+                continue;
+            }
+            if let Err(e) = self.workloads.remove_generated(owner) {
                 tracing::warn!("removing what {owner} generated: {e}");
                 pending = true;
                 continue;

@@ -2,6 +2,7 @@
 //! ([`LocalTarget`] implements `targets::Target` over it), the runtime that runs its
 //! workloads and hooks as host processes, the service proxy, and the demo app.
 
+pub mod canary;
 pub mod demo_app;
 pub mod loadtester;
 pub mod names;

@@ -3,10 +3,12 @@
 //! canary engine acting on both. The sync loop sees it only as
 //! [`crate::sync::reconcile::InProcess`].
 
+use super::canary::{LocalCanaryTarget, LocalWebhooks};
 use super::loadtester::LoadTester;
 use super::proxy::Proxy;
 use super::runtime::supervisor::Notifier;
 use super::runtime::Runtime;
+use crate::canary::executor::{Engine, Parts};
 use crate::config::Config;
 use crate::server::Readiness;
 use std::sync::Arc;
@@ -59,26 +61,8 @@ impl LocalServices {
             .map(|p| Arc::new(p.with_max_connections(local.max_connections)));
         // The canary engine ticks beside the sync, on the same store, proxy and runtime.
         let engine = match &proxy {
-            Some(p) => match crate::canary::executor::Engine::new(
-                &state_dir,
-                p.clone(),
-                loadtester,
-                local.loadtester_names.clone(),
-                Some(runtime.notifier()),
-                cfg.canary.max_concurrent_canaries,
-            ) {
-                Ok(engine) => {
-                    let engine =
-                        engine.with_alert_address_env_prefix(cfg.canary.alert_address_env_prefix());
-                    let (stop, stopped) = watch::channel(false);
-                    // Supervised: a panic in a tick is logged and the engine restarted.
-                    let task = tokio::spawn(crate::canary::supervise::supervise(
-                        Arc::new(engine),
-                        readiness,
-                        stopped,
-                    ));
-                    Some((stop, task))
-                }
+            Some(p) => match start_engine(cfg, &state_dir, p, loadtester, &runtime, readiness) {
+                Ok(engine) => Some(engine),
                 Err(e) => {
                     error!("cannot start the canary engine: {e}");
                     None
@@ -102,6 +86,41 @@ impl LocalServices {
             engine,
         })
     }
+}
+
+/// Starts the canary engine on the local store, proxy, runtime and load tester,
+/// supervised: a panic in a tick is logged and the engine restarted.
+fn start_engine(
+    cfg: &Config,
+    state_dir: &std::path::Path,
+    proxy: &Arc<Proxy>,
+    loadtester: Arc<LoadTester>,
+    runtime: &Runtime,
+    readiness: Arc<Readiness>,
+) -> std::io::Result<(watch::Sender<bool>, JoinHandle<()>)> {
+    let local = cfg.target.local.clone().unwrap_or_default();
+    let target = Arc::new(
+        LocalCanaryTarget::new(state_dir, proxy.clone(), Some(runtime.notifier()))
+            .map_err(std::io::Error::other)?,
+    );
+    let parts = Parts {
+        workloads: target.clone(),
+        router: target.clone(),
+        metrics: target,
+        webhooks: Some(Arc::new(LocalWebhooks {
+            loadtester,
+            names: local.loadtester_names,
+        })),
+    };
+    let engine = Engine::new(state_dir, parts, cfg.canary.max_concurrent_canaries)?
+        .with_alert_address_env_prefix(cfg.canary.alert_address_env_prefix());
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(crate::canary::supervise::supervise(
+        Arc::new(engine),
+        readiness,
+        stopped,
+    ));
+    Ok((stop, task))
 }
 
 impl crate::sync::reconcile::InProcess for LocalServices {

@@ -173,6 +173,14 @@ impl Proxy {
         self
     }
 
+    /// The route on Service `namespace/name`, if the canary engine set one.
+    pub fn route(&self, namespace: &str, name: &str) -> Option<Arc<Route>> {
+        let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
+        routes
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
     /// Sets (or clears, with `None`) the traffic split of Service `namespace/name`.
     pub fn set_route(&self, namespace: &str, name: &str, route: Option<Route>) {
         let mut routes = self
