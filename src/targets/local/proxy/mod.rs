@@ -176,9 +176,7 @@ impl Proxy {
     /// The route on Service `namespace/name`, if the canary engine set one.
     pub fn route(&self, namespace: &str, name: &str) -> Option<Arc<Route>> {
         let routes = self.shared.routes.read().unwrap_or_else(|e| e.into_inner());
-        routes
-            .get(&(namespace.to_string(), name.to_string()))
-            .cloned()
+        routes.get(namespace)?.get(name).cloned()
     }
 
     /// Sets (or clears, with `None`) the traffic split of Service `namespace/name`.
