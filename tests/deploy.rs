@@ -35,21 +35,33 @@ fn documents(dir: &Path) -> Vec<(String, Value)> {
     out
 }
 
-fn crds() -> Vec<Value> {
+/// The objects of deploy/manifests, in file order.
+fn plain_objects() -> Vec<Value> {
     documents(&manifests_dir())
         .into_iter()
         .map(|(_, v)| v)
+        .collect()
+}
+
+fn crds() -> Vec<Value> {
+    plain_objects()
+        .into_iter()
         .filter(|v| v["kind"] == "CustomResourceDefinition")
         .collect()
 }
 
+/// `gitcanary validate DIR`.
+fn validate(dir: &Path) -> std::process::Output {
+    Command::new(bin())
+        .arg("validate")
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn deploy_manifests_pass_validate() {
-    let out = Command::new(bin())
-        .arg("validate")
-        .arg(manifests_dir())
-        .output()
-        .unwrap();
+    let out = validate(&manifests_dir());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("are valid"), "{text}");
@@ -213,6 +225,14 @@ fn objects(text: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The gitcanary config held by a ConfigMap object.
+fn config_of(cm: &Value) -> gitcanary::config::Config {
+    let text = cm["data"]["gitcanary.yaml"]
+        .as_str()
+        .expect("a config file");
+    gitcanary::config::Config::parse(text, Path::new("/etc/gitcanary")).unwrap()
+}
+
 fn install_export(args: &[&str]) -> std::process::Output {
     Command::new(bin())
         .args(["install", "--export"])
@@ -230,19 +250,12 @@ fn install_export_prints_the_manifests_and_validate_accepts_them() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).unwrap();
-    let plain: Vec<Value> = documents(&manifests_dir())
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
+    let plain: Vec<Value> = plain_objects();
     assert_eq!(objects(&text), plain);
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("install.yaml"), &text).unwrap();
-    let v = Command::new(bin())
-        .arg("validate")
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let v = validate(dir.path());
     let report = String::from_utf8_lossy(&v.stdout);
     assert!(v.status.success(), "{report}");
     assert!(
@@ -270,11 +283,7 @@ fn install_export_flags_land_in_the_config_and_the_deployment() {
     );
     let objs = objects(&String::from_utf8(out.stdout).unwrap());
     let cm = objs.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
-    let cfg = gitcanary::config::Config::parse(
-        cm["data"]["gitcanary.yaml"].as_str().unwrap(),
-        Path::new("/etc/gitcanary"),
-    )
-    .unwrap();
+    let cfg = config_of(cm);
     assert_eq!(cfg.source.url, "ssh://git@github.com/acme/fleet.git");
     assert_eq!(cfg.source.branch, "prod");
     assert_eq!(cfg.source.path, "./clusters/eu-1");
@@ -305,10 +314,7 @@ fn install_export_flags_land_in_the_config_and_the_deployment() {
 /// requests, the server's real probe paths and port, and a writable state dir.
 #[test]
 fn deployment_runs_hardened_with_probes_on_the_servers_port() {
-    let objs: Vec<Value> = documents(&manifests_dir())
-        .into_iter()
-        .map(|(_, v)| v)
-        .collect();
+    let objs: Vec<Value> = plain_objects();
     let deploy = objs.iter().find(|o| o["kind"] == "Deployment").unwrap();
     let pod = &deploy["spec"]["template"]["spec"];
     let c = &pod["containers"][0];
@@ -324,11 +330,7 @@ fn deployment_runs_hardened_with_probes_on_the_servers_port() {
         env!("CARGO_PKG_VERSION")
     );
     let cm = objs.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
-    let cfg = gitcanary::config::Config::parse(
-        cm["data"]["gitcanary.yaml"].as_str().unwrap(),
-        Path::new("/etc/gitcanary"),
-    )
-    .unwrap();
+    let cfg = config_of(cm);
     let port = cfg.server.listen.rsplit(':').next().unwrap();
     assert!(
         cfg.server.listen.starts_with("0.0.0.0:"),
@@ -346,4 +348,195 @@ fn deployment_runs_hardened_with_probes_on_the_servers_port() {
         "{mounts:?}"
     );
     assert!(mounts.contains(&"/etc/gitcanary"), "{mounts:?}");
+}
+
+fn chart_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/chart/gitcanary")
+}
+
+/// The chart rendered by gitcanary's own Helm renderer, as (template file, object).
+fn render_chart(release: &str, namespace: &str, values: Value) -> Vec<(String, Value)> {
+    use gitcanary::helm::chart::{render, Capabilities, Chart, Release};
+    let chart = Chart::load_dir(&chart_dir()).expect("chart loads");
+    let release = Release {
+        name: release.into(),
+        namespace: namespace.into(),
+        revision: 1,
+        is_install: true,
+    };
+    let out = render(&chart, &release, &values, &Capabilities::default()).expect("renders");
+    out.into_iter()
+        .flat_map(|r| {
+            objects(&r.text)
+                .into_iter()
+                .map(move |o| (r.name.clone(), o))
+        })
+        .collect()
+}
+
+/// Objects compared by meaning: sorted by identity, the config file parsed, and the
+/// chart's config checksum annotation (which the plain manifests cannot have) checked
+/// and dropped.
+fn normalised(objs: impl IntoIterator<Item = Value>) -> Vec<Value> {
+    let mut out: Vec<Value> = objs
+        .into_iter()
+        .map(|mut o| {
+            if o["kind"] == "ConfigMap" {
+                let text = o["data"]["gitcanary.yaml"].as_str().unwrap().to_string();
+                o["data"]["gitcanary.yaml"] = objects(&text).remove(0);
+            }
+            if o["kind"] == "Deployment" {
+                let ann = o["spec"]["template"]["metadata"]["annotations"]
+                    .as_object_mut()
+                    .unwrap();
+                if let Some(sum) = ann.remove("checksum/config") {
+                    let sum = sum.as_str().unwrap();
+                    assert!(sum.len() == 64 && sum.bytes().all(|b| b.is_ascii_hexdigit()));
+                }
+            }
+            o
+        })
+        .collect();
+    let key = |o: &Value| {
+        format!(
+            "{}/{}/{}/{}",
+            o["apiVersion"], o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]
+        )
+    };
+    out.sort_by_key(key);
+    out
+}
+
+/// The first place two JSON values differ, as a path, or `None` when equal.
+fn first_difference(a: &Value, b: &Value, path: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let (l, r) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
+                first_difference(l, r, &format!("{path}.{k}"))
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (l, r))| first_difference(l, r, &format!("{path}[{i}]"))),
+        _ if a == b => None,
+        _ => Some(format!("{path}: {a} != {b}")),
+    }
+}
+
+/// Asserts two object lists are equal, naming the first difference.
+fn assert_same_objects(left: Vec<Value>, right: Vec<Value>) {
+    if let Some(d) = first_difference(&Value::from(left), &Value::from(right), "") {
+        panic!("chart and manifests differ at {d}");
+    }
+}
+
+#[test]
+fn chart_renders_the_plain_manifests() {
+    let plain: Vec<Value> = plain_objects();
+    let rendered = render_chart("gitcanary", "gitcanary", serde_json::json!({}));
+    // Default values leave the namespace to `helm install --create-namespace`.
+    let without_ns = plain.iter().filter(|o| o["kind"] != "Namespace").cloned();
+    assert_same_objects(
+        normalised(rendered.into_iter().map(|(_, o)| o)),
+        normalised(without_ns),
+    );
+    let rendered = render_chart(
+        "gitcanary",
+        "gitcanary",
+        serde_json::json!({"namespace": {"create": true}}),
+    );
+    assert_same_objects(
+        normalised(rendered.into_iter().map(|(_, o)| o)),
+        normalised(plain),
+    );
+}
+
+#[test]
+fn chart_values_land_and_the_output_passes_validate() {
+    let values = serde_json::json!({
+        "image": {"repository": "registry.acme.test/gitcanary", "tag": "1.2.3"},
+        "replicas": 3,
+        "git": {"url": "https://git.acme.test/fleet.git", "branch": "prod", "path": "./eu"},
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}},
+        "crds": {"install": false},
+    });
+    let rendered = render_chart("ops", "platform", values);
+    let find = |kind: &str| {
+        &rendered
+            .iter()
+            .find(|(_, o)| o["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+            .1
+    };
+    assert!(rendered
+        .iter()
+        .all(|(_, o)| o["kind"] != "CustomResourceDefinition"));
+    let deploy = find("Deployment");
+    assert_eq!(deploy["metadata"]["name"], "ops-gitcanary");
+    assert_eq!(deploy["spec"]["replicas"], 3);
+    let c = &deploy["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["image"], "registry.acme.test/gitcanary:1.2.3");
+    assert_eq!(c["resources"]["requests"]["memory"], "64Mi");
+    let cm = find("ConfigMap");
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"],
+        cm["metadata"]["name"]
+    );
+    let cfg = config_of(cm);
+    assert_eq!(cfg.source.url, "https://git.acme.test/fleet.git");
+    assert_eq!(cfg.source.branch, "prod");
+    assert_eq!(cfg.source.path, "./eu");
+    let crb = find("ClusterRoleBinding");
+    assert_eq!(crb["subjects"][0]["namespace"], "platform");
+    assert_eq!(crb["subjects"][0]["name"], "ops-gitcanary");
+
+    // The config checksum follows the config, so a new Git URL restarts the pods.
+    let sum = |r: &[(String, Value)]| {
+        r.iter().find(|(_, o)| o["kind"] == "Deployment").unwrap().1["spec"]["template"]["metadata"]
+            ["annotations"]["checksum/config"]
+            .clone()
+    };
+    let other = render_chart(
+        "ops",
+        "platform",
+        serde_json::json!({"git": {"url": "https://git.acme.test/other.git"}}),
+    );
+    assert_ne!(sum(&rendered), sum(&other));
+
+    // What the chart renders loads in gitcanary's own validator.
+    let dir = tempfile::tempdir().unwrap();
+    let all: Vec<String> = rendered
+        .iter()
+        .map(|(_, o)| gitcanary::util::yaml::yaml(o))
+        .collect();
+    std::fs::write(dir.path().join("rendered.yaml"), all.join("---\n")).unwrap();
+    let v = validate(dir.path());
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+}
+
+#[test]
+fn chart_values_are_checked_against_its_schema() {
+    use gitcanary::helm::chart::{render, Capabilities, Chart, Release};
+    let chart = Chart::load_dir(&chart_dir()).unwrap();
+    let release = Release {
+        name: "gitcanary".into(),
+        namespace: "gitcanary".into(),
+        revision: 1,
+        is_install: true,
+    };
+    let e = render(
+        &chart,
+        &release,
+        &serde_json::json!({"replicas": "two"}),
+        &Capabilities::default(),
+    )
+    .unwrap_err();
+    assert!(e.contains("replicas"), "{e}");
 }
