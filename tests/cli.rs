@@ -94,11 +94,14 @@ fn config_errors_name_key_and_line_and_env_var_works() {
     .unwrap();
     let out = Command::new(bin())
         .args(["--config", cfg.to_str().unwrap(), "sync", "--once"])
+        .env("HOME", dir.path())
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("target.kubernetes (context \"prod\") is not yet supported"),
+        err.contains("target.kubernetes ($KUBECONFIG or ~/.kube/config): failed to read kubeconfig"),
         "{err}"
     );
 }

@@ -37,6 +37,9 @@ pub enum Error {
     /// The target is not available in this build.
     #[error("{0}")]
     Unsupported(String),
+    /// The Kubernetes target failed.
+    #[error(transparent)]
+    Kube(#[from] self::kube::Error),
     /// An object's identity would name a file outside the store (`kind: ../x`).
     #[error("{key}: {part:?} cannot be a file name in the store")]
     UnsafePath {
@@ -141,7 +144,12 @@ pub trait HookRunner: Send + Sync {
 /// the state dir's single-writer lock), not for a read such as `gitcanary diff`.
 pub fn open(cfg: &crate::config::Config, write: bool) -> Result<Box<dyn Target>> {
     if let Some(k) = &cfg.target.kubernetes {
-        return Err(kube::unsupported(k.context.as_deref()));
+        return Ok(Box::new(kube::KubeTarget::connect(
+            k,
+            &cfg.base_dir,
+            &cfg.source.name,
+            &cfg.source.branch,
+        )?));
     }
     let images = cfg
         .target

@@ -377,6 +377,13 @@ impl ControlPlane {
         })
     }
 
+    /// The fatal error the API server died of, if it crashed.
+    pub fn crashed(&self) -> Option<String> {
+        let log = std::fs::read_to_string(self.dir.join("apiserver.log")).ok()?;
+        let at = log.find("fatal error")?;
+        Some(log[at..].lines().take(40).collect::<Vec<_>>().join("\n"))
+    }
+
     /// The audit events so far (one JSON object per request that completed).
     pub fn audit_events(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(&self.audit_log)

@@ -65,28 +65,34 @@ pub async fn config(cfg: &KubeTarget, base_dir: &Path) -> Result<kube::Config> {
         ..Default::default()
     };
     if let Some(path) = kubeconfig_path(cfg, base_dir) {
+        // Only the first line: a YAML error goes on to quote the file, and a
+        // kubeconfig holds tokens.
         let kc = Kubeconfig::read_from(&path).map_err(|e| Error::Kubeconfig {
             path: path.clone(),
-            message: chain(&e),
+            message: crate::util::error_chain(&e)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
         })?;
         return kube::Config::from_custom_kubeconfig(kc, &options)
             .await
             .map_err(|e| Error::Config {
                 where_: format!(" ({})", path.display()),
-                message: chain(&e),
+                message: crate::util::error_chain(&e),
             });
     }
     if in_cluster() && cfg.context.is_none() {
         return kube::Config::incluster().map_err(|e| Error::Config {
             where_: " (in-cluster service account)".into(),
-            message: chain(&e),
+            message: crate::util::error_chain(&e),
         });
     }
     kube::Config::from_kubeconfig(&options)
         .await
         .map_err(|e| Error::Config {
             where_: " ($KUBECONFIG or ~/.kube/config)".into(),
-            message: chain(&e),
+            message: crate::util::error_chain(&e),
         })
 }
 
@@ -100,24 +106,8 @@ pub async fn connect(cfg: &KubeTarget, base_dir: &Path) -> Result<kube::Client> 
     ));
     kube::Client::try_from(config).map_err(|e| Error::Config {
         where_: String::new(),
-        message: chain(&e),
+        message: crate::util::error_chain(&e),
     })
-}
-
-/// An error with its causes, on one line: kube's errors keep the useful part (the
-/// missing context, the unreadable file) in their sources.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(s) = next {
-        let s_text = s.to_string();
-        if !out.contains(&s_text) {
-            out.push_str(": ");
-            out.push_str(&s_text);
-        }
-        next = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
@@ -196,5 +186,12 @@ current-context: one
             .to_string();
         assert!(e.starts_with("target.kubernetes.kubeconfig: "), "{e}");
         assert!(e.contains("missing"), "{e}");
+        std::fs::write(dir.path().join("bad"), "a: b\nc: [\n  token: secret-token\n").unwrap();
+        let e = config(&target(Some("bad"), None), dir.path())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("failed to parse kubeconfig"), "{e}");
+        assert!(!e.contains("secret-token"), "{e}");
     }
 }

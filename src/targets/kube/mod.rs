@@ -1,22 +1,21 @@
-//! The Kubernetes target. Its pure parts: health as kstatus computes it (`health`),
-//! leader election over a Lease (`lease`), and the order of an apply (`order`); its
-//! client side starts with connecting to a cluster (`client`). Until the target is
-//! wired into the reconciler, choosing `target.kubernetes` in the config is an
-//! explicit error rather than a silent fallback to the local target.
+//! The Kubernetes target (`KubeTarget`, in `target`). Pure parts decide: health as
+//! kstatus computes it (`health`), leader election over a Lease (`lease`), the order
+//! of an apply (`order`), what to send for an object and how to read refusals
+//! (`apply`), drift (`drift`) and the inventory's encoding (`inventory`). Thin parts
+//! act: connecting (`client`), discovery (`resources`), requests (`executor`), Helm
+//! hooks as cluster Jobs (`hooks`) and the leader gate (`leader`).
 
+pub mod apply;
 pub mod client;
+pub mod drift;
+pub mod executor;
 pub mod health;
 pub mod hooks;
+pub mod inventory;
 pub mod leader;
 pub mod lease;
 pub mod order;
+pub mod resources;
+pub mod target;
 
-/// The error shown when the config selects `target.kubernetes`.
-pub fn unsupported(context: Option<&str>) -> super::Error {
-    super::Error::Unsupported(format!(
-        "target.kubernetes{} is not yet supported: remove it to use the embedded local target",
-        context
-            .map(|c| format!(" (context {c:?})"))
-            .unwrap_or_default()
-    ))
-}
+pub use target::{Error, KubeTarget};

@@ -100,6 +100,29 @@ pub fn batches(plan: &ApplyPlan) -> Vec<Batch<'_>> {
     .collect()
 }
 
+/// A batch cut into stages: runs of actions of the same rank (writes of one kind of
+/// Helm's install order, deletions likewise, Namespaces alone), which may go to the
+/// API server concurrently; stages go one after another.
+pub fn stages<'b, 'a>(batch: &'b Batch<'a>) -> Vec<&'b [&'a Action]> {
+    let rank = |a: &Action| {
+        (
+            a.op == Op::Prune,
+            a.key.is_namespace(),
+            is_crd(&a.key),
+            install_rank(&a.key),
+        )
+    };
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=batch.actions.len() {
+        if i == batch.actions.len() || rank(batch.actions[i]) != rank(batch.actions[i - 1]) {
+            out.push(&batch.actions[start..i]);
+            start = i;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,6 +196,45 @@ mod tests {
         assert_eq!(
             names(&b[2]),
             ["Deployment/old/web", "ConfigMap/old/cfg", "Namespace/old"]
+        );
+    }
+
+    #[test]
+    fn stages_group_one_rank_and_keep_the_order() {
+        let plan = ApplyPlan {
+            actions: vec![
+                act("apps/v1", "Deployment", "t", "a", Op::Create),
+                act("v1", "ConfigMap", "t", "c1", Op::Create),
+                act("apps/v1", "Deployment", "t", "b", Op::Update),
+                act("v1", "ConfigMap", "t", "c2", Op::Update),
+                act("v1", "Namespace", "", "t", Op::Create),
+                act("v1", "Namespace", "", "old", Op::Prune),
+                act("v1", "ConfigMap", "old", "x", Op::Prune),
+            ],
+        };
+        let b = batches(&plan);
+        let got: Vec<Vec<Vec<String>>> = b
+            .iter()
+            .map(|b| {
+                stages(b)
+                    .iter()
+                    .map(|s| s.iter().map(|a| a.key.to_string()).collect())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                vec![vec!["Namespace/t".to_string()]],
+                vec![
+                    vec!["ConfigMap/t/c1".to_string(), "ConfigMap/t/c2".to_string()],
+                    vec!["Deployment/t/a".to_string(), "Deployment/t/b".to_string()]
+                ],
+                vec![
+                    vec!["ConfigMap/old/x".to_string()],
+                    vec!["Namespace/old".to_string()]
+                ],
+            ]
         );
     }
 
