@@ -101,7 +101,9 @@ fn config_errors_name_key_and_line_and_env_var_works() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("target.kubernetes ($KUBECONFIG or ~/.kube/config): failed to read kubeconfig"),
+        err.contains(
+            "target.kubernetes ($KUBECONFIG or ~/.kube/config): failed to read kubeconfig"
+        ),
         "{err}"
     );
 }

@@ -186,7 +186,11 @@ current-context: one
             .to_string();
         assert!(e.starts_with("target.kubernetes.kubeconfig: "), "{e}");
         assert!(e.contains("missing"), "{e}");
-        std::fs::write(dir.path().join("bad"), "a: b\nc: [\n  token: secret-token\n").unwrap();
+        std::fs::write(
+            dir.path().join("bad"),
+            "a: b\nc: [\n  token: secret-token\n",
+        )
+        .unwrap();
         let e = config(&target(Some("bad"), None), dir.path())
             .await
             .unwrap_err()

@@ -10,17 +10,15 @@ use super::executor::{self, Cluster, Item, Outcome};
 use super::inventory::Store;
 use super::order;
 use super::resources::{Resolved, Resources};
-use crate::helm::hooks::{Event, Hook};
 use crate::manifest::{Object, ObjectKey};
 use crate::source::status::revision_string;
 use crate::sync::inventory::Entry;
 use crate::sync::{Action, ApplyPlan, Inventory, Op};
-use crate::targets::{ApplyReport, DiffAction, HookResult, HookRunner, ObjectDiff};
+use crate::targets::{ApplyReport, DiffAction, HookRunner, ObjectDiff};
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// Errors of the Kubernetes target.
 #[derive(Debug, thiserror::Error)]
@@ -584,23 +582,6 @@ impl crate::targets::Target for KubeTarget {
     }
 
     fn hooks(&self) -> &dyn HookRunner {
-        self
-    }
-}
-
-impl HookRunner for KubeTarget {
-    fn run_hooks(
-        &self,
-        hooks: &[&Hook],
-        event: Event,
-        namespace: &str,
-        timeout: Duration,
-    ) -> Vec<HookResult> {
-        self.block_on(self.hooks.run(hooks, event, namespace, timeout))
-    }
-
-    fn wait_ready(&self, workloads: &[ObjectKey], timeout: Duration) -> crate::targets::Result<()> {
-        self.block_on(self.hooks.wait_healthy(workloads, timeout))
-            .map_err(crate::targets::Error::NotReady)
+        &self.hooks
     }
 }
