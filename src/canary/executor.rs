@@ -342,6 +342,17 @@ impl Core {
             .await;
         match loaded {
             Ok(Some(Ok(c))) => {
+                let lacking = super::router::unsupported_by(&self.router.capabilities(), &c);
+                if !lacking.is_empty() {
+                    let why: Vec<String> = lacking
+                        .iter()
+                        .map(|(field, feature)| {
+                            format!("{field}: the target's router does not support {feature}")
+                        })
+                        .collect();
+                    tracing::warn!("invalid Canary: {}", why.join("; "));
+                    return;
+                }
                 if let Err(e) = self.step(Arc::new(c), now).await {
                     tracing::warn!("{e}");
                 }

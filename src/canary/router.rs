@@ -103,6 +103,19 @@ pub fn unsupported(
     out
 }
 
+/// What Canary `c` asks of a router with `caps` that it lacks: `(field, feature)`
+/// pairs. The engine refuses to analyse such a canary rather than route it wrongly.
+pub fn unsupported_by(caps: &Capabilities, c: &CanarySpec) -> Vec<(&'static str, &'static str)> {
+    let a = &c.analysis;
+    unsupported(
+        caps,
+        a.step_weight > 0 || !a.step_weights.is_empty(),
+        a.match_rules.as_array().is_some_and(|m| !m.is_empty()),
+        a.mirror,
+        a.session_affinity.is_some(),
+    )
+}
+
 /// A canary's traffic split.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Routes {
@@ -191,6 +204,22 @@ mod tests {
             assert_eq!(provider_capabilities(p), Some(Capabilities::ALL), "{p:?}");
         }
         assert_eq!(provider_capabilities(Some("haproxy")), None);
+    }
+
+    #[test]
+    fn a_router_lacking_what_a_canary_asks_is_named() {
+        let c = crate::canary::spec::parse(
+            &serde_json::json!({"metadata": {"name": "x", "namespace": "test"},
+            "spec": {"targetRef": {"name": "x"}, "service": {"port": 80},
+                "analysis": {"interval": "1m", "threshold": 5, "iterations": 10, "mirror": true}}}),
+        )
+        .unwrap();
+        assert!(unsupported_by(&Capabilities::ALL, &c).is_empty());
+        let weights_only = provider_capabilities(Some("linkerd")).unwrap();
+        assert_eq!(
+            unsupported_by(&weights_only, &c),
+            vec![("spec.analysis.mirror", "traffic mirroring")]
+        );
     }
 
     #[test]
