@@ -264,6 +264,9 @@ pub struct ServerConfig {
     /// Open connections at once; further clients wait to be accepted.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Env var holding the web UI's token: when set, `/ui` and `/api` need it (a login
+    /// form sets a session cookie) and the UI's actions are on.
+    pub ui_token_env: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -272,6 +275,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             webhook_secret_env: None,
             max_connections: default_max_connections(),
+            ui_token_env: None,
         }
     }
 }

@@ -16,4 +16,5 @@ pub mod server;
 pub mod source;
 pub mod sync;
 pub mod targets;
+pub mod ui;
 pub mod util;

@@ -1,6 +1,6 @@
 //! gitcanary's HTTP server: `/metrics` (Prometheus text), `/healthz` (liveness),
 //! `/readyz` (readiness), and `POST /hook`, the push webhook that triggers an immediate
-//! fetch. The load tester is not served here: the canary engine calls it in process,
+//! fetch, plus the web UI and its API (`/ui/`, `/api/v1/`, see `crate::ui`). The load tester is not served here: the canary engine calls it in process,
 //! and its HTTP API has its own listener (`loadtester.listen`).
 
 use crate::source::webhook;
@@ -22,6 +22,8 @@ pub struct AppState {
     pub webhook_secret: Option<Arc<Vec<u8>>>,
     /// What `/readyz` answers from.
     pub readiness: Arc<Readiness>,
+    /// The web UI; `None` serves none.
+    pub ui: Option<crate::ui::Ui>,
 }
 
 /// Readiness: a revision is in place (applied by this process, or the last-known-good
@@ -85,7 +87,8 @@ impl Readiness {
 
 /// The router; tests call it directly or serve it on port 0.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let ui = state.ui.clone();
+    let router = Router::new()
         .route(
             "/metrics",
             get(|| async {
@@ -108,7 +111,11 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .route("/hook", post(hook))
-        .with_state(state)
+        .with_state(state);
+    match ui {
+        Some(ui) => router.merge(crate::ui::api::routes(ui)),
+        None => router,
+    }
 }
 async fn hook(
     State(state): State<AppState>,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs the real parts the tests
 # start on 127.0.0.1 (git, git-daemon, sshd, docker-registry, htpasswd, prometheus, curl for
-# the Helm test hooks and openssl for a TLS chart repository),
+# the Helm test hooks, openssl for a TLS chart repository, and chromium for the web UI's
+# browser tests, driven headless over the DevTools protocol),
 # then `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ command -v htpasswd >/dev/null || need+=(apache2-utils)
 command -v prometheus >/dev/null || need+=(prometheus)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   $SUDO apt-get update -qq

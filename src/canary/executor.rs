@@ -381,7 +381,18 @@ impl Core {
         self.apply(&c, &plan, &seen).await?;
         self.report(&c, &plan, &seen, now).await;
         let core = self.clone();
-        self.blocking(move || core.persist(&c, plan, &seen)).await?
+        self.blocking(move || {
+            super::samples::record(
+                &core.state_dir,
+                &c.namespace,
+                &c.name,
+                &seen.status,
+                &plan.status,
+                now,
+            );
+            core.persist(&c, plan, &seen)
+        })
+        .await?
     }
 
     /// Calls the gates and runs the checks that are due for this step.

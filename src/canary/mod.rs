@@ -11,6 +11,7 @@ pub mod matches;
 pub mod metrics;
 pub mod primary;
 pub mod router;
+pub mod samples;
 pub mod spec;
 pub mod state;
 pub mod supervise;

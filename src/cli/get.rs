@@ -4,9 +4,9 @@
 use crate::cli::listing::{self, Listing, Row};
 use crate::cli::output::{self, Format};
 use crate::config::Config;
-use crate::source::status;
 use crate::targets::local::LocalStore;
-use crate::util::time::{rfc3339_secs, unix_now};
+use crate::ui::shapes;
+use crate::util::time::unix_now;
 use clap::Subcommand;
 use std::path::Path;
 use std::process::ExitCode;
@@ -149,34 +149,31 @@ fn print_services(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Canaries as `kubectl get canaries` shows them.
+/// Canaries as `kubectl get canaries` shows them; the values are `ui::shapes`'.
 fn canary_rows(state: &Path) -> anyhow::Result<Listing> {
-    let store = LocalStore::open(state)?;
-    let mut rows = Vec::new();
-    for key in store.list("flagger.app", "Canary")? {
-        let st = crate::canary::executor::read_status(state, &key.namespace, &key.name);
-        let transition = if st.last_transition_time > 0.0 {
-            rfc3339_secs(st.last_transition_time)
-        } else {
-            String::new()
-        };
-        let phase = format!("{:?}", st.phase);
-        rows.push(Row {
-            key: format!("{}/{}", key.namespace, key.name),
-            cells: vec![
-                key.namespace.clone(),
-                key.name.clone(),
-                phase.clone(),
-                st.canary_weight.to_string(),
-                st.failed_checks.to_string(),
-                transition.clone(),
-                st.message.clone(),
-            ],
-            value: serde_json::json!({"namespace": key.namespace, "name": key.name, "status": phase,
-                "weight": st.canary_weight, "failedChecks": st.failed_checks,
-                "lastTransitionTime": transition, "message": st.message}),
-        });
-    }
+    let cell = |v: &serde_json::Value, k: &str| match &v[k] {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let rows = shapes::canaries(state)?
+        .into_iter()
+        .map(|v| Row {
+            key: format!("{}/{}", cell(&v, "namespace"), cell(&v, "name")),
+            cells: [
+                "namespace",
+                "name",
+                "status",
+                "weight",
+                "failedChecks",
+                "lastTransitionTime",
+                "message",
+            ]
+            .iter()
+            .map(|k| cell(&v, k))
+            .collect(),
+            value: v,
+        })
+        .collect();
     Ok(Listing {
         headers: &[
             "NAMESPACE",
@@ -191,29 +188,37 @@ fn canary_rows(state: &Path) -> anyhow::Result<Listing> {
     })
 }
 
-/// Objects in the inventory, with the revision and file that last wrote each.
+/// Objects in the inventory, with the revision and file that last wrote each; the
+/// values are `ui::shapes`'.
 fn object_rows(state: &Path) -> anyhow::Result<Listing> {
-    let inv = LocalStore::open(state)?.read_inventory()?;
-    let rows = inv
-        .entries
-        .iter()
-        .map(|(k, e)| {
-            let ns = if k.namespace.is_empty() {
-                "-".into()
-            } else {
-                k.namespace.clone()
+    let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
+    let rows = shapes::objects(state)?
+        .into_iter()
+        .map(|v| {
+            let ns = match text(&v, "namespace") {
+                n if n.is_empty() => "-".to_string(),
+                n => n,
             };
+            let rev = text(&v, "revision");
+            let group = text(&v, "apiVersion")
+                .rsplit_once('/')
+                .map(|(g, _)| g.to_string())
+                .unwrap_or_default();
             Row {
-                key: format!("{}/{}/{}/{}", k.group, k.kind, k.namespace, k.name),
+                key: format!(
+                    "{group}/{}/{}/{}",
+                    text(&v, "kind"),
+                    text(&v, "namespace"),
+                    text(&v, "name")
+                ),
                 cells: vec![
-                    k.kind.clone(),
+                    text(&v, "kind"),
                     ns,
-                    k.name.clone(),
-                    e.revision[..e.revision.len().min(12)].to_string(),
-                    e.file.clone(),
+                    text(&v, "name"),
+                    rev[..rev.len().min(12)].to_string(),
+                    text(&v, "source"),
                 ],
-                value: serde_json::json!({"apiVersion": e.api_version, "kind": k.kind, "namespace": k.namespace,
-                    "name": k.name, "revision": e.revision, "hash": e.hash, "source": e.file}),
+                value: v,
             }
         })
         .collect();
@@ -242,11 +247,11 @@ fn list(
 
 /// Prints the last automation run's rows.
 pub fn print_images(state: &Path, fmt: Format) -> anyhow::Result<()> {
-    let st = crate::sync::reconcile::read_images_status(state).unwrap_or_default();
     if fmt != Format::Table {
-        output::print_value(fmt, &serde_json::to_value(&st)?);
+        output::print_value(fmt, &shapes::images(state));
         return Ok(());
     }
+    let st = crate::sync::reconcile::read_images_status(state).unwrap_or_default();
     let now = unix_now();
     let rows: Vec<Vec<String>> = st
         .rows
@@ -292,14 +297,8 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
     let state = cfg.state_dir();
     match what {
         What::Sources { output: fmt } => {
-            let st = status::read(&state)?.unwrap_or_else(|| status::SourceStatus {
-                name: cfg.source.name.clone(),
-                url: crate::source::git::redact_url(&cfg.source.url),
-                branch: cfg.source.branch.clone(),
-                message: "not synced yet".into(),
-                ..Default::default()
-            });
             if fmt == Format::Table {
+                let st = shapes::source_status(&cfg)?;
                 let ready = if st.ready {
                     "True"
                 } else if st.last_attempt_at.is_none() {
@@ -339,14 +338,7 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
                     )
                 );
             } else {
-                let mut v = serde_json::to_value(&st)?;
-                for k in ["fetchedAt", "appliedAt", "lastErrorAt", "lastAttemptAt"] {
-                    if let Some(t) = v[k].as_f64() {
-                        v[k] = rfc3339_secs(t).into();
-                    }
-                }
-                v["suspended"] = false.into();
-                output::print_value(fmt, &serde_json::Value::Array(vec![v]));
+                output::print_value(fmt, &shapes::sources(&cfg)?);
             }
         }
         What::Images { output: fmt } => print_images(&state, fmt)?,

@@ -52,13 +52,25 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
         status.to_string().as_bytes(),
     )
     .context("writing status/server.json")?;
-    info!(address = %addr, "serving /metrics, /healthz, /readyz and /hook on http://{addr}");
+    info!(address = %addr, "serving /metrics, /healthz, /readyz, /hook and the web UI on http://{addr}/ui/");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let readiness = Arc::new(Readiness::default());
+    let ui_auth = match &cfg.server.ui_token_env {
+        Some(var) => Some(
+            crate::ui::auth::Auth::new(&secret_env("server.uiTokenEnv", var)?)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+        None => None,
+    };
+    if ui_auth.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(address = %addr, "the web UI is served without a token on a non-loopback address: anyone who reaches it can read it; set server.uiTokenEnv");
+    }
+    let ui = crate::ui::Ui::new(cfg.clone(), ui_auth, tx.clone());
     let state = AppState {
         trigger: tx.clone(),
         webhook_secret,
         readiness: readiness.clone(),
+        ui: Some(ui.clone()),
     };
     let max = cfg.server.max_connections;
     let mut servers = vec![serve(
@@ -73,6 +85,7 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
         servers.push(serve(lt_listener, router, stop_rx));
     }
     let result = reconcile_until_shutdown(cfg, tx, rx, loadtester, readiness).await;
+    ui.shutdown();
     let _ = stop_tx.send(true);
     for s in servers {
         let _ = s.await;

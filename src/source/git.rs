@@ -179,6 +179,11 @@ impl GitSource {
         redact_url(&self.url)
     }
 
+    /// The bare repository the source is fetched into.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache
+    }
+
     /// For a repository on this machine, the folder to watch for new commits.
     pub fn local_watch_path(&self) -> Option<PathBuf> {
         let path = PathBuf::from(self.url.strip_prefix("file://").unwrap_or(&self.url));
