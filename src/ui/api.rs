@@ -292,10 +292,7 @@ async fn canary_action(
     let done = tokio::task::spawn_blocking(move || -> Result<bool, String> {
         let key = ObjectKey::new("flagger.app/v1beta1", "Canary", &ns, &n);
         let store = crate::targets::local::LocalStore::open(&dir).map_err(|e| e.to_string())?;
-        if crate::targets::Target::get(&store, &key)
-            .map_err(|e| e.to_string())?
-            .is_none()
-        {
+        if store.get(&key).map_err(|e| e.to_string())?.is_none() {
             return Ok(false);
         }
         match a.as_str() {

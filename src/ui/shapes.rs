@@ -10,7 +10,6 @@ use crate::config::Config;
 use crate::manifest::ObjectKey;
 use crate::source::status::{self, SourceStatus};
 use crate::targets::local::LocalStore;
-use crate::targets::Target;
 use crate::util::time::rfc3339_secs;
 use serde_json::{json, Value};
 use std::path::Path;

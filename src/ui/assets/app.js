@@ -163,9 +163,12 @@ function analysisCharts(current, last, metricsSpec, maxWeight) {
     const thresholds = [];
     if (min !== null && min !== undefined) thresholds.push({ v: min, label: "min " + fmtNum(min, unit) });
     if (max !== null && max !== undefined) thresholds.push({ v: max, label: "max " + fmtNum(max, unit) });
-    const fail = (v) => v === null || v === undefined || (min !== null && min !== undefined && v < min) || (max !== null && max !== undefined && v > max);
+    // A built-in metric without data is a failed check (as in Flagger); a template's
+    // value is not recorded by the engine, so a missing one says nothing.
+    const missing = (v) => v === null || v === undefined;
+    const fail = (v) => (missing(v) ? !spec.template : (min !== null && min !== undefined && v < min) || (max !== null && max !== undefined && v > max));
     out.push(chart({
-      id: "metric-" + name, title: name + (spec.template ? " (" + spec.template + ")" : ""), unit, t0, thresholds,
+      id: "metric-" + name, title: name + (spec.template ? " (" + spec.template + "; values not recorded)" : ""), unit, t0, thresholds,
       series: [...(prev ? [{ points: rebase(prev.points, lt0), cls: "last" }] : []), { points: s.points, fail }],
     }));
   }
