@@ -8,6 +8,7 @@ pub mod body;
 pub mod routing;
 pub mod stats;
 pub mod upstream;
+pub mod workers;
 
 use crate::manifest::ObjectKey;
 use crate::targets::local::runtime::Endpoints;
@@ -107,7 +108,6 @@ struct Shared {
     services: RwLock<ByName<ServiceDef>>,
     routes: RwLock<ByName<Arc<Route>>>,
     endpoints: Endpoints,
-    pool: Arc<upstream::Pool>,
     /// Round-robin position over endpoints.
     next: AtomicU64,
     /// Request sequence, seeding the weight and mirror rolls (kept apart from `next`,
@@ -126,6 +126,7 @@ pub struct Proxy {
     allocations_path: std::path::PathBuf,
     listeners: tokio::sync::Mutex<HashMap<ListenerKey, Listener>>,
     max_connections: usize,
+    workers: workers::Workers,
 }
 
 fn xorshift(seed: u64) -> u64 {
@@ -150,7 +151,6 @@ impl Proxy {
                 services: RwLock::default(),
                 routes: RwLock::default(),
                 endpoints,
-                pool: Arc::default(),
                 next: AtomicU64::new(0),
                 seq: AtomicU64::new(0),
                 seed: std::time::SystemTime::now()
@@ -164,6 +164,7 @@ impl Proxy {
             allocations_path: state_dir.join("runtime").join("services.json"),
             listeners: tokio::sync::Mutex::new(HashMap::new()),
             max_connections: crate::util::listen::DEFAULT_MAX_CONNECTIONS,
+            workers: workers::Workers::start()?,
         })
     }
 
@@ -240,7 +241,7 @@ impl Proxy {
     /// Re-reads Services from the store and opens or closes listeners to match.
     pub async fn sync_services(&self) -> std::io::Result<()> {
         // Replicas come and go with the store: their idle connections go too.
-        self.shared.pool.sweep();
+        self.workers.spawner.sweep();
         let keys = self
             .store
             .list("", "Service")
@@ -331,11 +332,7 @@ impl Proxy {
             let Some(listener) = bound else { continue };
             let addr = listener.local_addr()?;
             allocations.insert(alloc_key, addr.to_string());
-            let shared = self.shared.clone();
-            let (ns2, name2) = (ns.clone(), name.clone());
-            let key = Arc::new((ns2, name2));
-            let acceptor = Acceptor::new(listener, self.max_connections, format!("{id}:{port}"));
-            let task = tokio::spawn(async move { serve(acceptor, shared, key, port).await });
+            let task = self.spawn_listener(listener.into_std()?, &ns, &name, port);
             tracing::info!(service = %id, port, address = %addr, "service listening");
             listeners.insert((ns, name, port), (addr, task));
         }
@@ -348,23 +345,56 @@ impl Proxy {
     }
 }
 
-async fn serve(mut acceptor: Acceptor, shared: Arc<Shared>, key: Arc<Key>, port: u16) {
-    loop {
-        let (stream, _) = acceptor.accept().await;
-        let _ = stream.get_ref().set_nodelay(true);
-        let (shared, key) = (shared.clone(), key.clone());
-        tokio::spawn(async move {
-            // Per request only reference counts are bumped: no strings are copied.
-            let svc = hyper::service::service_fn(move |req| {
+impl Proxy {
+    /// Accepts on `listener` on one worker, the workers taking its connections in turn.
+    fn spawn_listener(
+        &self,
+        listener: std::net::TcpListener,
+        ns: &str,
+        name: &str,
+        port: u16,
+    ) -> tokio::task::JoinHandle<()> {
+        let (shared, spawner) = (self.shared.clone(), self.workers.spawner.clone());
+        let key = Arc::new((ns.to_string(), name.to_string()));
+        let (max, label) = (self.max_connections, format!("{ns}/{name}:{port}"));
+        let home = spawner.next();
+        self.workers.spawner.spawn(home, move |_| async move {
+            // Registered with the reactor of the worker that accepts.
+            let listener = match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => return tracing::warn!(listener = %label, "cannot listen: {e}"),
+            };
+            let mut acceptor = Acceptor::new(workers::MovableListener(listener), max, label);
+            loop {
+                let (conn, _) = acceptor.accept().await;
                 let (shared, key) = (shared.clone(), key.clone());
-                async move { Ok::<_, hyper::Error>(handle(&shared, &key, port, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
+                spawner.spawn(spawner.next(), move |pool| {
+                    serve_connection(conn, shared, key, port, pool)
+                });
+            }
+        })
     }
+}
+
+/// Serves one client connection, on the worker it was handed to.
+async fn serve_connection<Io>(
+    conn: Io,
+    shared: Arc<Shared>,
+    key: Arc<Key>,
+    port: u16,
+    pool: Arc<upstream::Pool>,
+) where
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // Per request only reference counts are bumped: no strings are copied.
+    let svc = hyper::service::service_fn(move |req| {
+        let (shared, key, pool) = (shared.clone(), key.clone(), pool.clone());
+        async move { Ok::<_, hyper::Error>(handle(&shared, &pool, &key, port, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(conn), svc)
+        .await;
 }
 
 fn text(status: StatusCode, msg: String) -> Response<ResponseBody> {
@@ -535,6 +565,7 @@ fn mix(n: u64) -> u64 {
 
 async fn handle(
     shared: &Arc<Shared>,
+    pool: &Arc<upstream::Pool>,
     key: &Key,
     port: u16,
     req: Request<Incoming>,
@@ -594,7 +625,7 @@ async fn handle(
     if let Some((m, copy)) = mirror.and_then(|m| Some((m, body.replay()?))) {
         if let Ok((mport, _)) = pick(shared, ns, m, port) {
             let req = head.copy().into_request(mport, copy);
-            let pool = shared.pool.clone();
+            let pool = pool.clone();
             tokio::spawn(async move {
                 // The mirror's response is dropped.
                 if let Ok(resp) = pool.send(mport, req).await {
@@ -607,8 +638,7 @@ async fn handle(
         .replay()
         .filter(|_| idempotent)
         .map(|again| (head.copy(), again));
-    let mut result = shared
-        .pool
+    let mut result = pool
         .send(host_port, head.into_request(host_port, body))
         .await;
     if let Some((head, again)) = retry.filter(|_| result.is_err()) {
@@ -617,7 +647,7 @@ async fn handle(
         if let Ok((retry_port, retry_served)) = pick(shared, ns, backend, port) {
             served = retry_served;
             let again = head.into_request(retry_port, again);
-            result = shared.pool.send(retry_port, again).await;
+            result = pool.send(retry_port, again).await;
         }
     }
     match result {
@@ -724,7 +754,6 @@ mod tests {
             services: RwLock::new(by_name([(("ns".to_string(), "web".to_string()), def)])),
             routes: RwLock::default(),
             endpoints: Arc::new(std::sync::Mutex::new(endpoints)),
-            pool: Arc::default(),
             next: AtomicU64::new(0),
             seq: AtomicU64::new(0),
             seed: 0,
