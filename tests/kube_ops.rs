@@ -415,3 +415,326 @@ async fn a_holder_cut_off_from_the_api_server_stops_writing_before_its_lease_exp
         .await
         .unwrap();
 }
+
+/// Runs `f` to completion on a throwaway runtime (the process tests are synchronous).
+fn block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// A gitcanary config that follows `remote` into the shared control plane, keeping its
+/// inventory and lease in `ns`.
+fn kube_setup(remote: &common::Remote, ns: &str, source_extra: &str, rest: &str) -> common::Setup {
+    let setup = common::Setup::new(&remote.bare.display().to_string(), source_extra, rest);
+    setup.edit_config(
+        "target:\n  local:\n    stateDir: ./state\n",
+        &format!(
+            "{}    stateDir: ./state\n",
+            envtest::shared().target_yaml(ns)
+        ),
+    );
+    setup
+}
+
+fn configmap_value(ns: &str, name: &str) -> Option<String> {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    block(async {
+        let client = envtest::shared().client().await;
+        Api::<ConfigMap>::namespaced(client, ns)
+            .get_opt(name)
+            .await
+            .unwrap()
+            .and_then(|cm| cm.data?.get("key").cloned())
+    })
+}
+
+fn lease_holder(ns: &str) -> Option<String> {
+    block(async {
+        let client = envtest::shared().client().await;
+        holder(
+            &Api::<Lease>::namespaced(client, ns)
+                .get_opt("gitcanary-leader-election")
+                .await
+                .unwrap(),
+        )
+    })
+}
+
+#[test]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+fn leader_failover_between_two_gitcanary_processes() {
+    use common::{wait_for, Remote};
+    let plane = envtest::shared();
+    let ns = plane.namespace_blocking("failover");
+    let cm = |v: &str| {
+        common::configmap("app-config", v).replace("namespace: test", &format!("namespace: {ns}"))
+    };
+    let remote = Remote::new();
+    remote.write(&[("apps/cm.yaml", &cm("v1"))]).push("v1");
+    let a = kube_setup(&remote, &ns, "  interval: 1s\n", "");
+    let b = kube_setup(&remote, &ns, "  interval: 1s\n", "");
+    let run_a = a.spawn_run(&[("HOSTNAME", "gitcanary-a")]);
+    wait_for(Duration::from_secs(30), || {
+        (configmap_value(&ns, "app-config")? == "v1").then_some(())
+    })
+    .expect("the first replica applies the first revision");
+    assert!(lease_holder(&ns).unwrap().starts_with("gitcanary-a_"));
+
+    let run_b = b.spawn_run(&[("HOSTNAME", "gitcanary-b")]);
+    let b_addr = b.server_address();
+    let message = wait_for(Duration::from_secs(20), || {
+        let m = b.status()["message"].as_str()?.to_string();
+        m.starts_with("standby: ").then_some(m)
+    })
+    .expect("the second replica records that it is a standby");
+    assert!(
+        message.starts_with(&format!(
+            "standby: Lease {ns}/gitcanary-leader-election is held by gitcanary-a_"
+        )),
+        "{message}"
+    );
+    let (code, _, body) = common::http_request(&b_addr, "GET", "/readyz", &[], b"");
+    assert_eq!(
+        (code, String::from_utf8_lossy(&body).as_ref()),
+        (200, "ok\n"),
+        "a standby is ready"
+    );
+    let out = b.cmd(&["get", "sources"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("standby: Lease"),
+        "{out:?}"
+    );
+
+    // While a leads, only a applies: b has never synced.
+    remote.write(&[("apps/cm.yaml", &cm("v2"))]).push("v2");
+    wait_for(Duration::from_secs(30), || {
+        (configmap_value(&ns, "app-config")? == "v2").then_some(())
+    })
+    .expect("the leader applies a change");
+    assert!(b.status()["appliedRevision"].is_null(), "{}", b.status());
+
+    // The leader dies (SIGKILL: no release). b takes the lease and applies the next change.
+    drop(run_a);
+    let killed = Instant::now();
+    let v3 = remote.write(&[("apps/cm.yaml", &cm("v3"))]).push("v3");
+    wait_for(Duration::from_secs(30), || {
+        lease_holder(&ns)?.starts_with("gitcanary-b_").then_some(())
+    })
+    .expect("the standby takes the lease");
+    let took_over = killed.elapsed();
+    wait_for(Duration::from_secs(30), || {
+        (configmap_value(&ns, "app-config")? == "v3").then_some(())
+    })
+    .expect("the new leader applies the change");
+    let applied = killed.elapsed();
+    eprintln!("failover: lease taken {took_over:?} and v3 applied {applied:?} after the leader was killed");
+    assert!(took_over < Duration::from_secs(15), "{took_over:?}");
+    wait_for(Duration::from_secs(10), || {
+        (b.status()["message"] == format!("Applied revision: main@sha1:{v3}")).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", b.status()));
+    // A graceful stop releases the lease for the next replica.
+    let (status, stderr) = run_b.stop();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(lease_holder(&ns).as_deref(), Some(""));
+}
+
+fn podinfo(ns: &str, image: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\n  namespace: {ns}\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: podinfo\n  template:\n    metadata:\n      labels:\n        app: podinfo\n    spec:\n      containers:\n        - name: app\n          image: {image}\n"
+    )
+}
+
+fn live_deployment(ns: &str, name: &str) -> Option<k8s_openapi::api::apps::v1::Deployment> {
+    block(async {
+        let client = envtest::shared().client().await;
+        Api::namespaced(client, ns).get_opt(name).await.unwrap()
+    })
+}
+
+/// Plays the Deployment controller: reports the current generation rolled out and
+/// available, through the status subresource.
+fn mark_available(ns: &str, name: &str) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let generation = live_deployment(ns, name)
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap();
+    let status = json!({"status": {"observedGeneration": generation, "replicas": 1,
+        "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1,
+        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
+            "message": "Deployment has minimum availability.",
+            "lastUpdateTime": "2026-12-01T00:00:00Z", "lastTransitionTime": "2026-12-01T00:00:00Z"}]}});
+    block(async {
+        let client = envtest::shared().client().await;
+        Api::<Deployment>::namespaced(client, ns)
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+            .await
+            .unwrap();
+    });
+}
+
+fn image_of(ns: &str, name: &str) -> Option<String> {
+    live_deployment(ns, name)?.spec?.template.spec?.containers[0]
+        .image
+        .clone()
+}
+
+#[test]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+fn a_revision_is_ready_once_its_deployment_is_available() {
+    use gitcanary::sync::health::Verdict;
+    use gitcanary::sync::reconcile::Reconciler;
+    let ns = envtest::shared().namespace_blocking("health");
+    let remote = common::Remote::new();
+    let rev = remote
+        .write(&[("apps/podinfo.yaml", &podinfo(&ns, "podinfo:1.0.0"))])
+        .push("seed");
+    let setup = kube_setup(&remote, &ns, "  timeout: 2m\n", "");
+    let cfg = gitcanary::config::Config::load(&setup.config).unwrap();
+    let mut rec = Reconciler::open(cfg, true).unwrap();
+    rec.sync_once().unwrap();
+    assert_eq!(
+        rec.health(),
+        Some(&Verdict::Waiting(format!(
+            "Health check in progress: Deployment/{ns}/podinfo status: 'InProgress': Updated: 0/1"
+        )))
+    );
+    assert!(!rec.status().ready);
+    let out = setup.cmd(&["get", "sources"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("False") && table.contains("Health check in progress"),
+        "{table}"
+    );
+
+    mark_available(&ns, "podinfo");
+    let now = gitcanary::util::time::unix_now();
+    assert_eq!(rec.check_health(now).unwrap(), Some(&Verdict::Healthy));
+    assert!(rec.status().ready);
+    assert_eq!(
+        rec.status().message,
+        format!("Applied revision: main@sha1:{rev}")
+    );
+    let out = setup.cmd(&["get", "sources", "-o", "json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["ready"], true, "{json}");
+}
+
+#[test]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+fn an_unhealthy_revision_is_reported_and_does_not_block_the_next_one() {
+    use gitcanary::sync::health::Verdict;
+    use gitcanary::sync::reconcile::Reconciler;
+    let ns = envtest::shared().namespace_blocking("health-cancel");
+    let remote = common::Remote::new();
+    remote
+        .write(&[("apps/podinfo.yaml", &podinfo(&ns, "podinfo:bad"))])
+        .push("bad");
+    let setup = kube_setup(&remote, &ns, "  timeout: 3s\n", "");
+    let cfg = gitcanary::config::Config::load(&setup.config).unwrap();
+    let mut rec = Reconciler::open(cfg, true).unwrap();
+    rec.sync_once().unwrap();
+    assert!(matches!(rec.health(), Some(Verdict::Waiting(_))));
+
+    // A fix arrives while the check still waits: it is applied at once, and the check
+    // now follows the new revision (CancelHealthCheckOnNewRevision).
+    let fixed = remote
+        .write(&[("apps/podinfo.yaml", &podinfo(&ns, "podinfo:1.0.1"))])
+        .push("fix");
+    let started = Instant::now();
+    rec.sync_once().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the sync waited for the old check"
+    );
+    assert_eq!(image_of(&ns, "podinfo").as_deref(), Some("podinfo:1.0.1"));
+    assert_eq!(
+        rec.status().applied_revision,
+        Some(format!("main@sha1:{fixed}"))
+    );
+    assert!(matches!(rec.health(), Some(Verdict::Waiting(_))));
+
+    // Nothing marks it available: after the timeout it fails, naming the object.
+    std::thread::sleep(Duration::from_millis(3100));
+    let verdict = rec
+        .check_health(gitcanary::util::time::unix_now())
+        .unwrap()
+        .cloned();
+    let Some(Verdict::Failed(message)) = verdict else {
+        panic!("{verdict:?}")
+    };
+    assert!(
+        message.starts_with("health check failed after 3."),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(&format!(
+            "timeout waiting for: [Deployment/{ns}/podinfo status: 'InProgress': Updated: 0/1]"
+        )),
+        "{message}"
+    );
+    assert!(!rec.status().ready);
+    assert_eq!(rec.status().last_error.as_deref(), Some(message.as_str()));
+    let out = setup.cmd(&["get", "sources"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("health check failed"),
+        "{out:?}"
+    );
+
+    // Once it becomes available, the next sync of the same revision checks again.
+    mark_available(&ns, "podinfo");
+    rec.sync_once().unwrap();
+    assert_eq!(rec.health(), Some(&Verdict::Healthy));
+    assert!(rec.status().ready);
+}
+
+#[test]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+fn image_automation_bumps_a_tag_that_lands_in_the_clusters_deployment() {
+    use common::{wait_for, Registry, Remote};
+    let ns = envtest::shared().namespace_blocking("images");
+    let reg = Registry::start(None);
+    reg.push_tag("team/live", "1.0.0", "2024-01-01T00:00:00Z");
+    let image = |tag: &str| format!("{}/team/live:{tag}", reg.addr);
+    let deploy = podinfo(
+        &ns,
+        &format!("{} # {{\"$imagepolicy\": \"{ns}:live\"}}", image("1.0.0")),
+    );
+    let policy = format!(
+        "apiVersion: image.toolkit.fluxcd.io/v1beta2\nkind: ImageRepository\nmetadata:\n  name: live\n  namespace: {ns}\nspec:\n  image: {}/team/live\n  interval: 1s\n---\napiVersion: image.toolkit.fluxcd.io/v1beta2\nkind: ImagePolicy\nmetadata:\n  name: live\n  namespace: {ns}\nspec:\n  imageRepositoryRef:\n    name: live\n  policy:\n    semver:\n      range: \"^1.0\"\n",
+        reg.addr
+    );
+    let remote = Remote::new();
+    remote
+        .write(&[
+            ("apps/podinfo.yaml", &deploy),
+            ("images/live.yaml", &policy),
+        ])
+        .push("seed");
+    let setup = kube_setup(
+        &remote,
+        &ns,
+        "  interval: 1h\n",
+        "images:\n  interval: 1s\n",
+    );
+    let running = setup.spawn_run(&[]);
+    wait_for(Duration::from_secs(30), || image_of(&ns, "podinfo"))
+        .expect("the first sync creates the Deployment in the cluster");
+    assert_eq!(image_of(&ns, "podinfo"), Some(image("1.0.0")));
+
+    reg.push_tag("team/live", "1.1.0", "2024-01-02T00:00:00Z");
+    wait_for(Duration::from_secs(30), || {
+        (image_of(&ns, "podinfo")? == image("1.1.0")).then_some(())
+    })
+    .expect("the new tag is committed, pushed and applied to the cluster");
+    let subject = common::git(&remote.bare, &["log", "-1", "--format=%s", "main"]);
+    assert!(subject.contains(&image("1.1.0")), "{subject}");
+    // The ImageRepository and ImagePolicy are inputs, not cluster objects.
+    let (status, stderr) = running.stop();
+    assert!(status.success(), "{stderr}");
+}
