@@ -127,7 +127,8 @@ async fn reconcile_until_shutdown(
                     &kube.namespace,
                     leader::identity(),
                     crate::targets::kube::lease::Timing::default(),
-                );
+                )
+                .await;
                 (None, Some(election))
             }
         };

@@ -238,18 +238,25 @@ pub struct Election {
 }
 
 impl Election {
-    /// Starts campaigning for the Lease in `namespace` as `identity`.
-    pub fn start(client: kube::Client, namespace: &str, identity: String, timing: Timing) -> Self {
+    /// Starts campaigning for the Lease in `namespace` as `identity`. Returns after the
+    /// first round, so the caller's first look at the gate sees the lease as it is.
+    pub async fn start(
+        client: kube::Client,
+        namespace: &str,
+        identity: String,
+        timing: Timing,
+    ) -> Self {
         let gate = Gate::elected(namespace);
         let (stop, stopped) = watch::channel(false);
         info!(identity = %identity, lease = %format!("{namespace}/{LEASE_NAME}"), "leader election: campaigning");
-        let campaign = Campaign {
+        let mut campaign = Campaign {
             api: Api::namespaced(client, namespace),
             elector: Elector::new(identity, timing),
             timing,
             gate: gate.clone(),
             epoch: Instant::now(),
         };
+        campaign.round().await;
         let task = tokio::spawn(campaign.run(stopped));
         Election { gate, stop, task }
     }
@@ -285,7 +292,6 @@ impl Campaign {
     async fn run(mut self, mut stopped: watch::Receiver<bool>) {
         let mut was_leader = false;
         while !*stopped.borrow() {
-            self.round().await;
             let leader = self.elector.is_leader(self.now());
             if leader != was_leader {
                 if leader {
@@ -297,8 +303,9 @@ impl Campaign {
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs_f64(self.timing.retry_period)) => {}
-                _ = stopped.changed() => {}
+                _ = stopped.changed() => break,
             }
+            self.round().await;
         }
         self.release().await;
     }
