@@ -266,3 +266,81 @@ impl InProcessWebhooks for LocalWebhooks {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn canary(analysis: Value) -> CanarySpec {
+        crate::canary::spec::parse(&json!({"apiVersion": "flagger.app/v1beta1", "kind": "Canary",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {"targetRef": {"name": "podinfo"}, "service": {"port": 9898}, "analysis": analysis}}))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn routes_read_back_as_set_and_finalize_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let proxy = Arc::new(Proxy::new(dir.path(), Default::default(), BTreeMap::new()).unwrap());
+        let t = LocalCanaryTarget::new(dir.path(), proxy, None).unwrap();
+        let c = canary(json!({"interval": "1m", "threshold": 5, "iterations": 10,
+            "match": [{"headers": {"x-canary": {"exact": "insider"}}}]}));
+        assert_eq!(t.get_routes(&c).await.unwrap(), None);
+        let ab = Routes::weighted(0, false, true);
+        t.set_routes(&c, ab).await.unwrap();
+        assert_eq!(t.get_routes(&c).await.unwrap(), Some(ab));
+        let mirrored = Routes::weighted(0, true, false);
+        t.set_routes(&c, mirrored).await.unwrap();
+        assert_eq!(t.get_routes(&c).await.unwrap(), Some(mirrored));
+        let fin = Finalize {
+            namespace: "test".into(),
+            name: "podinfo".into(),
+            service: "podinfo".into(),
+            revert_to: None,
+        };
+        t.finalize(&fin).await.unwrap();
+        assert_eq!(t.get_routes(&c).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn generated_objects_and_rollouts_come_from_the_store_and_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let proxy = Arc::new(Proxy::new(dir.path(), Default::default(), BTreeMap::new()).unwrap());
+        let t = LocalCanaryTarget::new(dir.path(), proxy, None).unwrap();
+        // An absent Deployment wants one replica and runs no current template.
+        let absent = t.rollout("test", "podinfo");
+        assert_eq!((absent.desired, absent.current), (1, false));
+
+        let c = canary(json!({"interval": "1m", "threshold": 5, "stepWeight": 10}));
+        let target = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "podinfo", "namespace": "test"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "podinfo"}},
+                "template": {"metadata": {"labels": {"app": "podinfo"}}, "spec": {"containers": [{"name": "c"}]}}}});
+        let objects = primary::primary_objects(&c, &target, None, |_| None);
+        Workloads::put_generated(&t, &c.owner(), &objects).unwrap();
+        t.reconcile(&c, &target).await.unwrap();
+        let keys: Vec<String> = Workloads::generated(&t)
+            .keys()
+            .map(|k| format!("{}/{}", k.kind, k.name))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                "Service/podinfo",
+                "Service/podinfo-canary",
+                "Service/podinfo-primary",
+                "Deployment/podinfo-primary"
+            ]
+        );
+        let primary = t.rollout("test", "podinfo-primary");
+        assert_eq!((primary.desired, primary.available), (2, 0));
+        t.scale("test", "podinfo-primary", Some(0)).unwrap();
+        assert_eq!(t.rollout("test", "podinfo-primary").desired, 0);
+        Workloads::remove_generated(&t, &c.owner()).unwrap();
+        assert!(Workloads::generated(&t).is_empty());
+        assert_eq!(
+            Workloads::get(&t, &deployment("test", "podinfo-primary")).unwrap(),
+            None
+        );
+    }
+}
