@@ -353,3 +353,84 @@ fn flux_inputs_are_consumed_not_applied() {
     assert_eq!((r.created, r.writes), (0, 0));
     assert_eq!(fx.writes_since(mark), Vec::<String>::new());
 }
+
+/// A config for the binary: `url` synced to the cluster, inventory in `ns`.
+fn kube_setup(plane: &envtest::ControlPlane, url: &str, ns: &str) -> common::Setup {
+    let setup = common::Setup::new(url, "", "");
+    std::fs::write(
+        &setup.config,
+        format!(
+            "source:\n  url: {url}\n{}server:\n  listen: 127.0.0.1:0\n",
+            plane.target_yaml(ns)
+        ),
+    )
+    .unwrap();
+    setup
+}
+
+#[test]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+fn the_cli_syncs_a_cluster_diffs_by_dry_run_and_a_fresh_process_prunes() {
+    let plane = envtest::shared();
+    let ns = plane.namespace_blocking("cli");
+    let remote = common::Remote::new();
+    let cm = |name: &str, v: &str| cm(name, &format!("  k: {v}\n")).replace("NS", &ns);
+    remote.write(&[("a.yaml", &cm("a", "one")), ("b.yaml", &cm("b", "two"))]);
+    let first = remote.push("first");
+    let url = format!("file://{}", remote.bare.display());
+    let setup = kube_setup(plane, &url, &ns);
+    let (ok, out) = setup.sync();
+    assert!(ok, "{out}");
+    assert!(out.contains("2 created"), "{out}");
+
+    // `diff`: 0 when in sync, 1 with the dry run's changes, nothing written.
+    let diff = |s: &common::Setup| {
+        let o = s.cmd(&["diff"]);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    assert_eq!(diff(&setup), (Some(0), String::new()));
+    remote
+        .write(&[("a.yaml", &cm("a", "changed"))])
+        .remove("b.yaml");
+    remote.push("second");
+    let mark = plane.audit_events().len();
+    let (code, out) = diff(&setup);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains(&format!("► ConfigMap/{ns}/a drifted")),
+        "{out}"
+    );
+    assert!(
+        out.contains("-   k: one") && out.contains("+   k: changed"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("► ConfigMap/{ns}/b deleted")),
+        "{out}"
+    );
+    assert_eq!(plane.gitcanary_writes(mark), Vec::<String>::new());
+
+    // A new process with an empty state dir reads the inventory from the cluster.
+    let fresh = kube_setup(plane, &url, &ns);
+    let (ok, out) = fresh.sync();
+    assert!(ok, "{out}");
+    assert!(out.contains("1 configured, 1 pruned"), "{out}");
+    let target =
+        gitcanary::targets::kube::KubeTarget::connect(&plane.target(&ns), &plane.dir, "x", "main")
+            .unwrap();
+    let gone = target
+        .get_object(&ObjectKey::new("v1", "ConfigMap", &ns, "b"))
+        .unwrap();
+    assert!(gone.is_none());
+    let a = target
+        .get_object(&ObjectKey::new("v1", "ConfigMap", &ns, "a"))
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        a["metadata"]["annotations"]["gitcanary.io/revision"],
+        format!("main@sha1:{first}")
+    );
+}
