@@ -746,3 +746,74 @@ fn image_automation_bumps_a_tag_that_lands_in_the_clusters_deployment() {
     let (status, stderr) = running.stop();
     assert!(status.success(), "{stderr}");
 }
+
+fn pod_hook(name: &str, event: &str) -> Hook {
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "annotations": {"helm.sh/hook": event}},
+        "spec": {"restartPolicy": "Never",
+            "containers": [{"name": "test", "image": "busybox:1.36", "command": ["wget", "podinfo:9898"]}]}
+    });
+    Hook::from_object(&pod, "templates/tests/test.yaml")
+        .unwrap()
+        .unwrap()
+}
+
+/// Plays the kubelet: the Pod ends in `phase`.
+async fn finish_pod(client: &kube::Client, ns: &str, name: &str, phase: &str) {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let start = Instant::now();
+    while pods.get_opt(name).await.unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "Pod {name} never created"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pods.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"status": {"phase": phase}})),
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+async fn helm_test_pods_run_in_the_cluster_and_a_test_failure_hook_passes_when_its_pod_fails() {
+    let plane = envtest::shared();
+    let client = plane.client().await;
+    let ns = plane.namespace(&client, "helm-test").await;
+    let run = |hooks: Vec<Hook>, event: Event| {
+        let runner = ClusterHooks::new(client.clone(), tokio::runtime::Handle::current());
+        let ns = ns.clone();
+        tokio::spawn(async move {
+            let refs: Vec<&Hook> = hooks.iter().collect();
+            runner.run(&refs, event, &ns, Duration::from_secs(60)).await
+        })
+    };
+    let test = run(vec![pod_hook("podinfo-test", "test")], Event::Test);
+    finish_pod(&client, &ns, "podinfo-test", "Succeeded").await;
+    let results = test.await.unwrap();
+    assert!(results[0].ok, "{results:?}");
+    assert_eq!(results[0].message, "Pod podinfo-test succeeded");
+
+    let expected_to_fail = run(
+        vec![pod_hook("must-fail", "test-failure")],
+        Event::TestFailure,
+    );
+    finish_pod(&client, &ns, "must-fail", "Failed").await;
+    let results = expected_to_fail.await.unwrap();
+    assert!(
+        results[0].ok,
+        "a test-failure hook passes when its Pod fails: {results:?}"
+    );
+
+    let failing = run(vec![pod_hook("broken", "test")], Event::Test);
+    finish_pod(&client, &ns, "broken", "Failed").await;
+    let results = failing.await.unwrap();
+    assert!(!results[0].ok);
+    assert_eq!(results[0].message, "pod broken failed");
+}
