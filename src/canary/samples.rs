@@ -15,6 +15,9 @@ use std::sync::{Mutex, OnceLock};
 /// with two metrics stay under a few MB.
 pub const MAX_POINTS: usize = 240;
 
+/// Values in a canary row's sparkline: enough to see a trend in 110 pixels.
+pub const SPARKLINE: usize = 60;
+
 /// One metric's samples against its thresholds.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -56,17 +59,19 @@ pub struct Samples {
 }
 
 impl Samples {
-    /// The values of the most recent analysis's success-rate series (the overview's
-    /// sparkline).
+    /// The last `SPARKLINE` values of the most recent analysis's success-rate series
+    /// (the overview's sparkline).
     pub fn success_rate(&self) -> Vec<f64> {
         let Some(a) = self.current.as_ref().or(self.last.as_ref()) else {
             return Vec::new();
         };
-        a.metrics
+        let values: Vec<f64> = a
+            .metrics
             .iter()
             .find(|s| s.name == "request-success-rate")
             .map(|s| s.points.iter().filter_map(|p| p.1).collect())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        values[values.len().saturating_sub(SPARKLINE)..].to_vec()
     }
 }
 
@@ -164,14 +169,21 @@ fn read_file(state_dir: &Path, ns: &str, name: &str) -> Samples {
         .unwrap_or_default()
 }
 
-/// A canary's samples: this process's copy, else the mirrored file (another process,
-/// or before the engine's first step).
-pub fn load(state_dir: &Path, ns: &str, name: &str) -> Samples {
+/// Runs `f` over a canary's samples: this process's copy, else the mirrored file
+/// (another process wrote it, or the engine has not stepped yet), which is then kept:
+/// only this process's engine writes the file, through `record`, which updates the
+/// copy first.
+pub fn with<T>(state_dir: &Path, ns: &str, name: &str, f: impl FnOnce(&Samples) -> T) -> T {
     let key = (ns.to_string(), name.to_string());
-    if let Some(s) = memory().lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return s.clone();
-    }
-    read_file(state_dir, ns, name)
+    let mut mem = memory().lock().unwrap_or_else(|e| e.into_inner());
+    f(mem
+        .entry(key)
+        .or_insert_with(|| read_file(state_dir, ns, name)))
+}
+
+/// A copy of a canary's samples.
+pub fn load(state_dir: &Path, ns: &str, name: &str) -> Samples {
+    with(state_dir, ns, name, Samples::clone)
 }
 
 /// The engine's hook after each step: adds the step's points and mirrors them to disk
@@ -288,6 +300,11 @@ mod tests {
         assert_eq!(a.weights.len(), MAX_POINTS);
         assert_eq!(a.metrics[0].points.len(), MAX_POINTS);
         assert_eq!(a.metrics[0].points[0].0, 20.0, "the oldest points went");
+        assert_eq!(
+            s.success_rate().len(),
+            SPARKLINE,
+            "the sparkline keeps the latest"
+        );
         let next = status(Phase::Progressing, 10, 500.0, 500.0, Some(98.0));
         advance(&mut s, &before, &next, 500.0);
         assert_eq!(s.last.as_ref().unwrap().start, 10.0);

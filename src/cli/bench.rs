@@ -34,6 +34,9 @@ pub enum Which {
         #[arg(long, default_value_t = 100)]
         canaries: usize,
     },
+    /// The web UI: first-load size, `/api/v1/canaries` over 100 canaries, and the RSS
+    /// added by a loaded UI with one open SSE stream.
+    Ui,
     /// Helm: render the examples-repo podinfo chart once, and for 100 releases.
     Helm {
         /// The cluster repository holding releases/test/frontend.yaml and charts/podinfo
@@ -132,6 +135,7 @@ pub fn bench(which: Which) -> anyhow::Result<ExitCode> {
         Which::Canary => bench_canary(),
         Which::Helm { repo } => bench_helm(&super::examples_repo(repo, "--repo")?),
         Which::CanaryIdle { canaries } => super::bench_idle::run(canaries),
+        Which::Ui => super::bench_ui::run(),
     }
 }
 

@@ -11,6 +11,26 @@ pub(crate) fn rss_kb(pid: u32) -> u64 {
 
 /// Runs gitcanary over `n` canaries until all are Initialized; returns its idle RSS (KB).
 fn measure(n: usize) -> anyhow::Result<u64> {
+    idle_run(n, |pid, _| Ok(idle_rss(pid)))
+}
+
+/// The highest of five RSS samples (KB) over two seconds.
+pub(super) fn idle_rss(pid: u32) -> u64 {
+    (0..5)
+        .map(|_| {
+            std::thread::sleep(Duration::from_millis(400));
+            rss_kb(pid)
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// Starts `gitcanary run` over `n` canaries, waits until they are Initialized and idle,
+/// then calls `then` with its pid and state dir; stops it and cleans up after.
+pub(super) fn idle_run<T>(
+    n: usize,
+    then: impl FnOnce(u32, &std::path::Path) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     let work =
         std::env::temp_dir().join(format!("gitcanary-bench-idle-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
@@ -69,15 +89,9 @@ fn measure(n: usize) -> anyhow::Result<u64> {
             );
             std::thread::sleep(Duration::from_millis(500));
         }
-        // Idle: let a few engine ticks and a runtime reload pass, then sample.
+        // Idle: let a few engine ticks and a runtime reload pass.
         std::thread::sleep(Duration::from_secs(8));
-        let samples: Vec<u64> = (0..5)
-            .map(|_| {
-                std::thread::sleep(Duration::from_millis(400));
-                rss_kb(child.id())
-            })
-            .collect();
-        Ok(*samples.iter().max().unwrap_or(&0))
+        then(child.id(), &state)
     })();
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

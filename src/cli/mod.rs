@@ -5,6 +5,7 @@ mod bench;
 mod bench_idle;
 mod bench_images;
 mod bench_proxy;
+mod bench_ui;
 mod canary;
 mod demo;
 mod get;

@@ -77,11 +77,6 @@ pub fn login(error: &str) -> String {
     LOGIN.replace("<!--error-->", &line)
 }
 
-/// Bytes a first load of `/ui/` fetches: the page and every asset it names.
-pub fn first_load_bytes() -> usize {
-    INDEX.len() + FILES.iter().map(|(_, _, b)| b.len()).sum::<usize>()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

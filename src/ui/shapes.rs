@@ -69,8 +69,8 @@ pub fn sources(cfg: &Config) -> Result<Value> {
     Ok(Value::Array(vec![v]))
 }
 
-/// One canary's row; `samples` gives the success-rate sparkline.
-pub fn canary(ns: &str, name: &str, st: &CanaryStatus, samples: &Samples) -> Value {
+/// One canary's row, with its latest success-rate samples for the sparkline.
+pub fn canary(ns: &str, name: &str, st: &CanaryStatus, success_rate: Vec<f64>) -> Value {
     let transition = if st.last_transition_time > 0.0 {
         rfc3339_secs(st.last_transition_time)
     } else {
@@ -79,7 +79,7 @@ pub fn canary(ns: &str, name: &str, st: &CanaryStatus, samples: &Samples) -> Val
     json!({"namespace": ns, "name": name, "status": format!("{:?}", st.phase),
         "weight": st.canary_weight, "failedChecks": st.failed_checks,
         "lastTransitionTime": transition, "message": st.message,
-        "successRate": samples.success_rate()})
+        "successRate": success_rate})
 }
 
 /// `get canaries -o json` and `/api/v1/canaries`.
@@ -90,8 +90,8 @@ pub fn canaries(state_dir: &Path) -> Result<Vec<Value>> {
         .iter()
         .map(|k| {
             let st = read_status(state_dir, &k.namespace, &k.name);
-            let s = samples::load(state_dir, &k.namespace, &k.name);
-            canary(&k.namespace, &k.name, &st, &s)
+            let rate = samples::with(state_dir, &k.namespace, &k.name, Samples::success_rate);
+            canary(&k.namespace, &k.name, &st, rate)
         })
         .collect())
 }
@@ -105,7 +105,7 @@ pub fn canary_detail(state_dir: &Path, ns: &str, name: &str) -> Result<Option<Va
     };
     let st = read_status(state_dir, ns, name);
     let s = samples::load(state_dir, ns, name);
-    let mut v = canary(ns, name, &st, &s);
+    let mut v = canary(ns, name, &st, s.success_rate());
     v["suspended"] = crate::canary::commands::suspended(state_dir, ns, name).into();
     v["spec"] = match crate::canary::spec::parse(&obj) {
         Ok(c) => {
@@ -277,7 +277,7 @@ mod tests {
             max: None,
         }];
         samples::advance(&mut s, &before, &after, 6.0);
-        let v = canary("test", "podinfo", &st, &s);
+        let v = canary("test", "podinfo", &st, s.success_rate());
         assert_eq!(v["status"], "Progressing");
         assert_eq!(v["weight"], 20);
         assert_eq!(v["successRate"], json!([99.9]));
