@@ -279,10 +279,36 @@ fn the_canary_page_in_a_browser_during_an_analysis() {
         "document.querySelector('tr[data-canary=\"test/podinfo\"] svg.spark')",
         20,
     );
+    // The history page lists the rollout notes in the fetched repository (issue 12
+    // writes them; here one is added by hand).
+    let cache = std::fs::read_dir(setup.state().join("cache/git"))
+        .unwrap()
+        .flatten()
+        .next()
+        .expect("the source's fetched repository")
+        .path();
+    let applied = setup.status()["appliedRevision"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let commit = applied.rsplit(':').next().unwrap();
+    let note = r#"{"canary":"test/podinfo","outcome":"Succeeded","from":"1.0.0","to":"1.0.1","start":100,"end":160}"#;
+    git(
+        &cache,
+        &["notes", "--ref=gitcanary", "add", "-m", note, commit],
+    );
     b.goto(&format!("http://{addr}/ui/#/history"));
-    b.wait(
-        "document.body.dataset.loaded === 'history' && document.querySelector('#history')",
+    let listed = b.wait(
+        "document.body.dataset.loaded === 'history' && document.querySelector('#history .card') && document.querySelector('#history').innerText",
         20,
+    );
+    let listed = listed.as_str().unwrap();
+    assert!(
+        listed.contains("test/podinfo")
+            && listed.contains("1.0.0 → 1.0.1")
+            && listed.contains("60 s")
+            && listed.contains(commit),
+        "{listed}"
     );
     assert_local(&b.requests.lock().unwrap());
     running.stop();
