@@ -214,7 +214,14 @@ async fn serve_in(work: &Path, ports: &[u16]) -> anyhow::Result<()> {
             }
         }
     });
-    while let Some(line) = rx.recv().await {
+    // The bench stops its children with SIGTERM: end cleanly, so the store is removed.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        let line = tokio::select! {
+            line = rx.recv() => line,
+            _ = term.recv() => None,
+        };
+        let Some(line) = line else { break };
         if let Some(n) = line
             .strip_prefix("idle ")
             .and_then(|n| n.parse::<usize>().ok())
