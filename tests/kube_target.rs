@@ -434,3 +434,22 @@ fn the_cli_syncs_a_cluster_diffs_by_dry_run_and_a_fresh_process_prunes() {
         format!("main@sha1:{first}")
     );
 }
+
+#[test]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+fn ports_without_a_protocol_apply_and_resync_without_writes() {
+    // Before Kubernetes 1.21 server-side apply refuses such ports unless the protocol
+    // is filled in ("omits key field protocol"); a no-op resync must still see no drift.
+    let fx = Fixture::new("ports");
+    fx.files(&[(
+        "svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: NS\nspec:\n  selector: {app: web}\n  ports:\n  - name: http\n    port: 80\n    targetPort: 8080\n",
+    )]);
+    fx.sync("c1").unwrap();
+    let svc = fx.get("v1", "Service", "web").unwrap();
+    assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
+    let mark = fx.mark();
+    let r = fx.sync("c1").unwrap();
+    assert_eq!(r.writes, 0);
+    assert_eq!(fx.writes_since(mark), Vec::<String>::new());
+}

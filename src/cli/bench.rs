@@ -44,6 +44,9 @@ pub enum Which {
         #[arg(long)]
         repo: Option<std::path::PathBuf>,
     },
+    /// The Kubernetes target against a cluster: plan, first sync vs kubectl, no-op
+    /// resync, RSS of `run` with a 10,000-object inventory.
+    Kube(super::bench_kube::Args),
     /// Image automation: semver selection, registry scanning, rewrite and commit.
     Images {
         /// The registry binary to start for the scan benchmark.
@@ -133,6 +136,7 @@ pub fn bench(which: Which) -> anyhow::Result<ExitCode> {
         Which::Images { registry_bin } => super::bench_images::run(&registry_bin),
         Which::Proxy(args) => super::bench_proxy::run(args),
         Which::Canary => bench_canary(),
+        Which::Kube(args) => super::bench_kube::run(args),
         Which::Helm { repo } => bench_helm(&super::examples_repo(repo, "--repo")?),
         Which::CanaryIdle { canaries } => super::bench_idle::run(canaries),
         Which::Ui => super::bench_ui::run(),

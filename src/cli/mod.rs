@@ -4,6 +4,7 @@
 mod bench;
 mod bench_idle;
 mod bench_images;
+mod bench_kube;
 mod bench_proxy;
 mod bench_ui;
 mod canary;

@@ -44,7 +44,52 @@ pub fn body(object: &Value, revision: &str) -> Value {
         }
         meta[field][key] = Value::String(value.to_string());
     }
+    default_protocols(&mut v);
     v
+}
+
+/// Kinds whose ports lists the API server keys by (port, protocol).
+const PORTED: &[&str] = &[
+    "Service",
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+];
+
+/// Fills in `protocol: TCP` on Service and container ports that omit it. Server-side
+/// apply keys those lists by port and protocol and, before Kubernetes 1.21, refuses an
+/// element without the key ("omits key field protocol"); Flux fills the same default.
+pub fn default_protocols(v: &mut Value) {
+    if !PORTED.contains(&v["kind"].as_str().unwrap_or_default()) {
+        return;
+    }
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                for (k, child) in map.iter_mut() {
+                    if k == "ports" {
+                        for p in child.as_array_mut().into_iter().flatten() {
+                            let is_port =
+                                p.get("containerPort").is_some() || p.get("port").is_some();
+                            if let Some(o) = p.as_object_mut().filter(|_| is_port) {
+                                o.entry("protocol")
+                                    .or_insert_with(|| Value::String("TCP".into()));
+                            }
+                        }
+                    } else {
+                        walk(child);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(v);
 }
 
 /// Whether the object carries `gitcanary.io/force: "true"`.
@@ -206,6 +251,25 @@ mod tests {
         assert_eq!(b["metadata"]["labels"][MANAGED_BY], "gitcanary");
         assert_eq!(b["metadata"]["annotations"][REVISION], "main@sha1:abc");
         assert_eq!(b["data"], o["data"]);
+    }
+
+    #[test]
+    fn ports_get_the_default_protocol_and_other_kinds_are_left_alone() {
+        let mut svc = serde_json::json!({"kind": "Service", "spec": {"ports": [
+            {"port": 80}, {"port": 53, "protocol": "UDP"}]}});
+        default_protocols(&mut svc);
+        assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
+        assert_eq!(svc["spec"]["ports"][1]["protocol"], "UDP");
+        let mut dep = serde_json::json!({"kind": "Deployment", "spec": {"template": {"spec": {
+            "containers": [{"name": "a", "ports": [{"containerPort": 8080}]}]}}}});
+        default_protocols(&mut dep);
+        assert_eq!(
+            dep["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"],
+            "TCP"
+        );
+        let mut cr = serde_json::json!({"kind": "Widget", "spec": {"ports": [{"port": 1}]}});
+        default_protocols(&mut cr);
+        assert!(cr["spec"]["ports"][0].get("protocol").is_none());
     }
 
     #[test]

@@ -210,10 +210,31 @@ impl Store {
             "binaryData": {KEY: base64::engine::general_purpose::STANDARD.encode(bytes)},
         });
         let pp = PatchParams::apply(&self.field_manager).force();
+        match self.api.patch(name, &pp, &Patch::Apply(&body)).await {
+            Ok(_) => return Ok(()),
+            // The namespace does not exist yet (a first start): create it, once.
+            Err(kube::Error::Api(s)) if s.code == 404 => self.create_namespace().await?,
+            Err(e) => return Err(self.api_err(name)(e)),
+        }
         self.api
             .patch(name, &pp, &Patch::Apply(&body))
             .await
             .map_err(self.api_err(name))?;
+        Ok(())
+    }
+
+    async fn create_namespace(&self) -> Result<()> {
+        use k8s_openapi::api::core::v1::Namespace;
+        let body = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": self.namespace},
+        });
+        let pp = PatchParams::apply(&self.field_manager);
+        Api::<Namespace>::all(self.api.clone().into_client())
+            .patch(&self.namespace, &pp, &Patch::Apply(&body))
+            .await
+            .map_err(self.api_err(&self.namespace))?;
         Ok(())
     }
 }

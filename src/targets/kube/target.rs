@@ -20,6 +20,9 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::Mutex;
 
+/// Objects checked for drift per round of requests.
+const DRIFT_CHUNK: usize = 256;
+
 /// Errors of the Kubernetes target.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -298,22 +301,27 @@ impl KubeTarget {
                 .map(|e| e.revision.clone())
                 .unwrap_or_else(|| revision.clone())
         };
-        let items = self.items(&unchanged, desired, kept, &mut failures).await?;
-        let outcomes = executor::each(&items, |(_, item)| self.cluster.correct_drift(item)).await;
-        for ((a, item), outcome) in items.iter().zip(outcomes) {
-            match outcome {
-                Outcome::Done(true) => {
-                    report.writes += 1;
-                    tracing::info!(object = %a.key, file = %item.file, "drift corrected");
-                    crate::metrics::global().inc(
-                        "gitcanary_kube_drift_corrected_total",
-                        "Objects re-applied because the live object drifted from Git.",
-                        &[("kind", &a.key.kind)],
-                        1.0,
-                    );
+        // In chunks, so that the bodies and answers of 10,000 objects are never all
+        // in memory at once.
+        for chunk in unchanged.chunks(DRIFT_CHUNK) {
+            let items = self.items(chunk, desired, kept, &mut failures).await?;
+            let outcomes =
+                executor::each(&items, |(_, item)| self.cluster.correct_drift(item)).await;
+            for ((a, item), outcome) in items.iter().zip(outcomes) {
+                match outcome {
+                    Outcome::Done(true) => {
+                        report.writes += 1;
+                        tracing::info!(object = %a.key, file = %item.file, "drift corrected");
+                        crate::metrics::global().inc(
+                            "gitcanary_kube_drift_corrected_total",
+                            "Objects re-applied because the live object drifted from Git.",
+                            &[("kind", &a.key.kind)],
+                            1.0,
+                        );
+                    }
+                    Outcome::Done(false) => {}
+                    Outcome::Failed(m) => failures.push(m),
                 }
-                Outcome::Done(false) => {}
-                Outcome::Failed(m) => failures.push(m),
             }
         }
         report.unchanged = plan.count(Op::Unchanged);
