@@ -21,7 +21,15 @@ pub enum LogFormat {
 
 /// Installs the global subscriber; `level` is an `EnvFilter` directive such as `info`.
 pub fn init(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // kube-client warns "Server cert bypassed" on every TLS handshake when a kubeconfig
+    // skips verification; the Kubernetes target says it once instead. A level that
+    // names kube_client itself keeps the user's choice.
+    if !level.contains("kube_client") {
+        if let Ok(d) = "kube_client::client::tls=error".parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

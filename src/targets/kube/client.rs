@@ -104,6 +104,14 @@ pub async fn connect(cfg: &KubeTarget, base_dir: &Path) -> Result<kube::Client> 
         hyper::header::USER_AGENT,
         hyper::header::HeaderValue::from_static(USER_AGENT),
     ));
+    // Said once per client here; kube-client's own warning on every TLS handshake is
+    // filtered out in `util::logging`, where it would repeat on each new connection.
+    if config.accept_invalid_certs {
+        tracing::warn!(
+            "target.kubernetes: the kubeconfig sets insecure-skip-tls-verify: the API server's certificate at {} is not verified",
+            config.cluster_url
+        );
+    }
     kube::Client::try_from(config).map_err(|e| Error::Config {
         where_: String::new(),
         message: crate::util::error_chain(&e),
