@@ -239,6 +239,147 @@ pub fn expand(
     expand_with(snap, objects, source_url, caps, None, &[])
 }
 
+/// Why a HelmRelease has no chart to render.
+enum NoChart {
+    /// The chart's source is not one gitcanary renders here.
+    Skipped(String),
+    /// The field and the error.
+    Error(String, String),
+}
+
+impl NoChart {
+    fn chart(msg: String) -> NoChart {
+        NoChart::Error("spec.chart".into(), msg)
+    }
+}
+
+/// The chart a HelmRelease names, with the folder or label its errors name and
+/// whether it is read from the followed repository.
+fn chart_for(
+    v: &Value,
+    snap: &dyn Snapshot,
+    source_url: &str,
+    objects: &[Object],
+    namespace: &str,
+    fetch: Option<Fetcher>,
+) -> Result<(String, Chart, bool), NoChart> {
+    match effective_source(v, source_url, objects, namespace) {
+        Err(e) => {
+            let (field, msg) = e.split_once(": ").unwrap_or(("spec.chart", &e));
+            Err(NoChart::Error(field.to_string(), msg.to_string()))
+        }
+        Ok(ChartSource::Other(why)) => Err(NoChart::Skipped(format!("{why} is not supported"))),
+        Ok(ChartSource::Path(p)) => {
+            let Some(dir) = join("", &p) else {
+                return Err(NoChart::chart(format!(
+                    "chart path {p:?} escapes the repository"
+                )));
+            };
+            let chart = read_chart(snap, &dir).map_err(NoChart::chart)?;
+            Ok((dir, chart, true))
+        }
+        Ok(remote) => {
+            let Some(fetch) = fetch else {
+                return Err(NoChart::Skipped(format!(
+                    "{} is fetched only when syncing",
+                    describe(&remote)
+                )));
+            };
+            let c = fetch(&remote).map_err(NoChart::chart)?;
+            let label = match &remote {
+                ChartSource::Git { path, .. } => path.clone(),
+                _ => format!("{}-{}", c.name(), c.version()),
+            };
+            Ok((label, c, false))
+        }
+    }
+}
+
+/// The values a HelmRelease supplies from other objects and files, in Flux's
+/// order (`valueFileSecrets`, then `valuesFrom`), before its inline `values`; or
+/// every (field, error) found.
+fn supplied_values(
+    v: &Value,
+    chart: &Chart,
+    dir: &str,
+    namespace: &str,
+    objects: &[Object],
+) -> Result<Value, Vec<(String, String)>> {
+    let mut supplied = json!({});
+    let mut errors = Vec::new();
+    // flux.weave.works/v1beta1 `valueFileSecrets`: Secrets whose `values.yaml` key
+    // holds values, before `valuesFrom`.
+    for (i, s) in v["spec"]["valueFileSecrets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let entry = json!({"secretKeyRef": {"name": s["name"], "key": "values.yaml"}});
+        match values_from(&entry, namespace, objects) {
+            Ok(Some(vals)) => merge_values(&mut supplied, &vals),
+            Ok(None) => {}
+            Err(e) => {
+                errors.push((format!("spec.valueFileSecrets[{i}]"), e));
+            }
+        }
+    }
+    for (i, entry) in v["spec"]["valuesFrom"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        // The Helm operator's `chartFileRef`: a values file inside the chart.
+        if let Some(path) = entry["chartFileRef"]["path"].as_str() {
+            let optional = entry["chartFileRef"]["optional"].as_bool().unwrap_or(false);
+            let rel = path.trim_start_matches("./");
+            match chart
+                .files
+                .get(rel)
+                .map(|t| super::chart::yaml_value(path, t))
+            {
+                Some(Ok(vals @ Value::Object(_))) => merge_values(&mut supplied, &vals),
+                Some(Ok(Value::Null)) => {}
+                Some(Ok(_)) => {
+                    errors.push((
+                        format!("spec.valuesFrom[{i}].chartFileRef"),
+                        format!("{path}: values must be a mapping"),
+                    ));
+                }
+                Some(Err(e)) => {
+                    errors.push((format!("spec.valuesFrom[{i}].chartFileRef"), e));
+                }
+                None if optional => {}
+                None => {
+                    errors.push((
+                        format!("spec.valuesFrom[{i}].chartFileRef"),
+                        format!("{path}: no such file in chart {dir}"),
+                    ));
+                }
+            }
+            continue;
+        }
+        if entry.get("externalSourceRef").is_some() {
+            errors.push((format!("spec.valuesFrom[{i}].externalSourceRef"), "values from URLs are not supported: commit the file and use chartFileRef or a ConfigMap".into(),
+            ));
+            continue;
+        }
+        match values_from(entry, namespace, objects) {
+            Ok(Some(vals)) => merge_values(&mut supplied, &vals),
+            Ok(None) => {}
+            Err(e) => {
+                errors.push((format!("spec.valuesFrom[{i}]"), e));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(supplied)
+    } else {
+        Err(errors)
+    }
+}
+
 /// Renders every HelmRelease among `objects`; charts in Helm repositories come from
 /// `fetch` (without one, those releases are skipped).
 pub fn expand_with(
@@ -262,142 +403,31 @@ pub fn expand_with(
             out.errors.push(fail(field, msg.to_string()));
             continue;
         }
-        let (dir, chart, local) = match effective_source(&v, source_url, objects, &hr.key.namespace)
-        {
-            Err(e) => {
-                let (field, msg) = e.split_once(": ").unwrap_or(("spec.chart", &e));
-                out.errors.push(fail(field, msg.to_string()));
-                continue;
-            }
-            Ok(ChartSource::Other(why)) => {
-                out.skipped.push((id, format!("{why} is not supported")));
-                continue;
-            }
-            Ok(ChartSource::Path(p)) => {
-                let Some(dir) = join("", &p) else {
-                    out.errors.push(fail(
-                        "spec.chart",
-                        format!("chart path {p:?} escapes the repository"),
-                    ));
+        let (dir, chart, local) =
+            match chart_for(&v, snap, source_url, objects, &hr.key.namespace, fetch) {
+                Ok(c) => c,
+                Err(NoChart::Skipped(why)) => {
+                    out.skipped.push((id, why));
                     continue;
-                };
-                match read_chart(snap, &dir) {
-                    Ok(c) => (dir, c, true),
-                    Err(e) => {
-                        out.errors.push(fail("spec.chart", e));
-                        continue;
-                    }
                 }
-            }
-            Ok(remote) => {
-                let Some(fetch) = fetch else {
-                    out.skipped.push((
-                        id,
-                        format!("{} is fetched only when syncing", describe(&remote)),
-                    ));
+                Err(NoChart::Error(field, msg)) => {
+                    out.errors.push(fail(&field, msg));
                     continue;
-                };
-                match fetch(&remote) {
-                    Ok(c) => {
-                        let label = match &remote {
-                            ChartSource::Git { path, .. } => path.clone(),
-                            _ => format!("{}-{}", c.name(), c.version()),
-                        };
-                        (label, c, false)
-                    }
-                    Err(e) => {
-                        out.errors.push(fail("spec.chart", e));
-                        continue;
-                    }
                 }
-            }
-        };
+            };
         let mut chart = chart;
         if let Err((field, e)) = apply_values_files(&v, &mut chart, &dir, local.then_some(snap)) {
             out.errors.push(fail(&field, e));
             continue;
         }
-        let mut supplied = json!({});
-        let mut ok = true;
-        // flux.weave.works/v1beta1 `valueFileSecrets`: Secrets whose `values.yaml` key
-        // holds values, before `valuesFrom`.
-        for (i, s) in v["spec"]["valueFileSecrets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            let entry = json!({"secretKeyRef": {"name": s["name"], "key": "values.yaml"}});
-            match values_from(&entry, &hr.key.namespace, objects) {
-                Ok(Some(vals)) => merge_values(&mut supplied, &vals),
-                Ok(None) => {}
-                Err(e) => {
-                    out.errors
-                        .push(fail(&format!("spec.valueFileSecrets[{i}]"), e));
-                    ok = false;
-                }
-            }
-        }
-        for (i, entry) in v["spec"]["valuesFrom"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            // The Helm operator's `chartFileRef`: a values file inside the chart.
-            if let Some(path) = entry["chartFileRef"]["path"].as_str() {
-                let optional = entry["chartFileRef"]["optional"].as_bool().unwrap_or(false);
-                let rel = path.trim_start_matches("./");
-                match chart
-                    .files
-                    .get(rel)
-                    .map(|t| super::chart::yaml_value(path, t))
-                {
-                    Some(Ok(vals @ Value::Object(_))) => merge_values(&mut supplied, &vals),
-                    Some(Ok(Value::Null)) => {}
-                    Some(Ok(_)) => {
-                        out.errors.push(fail(
-                            &format!("spec.valuesFrom[{i}].chartFileRef"),
-                            format!("{path}: values must be a mapping"),
-                        ));
-                        ok = false;
-                    }
-                    Some(Err(e)) => {
-                        out.errors
-                            .push(fail(&format!("spec.valuesFrom[{i}].chartFileRef"), e));
-                        ok = false;
-                    }
-                    None if optional => {}
-                    None => {
-                        out.errors.push(fail(
-                            &format!("spec.valuesFrom[{i}].chartFileRef"),
-                            format!("{path}: no such file in chart {dir}"),
-                        ));
-                        ok = false;
-                    }
-                }
+        let mut supplied = match supplied_values(&v, &chart, &dir, &hr.key.namespace, objects) {
+            Ok(vals) => vals,
+            Err(errors) => {
+                out.errors
+                    .extend(errors.into_iter().map(|(field, e)| fail(&field, e)));
                 continue;
             }
-            if entry.get("externalSourceRef").is_some() {
-                out.errors.push(fail(
-                    &format!("spec.valuesFrom[{i}].externalSourceRef"),
-                    "values from URLs are not supported: commit the file and use chartFileRef or a ConfigMap".into(),
-                ));
-                ok = false;
-                continue;
-            }
-            match values_from(entry, &hr.key.namespace, objects) {
-                Ok(Some(vals)) => merge_values(&mut supplied, &vals),
-                Ok(None) => {}
-                Err(e) => {
-                    out.errors.push(fail(&format!("spec.valuesFrom[{i}]"), e));
-                    ok = false;
-                }
-            }
-        }
-        if !ok {
-            continue;
-        }
+        };
         if v["spec"]["values"].is_object() {
             merge_values(&mut supplied, &v["spec"]["values"]);
         }

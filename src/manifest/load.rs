@@ -553,6 +553,56 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
         ));
         return;
     }
+    let Some(id) = identity(file, node, ctx, out) else {
+        return;
+    };
+    let annotations = node.path(&["metadata", "annotations"]);
+    if IGNORE_ANNOTATIONS
+        .iter()
+        .any(|a| annotations.and_then(|m| m.get(a)).and_then(Node::as_str) == Some("true"))
+    {
+        return;
+    }
+    if let Err(msg) = names::check_name(&id.api_version, &id.kind, &id.name) {
+        let pos = node
+            .path(&["metadata", "name"])
+            .map(|n| n.pos)
+            .unwrap_or(node.pos);
+        out.errors.push(ManifestError::at(
+            file,
+            pos,
+            Some("metadata.name".into()),
+            msg,
+        ));
+        return;
+    }
+    match transform(file, node, ctx, &id) {
+        Ok((value, namespace)) => {
+            let key = ObjectKey::new(&id.api_version, &id.kind, &namespace, &id.name);
+            out.objects.push(Object::from_json(
+                key,
+                id.api_version,
+                &value,
+                Origin {
+                    file: file.to_string(),
+                    line: node.pos.line,
+                },
+            ));
+        }
+        Err(e) => out.errors.push(e),
+    }
+}
+
+/// What names an object: its apiVersion, kind and name as written.
+struct Identity {
+    api_version: String,
+    kind: String,
+    name: String,
+}
+
+/// Checks a document's identity and its schema, pushing every problem found into
+/// `out`; the identity when there was none. A `List` is expanded into its items here.
+fn identity(file: &str, node: &Node, ctx: &Context, out: &mut FileResult) -> Option<Identity> {
     let before = out.errors.len();
     let mut required_str = |field: &str, n: Option<&Node>| -> Option<String> {
         match n {
@@ -587,7 +637,7 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
                 object_from_node(file, item, ctx, out);
             }
         }
-        return;
+        return None;
     }
     let name = match node.get("metadata") {
         Some(m) if m.as_map().is_some() => required_str("metadata.name", m.get("name")),
@@ -620,59 +670,65 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
         }
     }
     if bad_identity {
-        return;
+        return None;
     }
     // Type-check whenever the kind is known, so a document with several problems
     // reports all of them at once.
     if let Some(kind) = &kind {
-        out.errors.extend(schema::check(kind, node, file));
-        if kind == "Canary"
-            && api_version
-                .as_deref()
-                .is_some_and(|a| a.starts_with("flagger.app/"))
-            && out.errors.len() == before
-        {
-            // Flagger's semantic rules (interval, threshold, one of the strategies), at
-            // the line of the field they are about.
-            if let Err(errs) = crate::canary::spec::parse(&node.to_json()) {
-                for e in errs {
-                    let (field, msg) = e.split_once(": ").unwrap_or(("spec", e.as_str()));
-                    out.errors.push(ManifestError::at(
-                        file,
-                        position_of(node, field),
-                        Some(field.to_string()),
-                        msg.to_string(),
-                    ));
-                }
-            }
-        }
+        check_kind(file, node, kind, api_version.as_deref(), before, out);
     }
     let (Some(api_version), Some(kind), Some(name)) = (api_version, kind, name) else {
-        return;
+        return None;
     };
     if out.errors.len() > before {
+        return None;
+    }
+    Some(Identity {
+        api_version,
+        kind,
+        name,
+    })
+}
+
+/// The schema of a known kind, and for a Flagger Canary that passes it, Flagger's
+/// semantic rules (interval, threshold, one of the strategies) at the line of the
+/// field they are about. `before` is the error count before this document.
+fn check_kind(
+    file: &str,
+    node: &Node,
+    kind: &str,
+    api_version: Option<&str>,
+    before: usize,
+    out: &mut FileResult,
+) {
+    out.errors.extend(schema::check(kind, node, file));
+    let flagger = api_version.is_some_and(|a| a.starts_with("flagger.app/"));
+    if kind != "Canary" || !flagger || out.errors.len() != before {
         return;
     }
-    let annotations = node.path(&["metadata", "annotations"]);
-    if IGNORE_ANNOTATIONS
-        .iter()
-        .any(|a| annotations.and_then(|m| m.get(a)).and_then(Node::as_str) == Some("true"))
-    {
-        return;
+    if let Err(errs) = crate::canary::spec::parse(&node.to_json()) {
+        for e in errs {
+            let (field, msg) = e.split_once(": ").unwrap_or(("spec", e.as_str()));
+            out.errors.push(ManifestError::at(
+                file,
+                position_of(node, field),
+                Some(field.to_string()),
+                msg.to_string(),
+            ));
+        }
     }
-    if let Err(msg) = names::check_name(&api_version, &kind, &name) {
-        let pos = node
-            .path(&["metadata", "name"])
-            .map(|n| n.pos)
-            .unwrap_or(node.pos);
-        out.errors.push(ManifestError::at(
-            file,
-            pos,
-            Some("metadata.name".into()),
-            msg,
-        ));
-        return;
-    }
+}
+
+/// The object as it is applied: kustomize's patches around its namespace
+/// transformer, then its image overrides. Returns the JSON and the namespace
+/// (empty for a cluster-scoped kind).
+fn transform(
+    file: &str,
+    node: &Node,
+    ctx: &Context,
+    id: &Identity,
+) -> Result<(serde_json::Value, String), ManifestError> {
+    let (kind, name) = (&id.kind, &id.name);
     let mut value = node.to_json();
     // kustomize runs `patches` and `patchesStrategicMerge` before its namespace
     // transformer and `patchesJson6902` after it.
@@ -695,11 +751,8 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
         }
         Ok(())
     };
-    if let Err(e) = patch(&mut value, false) {
-        out.errors.push(e);
-        return;
-    }
-    let namespace = if is_cluster_scoped(&api_version, &kind) {
+    patch(&mut value, false)?;
+    let namespace = if is_cluster_scoped(&id.api_version, kind) {
         if let Some(meta) = value["metadata"].as_object_mut() {
             meta.remove("namespace");
         }
@@ -717,34 +770,21 @@ fn object_from_node(file: &str, node: &Node, ctx: &Context, out: &mut FileResult
                 .path(&["metadata", "namespace"])
                 .map(|n| n.pos)
                 .unwrap_or(node.pos);
-            out.errors.push(ManifestError::at(
+            return Err(ManifestError::at(
                 file,
                 pos,
                 Some("metadata.namespace".into()),
                 msg,
             ));
-            return;
         }
         value["metadata"]["namespace"] = ns.clone().into();
         ns
     };
-    if let Err(e) = patch(&mut value, true) {
-        out.errors.push(e);
-        return;
-    }
+    patch(&mut value, true)?;
     if !ctx.images.is_empty() {
         kustomize::apply_images(&mut value, &ctx.images);
     }
-    let key = ObjectKey::new(&api_version, &kind, &namespace, &name);
-    out.objects.push(Object::from_json(
-        key,
-        api_version,
-        &value,
-        Origin {
-            file: file.to_string(),
-            line: node.pos.line,
-        },
-    ));
+    Ok((value, namespace))
 }
 
 /// The position of the deepest node along a dotted field path (`a.b[2].c`).

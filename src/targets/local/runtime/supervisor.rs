@@ -622,6 +622,13 @@ impl Supervisor {
 
     fn tick_deployment(&mut self, id: &(String, String), d: &mut DeployState) {
         let now = Instant::now();
+        self.tick_containers(id, d, now);
+        Self::reap_terminating(d, now);
+        self.roll(id, d, now);
+    }
+
+    /// Exits, restarts with backoff, and probes of every running pod's containers.
+    fn tick_containers(&mut self, id: &(String, String), d: &mut DeployState, now: Instant) {
         for pod in d.pods.iter_mut() {
             let pod_name = pod.name.clone();
             for i in 0..pod.containers.len() {
@@ -711,8 +718,11 @@ impl Supervisor {
                 pod.ready_since = None;
             }
         }
-        // Terminating pods: SIGTERM after the drain, SIGKILL past the grace period;
-        // forget them once all exited.
+    }
+
+    /// Terminating pods: SIGTERM after the drain, SIGKILL past the grace period;
+    /// forgets them once all their containers exited.
+    fn reap_terminating(d: &mut DeployState, now: Instant) {
         d.pods.retain_mut(|p| {
             let Some(deadline) = p.terminate_deadline else {
                 return true;
@@ -741,7 +751,10 @@ impl Supervisor {
             }
             p.containers.iter().any(|c| c.child.is_some())
         });
-        // Roll toward the plan.
+    }
+
+    /// Starts and stops pods toward the plan's replicas and template.
+    fn roll(&mut self, id: &(String, String), d: &mut DeployState, now: Instant) {
         let Ok(pod_plan) = d.plan.pod.clone() else {
             return;
         };
@@ -770,58 +783,60 @@ impl Supervisor {
                 }
                 Step::Stop(name) => {
                     if let Some(p) = d.pods.iter_mut().find(|p| p.name == name) {
-                        tracing::info!(pod = %name, "stopping pod");
-                        for c in &mut p.containers {
-                            c.ready = false;
-                        }
-                        let handlers: Vec<_> = p
-                            .containers
-                            .iter()
-                            .filter(|c| c.child.is_some())
-                            .filter_map(|c| {
-                                let action = c.plan.pre_stop.clone()?;
-                                let env =
-                                    spec::materialize(&c.plan, &p.name, &p.ports, &self.self_exe)
-                                        .env;
-                                Some((action, c.plan.clone(), env))
-                            })
-                            .collect();
-                        if handlers.is_empty() {
-                            // Leave the endpoints first, signal after a short drain: the
-                            // proxy stops routing new requests before the process stops
-                            // accepting them (what a preStop sleep does on Kubernetes).
-                            p.terminate_deadline = Some(now + DRAIN + p.grace);
-                            p.sigterm_at = Some(now + DRAIN);
-                        } else {
-                            // Kubernetes: preStop handlers run first, SIGTERM follows,
-                            // and the grace period counts from now.
-                            let pending =
-                                Arc::new(std::sync::atomic::AtomicUsize::new(handlers.len()));
-                            for (action, plan, env) in handlers {
-                                let (pending, ports, grace) =
-                                    (pending.clone(), p.ports.clone(), p.grace);
-                                std::thread::spawn(move || {
-                                    let probe = spec::Probe {
-                                        action,
-                                        initial_delay: Duration::ZERO,
-                                        period: grace,
-                                        timeout: grace,
-                                        failure_threshold: 1,
-                                        success_threshold: 1,
-                                    };
-                                    if !run_probe(&probe, &plan, &ports, &env) {
-                                        tracing::warn!(container = %plan.name, "preStop handler failed");
-                                    }
-                                    pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                                });
-                            }
-                            p.pre_stop_pending = Some(pending);
-                            p.terminate_deadline = Some(now + p.grace);
-                            p.sigterm_at = None;
-                        }
+                        self.stop_pod(p, now);
                     }
                 }
             }
+        }
+    }
+
+    /// Starts stopping a pod: out of the endpoints at once, then its preStop
+    /// handlers or a short drain, SIGTERM, and SIGKILL past the grace period.
+    fn stop_pod(&self, p: &mut Pod, now: Instant) {
+        tracing::info!(pod = %p.name, "stopping pod");
+        for c in &mut p.containers {
+            c.ready = false;
+        }
+        let handlers: Vec<_> = p
+            .containers
+            .iter()
+            .filter(|c| c.child.is_some())
+            .filter_map(|c| {
+                let action = c.plan.pre_stop.clone()?;
+                let env = spec::materialize(&c.plan, &p.name, &p.ports, &self.self_exe).env;
+                Some((action, c.plan.clone(), env))
+            })
+            .collect();
+        if handlers.is_empty() {
+            // Leave the endpoints first, signal after a short drain: the
+            // proxy stops routing new requests before the process stops
+            // accepting them (what a preStop sleep does on Kubernetes).
+            p.terminate_deadline = Some(now + DRAIN + p.grace);
+            p.sigterm_at = Some(now + DRAIN);
+        } else {
+            // Kubernetes: preStop handlers run first, SIGTERM follows,
+            // and the grace period counts from now.
+            let pending = Arc::new(std::sync::atomic::AtomicUsize::new(handlers.len()));
+            for (action, plan, env) in handlers {
+                let (pending, ports, grace) = (pending.clone(), p.ports.clone(), p.grace);
+                std::thread::spawn(move || {
+                    let probe = spec::Probe {
+                        action,
+                        initial_delay: Duration::ZERO,
+                        period: grace,
+                        timeout: grace,
+                        failure_threshold: 1,
+                        success_threshold: 1,
+                    };
+                    if !run_probe(&probe, &plan, &ports, &env) {
+                        tracing::warn!(container = %plan.name, "preStop handler failed");
+                    }
+                    pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+            p.pre_stop_pending = Some(pending);
+            p.terminate_deadline = Some(now + p.grace);
+            p.sigterm_at = None;
         }
     }
 
