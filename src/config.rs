@@ -63,6 +63,9 @@ pub struct Config {
     /// The load tester's HTTP API (off unless `listen` is set).
     #[serde(default)]
     pub loadtester: LoadTesterConfig,
+    /// Rollout history in Git: notes and rollbacks.
+    #[serde(default)]
+    pub history: HistoryConfig,
     /// Folder of the config file; relative paths in it are taken from here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -298,6 +301,16 @@ impl CanaryConfig {
             .as_deref()
             .unwrap_or("GITCANARY_ALERT_")
     }
+}
+
+/// `history:`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HistoryConfig {
+    /// Commit the reverse of a failed canary's change for every canary (one Canary opts
+    /// in with the `gitcanary.io/revert-on-failure: "true"` annotation).
+    #[serde(default)]
+    pub revert_on_failure: bool,
 }
 
 /// `loadtester:`: the load tester's HTTP API. Canary webhooks reach the load tester in

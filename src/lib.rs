@@ -12,6 +12,7 @@ pub mod install;
 pub mod manifest;
 pub mod metrics;
 pub mod oci;
+pub mod rollback;
 pub mod server;
 pub mod source;
 pub mod sync;

@@ -252,6 +252,8 @@ pub fn print_images(state: &Path, fmt: Format) -> anyhow::Result<()> {
         return Ok(());
     }
     let st = crate::sync::reconcile::read_images_status(state).unwrap_or_default();
+    // Read afresh: a canary may have rejected a tag since automation last ran.
+    let rejected = crate::image::rejected::read(state);
     let now = unix_now();
     let rows: Vec<Vec<String>> = st
         .rows
@@ -263,6 +265,10 @@ pub fn print_images(state: &Path, fmt: Format) -> anyhow::Result<()> {
                 r.rule.clone(),
                 r.current.clone(),
                 r.latest.clone().unwrap_or_else(|| "-".into()),
+                match rejected.of(&r.image).join(",") {
+                    none if none.is_empty() => "-".into(),
+                    tags => tags,
+                },
                 r.last_scan
                     .map(|t| crate::util::time::age(t, now))
                     .unwrap_or_else(|| "-".into()),
@@ -279,6 +285,7 @@ pub fn print_images(state: &Path, fmt: Format) -> anyhow::Result<()> {
                 "RULE",
                 "CURRENT",
                 "LATEST",
+                "REJECTED",
                 "LAST SCAN",
                 "MESSAGE"
             ],

@@ -11,6 +11,7 @@ mod canary;
 mod demo;
 mod get;
 mod helm;
+mod images;
 mod install;
 mod listing;
 mod logs;
@@ -183,6 +184,11 @@ pub enum ImagesCmd {
         #[arg(long)]
         once: bool,
     },
+    /// Let automation select a tag a failed canary rejected (recorded in Git too).
+    Allow {
+        /// `IMAGE:TAG`, as `get images` lists it.
+        image: String,
+    },
 }
 
 /// Parses arguments and runs the command.
@@ -211,6 +217,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Images {
             what: ImagesCmd::Scan { .. },
         } => sync::images_scan_once(load_config(&cli.config)?),
+        Command::Images {
+            what: ImagesCmd::Allow { image },
+        } => images::allow(load_config(&cli.config)?, &image),
         Command::Demo(args) => demo::demo(args),
         Command::Bench { which } => bench::bench(which),
         Command::Install {

@@ -6,6 +6,7 @@
 
 use super::discover::{self, Part, PolicySource, Setter};
 use super::policy::{self, Order, Policy, Rule};
+use super::rejected::Rejected;
 use super::rewrite::{rewrite, Edit};
 use super::template::{self, TemplateChange};
 use crate::config::Config;
@@ -81,6 +82,9 @@ pub struct Row {
     pub message: String,
     /// Where the setter is, `file:line`.
     pub source: String,
+    /// Tags of the image rolled back by a failed canary, which automation skips.
+    #[serde(default)]
+    pub rejected: Vec<String>,
 }
 
 /// One value to change.
@@ -405,8 +409,13 @@ fn resolve(s: &Setter, v2: &V2) -> Result<Resolved, String> {
     }
 }
 
-/// Decides the changes for `setters` from the scans. Pure.
-pub fn decide(setters: &[Resolution], scans: &HashMap<String, Scan>) -> (Vec<Change>, Vec<Row>) {
+/// Decides the changes for `setters` from the scans, never selecting a `rejected`
+/// tag. Pure.
+pub fn decide(
+    setters: &[Resolution],
+    scans: &HashMap<String, Scan>,
+    rejected: &Rejected,
+) -> (Vec<Change>, Vec<Row>) {
     let mut changes = Vec::new();
     let mut rows = Vec::new();
     for (s, resolved) in setters {
@@ -428,6 +437,7 @@ pub fn decide(setters: &[Resolution], scans: &HashMap<String, Scan>) -> (Vec<Cha
             }
         };
         row.image = image.clone();
+        row.rejected = rejected.of(image);
         let Some(scan) = scans.get(image) else {
             row.message = "not scanned yet".into();
             rows.push(row);
@@ -439,7 +449,8 @@ pub fn decide(setters: &[Resolution], scans: &HashMap<String, Scan>) -> (Vec<Cha
             rows.push(row);
             continue;
         }
-        let latest = policy::select(policy, &scan.tags, &scan.created).cloned();
+        let allowed = rejected.filter(image, &scan.tags);
+        let latest = policy::select(policy, &allowed, &scan.created).cloned();
         row.latest = latest.clone();
         let Some(latest) = latest else {
             row.message = format!("no tag of {} tags matches the policy", scan.tags.len());
@@ -450,6 +461,8 @@ pub fn decide(setters: &[Resolution], scans: &HashMap<String, Scan>) -> (Vec<Cha
         if s.part == Part::Name || !policy::ranks_above(policy, &latest, current, &scan.created) {
             row.message = if latest == current {
                 "up to date".into()
+            } else if !rejected.allows(image, current) {
+                format!("{current} was rejected by a failed canary; waiting for a tag above it")
             } else {
                 format!("{current} is not below {latest}: not changed")
             };
@@ -525,6 +538,8 @@ pub struct Automation {
     global_exclusions: Vec<Regex>,
     /// `source.path`: the folder whose manifests name images, policies and markers.
     path: String,
+    /// Where the rejected tags are cached.
+    state_dir: std::path::PathBuf,
 }
 
 /// What a run did.
@@ -591,6 +606,7 @@ impl Automation {
             scans: HashMap::new(),
             global_exclusions,
             path: cfg.source.path.clone(),
+            state_dir: cfg.state_dir(),
         })
     }
 
@@ -786,7 +802,8 @@ impl Automation {
                 }
             }
             self.scan(&wanted, force_scan && attempts == 0);
-            let (changes, rows) = decide(&setters, &self.scans);
+            let rejected = super::rejected::read(&self.state_dir);
+            let (changes, rows) = decide(&setters, &self.scans, &rejected);
             if changes.is_empty() {
                 return Ok(Outcome {
                     commit: None,

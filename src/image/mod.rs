@@ -5,5 +5,6 @@
 pub mod automation;
 pub mod discover;
 pub mod policy;
+pub mod rejected;
 pub mod rewrite;
 pub mod template;

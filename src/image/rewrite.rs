@@ -41,20 +41,32 @@ fn encode(style: Style, value: &str) -> Result<String, String> {
 
 /// Applies non-overlapping edits to `text`.
 pub fn rewrite(text: &str, edits: &[Edit]) -> Result<String, String> {
-    let mut sorted: Vec<&Edit> = edits.iter().collect();
-    sorted.sort_by_key(|e| e.start);
+    let encoded = edits
+        .iter()
+        .map(|e| Ok((e.start, e.end, encode(e.style, &e.value)?)))
+        .collect::<Result<Vec<_>, String>>()?;
+    splice(text, &encoded)
+}
+
+/// Replaces each byte range `start..end` of `text` with its bytes as given; the ranges
+/// must not overlap. The rollback uses it to put back a scalar exactly as it was written.
+pub fn splice(text: &str, replacements: &[(usize, usize, String)]) -> Result<String, String> {
+    let mut sorted: Vec<&(usize, usize, String)> = replacements.iter().collect();
+    sorted.sort_by_key(|r| r.0);
     let mut out = String::with_capacity(text.len() + 16);
     let mut at = 0;
-    for e in sorted {
-        if e.start < at || e.end > text.len() || e.start > e.end {
-            return Err(format!(
-                "overlapping or out-of-range edit at byte {}",
-                e.start
-            ));
+    for (start, end, bytes) in sorted {
+        if *start < at
+            || *end > text.len()
+            || start > end
+            || !text.is_char_boundary(*start)
+            || !text.is_char_boundary(*end)
+        {
+            return Err(format!("overlapping or out-of-range edit at byte {start}"));
         }
-        out.push_str(&text[at..e.start]);
-        out.push_str(&encode(e.style, &e.value)?);
-        at = e.end;
+        out.push_str(&text[at..*start]);
+        out.push_str(bytes);
+        at = *end;
     }
     out.push_str(&text[at..]);
     Ok(out)
