@@ -367,12 +367,22 @@ async fn single_service(
     port: u16,
     max_connections: usize,
 ) -> (tempfile::TempDir, Proxy, std::net::SocketAddr) {
+    let endpoints = Arc::new(Mutex::new(vec![endpoint(ns, name, name, port, true)]));
+    single_service_over(ns, name, endpoints, max_connections).await
+}
+
+/// As [`single_service`], over endpoints the test may change.
+async fn single_service_over(
+    ns: &str,
+    name: &str,
+    endpoints: Arc<Mutex<Vec<Endpoint>>>,
+    max_connections: usize,
+) -> (tempfile::TempDir, Proxy, std::net::SocketAddr) {
     let dir = tempfile::tempdir().unwrap();
     let store = LocalStore::open(dir.path()).unwrap();
     let objs = vec![service(ns, name, name)];
     let inv = store.inventory().unwrap();
     store.apply(&plan(&objs, &inv), &objs, &inv, "r1").unwrap();
-    let endpoints = Arc::new(Mutex::new(vec![endpoint(ns, name, name, port, true)]));
     let proxy = Proxy::new(dir.path(), endpoints, BTreeMap::new())
         .unwrap()
         .with_max_connections(max_connections);
@@ -437,4 +447,78 @@ async fn a_listener_past_its_connection_cap_makes_the_next_client_wait() {
         .expect("served once the first connection closed")
         .unwrap();
     assert_eq!(status, "HTTP/1.1 200 OK");
+}
+
+/// A backend that answers the first request on each connection, keeps the connection,
+/// and closes it unanswered when the next request comes: a replica whose keep-alive
+/// timeout ends an idle connection just as the proxy reuses it.
+async fn closes_reused_connections() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                if s.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst";
+                if s.write_all(ok).await.is_err() {
+                    return;
+                }
+                let _ = s.read(&mut buf).await;
+                // Dropped unanswered.
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_a_replica_never_answered_go_to_the_next_one() {
+    let ns = "retry";
+    let hits = Arc::new(AtomicUsize::new(0));
+    let live = backend("live", false, hits.clone()).await;
+    let eps = Arc::new(Mutex::new(vec![endpoint(ns, "web", "web", live, true)]));
+    let (_dir, _proxy, addr) = single_service_over(ns, "web", eps.clone(), 16).await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let flaky = closes_reused_connections().await;
+    let client = reqwest::Client::new();
+    let url = format!("http://{addr}/");
+
+    // Refused connections: no request left the proxy, so any method may go on to the
+    // next replica.
+    eps.lock()
+        .unwrap()
+        .push(endpoint(ns, "web", "web", dead, true));
+    for i in 0..6 {
+        let resp = if i % 2 == 0 {
+            client.get(&url).send().await.unwrap()
+        } else {
+            client.post(&url).body("x").send().await.unwrap()
+        };
+        assert_eq!(resp.status(), 200, "request {i}");
+    }
+
+    // A reused connection closed under a GET: the GET is sent again elsewhere.
+    {
+        let mut eps = eps.lock().unwrap();
+        eps.pop();
+        eps.push(endpoint(ns, "web", "web", flaky, true));
+    }
+    for i in 0..4 {
+        let resp = client.get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "request {i}");
+        // Longer than a pooled connection may idle before a retry needs a copy.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let w = last_minute(ns, "web").expect("figures");
+    assert_eq!(w.success_rate, 100.0);
+    assert!(hits.load(Ordering::SeqCst) >= 6);
 }

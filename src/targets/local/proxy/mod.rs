@@ -20,7 +20,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use routing::Route;
-use stats::Stats;
+use stats::{Recorder, Stats};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,12 +52,6 @@ pub struct Served {
     pub deployment: String,
     /// `pod-template-hash` of the pod (or, with none ready, of the Deployment's template).
     pub revision: String,
-}
-
-impl Served {
-    fn key(&self) -> (&str, &str) {
-        (&self.deployment, &self.revision)
-    }
 }
 
 /// The Deployment in `ns` whose pod template `selector` picks, when exactly one does.
@@ -105,8 +99,11 @@ type ListenerKey = (String, String, u16);
 type Listener = (SocketAddr, tokio::task::JoinHandle<()>);
 
 struct Shared {
-    services: RwLock<ByName<ServiceDef>>,
+    services: RwLock<ByName<Arc<ServiceDef>>>,
     routes: RwLock<ByName<Arc<Route>>>,
+    /// Moves after every change of `services` or `routes`: until it does, a connection
+    /// reuses what it looked up for its Service (see [`Conn::current`]).
+    generation: AtomicU64,
     endpoints: Endpoints,
     /// Round-robin position over endpoints.
     next: AtomicU64,
@@ -150,6 +147,7 @@ impl Proxy {
             shared: Arc::new(Shared {
                 services: RwLock::default(),
                 routes: RwLock::default(),
+                generation: AtomicU64::new(0),
                 endpoints,
                 next: AtomicU64::new(0),
                 seq: AtomicU64::new(0),
@@ -216,6 +214,7 @@ impl Proxy {
             }
             None => routes.get_mut(namespace).and_then(|m| m.remove(name)),
         };
+        self.shared.generation.fetch_add(1, Ordering::Release);
     }
 
     /// Every listener: (namespace, name, port, address).
@@ -302,7 +301,9 @@ impl Proxy {
             .shared
             .services
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = by_name(defs.clone());
+            .unwrap_or_else(|e| e.into_inner()) =
+            by_name(defs.iter().map(|(k, d)| (k.clone(), Arc::new(d.clone()))));
+        self.shared.generation.fetch_add(1, Ordering::Release);
         for (ns, name, port) in wanted {
             if listeners.contains_key(&(ns.clone(), name.clone(), port)) {
                 continue;
@@ -376,6 +377,49 @@ impl Proxy {
     }
 }
 
+/// What every request on one client connection needs: one reference count per request.
+struct Conn {
+    shared: Arc<Shared>,
+    key: Arc<Key>,
+    port: u16,
+    pool: Arc<upstream::Pool>,
+    looked: std::sync::Mutex<Looked>,
+}
+
+/// A connection's route and definition of its own Service, as of `generation`.
+struct Looked {
+    generation: u64,
+    route: Option<Arc<Route>>,
+    def: Option<Arc<ServiceDef>>,
+}
+
+impl Conn {
+    /// The route on this connection's Service and its definition: looked up again only
+    /// after a change, so a request hashes no names.
+    fn current(&self) -> (Option<Arc<Route>>, Option<Arc<ServiceDef>>) {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        let mut looked = self.looked.lock().unwrap_or_else(|e| e.into_inner());
+        if looked.generation != generation {
+            let (ns, name) = (self.key.0.as_str(), self.key.1.as_str());
+            looked.route = lookup(
+                &self.shared.routes.read().unwrap_or_else(|e| e.into_inner()),
+                ns,
+                name,
+            )
+            .cloned();
+            looked.def = service_def(&self.shared, ns, name);
+            looked.generation = generation;
+        }
+        (looked.route.clone(), looked.def.clone())
+    }
+}
+
+/// Service `ns/name` as last synced.
+fn service_def(shared: &Shared, ns: &str, name: &str) -> Option<Arc<ServiceDef>> {
+    let services = shared.services.read().unwrap_or_else(|e| e.into_inner());
+    lookup(&services, ns, name).cloned()
+}
+
 /// Serves one client connection, on the worker it was handed to.
 async fn serve_connection<Io>(
     conn: Io,
@@ -386,10 +430,22 @@ async fn serve_connection<Io>(
 ) where
     Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    // Per request only reference counts are bumped: no strings are copied.
+    let ctx = Arc::new(Conn {
+        shared,
+        key,
+        port,
+        pool,
+        looked: std::sync::Mutex::new(Looked {
+            // No generation yet: the first request looks up.
+            generation: u64::MAX,
+            route: None,
+            def: None,
+        }),
+    });
+    // Per request only a reference count is bumped: no strings are copied.
     let svc = hyper::service::service_fn(move |req| {
-        let (shared, key, pool) = (shared.clone(), key.clone(), pool.clone());
-        async move { Ok::<_, hyper::Error>(handle(&shared, &pool, &key, port, req).await) }
+        let ctx = ctx.clone();
+        async move { Ok::<_, hyper::Error>(handle(&ctx, req).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
@@ -405,24 +461,30 @@ fn text(status: StatusCode, msg: String) -> Response<ResponseBody> {
 
 /// Whom a request to `backend` that reached no pod is counted against: the workload its
 /// selector picks, else the Service itself.
-fn unserved(shared: &Shared, ns: &str, backend: &str) -> Served {
-    let services = shared.services.read().unwrap_or_else(|e| e.into_inner());
-    lookup(&services, ns, backend)
-        .and_then(|d| d.workload.clone())
-        .unwrap_or_else(|| Served {
-            deployment: backend.to_string(),
-            revision: String::new(),
-        })
+fn unserved(
+    shared: &Shared,
+    ns: &str,
+    (backend, def): (&str, Option<&ServiceDef>),
+) -> Arc<Recorder> {
+    match def.and_then(|d| d.workload.as_ref()) {
+        Some(w) => shared.stats.recorder(ns, &w.deployment, &w.revision),
+        None => shared.stats.recorder(ns, backend, ""),
+    }
 }
 
 /// Endpoints `pick` remembers in its one pass: more than a local target runs for one
 /// Service; past that a second pass finds the chosen one.
 const PICK_AHEAD: usize = 16;
 
-/// The host port of a ready endpoint selected by `backend`'s selector, round-robin.
-fn pick(shared: &Shared, ns: &str, backend: &str, port: u16) -> Result<(u16, Served), String> {
-    let services = shared.services.read().unwrap_or_else(|e| e.into_inner());
-    let Some(def) = lookup(&services, ns, backend) else {
+/// The host port of a ready endpoint selected by `backend`'s selector, round-robin, and
+/// where its responses are counted.
+fn pick(
+    shared: &Shared,
+    ns: &str,
+    (backend, def): (&str, Option<&ServiceDef>),
+    port: u16,
+) -> Result<(u16, Arc<Recorder>), String> {
+    let Some(def) = def else {
         return Err(format!("service {ns}/{backend} not found"));
     };
     let target = def
@@ -476,14 +538,10 @@ fn pick(shared: &Shared, ns: &str, backend: &str, port: u16) -> Result<(u16, Ser
     let revision = e
         .labels
         .get(crate::targets::local::runtime::spec::POD_TEMPLATE_HASH)
-        .cloned()
-        .unwrap_or_default();
+        .map_or("", String::as_str);
     Ok((
         host_port,
-        Served {
-            deployment: e.deployment.clone(),
-            revision,
-        },
+        shared.stats.recorder(ns, &e.deployment, revision),
     ))
 }
 
@@ -563,22 +621,42 @@ fn mix(n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-async fn handle(
-    shared: &Arc<Shared>,
-    pool: &Arc<upstream::Pool>,
-    key: &Key,
-    port: u16,
-    req: Request<Incoming>,
-) -> Response<ResponseBody> {
+/// A copy of `req` to send again, if its body is buffered.
+fn copy_request(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
+    let mut copy = Request::new(req.body().replay()?);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
+/// Points a request at the replica on `host_port`: the `Host` the proxy wrote for the
+/// previous one is rewritten, a client's own is kept.
+fn retarget(req: &mut Request<ProxyBody>, host_port: u16, own_host: bool) {
+    if !own_host {
+        if let Ok(v) = hyper::header::HeaderValue::try_from(format!("127.0.0.1:{host_port}")) {
+            req.headers_mut().insert(hyper::header::HOST, v);
+        }
+    }
+}
+
+/// The request body, read into memory when it may have to be sent twice.
+async fn request_body(body: Incoming, replayable: bool) -> Result<ProxyBody, hyper::Error> {
+    use hyper::body::Body as _;
+    if body.is_end_stream() {
+        return Ok(ProxyBody::Buffered(Full::new(Bytes::new())));
+    }
+    // Boxed: most requests have no body, and this state would swell every request's
+    // future, which hyper moves on each request.
+    Box::pin(ProxyBody::from_client(body, replayable)).await
+}
+
+async fn handle(ctx: &Conn, req: Request<Incoming>) -> Response<ResponseBody> {
+    let (shared, pool, port) = (&ctx.shared, &ctx.pool, ctx.port);
     let started = Instant::now();
     let now = crate::util::time::unix_now() as u64;
-    let (ns, name) = (key.0.as_str(), key.1.as_str());
-    let route = lookup(
-        &shared.routes.read().unwrap_or_else(|e| e.into_inner()),
-        ns,
-        name,
-    )
-    .cloned();
+    let (ns, name) = (ctx.key.0.as_str(), ctx.key.1.as_str());
+    let (route, own_def) = ctx.current();
     // Without a split, the Service serves its own endpoints: no roll, no allocation.
     let (backend, mirror, set_cookie): (&str, Option<&str>, Option<String>) = match &route {
         None => (name, None, None),
@@ -606,59 +684,67 @@ async fn handle(
         hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
     );
     let head = Head::new(parts);
-    let Ok(body) = ProxyBody::from_client(body, mirror.is_some() || idempotent).await else {
+    let own_host = head.headers.contains_key(hyper::header::HOST);
+    let Ok(body) = request_body(body, mirror.is_some() || idempotent).await else {
         return text(StatusCode::BAD_REQUEST, "cannot read request body\n".into());
     };
-    let (host_port, mut served) = match pick(shared, ns, backend, port) {
+    let def = match backend == name {
+        true => own_def,
+        false => service_def(shared, ns, backend),
+    };
+    let target = (backend, def.as_deref());
+    let (mut host_port, mut recorder) = match pick(shared, ns, target, port) {
         Ok(p) => p,
         Err(msg) => {
             // Counted against the workload, or a canary with no ready pod would look
             // healthy to its own success rate.
-            let served = unserved(shared, ns, backend);
-            shared
-                .stats
-                .record(ns, served.key(), 503, started.elapsed(), now);
+            unserved(shared, ns, target).record(503, started.elapsed(), now);
             return text(StatusCode::SERVICE_UNAVAILABLE, format!("{msg}\n"));
         }
     };
     // A body too long to buffer is not mirrored (see `body`).
     if let Some((m, copy)) = mirror.and_then(|m| Some((m, body.replay()?))) {
-        if let Ok((mport, _)) = pick(shared, ns, m, port) {
+        let mdef = service_def(shared, ns, m);
+        if let Ok((mport, _)) = pick(shared, ns, (m, mdef.as_deref()), port) {
             let req = head.copy().into_request(mport, copy);
             let pool = pool.clone();
             tokio::spawn(async move {
                 // The mirror's response is dropped.
-                if let Ok(resp) = pool.send(mport, req).await {
+                if let Ok(resp) = pool.send(mport, req, |_| None).await {
                     crate::util::http::drain(resp.into_body()).await;
                 }
             });
         }
     }
-    let retry = body
-        .replay()
-        .filter(|_| idempotent)
-        .map(|again| (head.copy(), again));
-    let mut result = pool
-        .send(host_port, head.into_request(host_port, body))
-        .await;
-    if let Some((head, again)) = retry.filter(|_| result.is_err()) {
-        // A pooled connection to a replica that just went away: try once more, on
-        // whichever ready endpoint is next.
-        if let Ok((retry_port, retry_served)) = pick(shared, ns, backend, port) {
-            served = retry_served;
-            let again = head.into_request(retry_port, again);
-            result = pool.send(retry_port, again).await;
+    let mut req = head.into_request(host_port, body);
+    let mut retried = false;
+    // One await for both tries: a second would double the future's size.
+    let result = loop {
+        // A request that went out is sent again only if it is idempotent; one that never
+        // left (no connection to the replica, or hyper handed it back) always may be.
+        let may_copy = idempotent && !retried;
+        let copy = move |r: &Request<ProxyBody>| may_copy.then(|| copy_request(r)).flatten();
+        match pool.send(host_port, req, copy).await {
+            Ok(resp) => break Ok(resp),
+            Err(failed) => {
+                // A replica that just went away: try once more, on whichever ready
+                // endpoint is next.
+                let next = failed
+                    .again
+                    .filter(|_| !retried)
+                    .and_then(|again| Some((again, pick(shared, ns, target, port).ok()?)));
+                let Some((again, (next_port, next_recorder))) = next else {
+                    break Err(failed.error);
+                };
+                retried = true;
+                (req, host_port, recorder) = (again, next_port, next_recorder);
+                retarget(&mut req, host_port, own_host);
+            }
         }
-    }
+    };
     match result {
         Ok(resp) => {
-            shared.stats.record(
-                ns,
-                served.key(),
-                resp.status().as_u16(),
-                started.elapsed(),
-                now,
-            );
+            recorder.record(resp.status().as_u16(), started.elapsed(), now);
             let (mut parts, body) = resp.into_parts();
             strip_hop_by_hop(&mut parts.headers);
             if let Some(c) = set_cookie.and_then(|c| hyper::header::HeaderValue::from_str(&c).ok())
@@ -668,14 +754,12 @@ async fn handle(
             Response::from_parts(parts, ResponseBody::Upstream(body))
         }
         Err(e) => {
-            shared
-                .stats
-                .record(ns, served.key(), 502, started.elapsed(), now);
+            recorder.record(502, started.elapsed(), now);
             text(
                 StatusCode::BAD_GATEWAY,
                 format!(
                     "backend {ns}/{backend} ({}) failed: {e}\n",
-                    served.deployment
+                    recorder.deployment()
                 ),
             )
         }
@@ -751,8 +835,9 @@ mod tests {
             workload: None,
         };
         let shared = Shared {
-            services: RwLock::new(by_name([(("ns".to_string(), "web".to_string()), def)])),
+            services: RwLock::default(),
             routes: RwLock::default(),
+            generation: AtomicU64::new(0),
             endpoints: Arc::new(std::sync::Mutex::new(endpoints)),
             next: AtomicU64::new(0),
             seq: AtomicU64::new(0),
@@ -761,13 +846,13 @@ mod tests {
         };
         let mut hits = BTreeMap::new();
         for _ in 0..2 * (n - 1) {
-            let (port, served) = pick(&shared, "ns", "web", 80).unwrap();
-            assert_eq!(served.deployment, "web");
+            let (port, recorder) = pick(&shared, "ns", ("web", Some(&def)), 80).unwrap();
+            assert_eq!(recorder.deployment(), "web");
             *hits.entry(port).or_insert(0) += 1;
         }
         assert_eq!(hits.len(), n - 1, "{hits:?}");
         assert!(hits.values().all(|h| *h == 2), "{hits:?}");
         assert!(!hits.contains_key(&10_003));
-        assert!(pick(&shared, "ns", "nope", 80).is_err());
+        assert!(pick(&shared, "ns", ("nope", None), 80).is_err());
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 /// Linkerd's latency buckets, in ms.
@@ -21,8 +21,9 @@ const SAMPLES_PER_SECOND: usize = 20_000;
 #[derive(Default)]
 struct Second {
     at: u64,
-    /// The `pod-template-hash` of the pods that served these requests.
-    revision: String,
+    /// The `pod-template-hash` of the pods that served these requests (shared with
+    /// the [`Recorder`], so a new second copies no string).
+    revision: Arc<str>,
     total: u64,
     failures: u64,
     latencies_us: Vec<u32>,
@@ -31,18 +32,48 @@ struct Second {
 #[derive(Default)]
 struct Series {
     by_status: BTreeMap<u16, u64>,
+    /// Per bucket, the responses slower than the bucket below it: summed up to each
+    /// `le` when rendered, so a response touches one counter.
     buckets: [u64; BUCKETS.len()],
     sum_ms: f64,
     count: u64,
     window: VecDeque<Second>,
 }
 
+/// One workload's series behind its own lock: responses of different workloads never
+/// wait for each other, and the lock is not shared with the lookup of recorders.
+type Cell = Arc<Mutex<Series>>;
+
+/// A workload's series with its recorders, one per pod-template revision seen.
+#[derive(Default)]
+struct Entry {
+    cell: Cell,
+    recorders: Vec<Arc<Recorder>>,
+}
+
 /// Statistics for every (namespace, deployment).
 #[derive(Default)]
 pub struct Stats {
-    /// namespace -> deployment -> series; looked up by `&str`, so recording a
-    /// response allocates nothing once the series exists.
-    series: Mutex<BTreeMap<String, BTreeMap<String, Series>>>,
+    /// namespace -> deployment -> series; looked up by `&str`, so finding a recorder
+    /// allocates nothing once it exists.
+    series: RwLock<BTreeMap<String, BTreeMap<String, Entry>>>,
+}
+
+/// Where the responses served by one workload revision are counted. The proxy finds it
+/// once when it picks the endpoint and records through it, with no lookup by name.
+pub struct Recorder {
+    cell: Cell,
+    deployment: Arc<str>,
+    revision: Arc<str>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("deployment", &self.deployment)
+            .field("revision", &self.revision)
+            .finish()
+    }
 }
 
 /// What a window says.
@@ -85,7 +116,7 @@ impl Scope<'_> {
         sec.at > from
             && sec.at <= self.now
             && sec.at >= self.since
-            && self.revision.is_none_or(|r| r == sec.revision)
+            && self.revision.is_none_or(|r| r == &*sec.revision)
     }
 }
 
@@ -94,36 +125,20 @@ pub fn is_failure(status: u16) -> bool {
     status >= 500
 }
 
-impl Stats {
-    /// Records one response (`status` 502/503 for transport failures) at second `now`,
-    /// served by `deployment`'s pods of `revision` (their `pod-template-hash`).
-    pub fn record(
-        &self,
-        namespace: &str,
-        (deployment, revision): (&str, &str),
-        status: u16,
-        latency: Duration,
-        now: u64,
-    ) {
-        let mut all = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        if !all
-            .get(namespace)
-            .is_some_and(|m| m.contains_key(deployment))
-        {
-            all.entry(namespace.to_string())
-                .or_default()
-                .insert(deployment.to_string(), Series::default());
-        }
-        let s = all
-            .get_mut(namespace)
-            .and_then(|m| m.get_mut(deployment))
-            .expect("inserted above");
+impl Recorder {
+    /// The Deployment whose responses this counts.
+    pub fn deployment(&self) -> &str {
+        &self.deployment
+    }
+
+    /// Records one response (`status` 502/503 for transport failures) at second `now`.
+    pub fn record(&self, status: u16, latency: Duration, now: u64) {
+        let mut guard = self.cell.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &mut *guard;
         *s.by_status.entry(status).or_default() += 1;
         let ms = latency.as_secs_f64() * 1000.0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if ms <= *b {
-                s.buckets[i] += 1;
-            }
+        if let Some(b) = BUCKETS.iter().position(|b| ms <= *b) {
+            s.buckets[b] += 1;
         }
         s.sum_ms += ms;
         s.count += 1;
@@ -134,13 +149,13 @@ impl Stats {
             .iter()
             .rev()
             .take_while(|sec| sec.at == now)
-            .position(|sec| sec.revision == revision);
+            .position(|sec| Arc::ptr_eq(&sec.revision, &self.revision));
         let idx = match found {
             Some(back) => s.window.len() - 1 - back,
             None => {
                 s.window.push_back(Second {
                     at: now,
-                    revision: revision.to_string(),
+                    revision: self.revision.clone(),
                     ..Default::default()
                 });
                 while s
@@ -163,6 +178,53 @@ impl Stats {
                 .push(latency.as_micros().min(u32::MAX as u128) as u32);
         }
     }
+}
+
+impl Stats {
+    /// The recorder of responses served by `deployment`'s pods of `revision` (their
+    /// `pod-template-hash`) in `namespace`, created on first use.
+    pub fn recorder(&self, namespace: &str, deployment: &str, revision: &str) -> Arc<Recorder> {
+        {
+            let all = self.series.read().unwrap_or_else(|e| e.into_inner());
+            let found = all
+                .get(namespace)
+                .and_then(|m| m.get(deployment))
+                .and_then(|e| e.recorders.iter().find(|r| &*r.revision == revision));
+            if let Some(r) = found {
+                return r.clone();
+            }
+        }
+        let mut all = self.series.write().unwrap_or_else(|e| e.into_inner());
+        let entry = all
+            .entry(namespace.to_string())
+            .or_default()
+            .entry(deployment.to_string())
+            .or_default();
+        if let Some(r) = entry.recorders.iter().find(|r| &*r.revision == revision) {
+            return r.clone();
+        }
+        let r = Arc::new(Recorder {
+            cell: entry.cell.clone(),
+            deployment: deployment.into(),
+            revision: revision.into(),
+        });
+        entry.recorders.push(r.clone());
+        r
+    }
+
+    /// Records one response (`status` 502/503 for transport failures) at second `now`,
+    /// served by `deployment`'s pods of `revision` (their `pod-template-hash`).
+    pub fn record(
+        &self,
+        namespace: &str,
+        (deployment, revision): (&str, &str),
+        status: u16,
+        latency: Duration,
+        now: u64,
+    ) {
+        self.recorder(namespace, deployment, revision)
+            .record(status, latency, now);
+    }
 
     /// Success rate and exact p99 of `deployment`'s requests in `scope`; `None` without
     /// requests (Flagger counts that as a failed check).
@@ -172,8 +234,11 @@ impl Stats {
         deployment: &str,
         scope: &Scope,
     ) -> Option<WindowFigures> {
-        let all = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        let s = all.get(namespace)?.get(deployment)?;
+        let cell = {
+            let all = self.series.read().unwrap_or_else(|e| e.into_inner());
+            all.get(namespace)?.get(deployment)?.cell.clone()
+        };
+        let s = cell.lock().unwrap_or_else(|e| e.into_inner());
         let secs: Vec<&Second> = s.window.iter().filter(|sec| scope.counts(sec)).collect();
         let total: u64 = secs.iter().map(|s| s.total).sum();
         if total == 0 {
@@ -195,16 +260,19 @@ impl Stats {
 
     /// Prometheus text for every series.
     pub fn render(&self) -> String {
-        let all = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let all = self.series.read().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         if all.is_empty() {
             return out;
         }
-        out.push_str("# HELP response_total Responses served by the gitcanary proxy, per backend workload.\n# TYPE response_total counter\n");
-        for (ns, dep, s) in all
+        // Each series is locked in turn; the map's read lock keeps the set still.
+        let locked: Vec<(&String, &String, std::sync::MutexGuard<'_, Series>)> = all
             .iter()
-            .flat_map(|(ns, m)| m.iter().map(move |(d, s)| (ns, d, s)))
-        {
+            .flat_map(|(ns, m)| m.iter().map(move |(d, e)| (ns, d, &e.cell)))
+            .map(|(ns, d, cell)| (ns, d, cell.lock().unwrap_or_else(|e| e.into_inner())))
+            .collect();
+        out.push_str("# HELP response_total Responses served by the gitcanary proxy, per backend workload.\n# TYPE response_total counter\n");
+        for (ns, dep, s) in &locked {
             for (code, n) in &s.by_status {
                 let class = if is_failure(*code) {
                     "failure"
@@ -215,16 +283,14 @@ impl Stats {
             }
         }
         out.push_str("# HELP response_latency_ms Response latency through the gitcanary proxy, per backend workload.\n# TYPE response_latency_ms histogram\n");
-        for (ns, dep, s) in all
-            .iter()
-            .flat_map(|(ns, m)| m.iter().map(move |(d, s)| (ns, d, s)))
-        {
+        for (ns, dep, s) in &locked {
             let labels = format!("direction=\"inbound\",namespace=\"{ns}\",deployment=\"{dep}\"");
+            let mut cumulative = 0;
             for (i, b) in BUCKETS.iter().enumerate() {
+                cumulative += s.buckets[i];
                 let _ = writeln!(
                     out,
-                    "response_latency_ms_bucket{{{labels},le=\"{b}\"}} {}",
-                    s.buckets[i]
+                    "response_latency_ms_bucket{{{labels},le=\"{b}\"}} {cumulative}"
                 );
             }
             let _ = writeln!(
@@ -278,6 +344,10 @@ mod tests {
         let text = st.render();
         assert!(text.contains("response_total{direction=\"inbound\",namespace=\"test\",deployment=\"podinfo\",classification=\"failure\",status_code=\"500\"} 25"), "{text}");
         assert!(text.contains("response_latency_ms_bucket{direction=\"inbound\",namespace=\"test\",deployment=\"podinfo\",le=\"+Inf\"} 100"));
+        // Cumulative, as Prometheus histograms are: latencies were 1..=100 ms.
+        for (le, n) in [("1", 1), ("5", 5), ("50", 50), ("100", 100), ("40000", 100)] {
+            assert!(text.contains(&format!("response_latency_ms_bucket{{direction=\"inbound\",namespace=\"test\",deployment=\"podinfo\",le=\"{le}\"}} {n}\n")), "{le}: {text}");
+        }
     }
 
     #[test]

@@ -24,6 +24,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per host port.
 const MAX_IDLE_PER_PORT: usize = 64;
+/// A pooled connection idle this long may be closed by its replica just as a request
+/// goes out on it (servers' keep-alive timeouts), so a request that may be retried is
+/// copied first, as it is on a new connection. A connection that answered more recently
+/// skips the copy, which would cost more than the rest of the proxying.
+const STALE_AFTER: Duration = Duration::from_millis(200);
 
 /// Why a backend request failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +52,24 @@ pub enum Error {
     Http(#[from] hyper::Error),
 }
 
+/// A request that got no response, and the request to send again if it can be.
+pub struct Failed {
+    /// What went wrong.
+    pub error: Error,
+    /// The request itself when it never left (no connection, or hyper gave it back),
+    /// else the copy taken before it went out on a connection that had idled.
+    pub again: Option<Request<ProxyBody>>,
+}
+
+impl std::fmt::Debug for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Failed")
+            .field("error", &self.error)
+            .field("again", &self.again.is_some())
+            .finish()
+    }
+}
+
 /// One keep-alive connection to a replica.
 struct Upstream {
     tx: http1::SendRequest<ProxyBody>,
@@ -64,14 +87,6 @@ impl Upstream {
             self.done = true;
         }
         !self.done
-    }
-
-    /// Whether it can take a request now: a backend may have closed a pooled connection.
-    fn poll_usable(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        if !self.drive(cx) {
-            return Poll::Ready(false);
-        }
-        self.tx.poll_ready(cx).map(|r| r.is_ok())
     }
 }
 
@@ -127,40 +142,114 @@ impl Pool {
         sweep(&mut self.lock().by_port, Instant::now());
     }
 
-    /// A connection to `port` ready for a request: a pooled one that is still open, or a
-    /// new one.
-    async fn ready(&self, port: u16) -> Result<Box<Upstream>, Error> {
-        while let Some(mut up) = self.checkout(port) {
-            if poll_fn(|cx| up.poll_usable(cx)).await {
-                return Ok(up);
-            }
-        }
-        connect(port).await
-    }
-
     /// Sends `req` (origin-form URI, `Host` set) to the replica on host port `port`; the
     /// response body keeps the connection going and gives it back when it has ended.
+    /// `copy` is asked for a copy of the request only when the connection it goes out on
+    /// is new or has idled (see [`STALE_AFTER`]); on a failure after sending,
+    /// [`Failed::again`] carries that copy.
     pub async fn send(
         self: &Arc<Self>,
         port: u16,
+        mut req: Request<ProxyBody>,
+        copy: impl Fn(&Request<ProxyBody>) -> Option<Request<ProxyBody>>,
+    ) -> Result<Response<UpstreamBody>, Failed> {
+        // Pooled connections first. One the replica has closed is not probed before
+        // use (a probe drives the connection once more on every request): the request
+        // comes back unsent from it and goes on the next.
+        loop {
+            let (up, pooled) = match self.checkout(port) {
+                Some(up) => (up, true),
+                // Boxed: connecting is rare, and its state would otherwise swell every
+                // request's future, which hyper moves on each request.
+                None => match Box::pin(connect(port)).await {
+                    Ok(up) => (up, false),
+                    Err(error) => {
+                        return Err(Failed {
+                            error,
+                            again: Some(req),
+                        })
+                    }
+                },
+            };
+            match self.exchange(up, pooled, req, &copy).await {
+                Ok(resp) => return Ok(resp),
+                Err(Unanswered {
+                    unsent: Some(unsent),
+                    ..
+                }) if pooled => req = unsent,
+                Err(Unanswered {
+                    error,
+                    unsent,
+                    copied,
+                }) => {
+                    return Err(Failed {
+                        error,
+                        again: unsent.or(copied),
+                    })
+                }
+            }
+        }
+    }
+
+    /// One request on one connection.
+    async fn exchange(
+        self: &Arc<Self>,
+        mut up: Box<Upstream>,
+        pooled: bool,
         req: Request<ProxyBody>,
-    ) -> Result<Response<UpstreamBody>, Error> {
-        let mut up = self.ready(port).await?;
-        let mut head = std::pin::pin!(up.tx.send_request(req));
-        let head = poll_fn(|cx| {
-            if let Poll::Ready(r) = head.as_mut().poll(cx) {
-                return Poll::Ready(r.map_err(Error::Http));
+        copy: impl Fn(&Request<ProxyBody>) -> Option<Request<ProxyBody>>,
+    ) -> Result<Response<UpstreamBody>, Unanswered> {
+        let copied = if !pooled || up.idle_since.elapsed() >= STALE_AFTER {
+            copy(&req)
+        } else {
+            None
+        };
+        let port = up.port;
+        // The response head can only arrive while this task drives the connection, so
+        // its future is polled with a no-op waker right after each drive: a real one
+        // would be woken by that very drive and poll the whole client connection once
+        // more for nothing. Unconstrained, so that tokio's budget never leaves it
+        // pending with a wakeup that no-op waker would lose.
+        let mut head = std::pin::pin!(tokio::task::unconstrained(up.tx.try_send_request(req)));
+        let finish = |r: Result<_, hyper::client::conn::TrySendError<_>>| {
+            r.map_err(|mut e| (e.take_message(), Error::Http(e.into_error())))
+        };
+        let outcome = poll_fn(|cx| {
+            let mut quiet = Context::from_waker(std::task::Waker::noop());
+            if let Poll::Ready(r) = head.as_mut().poll(&mut quiet) {
+                return Poll::Ready(finish(r));
             }
-            if up.drive(cx) {
-                return Poll::Pending;
-            }
-            // Closed: the pending request has been answered with an error by now.
-            match head.as_mut().poll(cx) {
-                Poll::Ready(r) => Poll::Ready(r.map_err(Error::Http)),
-                Poll::Pending => Poll::Ready(Err(Error::Closed { port })),
+            let open = up.drive(cx);
+            match head.as_mut().poll(&mut quiet) {
+                Poll::Ready(r) => Poll::Ready(finish(r)),
+                Poll::Pending if open => Poll::Pending,
+                Poll::Pending => Poll::Ready(Err((None, Error::Closed { port }))),
             }
         })
-        .await?;
+        .await;
+        let head = match outcome {
+            Ok(head) => head,
+            Err((unsent, error)) => {
+                // Closed with the request still queued (its future is still pending):
+                // hyper hands it back once the connection is gone.
+                drop(up);
+                let unsent = match error {
+                    Error::Closed { .. } => {
+                        let mut quiet = Context::from_waker(std::task::Waker::noop());
+                        match head.as_mut().poll(&mut quiet) {
+                            Poll::Ready(Err(mut e)) => e.take_message(),
+                            _ => None,
+                        }
+                    }
+                    _ => unsent,
+                };
+                return Err(Unanswered {
+                    error,
+                    unsent,
+                    copied,
+                });
+            }
+        };
         let (parts, body) = head.into_parts();
         Ok(Response::from_parts(
             parts,
@@ -172,6 +261,15 @@ impl Pool {
             },
         ))
     }
+}
+
+/// Why one exchange got no response, with what is left of its request.
+struct Unanswered {
+    error: Error,
+    /// The request, which never left.
+    unsent: Option<Request<ProxyBody>>,
+    /// A copy taken before it went out.
+    copied: Option<Request<ProxyBody>>,
 }
 
 fn sweep(by_port: &mut ByPort, now: Instant) {
@@ -217,10 +315,17 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        if let Some(up) = this.up.as_mut() {
-            up.drive(cx);
+        // Body bytes arrive only while this task drives the connection, and most bodies
+        // came whole with the drive that brought the head: the body is polled first,
+        // with a no-op waker, and the connection driven only when it has nothing yet.
+        let mut quiet = Context::from_waker(std::task::Waker::noop());
+        let mut frame = Pin::new(&mut this.body).poll_frame(&mut quiet);
+        if frame.is_pending() {
+            if let Some(up) = this.up.as_mut() {
+                up.drive(cx);
+            }
+            frame = Pin::new(&mut this.body).poll_frame(&mut quiet);
         }
-        let frame = Pin::new(&mut this.body).poll_frame(cx);
         if let Poll::Ready(None) = frame {
             this.ended = true;
         }
@@ -284,7 +389,7 @@ mod tests {
             .header("host", "test")
             .body(ProxyBody::Buffered(http_body_util::Full::new(Bytes::new())))
             .unwrap();
-        let resp = pool.send(port, req).await?;
+        let resp = pool.send(port, req, |_| None).await.map_err(|f| f.error)?;
         let body = http_body_util::BodyExt::collect(resp.into_body()).await?;
         Ok(String::from_utf8_lossy(&body.to_bytes()).to_string())
     }
@@ -309,6 +414,52 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    fn request(path: &str) -> Request<ProxyBody> {
+        Request::builder()
+            .uri(path)
+            .header("host", "test")
+            .body(ProxyBody::Buffered(http_body_util::Full::new(Bytes::new())))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_that_never_left_comes_back_and_a_busy_connection_copies_nothing() {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pool = Arc::new(Pool::default());
+        let Err(failed) = pool
+            .send(dead, request("/unsent"), |_| panic!("nothing went out"))
+            .await
+        else {
+            panic!("nothing listens on {dead}");
+        };
+        assert_eq!(failed.again.expect("the request itself").uri(), "/unsent");
+
+        let (port, _) = backend(false).await;
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let copy = |_: &Request<ProxyBody>| {
+            asked.fetch_add(1, Ordering::SeqCst);
+            None
+        };
+        for _ in 0..3 {
+            let resp = pool.send(port, request("/"), copy).await.unwrap();
+            http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap();
+        }
+        // The first went on a new connection, the next two on a busy one.
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(STALE_AFTER + Duration::from_millis(50)).await;
+        let resp = pool.send(port, request("/"), copy).await.unwrap();
+        http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap();
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
