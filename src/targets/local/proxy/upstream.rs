@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -78,22 +78,122 @@ struct Upstream {
     done: bool,
     port: u16,
     idle_since: Instant,
+    /// The waker the connection is polled with, over `relay`.
+    waker: Waker,
+    relay: Arc<Relay>,
+}
+
+/// Passes a backend connection's wakeups on to the task that drives it, only while that
+/// task waits for it. hyper wakes the connection's last poller also when the task itself
+/// queues a request or takes a body chunk, in the middle of its own poll, and such a
+/// wakeup would poll the whole client connection once more for nothing (or another
+/// connection's task, for a pooled connection). The task always drives the connection
+/// before it waits, so a wakeup dropped while it runs loses nothing: readiness stays
+/// recorded on the socket.
+#[derive(Default)]
+struct Relay {
+    task: Mutex<Option<Waker>>,
+}
+
+impl Relay {
+    fn task(&self) -> std::sync::MutexGuard<'_, Option<Waker>> {
+        self.task.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::task::Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(w) = self.task().as_ref() {
+            w.wake_by_ref();
+        }
+    }
 }
 
 impl Upstream {
-    /// Lets the connection read and write; false once it has closed.
+    fn new(
+        tx: http1::SendRequest<ProxyBody>,
+        conn: http1::Connection<TokioIo<TcpStream>, ProxyBody>,
+        port: u16,
+    ) -> Upstream {
+        let relay = Arc::new(Relay::default());
+        Upstream {
+            tx,
+            conn,
+            done: false,
+            port,
+            idle_since: Instant::now(),
+            waker: Waker::from(relay.clone()),
+            relay,
+        }
+    }
+
+    /// Lets the connection read and write, to wake `cx` when it can go on; false once it
+    /// has closed.
     fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.done && Pin::new(&mut self.conn).poll(cx).is_ready() {
+        if self.done {
+            return false;
+        }
+        {
+            let mut task = self.relay.task();
+            if !task.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *task = Some(cx.waker().clone());
+            }
+        }
+        let mut relayed = Context::from_waker(&self.waker);
+        if Pin::new(&mut self.conn).poll(&mut relayed).is_ready() {
             self.done = true;
         }
         !self.done
+    }
+
+    /// Wakeups from now until the next [`Upstream::drive`] go nowhere.
+    fn hush(&self) {
+        *self.relay.task() = None;
     }
 }
 
 /// Connections by host port. Boxed: a connection moves between the pool and a response
 /// body on every request, and a pointer is cheaper to move than hyper's connection state.
 #[allow(clippy::vec_box)]
-type ByPort = HashMap<u16, Vec<Box<Upstream>>>;
+type ByPort = HashMap<u16, Vec<Box<Upstream>>, PortHash>;
+
+/// Hashes a host port by itself: the keys are ports of the local replicas, not chosen by
+/// clients, and SipHash cost more than the rest of a checkout.
+#[derive(Default, Clone, Copy)]
+struct PortHash;
+
+impl std::hash::BuildHasher for PortHash {
+    type Hasher = PortHasher;
+
+    fn build_hasher(&self) -> PortHasher {
+        PortHasher(0)
+    }
+}
+
+/// See [`PortHash`].
+#[derive(Default)]
+struct PortHasher(u64);
+
+impl std::hash::Hasher for PortHasher {
+    fn finish(&self) -> u64 {
+        // Spread over the high bits too, which hashbrown's control bytes read.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.0 = u64::from(n);
+    }
+}
 
 #[derive(Default)]
 struct Idle {
@@ -121,6 +221,7 @@ impl Pool {
         if up.done || up.tx.is_closed() {
             return;
         }
+        up.hush();
         let now = Instant::now();
         up.idle_since = now;
         let mut idle = self.lock();
@@ -152,7 +253,7 @@ impl Pool {
         port: u16,
         mut req: Request<ProxyBody>,
         copy: impl Fn(&Request<ProxyBody>) -> Option<Request<ProxyBody>>,
-    ) -> Result<Response<UpstreamBody>, Failed> {
+    ) -> Result<Response<UpstreamBody>, Box<Failed>> {
         // Pooled connections first. One the replica has closed is not probed before
         // use (a probe drives the connection once more on every request): the request
         // comes back unsent from it and goes on the next.
@@ -164,28 +265,31 @@ impl Pool {
                 None => match Box::pin(connect(port)).await {
                     Ok(up) => (up, false),
                     Err(error) => {
-                        return Err(Failed {
+                        return Err(Box::new(Failed {
                             error,
                             again: Some(req),
-                        })
+                        }))
                     }
                 },
             };
-            match self.exchange(up, pooled, req, &copy).await {
+            let failed = match self.exchange(up, pooled, req, &copy).await {
                 Ok(resp) => return Ok(resp),
-                Err(Unanswered {
+                Err(failed) => *failed,
+            };
+            match failed {
+                Unanswered {
                     unsent: Some(unsent),
                     ..
-                }) if pooled => req = unsent,
-                Err(Unanswered {
+                } if pooled => req = unsent,
+                Unanswered {
                     error,
                     unsent,
                     copied,
-                }) => {
-                    return Err(Failed {
+                } => {
+                    return Err(Box::new(Failed {
                         error,
                         again: unsent.or(copied),
-                    })
+                    }))
                 }
             }
         }
@@ -198,44 +302,49 @@ impl Pool {
         pooled: bool,
         req: Request<ProxyBody>,
         copy: impl Fn(&Request<ProxyBody>) -> Option<Request<ProxyBody>>,
-    ) -> Result<Response<UpstreamBody>, Unanswered> {
+    ) -> Result<Response<UpstreamBody>, Box<Unanswered>> {
         let copied = if !pooled || up.idle_since.elapsed() >= STALE_AFTER {
             copy(&req)
         } else {
             None
         };
         let port = up.port;
-        // The response head can only arrive while this task drives the connection, so
-        // its future is polled with a no-op waker right after each drive: a real one
-        // would be woken by that very drive and poll the whole client connection once
-        // more for nothing. Unconstrained, so that tokio's budget never leaves it
-        // pending with a wakeup that no-op waker would lose.
-        let mut head = std::pin::pin!(tokio::task::unconstrained(up.tx.try_send_request(req)));
+        up.hush();
+        // The request is queued at once; its response head can only arrive while this
+        // task drives the connection, so the head's future is polled after each drive
+        // with a no-op waker: a real one would be woken by that very drive and poll the
+        // whole client connection once more for nothing.
+        let mut head = std::pin::pin!(up.tx.try_send_request(req));
+        // Failures are rare: boxed, they keep the result small to move.
         let finish = |r: Result<_, hyper::client::conn::TrySendError<_>>| {
-            r.map_err(|mut e| (e.take_message(), Error::Http(e.into_error())))
+            r.map_err(|mut e| Box::new((e.take_message(), Error::Http(e.into_error()))))
         };
         let outcome = poll_fn(|cx| {
-            let mut quiet = Context::from_waker(std::task::Waker::noop());
-            if let Poll::Ready(r) = head.as_mut().poll(&mut quiet) {
-                return Poll::Ready(finish(r));
-            }
             let open = up.drive(cx);
+            let mut quiet = Context::from_waker(Waker::noop());
             match head.as_mut().poll(&mut quiet) {
                 Poll::Ready(r) => Poll::Ready(finish(r)),
+                // Out of tokio's budget, the head's channel says pending and asks the
+                // no-op waker for a wakeup: asked again here, of the real one.
+                Poll::Pending if !tokio::task::coop::has_budget_remaining() => {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
                 Poll::Pending if open => Poll::Pending,
-                Poll::Pending => Poll::Ready(Err((None, Error::Closed { port }))),
+                Poll::Pending => Poll::Ready(Err(Box::new((None, Error::Closed { port })))),
             }
         })
         .await;
         let head = match outcome {
             Ok(head) => head,
-            Err((unsent, error)) => {
+            Err(failed) => {
+                let (unsent, error) = *failed;
                 // Closed with the request still queued (its future is still pending):
                 // hyper hands it back once the connection is gone.
                 drop(up);
                 let unsent = match error {
                     Error::Closed { .. } => {
-                        let mut quiet = Context::from_waker(std::task::Waker::noop());
+                        let mut quiet = Context::from_waker(Waker::noop());
                         match head.as_mut().poll(&mut quiet) {
                             Poll::Ready(Err(mut e)) => e.take_message(),
                             _ => None,
@@ -243,11 +352,11 @@ impl Pool {
                     }
                     _ => unsent,
                 };
-                return Err(Unanswered {
+                return Err(Box::new(Unanswered {
                     error,
                     unsent,
                     copied,
-                });
+                }));
             }
         };
         let (parts, body) = head.into_parts();
@@ -287,13 +396,7 @@ async fn connect(port: u16) -> Result<Box<Upstream>, Error> {
         .map_err(error)?;
     stream.set_nodelay(true).map_err(error)?;
     let (tx, conn) = http1::handshake(TokioIo::new(stream)).await?;
-    Ok(Box::new(Upstream {
-        tx,
-        conn,
-        done: false,
-        port,
-        idle_since: Instant::now(),
-    }))
+    Ok(Box::new(Upstream::new(tx, conn, port)))
 }
 
 /// A response body from a replica. Polling it also drives its connection, which goes
@@ -318,7 +421,10 @@ impl Body for UpstreamBody {
         // Body bytes arrive only while this task drives the connection, and most bodies
         // came whole with the drive that brought the head: the body is polled first,
         // with a no-op waker, and the connection driven only when it has nothing yet.
-        let mut quiet = Context::from_waker(std::task::Waker::noop());
+        if let Some(up) = this.up.as_ref() {
+            up.hush();
+        }
+        let mut quiet = Context::from_waker(Waker::noop());
         let mut frame = Pin::new(&mut this.body).poll_frame(&mut quiet);
         if frame.is_pending() {
             if let Some(up) = this.up.as_mut() {
