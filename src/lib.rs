@@ -7,6 +7,7 @@ pub mod canary;
 pub mod cli;
 pub mod config;
 pub mod helm;
+pub mod history;
 pub mod image;
 pub mod install;
 pub mod manifest;

@@ -153,7 +153,82 @@ fn a_new_image_is_analysed_stepped_and_promoted() {
         table.contains("podinfo") && table.contains("Succeeded"),
         "{table}"
     );
+    rollout_note_is_in_git(&remote);
     running.stop();
+}
+
+/// The finished rollout is a note on the commit that introduced 1.0.1, pushed to the
+/// remote: plain git shows it with every metric sample, and `gitcanary history` lists
+/// it from a fresh clone with no state dir (issue 12).
+fn rollout_note_is_in_git(remote: &Remote) {
+    let commit = git(&remote.work, &["rev-parse", "HEAD"]);
+    let bare = remote.bare.to_str().unwrap();
+    wait_for(Duration::from_secs(30), || {
+        let out = std::process::Command::new("git")
+            .args([
+                "--git-dir",
+                bare,
+                "notes",
+                "--ref=gitcanary",
+                "show",
+                &commit,
+            ])
+            .output()
+            .unwrap();
+        out.status.success().then_some(())
+    })
+    .expect("a rollout note on the remote");
+    git(
+        &remote.work,
+        &[
+            "fetch",
+            "-q",
+            "origin",
+            "refs/notes/gitcanary:refs/notes/gitcanary",
+        ],
+    );
+    let log = git(&remote.work, &["log", "--notes=gitcanary", "-1"]);
+    for want in [
+        "podinfo 1.0.1",
+        "Notes (gitcanary):",
+        "gitcanary rollout test/podinfo: Succeeded",
+        "From 1.0.0 to 1.0.1",
+        "Reason: Canary analysis completed successfully, promotion finished.",
+        "Max weight: 50%, failed checks: 0",
+        "(threshold >= 99)  pass",
+        "(threshold <= 500)  pass",
+        "load-test (rollout): ok",
+        "Promotion completed! Scaling down podinfo.test",
+        "```json",
+    ] {
+        assert!(log.contains(want), "{want:?} not in\n{log}");
+    }
+    assert!(!log.contains("FAIL"), "{log}");
+    let samples = log.matches("request-success-rate  ").count();
+    assert!(samples >= 5, "one sample per check: {samples}\n{log}");
+    let fresh = remote.dir.path().join("fresh");
+    git(remote.dir.path(), &["clone", "-q", bare, "fresh"]);
+    let out = std::process::Command::new(bin())
+        .args(["history", "--config", "absent.yaml"])
+        .current_dir(&fresh)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "test/podinfo",
+        "1.0.0 → 1.0.1",
+        "Succeeded",
+        "50%",
+        &commit[..12],
+        "podinfo 1.0.1",
+    ] {
+        assert!(table.contains(want), "{want:?} not in\n{table}");
+    }
 }
 
 /// A tiny HTTP receiver recording request bodies (an alert provider's endpoint).

@@ -250,7 +250,10 @@ fn a_concurrent_pusher_is_fetched_and_the_change_recomputed() {
         .push("concurrent change");
 
     let mut auto = gitcanary::image::automation::Automation::new(&cfg).unwrap();
-    let out = auto.run(&source, &head, None, true).unwrap();
+    let author = ("gitcanary".to_string(), "gitcanary@localhost".to_string());
+    let writer =
+        gitcanary::history::Writer::start(source.clone(), author, Default::default()).unwrap();
+    let out = auto.run(&source, &writer, &head, None, true).unwrap();
     assert_eq!(out.changes, 1);
     let log = commits(&remote.bare);
     assert_eq!(

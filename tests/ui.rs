@@ -292,10 +292,28 @@ fn the_canary_page_in_a_browser_during_an_analysis() {
         .unwrap()
         .to_string();
     let commit = applied.rsplit(':').next().unwrap();
-    let note = r#"{"canary":"test/podinfo","outcome":"Succeeded","from":"1.0.0","to":"1.0.1","start":100,"end":160}"#;
+    let mut note = gitcanary::history::Note::default();
+    note.merge([gitcanary::history::Entry::Rollout(Box::new(
+        gitcanary::history::Rollout {
+            canary: "test/podinfo".into(),
+            outcome: Some(gitcanary::history::note::Outcome::Succeeded),
+            from: "1.0.0".into(),
+            to: "1.0.1".into(),
+            start: 100.0,
+            end: 160.0,
+            ..Default::default()
+        },
+    ))]);
     git(
         &cache,
-        &["notes", "--ref=gitcanary", "add", "-m", note, commit],
+        &[
+            "notes",
+            "--ref=gitcanary",
+            "add",
+            "-m",
+            &note.render(),
+            commit,
+        ],
     );
     b.goto(&format!("http://{addr}/ui/#/history"));
     let listed = b.wait(

@@ -27,6 +27,7 @@ mod apply;
 mod builtin;
 mod finalize;
 mod observe;
+mod outcomes;
 
 /// Webhook URLs served inside this process (the local target's load tester), called
 /// without HTTP.
@@ -84,6 +85,10 @@ struct Core {
     slots: Mutex<Option<HashSet<String>>>,
     /// The engine's file I/O thread.
     io: std::sync::mpsc::Sender<IoJob>,
+    /// Where finished analyses go (the Git writer); none records nothing.
+    outcomes: outcomes::Sink,
+    /// What each canary's note needs beyond its status, by canary.
+    tracked: Mutex<std::collections::HashMap<String, super::outcome::Tracked>>,
 }
 
 type IoJob = Box<dyn FnOnce() + Send>;
@@ -157,6 +162,8 @@ impl Engine {
             writes: Default::default(),
             slots: Default::default(),
             io: io_thread()?,
+            outcomes: None,
+            tracked: Default::default(),
         };
         Ok(Engine {
             core: Arc::new(core),
@@ -169,6 +176,15 @@ impl Engine {
     pub fn with_alert_address_env_prefix(mut self, prefix: &str) -> Engine {
         if let Some(core) = Arc::get_mut(&mut self.core) {
             core.alert_env_prefix = prefix.to_string();
+        }
+        self
+    }
+
+    /// Hands every finished analysis to `sink` (the Git writer); before the first
+    /// tick, while nothing else holds the engine's core.
+    pub fn with_outcomes(mut self, sink: Arc<dyn crate::history::OutcomeSink>) -> Engine {
+        if let Some(core) = Arc::get_mut(&mut self.core) {
+            core.outcomes = Some(sink);
         }
         self
     }
@@ -367,6 +383,7 @@ impl Core {
     async fn step(self: &Arc<Self>, c: Arc<CanarySpec>, now: f64) -> Result<(), String> {
         let (core, spec) = (self.clone(), c.clone());
         let seen = self.blocking(move || core.observe(&spec)).await??;
+        self.track(&c, &seen);
         self.restore_route(&c, &seen.status).await;
         let counted = builtin::Counted::new(&seen.status, &seen.target_hash);
         let obs = self
@@ -390,7 +407,10 @@ impl Core {
                 &plan.status,
                 now,
             );
-            core.persist(&c, plan, &seen)
+            let after = plan.status.clone();
+            core.persist(&c, plan, &seen)?;
+            core.hand_over(&c, &seen, &after, now);
+            Ok(())
         })
         .await?
     }
@@ -454,6 +474,18 @@ impl Core {
     }
 
     async fn call_hook(
+        &self,
+        c: &CanarySpec,
+        w: &spec::WebhookSpec,
+        phase: Phase,
+        checksum: &str,
+    ) -> Result<(), String> {
+        let result = self.call_hook_untracked(c, w, phase, checksum).await;
+        self.track_webhook(c, w, checksum, &result);
+        result
+    }
+
+    async fn call_hook_untracked(
         &self,
         c: &CanarySpec,
         w: &spec::WebhookSpec,

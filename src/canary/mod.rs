@@ -9,6 +9,7 @@ pub mod decide;
 pub mod executor;
 pub mod matches;
 pub mod metrics;
+pub mod outcome;
 pub mod primary;
 pub mod router;
 pub mod samples;

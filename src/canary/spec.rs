@@ -46,19 +46,31 @@ pub enum HookType {
     Event,
 }
 
+const HOOK_TYPES: [(&str, HookType); 8] = [
+    ("rollout", HookType::Rollout),
+    ("confirm-rollout", HookType::ConfirmRollout),
+    ("pre-rollout", HookType::PreRollout),
+    ("confirm-traffic-increase", HookType::ConfirmTrafficIncrease),
+    ("confirm-promotion", HookType::ConfirmPromotion),
+    ("post-rollout", HookType::PostRollout),
+    ("rollback", HookType::Rollback),
+    ("event", HookType::Event),
+];
+
 impl HookType {
     fn parse(s: &str) -> Option<HookType> {
-        Some(match s {
-            "" | "rollout" => HookType::Rollout,
-            "confirm-rollout" => HookType::ConfirmRollout,
-            "pre-rollout" => HookType::PreRollout,
-            "confirm-traffic-increase" => HookType::ConfirmTrafficIncrease,
-            "confirm-promotion" => HookType::ConfirmPromotion,
-            "post-rollout" => HookType::PostRollout,
-            "rollback" => HookType::Rollback,
-            "event" => HookType::Event,
-            _ => return None,
-        })
+        if s.is_empty() {
+            return Some(HookType::Rollout);
+        }
+        HOOK_TYPES.iter().find(|(n, _)| *n == s).map(|(_, t)| *t)
+    }
+
+    /// The type as a Canary spells it.
+    pub fn as_str(self) -> &'static str {
+        HOOK_TYPES
+            .iter()
+            .find(|(_, t)| *t == self)
+            .map_or("rollout", |(n, _)| n)
     }
 }
 

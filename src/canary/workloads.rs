@@ -86,6 +86,12 @@ pub trait Workloads: Send + Sync {
     /// A cluster URL (`http://svc.ns/`) as this process reaches it.
     fn resolve_url(&self, url: &str, ns: &str) -> String;
 
+    /// The revision (commit) that last applied an object from Git, if the target
+    /// keeps it: where a finished analysis is recorded.
+    fn applied_revision(&self, _key: &ObjectKey) -> Option<String> {
+        None
+    }
+
     /// Checksums of the ConfigMaps and Secrets a Deployment references, by `Kind/name`.
     fn tracked_configs(&self, deployment: &Value, ns: &str) -> BTreeMap<String, String> {
         crate::canary::primary::config_refs(&deployment["spec"]["template"]["spec"])

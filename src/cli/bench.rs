@@ -47,6 +47,9 @@ pub enum Which {
     /// The Kubernetes target against a cluster: plan, first sync vs kubectl, no-op
     /// resync, RSS of `run` with a 10,000-object inventory.
     Kube(super::bench_kube::Args),
+    /// Git as the rollout record: `gitcanary history` over 1,000 notes, writing and
+    /// pushing one note.
+    History(super::bench_history::Args),
     /// Image automation: semver selection, registry scanning, rewrite and commit.
     Images {
         /// The registry binary to start for the scan benchmark.
@@ -140,6 +143,7 @@ pub fn bench(which: Which) -> anyhow::Result<ExitCode> {
         Which::Helm { repo } => bench_helm(&super::examples_repo(repo, "--repo")?),
         Which::CanaryIdle { canaries } => super::bench_idle::run(canaries),
         Which::Ui => super::bench_ui::run(),
+        Which::History(args) => super::bench_history::run(args),
     }
 }
 

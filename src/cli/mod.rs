@@ -2,6 +2,7 @@
 //! the library and print; exit codes follow Flux (`diff`: 0 none, 1 changes, 2 error).
 
 mod bench;
+mod bench_history;
 mod bench_idle;
 mod bench_images;
 mod bench_kube;
@@ -11,6 +12,7 @@ mod canary;
 mod demo;
 mod get;
 mod helm;
+mod history;
 mod images;
 mod install;
 mod listing;
@@ -112,6 +114,9 @@ pub enum Command {
         #[command(subcommand)]
         what: canary::CanaryRef,
     },
+    /// Rollouts recorded in Git (`refs/notes/gitcanary`), newest first; reads Git
+    /// alone, no state dir needed.
+    History(history::Args),
     /// Image automation.
     Images {
         /// What to do.
@@ -214,6 +219,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             validate::validate(dir.unwrap_or_else(|| ".".into()), &path)
         }
         Command::Get { what } => get::get(&cli.config, what),
+        Command::History(args) => history::history(&args, &cli.config),
         Command::Images {
             what: ImagesCmd::Scan { .. },
         } => sync::images_scan_once(load_config(&cli.config)?),

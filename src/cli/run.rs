@@ -107,10 +107,15 @@ async fn reconcile_until_shutdown(
     let (in_process, election): (Option<Box<dyn reconcile::InProcess>>, _) =
         match &rec.config().target.kubernetes {
             None => {
+                // Finished analyses become notes, written by the reconciler's Git writer.
+                let outcomes = rec
+                    .writer()
+                    .map(|w| Arc::new(w.clone()) as Arc<dyn crate::history::OutcomeSink>);
                 let services = crate::targets::local::services::LocalServices::start(
                     rec.config(),
                     loadtester,
                     readiness.clone(),
+                    outcomes,
                 )
                 .await;
                 (services.map(|s| Box::new(s) as _), None)

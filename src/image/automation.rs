@@ -10,12 +10,13 @@ use super::rejected::Rejected;
 use super::rewrite::{rewrite, Edit};
 use super::template::{self, TemplateChange};
 use crate::config::Config;
+use crate::history::writer::{CommitError, CommitPlan, Writer};
 use crate::manifest::kustomize::split_image;
 use crate::manifest::snapshot::{self, Snapshot};
 use crate::manifest::{ManifestError, Object};
 use crate::oci::reference::ImageRepo;
 use crate::oci::registry::{self, Basic, Credentials};
-use crate::source::git::{GitSource, PushOutcome};
+use crate::source::git::GitSource;
 use crate::util::time::unix_now;
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,9 @@ pub enum Error {
         /// Remote's message.
         message: String,
     },
+    /// The Git writer failed.
+    #[error("image automation: {0}")]
+    Writer(crate::history::Error),
     /// Settings could not be loaded.
     #[error("images: {0}")]
     Config(String),
@@ -763,149 +767,184 @@ impl Automation {
         }
     }
 
-    /// Runs automation on `head`: scan, decide, commit, push (retrying on a moved
-    /// remote). Like Flux's image-automation-controller it reads only the manifests
+    /// Runs automation on `head`: scan, decide, commit, push through the Git
+    /// `writer` (which fetches when the remote moved, and this plans again on the new
+    /// head). Like Flux's image-automation-controller it reads only the manifests
     /// under `source.path` as written in Git: no chart is fetched or rendered, so a
     /// release whose chart source is down still gets its tags updated. `cache` is the
     /// sync's parse cache. Blocking.
     pub fn run(
         &mut self,
         source: &GitSource,
+        writer: &Writer,
         head: &str,
         mut cache: Option<&mut crate::manifest::Cache>,
         force_scan: bool,
     ) -> Result<Outcome, Error> {
-        let mut head = head.to_string();
-        let mut attempts = 0;
-        loop {
-            let snap = source.snapshot(&head)?;
-            let loaded = crate::manifest::load(&snap, &self.path, cache.as_deref_mut());
-            if !loaded.errors.is_empty() {
-                return Err(Error::Unloadable);
-            }
-            let (setters, v2) = self.collect(&snap, &loaded.objects, source.branch())?;
-            let mut wanted: BTreeMap<String, Want> = BTreeMap::new();
-            for (_, r) in &setters {
-                if let Ok(r) = r {
-                    let w = wanted.entry(r.image.clone()).or_insert_with(|| Want {
-                        exclusions: r.exclusions.clone(),
-                        ..Default::default()
-                    });
-                    if r.policy.needs_created() {
-                        w.time_policy = Some(r.policy.clone());
-                    }
-                    // The shortest interval of the ImageRepositories that name the image.
-                    w.interval = match (w.interval, r.interval) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-            }
-            self.scan(&wanted, force_scan && attempts == 0);
-            let rejected = super::rejected::read(&self.state_dir);
-            let (changes, rows) = decide(&setters, &self.scans, &rejected);
-            if changes.is_empty() {
-                return Ok(Outcome {
-                    commit: None,
-                    changes: 0,
+        let mut last = Planned::default();
+        let mut first = true;
+        let pushed = writer.commit(head, self.cfg.push_retries, |head| {
+            last = self.plan(source, head, cache.as_deref_mut(), force_scan && first)?;
+            first = false;
+            Ok(last.commit.clone())
+        });
+        let rows = std::mem::take(&mut last.rows);
+        match pushed {
+            Ok(None) => Ok(Outcome {
+                commit: None,
+                changes: 0,
+                rows,
+            }),
+            Ok(Some(p)) => {
+                let message = last.commit.map(|c| c.message).unwrap_or_default();
+                tracing::info!(commit = %p.commit, branch = %p.branch, changes = last.changes, "{}", message.lines().next().unwrap_or_default());
+                crate::metrics::global().inc(
+                    "gitcanary_image_commits_total",
+                    "Commits pushed by image automation.",
+                    &[],
+                    1.0,
+                );
+                let on_branch = p.branch == source.branch();
+                Ok(Outcome {
+                    commit: on_branch.then_some(p.commit),
+                    changes: last.changes,
                     rows,
-                });
+                })
             }
-            let mut by_file: BTreeMap<&str, Vec<Edit>> = BTreeMap::new();
-            for c in &changes {
-                by_file
-                    .entry(c.file.as_str())
-                    .or_default()
-                    .push(c.edit.clone());
-            }
-            let mut files = Vec::new();
-            for (file, edits) in by_file {
-                let text = String::from_utf8(
-                    snap.read(file)
-                        .map_err(|e| Error::Config(format!("{file}: {e}")))?,
-                )
-                .map_err(|_| Error::Config(format!("{file}: not UTF-8")))?;
-                let new = rewrite(&text, &edits).map_err(|e| {
-                    Error::Invalid(vec![ManifestError {
-                        file: file.into(),
-                        pos: None,
-                        field: None,
-                        message: e,
-                    }])
-                })?;
-                files.push((file.to_string(), new.into_bytes()));
-            }
-            let (auto_name, spec) = v2
-                .automation
-                .clone()
-                .map(|(n, s)| (n, Some(s)))
-                .unwrap_or_default();
-            let commit_spec = spec
-                .as_ref()
-                .and_then(|s| s.git.as_ref())
-                .and_then(|g| g.commit.clone())
-                .unwrap_or_default();
-            let message = match &commit_spec.message_template {
-                Some(t) => {
-                    let tc: Vec<TemplateChange> = changes
-                        .iter()
-                        .map(|c| TemplateChange {
-                            old_value: c.old.clone(),
-                            new_value: c.new.clone(),
-                            setter: c.setter.clone(),
-                        })
-                        .collect();
-                    template::render(t, &auto_name, &tc).map_err(Error::Config)?
-                }
-                None => default_message(&changes),
-            };
-            let author = commit_spec.author.unwrap_or_default();
-            let author = (
-                author.name.unwrap_or_else(|| self.author.0.clone()),
-                author.email.unwrap_or_else(|| self.author.1.clone()),
-            );
-            let push_branch = spec
-                .as_ref()
-                .and_then(|s| s.git.as_ref())
-                .and_then(|g| g.push.as_ref())
-                .and_then(|p| p.branch.clone())
-                .unwrap_or_else(|| source.branch().to_string());
-            let commit = source.commit_files(&head, &files, &message, (&author.0, &author.1))?;
-            attempts += 1;
-            match source.push(&commit, &push_branch)? {
-                PushOutcome::Pushed => {
-                    tracing::info!(commit = %commit, branch = %push_branch, changes = changes.len(), "{}", message.lines().next().unwrap_or_default());
-                    crate::metrics::global().inc(
-                        "gitcanary_image_commits_total",
-                        "Commits pushed by image automation.",
-                        &[],
-                        1.0,
-                    );
-                    let on_branch = push_branch == source.branch();
-                    return Ok(Outcome {
-                        commit: on_branch.then_some(commit),
-                        changes: changes.len(),
-                        rows,
-                    });
-                }
-                PushOutcome::Rejected(msg) if attempts < self.cfg.push_retries.max(1) => {
-                    tracing::info!(
-                        attempt = attempts,
-                        "push rejected ({msg}); fetching and recomputing on the new head"
-                    );
-                    std::thread::sleep(Duration::from_millis(200 * (1 << attempts.min(5))));
-                    head = source.fetch()?.commit;
-                }
-                PushOutcome::Rejected(message) => {
-                    return Err(Error::Rejected {
-                        branch: push_branch,
-                        attempts,
-                        message,
-                    })
-                }
-            }
+            Err(CommitError::Plan(e)) => Err(e),
+            Err(CommitError::Writer(crate::history::Error::Rejected {
+                target,
+                attempts,
+                message,
+            })) => Err(Error::Rejected {
+                branch: target,
+                attempts,
+                message,
+            }),
+            Err(CommitError::Writer(e)) => Err(Error::Writer(e)),
         }
     }
+
+    /// Decides the commit for `head`: scan, decide, rewrite; `None` when nothing
+    /// changes.
+    fn plan(
+        &mut self,
+        source: &GitSource,
+        head: &str,
+        cache: Option<&mut crate::manifest::Cache>,
+        force_scan: bool,
+    ) -> Result<Planned, Error> {
+        let snap = source.snapshot(head)?;
+        let loaded = crate::manifest::load(&snap, &self.path, cache);
+        if !loaded.errors.is_empty() {
+            return Err(Error::Unloadable);
+        }
+        let (setters, v2) = self.collect(&snap, &loaded.objects, source.branch())?;
+        let mut wanted: BTreeMap<String, Want> = BTreeMap::new();
+        for (_, r) in &setters {
+            if let Ok(r) = r {
+                let w = wanted.entry(r.image.clone()).or_insert_with(|| Want {
+                    exclusions: r.exclusions.clone(),
+                    ..Default::default()
+                });
+                if r.policy.needs_created() {
+                    w.time_policy = Some(r.policy.clone());
+                }
+                // The shortest interval of the ImageRepositories that name the image.
+                w.interval = match (w.interval, r.interval) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            }
+        }
+        self.scan(&wanted, force_scan);
+        let rejected = super::rejected::read(&self.state_dir);
+        let (changes, rows) = decide(&setters, &self.scans, &rejected);
+        if changes.is_empty() {
+            return Ok(Planned {
+                commit: None,
+                changes: 0,
+                rows,
+            });
+        }
+        let mut by_file: BTreeMap<&str, Vec<Edit>> = BTreeMap::new();
+        for c in &changes {
+            by_file
+                .entry(c.file.as_str())
+                .or_default()
+                .push(c.edit.clone());
+        }
+        let mut files = Vec::new();
+        for (file, edits) in by_file {
+            let text = String::from_utf8(
+                snap.read(file)
+                    .map_err(|e| Error::Config(format!("{file}: {e}")))?,
+            )
+            .map_err(|_| Error::Config(format!("{file}: not UTF-8")))?;
+            let new = rewrite(&text, &edits).map_err(|e| {
+                Error::Invalid(vec![ManifestError {
+                    file: file.into(),
+                    pos: None,
+                    field: None,
+                    message: e,
+                }])
+            })?;
+            files.push((file.to_string(), new.into_bytes()));
+        }
+        let (auto_name, spec) = v2
+            .automation
+            .clone()
+            .map(|(n, s)| (n, Some(s)))
+            .unwrap_or_default();
+        let commit_spec = spec
+            .as_ref()
+            .and_then(|s| s.git.as_ref())
+            .and_then(|g| g.commit.clone())
+            .unwrap_or_default();
+        let message = match &commit_spec.message_template {
+            Some(t) => {
+                let tc: Vec<TemplateChange> = changes
+                    .iter()
+                    .map(|c| TemplateChange {
+                        old_value: c.old.clone(),
+                        new_value: c.new.clone(),
+                        setter: c.setter.clone(),
+                    })
+                    .collect();
+                template::render(t, &auto_name, &tc).map_err(Error::Config)?
+            }
+            None => default_message(&changes),
+        };
+        let author = commit_spec.author.unwrap_or_default();
+        let author = (
+            author.name.unwrap_or_else(|| self.author.0.clone()),
+            author.email.unwrap_or_else(|| self.author.1.clone()),
+        );
+        let push_branch = spec
+            .as_ref()
+            .and_then(|s| s.git.as_ref())
+            .and_then(|g| g.push.as_ref())
+            .and_then(|p| p.branch.clone())
+            .unwrap_or_else(|| source.branch().to_string());
+        Ok(Planned {
+            commit: Some(CommitPlan {
+                files,
+                message,
+                author,
+                branch: Some(push_branch),
+            }),
+            changes: changes.len(),
+            rows,
+        })
+    }
+}
+
+/// What one planning pass decided.
+#[derive(Default)]
+struct Planned {
+    commit: Option<CommitPlan>,
+    changes: usize,
+    rows: Vec<Row>,
 }
 
 async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output> {

@@ -121,6 +121,7 @@ pub enum PushOutcome {
 }
 
 /// The followed repository.
+#[derive(Clone)]
 pub struct GitSource {
     url: String,
     branch: String,
@@ -226,8 +227,11 @@ impl GitSource {
         let headers = self.creds.headers();
         let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
         let mut opts = FetchOptions::new();
+        // No FETCH_HEAD: nothing reads it, and the sync and the Git writer fetch into
+        // the same repository (different refs) without contending for its lock.
         opts.remote_callbacks(callbacks)
             .download_tags(AutotagOption::None)
+            .update_fetchhead(false)
             .custom_headers(&headers);
         if let Err(e) = remote.fetch(refspecs, Some(&mut opts), None) {
             let message = rejection
@@ -421,6 +425,96 @@ impl GitSource {
     /// Pushes `commit` to `branch`, fast-forward only (never forced). On success the
     /// local tracking ref moves too, so the next sync applies it without a fetch.
     pub fn push(&self, commit: &str, branch: &str) -> Result<PushOutcome> {
+        let outcome = self.push_ref(commit, &format!("refs/heads/{branch}"))?;
+        if outcome == PushOutcome::Pushed && branch == self.branch {
+            let repo = Repository::open_bare(&self.cache).map_err(git_err)?;
+            let oid = Oid::from_str(commit).map_err(git_err)?;
+            // Best effort: a sync fetching at this moment holds the ref's lock, and
+            // its fetch brings the commit anyway.
+            let updated = repo
+                .reference(&self.tracking_ref(), oid, true, "gitcanary push")
+                .map(drop);
+            if let Err(e) = updated {
+                tracing::debug!("{}: {}", self.tracking_ref(), e.message());
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Fetches `refspecs` into the cache repository (for refs besides the branch, such
+    /// as `refs/notes/gitcanary`). A ref the remote lacks is no error. Blocking.
+    pub fn fetch_into(&self, refspecs: &[&str]) -> Result<()> {
+        self.fetch_refspecs(refspecs).map(drop)
+    }
+
+    /// Pushes `commit` to `remote_ref` (any ref), fast-forward only: never forced.
+    /// Blocking.
+    pub fn push_ref(&self, commit: &str, remote_ref: &str) -> Result<PushOutcome> {
+        match self.local_path() {
+            Some(path) => self.push_local(&path, commit, remote_ref),
+            None => self.push_transport(commit, remote_ref),
+        }
+    }
+
+    /// The repository's folder when it is on this machine (a path or `file://`).
+    fn local_path(&self) -> Option<PathBuf> {
+        let path = PathBuf::from(self.url.strip_prefix("file://").unwrap_or(&self.url));
+        path.is_absolute().then_some(path)
+    }
+
+    /// A push to a repository on this machine. libgit2's local transport checks that
+    /// the update is a fast-forward before it writes, then writes the ref without
+    /// checking again, so a push landing in between would be overwritten; and it lists
+    /// the remote's refs afterwards, which fails when another pusher deletes one
+    /// meanwhile. Here the objects are copied into the remote's object database, and
+    /// the ref then moves only if it still points where the check saw it
+    /// (compare-and-swap under the ref's lock), as `git receive-pack` does.
+    fn push_local(&self, path: &Path, commit: &str, remote_ref: &str) -> Result<PushOutcome> {
+        let local = Repository::open_bare(&self.cache).map_err(git_err)?;
+        let remote = Repository::open(path).map_err(|e| Error::Fetch {
+            url: self.display_url(),
+            message: e.message().to_string(),
+        })?;
+        if !remote.is_bare() {
+            // Its work tree would no longer match its branch (git refuses too).
+            return Err(Error::Fetch {
+                url: self.display_url(),
+                message: "push: the repository has a work tree; push to a bare repository".into(),
+            });
+        }
+        let new = Oid::from_str(commit).map_err(git_err)?;
+        copy_objects(&local, &remote, new).map_err(git_err)?;
+        match remote.refname_to_id(remote_ref) {
+            Ok(current) if current == new => Ok(PushOutcome::Pushed),
+            Ok(current) if !remote.graph_descendant_of(new, current).unwrap_or(false) => Ok(
+                PushOutcome::Rejected(format!("{remote_ref}: non-fast-forward (fetch first)")),
+            ),
+            Ok(current) => remote
+                .reference_matching(remote_ref, new, true, current, "gitcanary push")
+                .map(|_| PushOutcome::Pushed)
+                .or_else(|e| match e.code() {
+                    git2::ErrorCode::Modified | git2::ErrorCode::Locked => {
+                        Ok(PushOutcome::Rejected(format!(
+                            "{remote_ref}: moved while pushing (fetch first)"
+                        )))
+                    }
+                    _ => Err(git_err(e)),
+                }),
+            // A new ref: created only if nobody created it meanwhile.
+            Err(_) => remote
+                .reference(remote_ref, new, false, "gitcanary push")
+                .map(|_| PushOutcome::Pushed)
+                .or_else(|e| match e.code() {
+                    git2::ErrorCode::Exists | git2::ErrorCode::Locked => Ok(PushOutcome::Rejected(
+                        format!("{remote_ref}: created while pushing (fetch first)"),
+                    )),
+                    _ => Err(git_err(e)),
+                }),
+        }
+    }
+
+    /// A push through libgit2's transport for the URL.
+    fn push_transport(&self, commit: &str, remote_ref: &str) -> Result<PushOutcome> {
         init_timeouts();
         let repo = Repository::open_bare(&self.cache).map_err(git_err)?;
         let oid = Oid::from_str(commit).map_err(git_err)?;
@@ -442,7 +536,7 @@ impl GitSource {
         let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
         let mut opts = git2::PushOptions::new();
         opts.remote_callbacks(cb).custom_headers(&headers);
-        let spec = format!("{local_ref}:refs/heads/{branch}");
+        let spec = format!("{local_ref}:{remote_ref}");
         let result = remote.push(&[spec.as_str()], Some(&mut opts));
         drop(remote);
         let _ = repo.find_reference(local_ref).and_then(|mut r| r.delete());
@@ -473,10 +567,6 @@ impl GitSource {
         if let Some(msg) = refused.borrow().clone() {
             return Ok(PushOutcome::Rejected(msg));
         }
-        if branch == self.branch {
-            repo.reference(&self.tracking_ref(), oid, true, "gitcanary push")
-                .map_err(git_err)?;
-        }
         Ok(PushOutcome::Pushed)
     }
 
@@ -490,6 +580,39 @@ impl GitSource {
         let repo = Repository::open_bare(&self.cache).map_err(git_err)?;
         GitSnapshot::new(repo, commit)
     }
+}
+
+/// Copies `tip` and everything it reaches that `dst` lacks from `src` into `dst`'s
+/// object database. An object `dst` has is taken to come with all it reaches, as in
+/// any complete repository.
+fn copy_objects(src: &Repository, dst: &Repository, tip: Oid) -> Result<(), git2::Error> {
+    let (src_odb, dst_odb) = (src.odb()?, dst.odb()?);
+    let mut stack = vec![tip];
+    while let Some(oid) = stack.pop() {
+        if dst_odb.exists(oid) {
+            continue;
+        }
+        let obj = src_odb.read(oid)?;
+        match obj.kind() {
+            git2::ObjectType::Commit => {
+                let c = src.find_commit(oid)?;
+                stack.push(c.tree_id());
+                stack.extend(c.parent_ids());
+            }
+            git2::ObjectType::Tree => {
+                let t = src.find_tree(oid)?;
+                // Submodule entries name commits of another repository.
+                stack.extend(
+                    t.iter()
+                        .filter(|e| e.kind() != Some(git2::ObjectType::Commit))
+                        .map(|e| e.id()),
+                );
+            }
+            _ => {}
+        }
+        dst_odb.write(obj.kind(), obj.data())?;
+    }
+    Ok(())
 }
 
 fn fetched(repo: &Repository, oid: Oid) -> Result<Fetched> {

@@ -89,6 +89,9 @@ pub struct Reconciler {
     cache: manifest::Cache,
     status: SourceStatus,
     automation: Option<Automation>,
+    /// The single writer to the followed remote (image automation's commits, rollout
+    /// notes); only a reconciler that writes has one.
+    writer: Option<crate::history::Writer>,
     /// Scan registries on the next sync even if the scan cache is fresh.
     pub force_scan: bool,
     images_active: bool,
@@ -139,6 +142,19 @@ impl Reconciler {
         } else {
             None
         };
+        let writer = if write {
+            let author = (cfg.git.author.name.clone(), cfg.git.author.email.clone());
+            let retry = crate::history::writer::Retry {
+                commit_attempts: cfg.images.push_retries.max(1),
+                ..Default::default()
+            };
+            Some(
+                crate::history::Writer::start(source.clone(), author, retry)
+                    .map_err(|e| Error::Automation(e.to_string()))?,
+            )
+        } else {
+            None
+        };
         Ok(Reconciler {
             cfg,
             source,
@@ -146,6 +162,7 @@ impl Reconciler {
             cache: manifest::Cache::default(),
             status,
             automation,
+            writer,
             force_scan: false,
             images_active: false,
             after_apply: None,
@@ -237,6 +254,12 @@ impl Reconciler {
     /// The source.
     pub fn source(&self) -> &GitSource {
         &self.source
+    }
+
+    /// The Git writer, for the parts of the daemon that write to the followed remote
+    /// (the canary engine's rollout notes); `None` unless opened to write.
+    pub fn writer(&self) -> Option<&crate::history::Writer> {
+        self.writer.as_ref()
     }
 
     /// Whether image automation found values to follow in the last sync.
@@ -490,6 +513,7 @@ impl Reconciler {
     /// failure is recorded and logged but never blocks the sync of the fetched head.
     fn automate(&mut self, head: &str) -> Option<String> {
         let auto = self.automation.as_mut()?;
+        let writer = self.writer.as_ref()?;
         let force = std::mem::take(&mut self.force_scan);
         let mut status = ImagesStatus {
             at: unix_now(),
@@ -498,7 +522,7 @@ impl Reconciler {
         // Automation loads the revision too: a panic there counts as an unloadable
         // revision, and the sync's own load reports it, naming the file.
         let (source, cache) = (&self.source, &mut self.cache);
-        let run = crate::util::panic::catch(|| auto.run(source, head, Some(cache), force))
+        let run = crate::util::panic::catch(|| auto.run(source, writer, head, Some(cache), force))
             .unwrap_or_else(|caught| {
                 self.cache = manifest::Cache::default();
                 warn!("image automation panicked: {}", caught.message);

@@ -1,80 +1,78 @@
 //! The rollout history the UI's history page shows: the notes under
-//! `refs/notes/gitcanary` in the source's fetched repository, one per recorded
-//! rollout, so the page works from Git alone. A note is a JSON object (outcome, canary,
-//! from, to, start, end, samples); notes that are not JSON objects are skipped, so a
-//! stray note cannot break the page. No notes (nothing recorded yet) is an empty list.
+//! `refs/notes/gitcanary` in the source's fetched repository, one item per recorded
+//! rollout, so the page works from Git alone. Notes are read with the note format's
+//! own parser (`history::note`: the fenced JSON block); a note without a readable
+//! block is skipped, so a stray note cannot break the page. No notes (nothing recorded
+//! yet) is an empty list.
 
+use crate::canary::samples::{self, Analysis, Series};
+use crate::history::read::{self, Recorded};
 use serde_json::Value;
 use std::path::Path;
 
-/// The notes ref rollouts are recorded under.
-pub const NOTES_REF: &str = "refs/notes/gitcanary";
+pub use crate::history::NOTES_REF;
 
 /// What reading the notes can fail on.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The repository or a note could not be read.
-    #[error("{repo}: {NOTES_REF}: {message}")]
-    Git {
-        /// The repository.
-        repo: String,
-        /// What git said.
-        message: String,
-    },
+pub type Error = crate::history::Error;
+
+/// One rollout as the page shows it: the note's entry, with the commit it annotates
+/// as `commit`, `durationSeconds`, and `samples` in the shape of the canary page's
+/// charts.
+pub fn item(r: &Recorded) -> Value {
+    let mut v = serde_json::to_value(&r.rollout).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("commit".into(), r.commit.clone().into());
+        obj.insert("subject".into(), r.subject.clone().into());
+        obj.insert("durationSeconds".into(), r.rollout.duration().into());
+        obj.insert(
+            "samples".into(),
+            serde_json::to_value(analysis(&r.rollout)).unwrap_or_default(),
+        );
+    }
+    v
 }
 
-/// Parses one note: the JSON object, with the commit it annotates as `commit`.
-pub fn parse_note(commit: &str, text: &str) -> Option<Value> {
-    let mut v: Value = serde_json::from_str(text).ok()?;
-    let obj = v.as_object_mut()?;
-    obj.insert("commit".into(), commit.into());
-    if let (Some(s), Some(e)) = (
-        obj.get("start").and_then(Value::as_f64),
-        obj.get("end").and_then(Value::as_f64),
-    ) {
-        obj.entry("durationSeconds")
-            .or_insert((e - s).max(0.0).into());
+/// The rollout's samples and weights as one analysis of the charts.
+fn analysis(r: &crate::history::Rollout) -> Analysis {
+    let mut metrics: Vec<Series> = Vec::new();
+    for s in &r.samples {
+        let i = match metrics.iter().position(|m| m.name == s.metric) {
+            Some(i) => i,
+            None => {
+                metrics.push(Series {
+                    name: s.metric.clone(),
+                    unit: samples::unit(&s.metric).into(),
+                    ..Default::default()
+                });
+                metrics.len() - 1
+            }
+        };
+        let series = &mut metrics[i];
+        series.min = s.min;
+        series.max = s.max;
+        series.points.push((s.time, s.value));
     }
-    Some(v)
+    Analysis {
+        revision: r.to_revision.clone(),
+        start: r.start,
+        weights: r.weights.clone(),
+        metrics,
+    }
 }
 
 /// Every rollout note in `repo` (a bare repository), newest first by `end` time.
 pub fn read(repo: &Path) -> Result<Vec<Value>, Error> {
-    let err = |e: git2::Error| Error::Git {
-        repo: repo.display().to_string(),
-        message: e.message().to_string(),
-    };
-    let r = match git2::Repository::open_bare(repo) {
-        Ok(r) => r,
+    let Some(r) = read::open(repo)? else {
         // Nothing fetched yet: no history yet.
-        Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(err(e)),
+        return Ok(Vec::new());
     };
-    let notes = match r.notes(Some(NOTES_REF)) {
-        Ok(n) => n,
-        Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(err(e)),
-    };
-    let mut out = Vec::new();
-    for pair in notes {
-        let (_, annotated) = pair.map_err(err)?;
-        let note = r.find_note(Some(NOTES_REF), annotated).map_err(err)?;
-        if let Some(v) = note
-            .message()
-            .ok()
-            .and_then(|m| parse_note(&annotated.to_string(), m))
-        {
-            out.push(v);
-        }
-    }
-    let end = |v: &Value| v["end"].as_f64().unwrap_or(0.0);
-    out.sort_by(|a, b| end(b).total_cmp(&end(a)));
-    Ok(out)
+    Ok(read::rollouts(&r)?.iter().map(item).collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::note::{Entry, Note, Outcome, Rollout, Sample};
 
     #[test]
     fn no_repository_or_no_notes_is_an_empty_history() {
@@ -84,8 +82,30 @@ mod tests {
         assert!(read(&dir.path().join("repo")).unwrap().is_empty());
     }
 
+    fn note(canary: &str, outcome: Outcome, from: &str, to: &str, start: f64, end: f64) -> String {
+        let mut n = Note::default();
+        n.merge([Entry::Rollout(Box::new(Rollout {
+            canary: canary.into(),
+            outcome: Some(outcome),
+            from: from.into(),
+            to: to.into(),
+            start,
+            end,
+            samples: vec![Sample {
+                time: start + 10.0,
+                metric: "request-success-rate".into(),
+                value: Some(100.0),
+                min: Some(99.0),
+                max: None,
+                pass: true,
+            }],
+            ..Default::default()
+        }))]);
+        n.render()
+    }
+
     #[test]
-    fn json_notes_are_listed_newest_first_and_others_skipped() {
+    fn notes_are_listed_newest_first_and_others_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let repo = git2::Repository::init_bare(dir.path()).unwrap();
         let sig = git2::Signature::now("t", "t@localhost").unwrap();
@@ -101,12 +121,12 @@ mod tests {
             commits.push(repo.commit(None, &sig, &sig, msg, &tree, &refs).unwrap());
         }
         let notes = [
-            r#"{"canary":"test/podinfo","outcome":"Succeeded","from":"1.0","to":"1.1","start":10,"end":70}"#,
-            r#"{"canary":"test/podinfo","outcome":"Failed","from":"1.1","to":"1.2","start":100,"end":130}"#,
-            "not json",
+            note("test/podinfo", Outcome::Succeeded, "1.0", "1.1", 10.0, 70.0),
+            note("test/podinfo", Outcome::Failed, "1.1", "1.2", 100.0, 130.0),
+            "not a rollout note".to_string(),
         ];
         for (c, n) in commits.iter().zip(notes) {
-            repo.note(&sig, &sig, Some(NOTES_REF), *c, n, false)
+            repo.note(&sig, &sig, Some(NOTES_REF), *c, &n, false)
                 .unwrap();
         }
         let h = read(dir.path()).unwrap();
@@ -114,6 +134,10 @@ mod tests {
         assert_eq!(h[0]["outcome"], "Failed");
         assert_eq!(h[0]["durationSeconds"], 30.0);
         assert_eq!(h[0]["commit"], commits[1].to_string());
+        assert_eq!(h[0]["subject"], "two");
         assert_eq!(h[1]["to"], "1.1");
+        let series = &h[1]["samples"]["metrics"][0];
+        assert_eq!(series["name"], "request-success-rate");
+        assert_eq!(series["points"][0], serde_json::json!([20.0, 100.0]));
     }
 }

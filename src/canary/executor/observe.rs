@@ -18,6 +18,8 @@ pub(super) struct Seen {
     pub obs: Observations,
     /// Checksums of the configs the target references.
     pub tracked: std::collections::BTreeMap<String, String>,
+    /// The primary Deployment, if created.
+    pub primary: Option<Value>,
 }
 
 impl Core {
@@ -79,6 +81,7 @@ impl Core {
             target_hash,
             obs,
             tracked,
+            primary,
         })
     }
 

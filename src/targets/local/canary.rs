@@ -123,6 +123,14 @@ impl Workloads for LocalCanaryTarget {
     fn resolve_url(&self, url: &str, ns: &str) -> String {
         names::rewrite_url(&names::allocations(&self.state_dir), url, ns)
     }
+
+    fn applied_revision(&self, key: &ObjectKey) -> Option<String> {
+        let inventory = self.store.inventory().ok()?;
+        let entry = inventory.entries.iter().find(|(k, _)| {
+            k.kind == key.kind && k.namespace == key.namespace && k.name == key.name
+        })?;
+        Some(entry.1.revision.clone()).filter(|r| !r.is_empty())
+    }
 }
 
 impl TrafficRouter for LocalCanaryTarget {

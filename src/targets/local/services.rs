@@ -10,6 +10,7 @@ use super::runtime::supervisor::Notifier;
 use super::runtime::Runtime;
 use crate::canary::executor::{Engine, Parts};
 use crate::config::Config;
+use crate::history::OutcomeSink;
 use crate::server::Readiness;
 use std::sync::Arc;
 use tokio::runtime::Handle;
@@ -45,10 +46,12 @@ impl Kick {
 impl LocalServices {
     /// Starts the runtime, then the proxy and the canary engine on it; `None` (logged)
     /// when the runtime cannot start. A proxy that cannot start leaves the engine off.
+    /// The engine hands finished analyses to `outcomes` (the Git writer), if given.
     pub async fn start(
         cfg: &Config,
         loadtester: Arc<LoadTester>,
         readiness: Arc<Readiness>,
+        outcomes: Option<Arc<dyn OutcomeSink>>,
     ) -> Option<LocalServices> {
         let local = cfg.target.local.clone().unwrap_or_default();
         let state_dir = cfg.state_dir();
@@ -61,7 +64,9 @@ impl LocalServices {
             .map(|p| Arc::new(p.with_max_connections(local.max_connections)));
         // The canary engine ticks beside the sync, on the same store, proxy and runtime.
         let engine = match &proxy {
-            Some(p) => match start_engine(cfg, &state_dir, p, loadtester, &runtime, readiness) {
+            Some(p) => match start_engine(
+                cfg, &state_dir, p, loadtester, &runtime, readiness, outcomes,
+            ) {
                 Ok(engine) => Some(engine),
                 Err(e) => {
                     error!("cannot start the canary engine: {e}");
@@ -97,6 +102,7 @@ fn start_engine(
     loadtester: Arc<LoadTester>,
     runtime: &Runtime,
     readiness: Arc<Readiness>,
+    outcomes: Option<Arc<dyn OutcomeSink>>,
 ) -> std::io::Result<(watch::Sender<bool>, JoinHandle<()>)> {
     let local = cfg.target.local.clone().unwrap_or_default();
     let target = Arc::new(
@@ -112,8 +118,11 @@ fn start_engine(
             names: local.loadtester_names,
         })),
     };
-    let engine = Engine::new(state_dir, parts, cfg.canary.max_concurrent_canaries)?
+    let mut engine = Engine::new(state_dir, parts, cfg.canary.max_concurrent_canaries)?
         .with_alert_address_env_prefix(cfg.canary.alert_address_env_prefix());
+    if let Some(sink) = outcomes {
+        engine = engine.with_outcomes(sink);
+    }
     let (stop, stopped) = watch::channel(false);
     let task = tokio::spawn(crate::canary::supervise::supervise(
         Arc::new(engine),
