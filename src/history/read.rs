@@ -36,8 +36,13 @@ pub fn open(path: &Path) -> Result<Option<Repository>> {
 
 /// Every note under `refs/notes/gitcanary`: the annotated commit and its entries.
 pub fn notes(repo: &Repository) -> Result<Vec<(Oid, Note)>> {
+    notes_at(repo, NOTES_REF)
+}
+
+/// Every note under `notes_ref` (e.g. the remote's notes, fetched to another ref).
+pub fn notes_at(repo: &Repository, notes_ref: &str) -> Result<Vec<(Oid, Note)>> {
     let err = git_err(repo.path());
-    let iter = match repo.notes(Some(NOTES_REF)) {
+    let iter = match repo.notes(Some(notes_ref)) {
         Ok(n) => n,
         Err(e) if e.code() == git2::ErrorCode::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(err(e)),

@@ -214,6 +214,24 @@ impl Writer {
     }
 }
 
+/// The commit of `commits` that descends from all the others (the first when none
+/// does, or when they are not in `repo`): the one that introduced a revision made of
+/// objects the others applied.
+pub fn newest(repo: &Repository, commits: &[String]) -> String {
+    let first = commits.first().cloned().unwrap_or_default();
+    let oids: Vec<Oid> = commits
+        .iter()
+        .filter_map(|c| Oid::from_str(c).ok())
+        .collect();
+    oids.iter()
+        .find(|a| {
+            oids.iter()
+                .all(|b| a == &b || repo.graph_descendant_of(**a, *b).unwrap_or(false))
+        })
+        .map(Oid::to_string)
+        .unwrap_or(first)
+}
+
 /// A number that differs between processes and calls, to spread retries.
 fn jitter() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -271,24 +289,11 @@ impl Actor {
         }
     }
 
-    /// The commit of `commits` that descends from all the others (the first when
-    /// none does, or when they are not in the repository).
     fn newest(&self, commits: &[String]) -> String {
-        let first = commits.first().cloned().unwrap_or_default();
-        let Ok(repo) = self.repo() else {
-            return first;
-        };
-        let oids: Vec<Oid> = commits
-            .iter()
-            .filter_map(|c| Oid::from_str(c).ok())
-            .collect();
-        oids.iter()
-            .find(|a| {
-                oids.iter()
-                    .all(|b| a == &b || repo.graph_descendant_of(**a, *b).unwrap_or(false))
-            })
-            .map(Oid::to_string)
-            .unwrap_or(first)
+        match self.repo() {
+            Ok(repo) => newest(&repo, commits),
+            Err(_) => commits.first().cloned().unwrap_or_default(),
+        }
     }
 
     fn repo(&self) -> Result<Repository> {
