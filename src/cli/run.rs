@@ -94,6 +94,26 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The engine's outcome sink, after rebuilding the rejected tags from the notes (a
+/// lost state dir forgets none).
+async fn outcome_sink(
+    rec: &reconcile::Reconciler,
+    writer: crate::history::Writer,
+) -> Arc<dyn crate::history::OutcomeSink> {
+    let (source, state) = (rec.source().clone(), rec.config().state_dir());
+    let rebuilt = tokio::task::spawn_blocking(move || {
+        crate::rollback::sink::rebuild_rejected(&source, &state)
+    })
+    .await;
+    match rebuilt {
+        Ok(Ok(n)) => tracing::debug!(rejected = n, "rejected tags read from the notes"),
+        Ok(Err(e)) => tracing::warn!("rejected tags not read from the notes: {e}"),
+        Err(e) => tracing::warn!("rejected tags not read from the notes: {e}"),
+    }
+    let sink = crate::rollback::sink::Rollbacks::new(writer, rec.source().clone(), rec.config());
+    Arc::new(sink)
+}
+
 /// Opens the target, starts what it runs in this process, and reconciles until a
 /// shutdown signal.
 async fn reconcile_until_shutdown(
@@ -107,10 +127,12 @@ async fn reconcile_until_shutdown(
     let (in_process, election): (Option<Box<dyn reconcile::InProcess>>, _) =
         match &rec.config().target.kubernetes {
             None => {
-                // Finished analyses become notes, written by the reconciler's Git writer.
-                let outcomes = rec
-                    .writer()
-                    .map(|w| Arc::new(w.clone()) as Arc<dyn crate::history::OutcomeSink>);
+                // Finished analyses become notes, written by the reconciler's Git writer;
+                // failed ones also reject their tags and are rolled back when asked.
+                let outcomes = match rec.writer() {
+                    Some(w) => Some(outcome_sink(&rec, w.clone()).await),
+                    None => None,
+                };
                 let services = crate::targets::local::services::LocalServices::start(
                     rec.config(),
                     loadtester,

@@ -178,18 +178,6 @@ pub fn from_failure(
         .collect()
 }
 
-/// The container images of a Deployment's (or its primary's) pod template.
-pub fn template_images(deployment: &serde_json::Value) -> Vec<String> {
-    let pod = &deployment["spec"]["template"]["spec"];
-    pod["containers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .chain(pod["initContainers"].as_array().into_iter().flatten())
-        .filter_map(|c| c["image"].as_str().map(str::to_string))
-        .collect()
-}
-
 /// Where the running process caches the set.
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("status").join("rejected-tags.json")

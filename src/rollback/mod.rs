@@ -4,6 +4,8 @@
 //! `plan` decides (pure); this module never touches the target or the engine's state.
 
 pub mod plan;
+pub mod run;
+pub mod sink;
 
 #[cfg(test)]
 mod tests;
