@@ -278,3 +278,34 @@ fn a_file_that_does_not_parse_is_named() {
     let err = plan(&podinfo(), &[file("p.yaml", DEPLOY, "a: [", DEPLOY)]).unwrap_err();
     assert!(err.to_string().starts_with("p.yaml (failed): "), "{err}");
 }
+
+#[test]
+fn a_failed_rollout_rejects_the_tags_it_moved_to_and_names_why() {
+    use crate::history::note::{ImageChange, Rollout};
+    let r = Rollout {
+        canary: "test/podinfo".into(),
+        reason: "Rolling back podinfo.test failed checks threshold reached 5".into(),
+        images: vec![ImageChange {
+            container: "podinfod".into(),
+            from: "ghcr.io/stefanprodan/podinfo:6.0.0".into(),
+            to: "ghcr.io/stefanprodan/podinfo:6.0.1".into(),
+        }],
+        end: 7.0,
+        ..Default::default()
+    };
+    let tags = super::sink::rejections(&r, "c0ffee");
+    assert_eq!(tags.len(), 1);
+    assert_eq!(
+        (tags[0].image.as_str(), tags[0].tag.as_str(), tags[0].at),
+        ("ghcr.io/stefanprodan/podinfo", "6.0.1", 7.0)
+    );
+    assert_eq!(
+        super::sink::why(&r.reason, "podinfo.test"),
+        "failed checks threshold reached 5"
+    );
+    // Another wording stays whole.
+    assert_eq!(
+        super::sink::why("Canary failed! Scaling down podinfo.test", "podinfo.test"),
+        "Canary failed! Scaling down podinfo.test"
+    );
+}
