@@ -245,28 +245,22 @@ impl Entry {
 
     /// Reads an entry; one of an unknown kind or shape is kept as [`Entry::Other`].
     pub fn from_value(v: Value) -> Entry {
-        let kind = v["kind"].as_str().unwrap_or("rollout").to_string();
-        let strip = |v: &Value| {
-            let mut v = v.clone();
-            if let Some(o) = v.as_object_mut() {
-                o.remove("kind");
-            }
-            v
-        };
-        let parsed = match kind.as_str() {
-            "rollout" => serde_json::from_value::<Rollout>(strip(&v))
-                .ok()
-                .map(|r| Entry::Rollout(Box::new(r))),
-            "tagRejected" | "tagAllowed" => serde_json::from_value::<TagRecord>(strip(&v))
-                .ok()
-                .map(|mut t| {
-                    t.action = if kind == "tagAllowed" {
-                        TagAction::Allowed
-                    } else {
-                        TagAction::Rejected
-                    };
-                    Entry::Tag(t)
-                }),
+        // Read from a borrow (no copy of the samples); `kind` lands in `extra`.
+        let kind = v["kind"].as_str().unwrap_or("rollout");
+        let parsed = match kind {
+            "rollout" => Rollout::deserialize(&v).ok().map(|mut r| {
+                r.extra.remove("kind");
+                Entry::Rollout(Box::new(r))
+            }),
+            "tagRejected" | "tagAllowed" => TagRecord::deserialize(&v).ok().map(|mut t| {
+                t.extra.remove("kind");
+                t.action = if kind == "tagAllowed" {
+                    TagAction::Allowed
+                } else {
+                    TagAction::Rejected
+                };
+                Entry::Tag(t)
+            }),
             _ => None,
         };
         parsed.unwrap_or(Entry::Other(v))
@@ -327,17 +321,30 @@ impl Note {
     /// object (an entry written by hand). Text outside the blocks is for humans and
     /// is not read. A note with nothing readable has no entries.
     pub fn parse(text: &str) -> Note {
-        let mut note = Note::default();
         let trimmed = text.trim();
-        if trimmed.starts_with('{') {
-            if let Ok(v) = serde_json::from_str::<Value>(trimmed) {
-                note.merge(values(v).into_iter().map(Entry::from_value));
-            }
-            return note;
-        }
-        for block in json_blocks(text) {
-            if let Ok(v) = serde_json::from_str::<Value>(block) {
-                note.merge(values(v).into_iter().map(Entry::from_value));
+        let blocks = if trimmed.starts_with('{') {
+            vec![trimmed]
+        } else {
+            json_blocks(text)
+        };
+        let mut parsed: Vec<Vec<Value>> = blocks
+            .into_iter()
+            .filter_map(|b| serde_json::from_str::<Value>(b).ok())
+            .map(values)
+            .collect();
+        let mut note = Note::default();
+        if parsed.len() == 1 {
+            // One block, as gitcanary writes it: its entries are distinct already, and
+            // listing 1,000 notes should not pay for the union.
+            note.entries = parsed
+                .remove(0)
+                .into_iter()
+                .map(Entry::from_value)
+                .collect();
+            note.entries.sort_by(|a, b| a.time().total_cmp(&b.time()));
+        } else {
+            for entries in parsed {
+                note.merge(entries.into_iter().map(Entry::from_value));
             }
         }
         note

@@ -80,12 +80,14 @@ pub fn rollouts(repo: &Repository) -> Result<Vec<Recorded>> {
                 message.lines().next().unwrap_or_default().to_string()
             })
             .unwrap_or_default();
-        for r in note.rollouts() {
-            out.push(Recorded {
-                commit: oid.to_string(),
-                subject: subject.clone(),
-                rollout: r.clone(),
-            });
+        for e in note.entries {
+            if let super::note::Entry::Rollout(r) = e {
+                out.push(Recorded {
+                    commit: oid.to_string(),
+                    subject: subject.clone(),
+                    rollout: *r,
+                });
+            }
         }
     }
     out.sort_by(|a, b| b.rollout.end.total_cmp(&a.rollout.end));
