@@ -12,7 +12,7 @@ use super::metrics::MetricsProvider;
 use super::primary::deployment;
 use super::router::{BoxFuture, TrafficRouter};
 use super::spec::{self, CanarySpec, HookType};
-use super::state::{CanaryStatus, Phase, Severity};
+use super::state::{CanaryStatus, MetricValue, Phase, Severity};
 use super::workloads::{readiness, Workloads};
 use crate::manifest::ObjectKey;
 use serde_json::{json, Value};
@@ -386,14 +386,16 @@ impl Core {
         self.track(&c, &seen);
         self.restore_route(&c, &seen.status).await;
         let counted = builtin::Counted::new(&seen.status, &seen.target_hash);
-        let obs = self
+        let (obs, measured) = self
             .gather(&c, &seen.status, seen.obs.clone(), &counted, now)
             .await;
         let mut plan = decide::decide(&c, &seen.status, &obs, now);
         self.hold_slot(&c.id(), decide::analysing(plan.status.phase));
         plan.status.tracked_configs = seen.tracked.clone();
         if obs.analysis.is_some() {
-            plan.status.last_metrics = counted.values(&*self.metrics, &c, now).await;
+            // What the checks measured, templates included; empty when a webhook
+            // failed first and no metric ran.
+            plan.status.last_metrics = measured;
         }
         self.apply(&c, &plan, &seen).await?;
         self.report(&c, &plan, &seen, now).await;
@@ -415,7 +417,8 @@ impl Core {
         .await?
     }
 
-    /// Calls the gates and runs the checks that are due for this step.
+    /// Calls the gates and runs the checks that are due for this step; with the
+    /// observations, each metric an analysis check measured.
     async fn gather(
         &self,
         c: &CanarySpec,
@@ -423,7 +426,7 @@ impl Core {
         mut obs: Observations,
         counted: &builtin::Counted,
         now: f64,
-    ) -> Observations {
+    ) -> (Observations, Vec<MetricValue>) {
         let rev = obs.revision.clone();
         let phase = status.phase;
         let mut step = decide::due(c, status, now);
@@ -450,16 +453,19 @@ impl Core {
             obs.rollback_requested =
                 self.gate(c, HookType::Rollback, phase, &rev).await == Some(true);
         }
+        let mut measured = Vec::new();
         match step {
             Due::PreRollout => {
                 let checks = self.checks(c, HookType::PreRollout, phase, &rev, counted, now);
-                obs.pre_rollout = Some(checks.await)
+                obs.pre_rollout = Some(checks.await.0)
             }
             Due::Analysis => {
                 let checks = self.checks(c, HookType::Rollout, phase, &rev, counted, now);
-                obs.analysis = Some(checks.await)
+                let (checks, values) = checks.await;
+                obs.analysis = Some(checks);
+                measured = values;
             }
-            Due::Nothing => return obs,
+            Due::Nothing => return (obs, measured),
         }
         match decide::step_gate(c, status) {
             Some(HookType::ConfirmTrafficIncrease) => {
@@ -470,7 +476,7 @@ impl Core {
             Some(kind) => obs.confirm_promotion = self.gate(c, kind, phase, &rev).await,
             None => {}
         }
-        obs
+        (obs, measured)
     }
 
     async fn call_hook(
@@ -569,7 +575,7 @@ impl Core {
         rev: &str,
         counted: &builtin::Counted,
         now: f64,
-    ) -> Checks {
+    ) -> (Checks, Vec<MetricValue>) {
         let mut failures = Vec::new();
         for w in c.analysis.webhooks.iter().filter(|w| w.kind == kind) {
             match (self.call_hook(c, w, phase, rev).await, kind) {
@@ -587,39 +593,54 @@ impl Core {
             }
         }
         if kind != HookType::Rollout || !failures.is_empty() {
-            return Checks { failures };
+            return (Checks { failures }, Vec::new());
         }
         let provider = c.provider.clone().unwrap_or_else(|| "gitcanary".into());
+        let mut values = Vec::with_capacity(c.analysis.metrics.len());
         for m in &c.analysis.metrics {
-            if let Some((tname, tns)) = &m.template {
-                if let Some(f) = self.template_check(c, m, tname, tns).await {
-                    failures.push(f);
+            let (value, failed) = match &m.template {
+                Some((tname, tns)) => {
+                    let (value, failure) = self.template_check(c, m, tname, tns).await;
+                    (value, Vec::from_iter(failure))
                 }
-                continue;
-            }
-            let value = counted.value(&*self.metrics, c, m, now).await;
-            failures.extend(super::checks::builtin(c, m, &provider, value));
+                None => {
+                    let value = counted.value(&*self.metrics, c, m, now).await;
+                    (value, super::checks::builtin(c, m, &provider, value))
+                }
+            };
+            values.push(MetricValue {
+                name: m.name.clone(),
+                value,
+                min: m.min,
+                max: m.max,
+                failed: !failed.is_empty(),
+            });
+            failures.extend(failed);
         }
-        Checks { failures }
+        (Checks { failures }, values)
     }
 
-    /// Runs one MetricTemplate check; the halt message on failure.
+    /// Runs one MetricTemplate check: the value the query returned, if any, and the
+    /// halt message on failure.
     async fn template_check(
         &self,
         c: &CanarySpec,
         m: &spec::MetricSpec,
         tname: &str,
         tns: &str,
-    ) -> Option<String> {
+    ) -> (Option<f64>, Option<String>) {
         let key = ObjectKey::new("flagger.app/v1beta1", "MetricTemplate", tns, tname);
         let Ok(Some(t)) = self.get_object(key).await else {
-            return Some(format!("Metric template {tname}.{tns} error: not found"));
+            return (
+                None,
+                Some(format!("Metric template {tname}.{tns} error: not found")),
+            );
         };
         let provider = t["spec"]["provider"]["type"]
             .as_str()
             .unwrap_or("prometheus");
         if provider != "prometheus" {
-            return Some(format!("Metric template {tname}.{tns} provider {provider} error: only prometheus is supported"));
+            return (None, Some(format!("Metric template {tname}.{tns} provider {provider} error: only prometheus is supported")));
         }
         let interval = crate::util::duration::format(m.interval);
         let model = super::metrics::Model {
@@ -634,9 +655,12 @@ impl Core {
             match super::metrics::render(t["spec"]["query"].as_str().unwrap_or_default(), &model) {
                 Ok(q) => q,
                 Err(e) => {
-                    return Some(format!(
-                        "Metric template {tname}.{tns} query render error: {e}"
-                    ))
+                    return (
+                        None,
+                        Some(format!(
+                            "Metric template {tname}.{tns} query render error: {e}"
+                        )),
+                    )
                 }
             };
         let address = self
@@ -661,7 +685,9 @@ impl Core {
             now: 0.0,
             query: &query,
         };
-        super::checks::template(c, m, prometheus.query(&q).await)
+        let answer = prometheus.query(&q).await;
+        let value = answer.as_ref().ok().copied().flatten();
+        (value, super::checks::template(c, m, answer))
     }
 }
 

@@ -32,6 +32,10 @@ pub struct Series {
     pub max: Option<f64>,
     /// `[time, value]` pairs (Unix seconds); a null value is a check without data.
     pub points: Vec<(f64, Option<f64>)>,
+    /// The times among `points` whose check failed (out of range, no data, or a
+    /// query error), as the engine judged them.
+    #[serde(default)]
+    pub failed: Vec<f64>,
 }
 
 /// The samples of one analysis.
@@ -146,6 +150,11 @@ pub fn advance(s: &mut Samples, before: &CanaryStatus, after: &CanaryStatus, now
             series.min = m.min;
             series.max = m.max;
             push(&mut series.points, (after.last_step_time, m.value));
+            if m.failed {
+                series.failed.push(after.last_step_time);
+            }
+            let oldest = series.points[0].0;
+            series.failed.retain(|t| *t >= oldest);
         }
         changed = true;
     }
@@ -240,6 +249,7 @@ mod tests {
                         value: Some(v),
                         min: Some(99.0),
                         max: None,
+                        failed: false,
                     }]
                 })
                 .unwrap_or_default(),
@@ -310,6 +320,27 @@ mod tests {
         assert_eq!(s.last.as_ref().unwrap().start, 10.0);
         assert_eq!(s.current.as_ref().unwrap().start, 500.0);
         assert_eq!(s.success_rate(), vec![98.0]);
+    }
+
+    #[test]
+    fn failed_checks_are_kept_with_their_points_and_go_with_them() {
+        let mut s = Samples::default();
+        let mut before = status(Phase::Initialized, 0, 0.0, 0.0, None);
+        for i in 0..(MAX_POINTS + 2) {
+            let t = 10.0 + i as f64;
+            let mut after = status(Phase::Progressing, 10, 10.0, t, Some(100.0));
+            // The first three checks and the last one failed.
+            after.last_metrics[0].failed = i < 3 || i == MAX_POINTS + 1;
+            advance(&mut s, &before, &after, t);
+            before = after;
+        }
+        let series = &s.current.as_ref().unwrap().metrics[0];
+        assert_eq!(series.points.len(), MAX_POINTS);
+        assert_eq!(
+            series.failed,
+            vec![12.0, 11.0 + MAX_POINTS as f64],
+            "the two oldest failures left with their points"
+        );
     }
 
     #[test]

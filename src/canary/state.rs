@@ -130,6 +130,9 @@ pub struct MetricValue {
     pub min: Option<f64>,
     /// Upper bound.
     pub max: Option<f64>,
+    /// Whether the check failed: no value, a query error, or a value out of range.
+    #[serde(default)]
+    pub failed: bool,
 }
 
 /// Events kept in the status.

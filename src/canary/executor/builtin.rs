@@ -5,7 +5,6 @@
 
 use super::*;
 use crate::canary::metrics::MetricQuery;
-use crate::canary::state::MetricValue;
 
 /// Which requests the built-in metrics count.
 pub(super) struct Counted {
@@ -66,25 +65,5 @@ impl Counted {
             }
         }
         true
-    }
-
-    /// Every metric's current value against its thresholds, kept in the status when a
-    /// check ran (for `describe`); templates show no value.
-    pub(super) async fn values(
-        &self,
-        provider: &dyn MetricsProvider,
-        c: &CanarySpec,
-        now: f64,
-    ) -> Vec<MetricValue> {
-        let mut out = Vec::with_capacity(c.analysis.metrics.len());
-        for m in &c.analysis.metrics {
-            out.push(MetricValue {
-                name: m.name.clone(),
-                value: self.value(provider, c, m, now).await,
-                min: m.min,
-                max: m.max,
-            });
-        }
-        out
     }
 }
