@@ -1,11 +1,14 @@
 //! The web UI and its API through `gitcanary run`: the API's shapes equal
 //! `gitcanary get -o json`, the token gate and the login form, actions with their CSRF
 //! check and log line, masked Secrets, and the canary page in a real headless Chromium
-//! during an analysis (DOM, screenshot, and no request leaving 127.0.0.1).
+//! during an analysis (DOM, screenshot, and no request leaving 127.0.0.1); and the same
+//! API and pages over a real kube-apiserver (envtest) on the Kubernetes target.
 
 #[path = "common/browser.rs"]
 mod browser;
 mod common;
+#[path = "common/envtest.rs"]
+mod envtest;
 use common::*;
 use std::time::Duration;
 
@@ -89,6 +92,10 @@ fn the_api_returns_the_shapes_of_get_json() {
         .unwrap_or_else(|| panic!("{path} never settled"));
         assert_eq!(same.0, same.1, "get {what} -o json and {path} differ");
     }
+    // The source says how long its last sync took.
+    let sources = get_json(&addr, "/api/v1/sources", &[]);
+    let took = sources[0]["lastSyncDuration"].as_f64();
+    assert!(took.is_some_and(|s| s > 0.0 && s < 60.0), "{sources}");
     let canaries = get_json(&addr, "/api/v1/canaries", &[]);
     assert_eq!(canaries[0]["name"], "podinfo");
     assert_eq!(canaries[0]["status"], "Initialized");
@@ -279,6 +286,12 @@ fn the_canary_page_in_a_browser_during_an_analysis() {
         "document.querySelector('tr[data-canary=\"test/podinfo\"] svg.spark')",
         20,
     );
+    let took = b.eval("document.querySelector('#sync-duration').textContent");
+    assert!(
+        took.as_str()
+            .is_some_and(|t| t.ends_with(" ms") || t.ends_with(" s")),
+        "the source card shows the last sync's duration: {took}"
+    );
     // The history page lists the rollout notes in the fetched repository (issue 12
     // writes them; here one is added by hand).
     let cache = std::fs::read_dir(setup.state().join("cache/git"))
@@ -370,6 +383,227 @@ fn with_a_token_the_browser_gets_the_login_form_and_an_httponly_cookie() {
     assert!(
         b.eval("!!document.querySelector('#source button[data-action]')") == true,
         "actions shown with a session"
+    );
+    assert_local(&b.requests.lock().unwrap());
+    running.stop();
+}
+
+/// A Prometheus API on 127.0.0.1 answering the n-th instant query with `values[n]`
+/// (the last one after that); its address.
+fn prometheus_answering(values: &'static [f64]) -> String {
+    use std::io::{BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut n = 0;
+        for stream in l.incoming().flatten() {
+            let mut r = BufReader::new(stream);
+            let Some((line, _)) = read_request(&mut r) else {
+                continue;
+            };
+            let body = if line.starts_with("GET /api/v1/query?") {
+                let v = values[n.min(values.len() - 1)];
+                n += 1;
+                format!(
+                    r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1,"{v}"]}}]}}}}"#
+                )
+            } else {
+                r#"{"status":"error","error":"not a query"}"#.to_string()
+            };
+            let _ = write!(
+                r.get_mut(),
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_metric_templates_values_are_sampled_and_charted_with_their_failed_checks() {
+    let (remote, _setup, running, addr) = started("3s", "", &[]);
+    // The second check's value is out of range: one failed check, below the threshold.
+    let prometheus = prometheus_answering(&[7.0, 12.0, 7.0]);
+    let template = format!("apiVersion: flagger.app/v1beta1\nkind: MetricTemplate\nmetadata:\n  name: errors\n  namespace: test\nspec:\n  provider:\n    type: prometheus\n    address: {prometheus}\n  query: sum(rate(errors_total{{namespace=\"{{{{ namespace }}}}\"}}[{{{{ interval }}}}]))\n");
+    let mut files = app("1.0.1", "3s");
+    for (path, text) in files.iter_mut() {
+        if *path == "podinfo/canary.yaml" {
+            *text = text.replace(
+                "    metrics:\n",
+                "    metrics:\n      - name: errors\n        templateRef:\n          name: errors\n        thresholdRange:\n          max: 10\n        interval: 1m\n",
+            );
+        }
+    }
+    files.push(("podinfo/errors.yaml", template));
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    remote
+        .write(&refs)
+        .push("podinfo 1.0.1 with an errors template");
+    let path = "/api/v1/canaries/test/podinfo";
+    let series = |c: &serde_json::Value| {
+        c["samples"]["current"]["metrics"]
+            .as_array()?
+            .iter()
+            .find(|m| m["name"] == "errors")
+            .cloned()
+    };
+    let (detail, errors) = wait_for(Duration::from_secs(90), || {
+        let c = get_json(&addr, path, &[]);
+        let s = series(&c)?;
+        (s["points"].as_array()?.len() >= 3).then_some((c, s))
+    })
+    .unwrap_or_else(|| panic!("no samples of the template: {}", get_json(&addr, path, &[])));
+    let points = errors["points"].as_array().unwrap();
+    let values: Vec<f64> = points[..3].iter().map(|p| p[1].as_f64().unwrap()).collect();
+    assert_eq!(values, vec![7.0, 12.0, 7.0], "{errors}");
+    assert_eq!(errors["max"], 10.0);
+    assert_eq!(
+        errors["failed"],
+        serde_json::json!([points[1][0]]),
+        "the check over the threshold is marked failed: {errors}"
+    );
+    let last = detail["lastMetrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "errors")
+        .cloned()
+        .unwrap_or_default();
+    assert!(last["value"].is_number() && last["max"] == 10.0, "{last}");
+    let mut b = browser::Browser::start();
+    b.goto(&format!("http://{addr}/ui/#/canary/test/podinfo"));
+    b.wait(
+        "document.body.dataset.loaded === 'canary' && document.querySelectorAll('#metric-errors circle.pt').length >= 3",
+        30,
+    );
+    assert_eq!(
+        b.eval("document.querySelectorAll('#metric-errors circle.pt.fail').length"),
+        1,
+        "one failed check marked on the chart"
+    );
+    assert_eq!(
+        b.eval("document.querySelectorAll('#metric-errors .threshold').length"),
+        1,
+        "the chart shows the template's max"
+    );
+    running.stop();
+}
+
+#[test]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+fn on_kubernetes_the_ui_lists_what_was_applied_to_the_cluster() {
+    let plane = envtest::shared();
+    let ns = plane.namespace_blocking("ui");
+    let remote = Remote::new();
+    let files = [
+        ("cm.yaml", format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: {ns}\ndata:\n  k: v\n")),
+        ("secret.yaml", format!("apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  namespace: {ns}\nstringData:\n  password: hunter2-do-not-show\n")),
+        ("deploy.yaml", format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: {ns}\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n        - name: web\n          image: example.com/web:1.0.0\n")),
+    ];
+    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let commit = remote.write(&refs).push("web");
+    let url = format!("file://{}", remote.bare.display());
+    let setup = Setup::new(&url, "", "");
+    let target = plane
+        .target_yaml(&ns)
+        .replace("kubernetes:\n", "kubernetes:\n    stateDir: ./state\n");
+    std::fs::write(
+        &setup.config,
+        format!("source:\n  url: {url}\n  interval: 1h\n{target}server:\n  listen: 127.0.0.1:0\n"),
+    )
+    .unwrap();
+    let running = setup.spawn_run(&[]);
+    let addr = setup.server_address();
+    let revision = format!("main@sha1:{commit}");
+    wait_for(Duration::from_secs(60), || {
+        let s = get_json(&addr, "/api/v1/sources", &[]);
+        (s[0]["appliedRevision"] == revision.as_str()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("never applied: {}", get_json(&addr, "/api/v1/sources", &[])));
+    assert!(
+        setup.state().join("status/source.json").exists(),
+        "the state dir is where the config says"
+    );
+    assert!(
+        !setup.state().join("inventory.json").exists(),
+        "the inventory lives in the cluster, not in the state dir"
+    );
+    let objects = get_json(&addr, "/api/v1/objects", &[]);
+    let row = |kind: &str, name: &str| {
+        objects
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["kind"] == kind && o["name"] == name && o["namespace"] == ns.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("{kind} {name} not listed: {objects}"))
+    };
+    let cm = row("ConfigMap", "settings");
+    assert_eq!(cm["revision"], commit.as_str(), "{cm}");
+    assert_eq!(cm["source"], "cm.yaml", "{cm}");
+    assert_eq!(cm["health"], "Current", "{cm}");
+    row("Secret", "db");
+    // No controller runs its Pods: kstatus over the live Deployment says so.
+    let web = row("Deployment", "web");
+    assert_eq!(web["health"], "InProgress", "{web}");
+    // `get objects -o json` reads the cluster through the same shapes.
+    let out = setup.cmd(&["get", "objects", "-o", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        cli, objects,
+        "get objects -o json and /api/v1/objects differ"
+    );
+    // The YAML is the live object's, Secret data masked, without field managers.
+    let (code, _, body) = http_request(
+        &addr,
+        "GET",
+        &format!("/api/v1/objects/core/Secret/{ns}/db"),
+        &[],
+        b"",
+    );
+    let yaml = String::from_utf8_lossy(&body);
+    assert_eq!(code, 200, "{yaml}");
+    assert!(yaml.contains("password") && yaml.contains("uid:"), "{yaml}");
+    assert!(
+        !yaml.contains("hunter2")
+            && !yaml.contains("aHVudGVyMi1kby1ub3Qtc2hvdw")
+            && !yaml.contains("managedFields"),
+        "{yaml}"
+    );
+    assert_eq!(
+        get_json(&addr, "/api/v1/canaries", &[]),
+        serde_json::json!([])
+    );
+    // The pages show the same.
+    let mut b = browser::Browser::start();
+    b.goto(&format!("http://{addr}/ui/#/objects"));
+    let listed = b.wait(
+        "document.body.dataset.loaded === 'objects' && document.querySelector('#main').innerText",
+        20,
+    );
+    let listed = listed.as_str().unwrap();
+    assert!(
+        listed.contains(&ns)
+            && listed.contains("settings")
+            && listed.contains("web")
+            && listed.contains(&commit[..12]),
+        "{listed}"
+    );
+    b.goto(&format!("http://{addr}/ui/#/"));
+    let source = b.wait(
+        "document.body.dataset.loaded === 'overview' && document.querySelector('#source').innerText",
+        20,
+    );
+    let source = source.as_str().unwrap();
+    assert!(
+        source.contains(&revision[..revision.len() - 28]),
+        "{source}"
     );
     assert_local(&b.requests.lock().unwrap());
     running.stop();

@@ -1,5 +1,6 @@
-//! `gitcanary get sources|objects`: reads the state dir, so it works while `run` is
-//! active (every file it reads is replaced atomically).
+//! `gitcanary get sources|objects|...`: reads the state dir, and objects through the
+//! configured target, so it works while `run` is active (every file it reads is
+//! replaced atomically) and on Kubernetes as on the local target.
 
 use crate::cli::listing::{self, Listing, Row};
 use crate::cli::output::{self, Format};
@@ -150,12 +151,12 @@ fn print_services(
 }
 
 /// Canaries as `kubectl get canaries` shows them; the values are `ui::shapes`'.
-fn canary_rows(state: &Path) -> anyhow::Result<Listing> {
+fn canary_rows(view: shapes::View) -> anyhow::Result<Listing> {
     let cell = |v: &serde_json::Value, k: &str| match &v[k] {
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    let rows = shapes::canaries(state)?
+    let rows = shapes::canaries(view)?
         .into_iter()
         .map(|v| Row {
             key: format!("{}/{}", cell(&v, "namespace"), cell(&v, "name")),
@@ -190,9 +191,9 @@ fn canary_rows(state: &Path) -> anyhow::Result<Listing> {
 
 /// Objects in the inventory, with the revision and file that last wrote each; the
 /// values are `ui::shapes`'.
-fn object_rows(state: &Path) -> anyhow::Result<Listing> {
+fn object_rows(view: shapes::View) -> anyhow::Result<Listing> {
     let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_string();
-    let rows = shapes::objects(state)?
+    let rows = shapes::objects(view)?
         .into_iter()
         .map(|v| {
             let ns = match text(&v, "namespace") {
@@ -298,6 +299,19 @@ pub fn print_images(state: &Path, fmt: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the configured target for reading and runs `f` over it and the state dir.
+fn with_view<T>(
+    cfg: &Config,
+    state: &Path,
+    f: impl FnOnce(shapes::View) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let target = crate::targets::open(cfg, false)?;
+    f(shapes::View {
+        target: &*target,
+        state_dir: state,
+    })
+}
+
 /// Runs `get`.
 pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(config)?;
@@ -355,7 +369,7 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
             url,
         } => return print_services(&state, service.as_deref(), fmt, url),
         What::Canaries { output: fmt, watch } => {
-            return list(fmt, watch, || canary_rows(&state));
+            return with_view(&cfg, &state, |v| list(fmt, watch, || canary_rows(v)));
         }
         What::Helmreleases { output: fmt } => {
             let rows: Vec<serde_json::Value> = crate::sync::hooks::read_records(&state)
@@ -386,7 +400,7 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
             }
         }
         What::Objects { output: fmt, watch } => {
-            return list(fmt, watch, || object_rows(&state));
+            return with_view(&cfg, &state, |v| list(fmt, watch, || object_rows(v)));
         }
     }
     Ok(ExitCode::SUCCESS)

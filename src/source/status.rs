@@ -31,6 +31,9 @@ pub struct SourceStatus {
     pub last_error_at: Option<f64>,
     /// Last attempt.
     pub last_attempt_at: Option<f64>,
+    /// How long the last attempt took, fetch to apply, in seconds (success or not).
+    #[serde(default)]
+    pub last_sync_duration: Option<f64>,
     /// Consecutive failed attempts.
     pub failures: u32,
     /// Whether the last attempt succeeded.

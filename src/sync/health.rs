@@ -13,12 +13,19 @@ use serde_json::Value;
 /// whose status says whether they work. Plain data (ConfigMaps, Secrets, RBAC, …) is
 /// healthy once applied, so it costs no read.
 pub fn watched(desired: &Object) -> bool {
-    let key = &desired.key;
+    watched_kind(&desired.key, || {
+        desired.value()["spec"]["type"] == "LoadBalancer"
+    })
+}
+
+/// [`watched`] by identity; `load_balancer` says whether a Service is one, and is
+/// asked only for Services (the one kind whose spec decides).
+pub fn watched_kind(key: &ObjectKey, load_balancer: impl FnOnce() -> bool) -> bool {
     match (key.group.as_str(), key.kind.as_str()) {
         ("apps", "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet") => true,
         ("batch", "Job") => true,
         ("", "PersistentVolumeClaim" | "Pod") => true,
-        ("", "Service") => desired.value()["spec"]["type"] == "LoadBalancer",
+        ("", "Service") => load_balancer(),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => true,
         // Built-in kinds without a meaningful status.
         ("", _)

@@ -367,6 +367,7 @@ impl Reconciler {
         // A panic past loading (in planning or applying) fails this sync, not the process.
         let result = crate::util::panic::catch(|| self.sync_inner(started))
             .unwrap_or_else(|caught| Err(Error::Panic(caught.message)));
+        self.status.last_sync_duration = Some(started.elapsed().as_secs_f64());
         let src = self.cfg.source.name.clone();
         match &result {
             Ok(r) => {

@@ -189,4 +189,10 @@ pub trait Target: Send + Sync {
     fn diff(&self, desired: &[Object], inventory: &Inventory) -> Result<Vec<ObjectDiff>>;
     /// How this target runs Helm hooks and waits for workloads.
     fn hooks(&self) -> &dyn HookRunner;
+    /// The health of an object as this target runs it, in kstatus's words; `None`
+    /// when it is absent. By default kstatus judges the object [`Target::get`]
+    /// returns, as a cluster's controllers fill in its status.
+    fn health(&self, key: &ObjectKey) -> Result<Option<kube::health::Status>> {
+        Ok(self.get(key)?.map(|o| kube::health::status(&o)))
+    }
 }

@@ -185,7 +185,7 @@ async fn sources(State(ui): State<Ui>) -> Response {
 }
 
 async fn objects(State(ui): State<Ui>) -> Response {
-    read(move || shapes::objects(&ui.0.state_dir)).await
+    read(move || ui.view(shapes::objects)).await
 }
 
 /// One object's YAML; `group` is `core` for the core group and `ns` is `_` for
@@ -204,8 +204,7 @@ async fn object_yaml(
         namespace: if ns == "_" { String::new() } else { ns },
         name,
     };
-    let dir = ui.0.state_dir.clone();
-    match tokio::task::spawn_blocking(move || shapes::object_yaml(&dir, &key)).await {
+    match tokio::task::spawn_blocking(move || ui.view(|v| shapes::object_yaml(v, &key))).await {
         Ok(Ok(Some(text))) => {
             ([(header::CONTENT_TYPE, "text/yaml; charset=utf-8")], text).into_response()
         }
@@ -216,12 +215,12 @@ async fn object_yaml(
 }
 
 async fn canaries(State(ui): State<Ui>) -> Response {
-    read(move || shapes::canaries(&ui.0.state_dir)).await
+    read(move || ui.view(shapes::canaries)).await
 }
 
 async fn canary(State(ui): State<Ui>, Path((ns, name)): Path<(String, String)>) -> Response {
-    let dir = ui.0.state_dir.clone();
-    match tokio::task::spawn_blocking(move || shapes::canary_detail(&dir, &ns, &name)).await {
+    let detail = move || ui.view(|v| shapes::canary_detail(v, &ns, &name));
+    match tokio::task::spawn_blocking(detail).await {
         Ok(Ok(Some(v))) => Json(v).into_response(),
         Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such canary"),
         Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
@@ -291,8 +290,8 @@ async fn canary_action(
     let (n, a) = (name.clone(), action.clone());
     let done = tokio::task::spawn_blocking(move || -> Result<bool, String> {
         let key = ObjectKey::new("flagger.app/v1beta1", "Canary", &ns, &n);
-        let store = crate::targets::local::LocalStore::open(&dir).map_err(|e| e.to_string())?;
-        if store.get(&key).map_err(|e| e.to_string())?.is_none() {
+        let target = ui.target().map_err(|e| e.to_string())?;
+        if target.get(&key).map_err(|e| e.to_string())?.is_none() {
             return Ok(false);
         }
         match a.as_str() {

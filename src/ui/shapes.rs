@@ -1,15 +1,17 @@
 //! The JSON shapes of sources, objects, canaries and images: one function each, used by
 //! both `gitcanary get ... -o json` and the `/api/v1/` handlers, so the two always
-//! agree. Every shape is read from the state dir (and the in-process canary samples);
-//! none carries a secret: URLs are redacted and Secret data is masked.
+//! agree. Objects are read through the [`Target`] trait, so the same shapes come from
+//! the local store or a cluster; the source status, the canary engine's statuses and
+//! samples and the last image automation run come from the state dir, which every
+//! target keeps. None carries a secret: URLs are redacted and Secret data is masked.
 
-use crate::canary::executor::read_status;
+use crate::canary::executor::{read_status, status_path};
 use crate::canary::samples::{self, Samples};
 use crate::canary::state::{CanaryStatus, Phase};
 use crate::config::Config;
 use crate::manifest::ObjectKey;
 use crate::source::status::{self, SourceStatus};
-use crate::targets::local::LocalStore;
+use crate::targets::Target;
 use crate::util::time::rfc3339_secs;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -17,9 +19,9 @@ use std::path::Path;
 /// What reading a shape can fail on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The local target's store.
+    /// The target.
     #[error("{0}")]
-    Store(#[from] crate::targets::Error),
+    Target(#[from] crate::targets::Error),
     /// A status file.
     #[error("{path}: {source}")]
     Io {
@@ -32,6 +34,15 @@ pub enum Error {
 
 /// Shorthand.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where the shapes of applied objects and canaries are read from.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    /// The target the objects were applied to.
+    pub target: &'a dyn Target,
+    /// The state dir: the canary engine's statuses, commands and samples.
+    pub state_dir: &'a Path,
+}
 
 /// The source's status as `get sources` prints it (`SUSPENDED` is always false: the
 /// source cannot be suspended yet).
@@ -82,28 +93,76 @@ pub fn canary(ns: &str, name: &str, st: &CanaryStatus, success_rate: Vec<f64>) -
         "successRate": success_rate})
 }
 
-/// `get canaries -o json` and `/api/v1/canaries`.
-pub fn canaries(state_dir: &Path) -> Result<Vec<Value>> {
-    let store = LocalStore::open(state_dir)?;
-    Ok(store
-        .list("flagger.app", "Canary")?
-        .iter()
+/// The canary key of `ns/name`.
+fn canary_key(ns: &str, name: &str) -> ObjectKey {
+    ObjectKey::new("flagger.app/v1beta1", "Canary", ns, name)
+}
+
+/// A canary's status: the engine's record in the state dir once this gitcanary's
+/// engine has stepped it, else what the Canary object's `status` says (`obj`, read
+/// when needed: a cluster's canary controller writes it there, as Flagger does).
+fn canary_status(view: View, key: &ObjectKey, obj: Option<&Value>) -> Result<CanaryStatus> {
+    let (ns, name) = (&key.namespace, &key.name);
+    if status_path(view.state_dir, ns, name).exists() {
+        return Ok(read_status(view.state_dir, ns, name));
+    }
+    let fetched;
+    let obj = match obj {
+        Some(o) => o,
+        None => {
+            fetched = view.target.get(key)?.unwrap_or_default();
+            &fetched
+        }
+    };
+    Ok(status_of_object(&obj["status"]))
+}
+
+/// A Canary object's `status` (Flagger's fields) as the engine's status.
+fn status_of_object(s: &Value) -> CanaryStatus {
+    let message = s["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Promoted")
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default();
+    let count = |k: &str| s[k].as_u64().unwrap_or(0).min(u32::MAX as u64) as u32;
+    CanaryStatus {
+        phase: serde_json::from_value(s["phase"].clone()).unwrap_or_default(),
+        canary_weight: count("canaryWeight"),
+        failed_checks: count("failedChecks"),
+        iterations: count("iterations"),
+        last_transition_time: s["lastTransitionTime"]
+            .as_str()
+            .and_then(crate::util::time::parse_rfc3339)
+            .unwrap_or(0.0),
+        message: message.to_string(),
+        ..Default::default()
+    }
+}
+
+/// `get canaries -o json` and `/api/v1/canaries`: the Canaries in the inventory.
+pub fn canaries(view: View) -> Result<Vec<Value>> {
+    let inv = view.target.inventory()?;
+    inv.entries
+        .keys()
+        .filter(|k| k.group == "flagger.app" && k.kind == "Canary")
         .map(|k| {
-            let st = read_status(state_dir, &k.namespace, &k.name);
-            let rate = samples::with(state_dir, &k.namespace, &k.name, Samples::success_rate);
-            canary(&k.namespace, &k.name, &st, rate)
+            let st = canary_status(view, k, None)?;
+            let rate = samples::with(view.state_dir, &k.namespace, &k.name, Samples::success_rate);
+            Ok(canary(&k.namespace, &k.name, &st, rate))
         })
-        .collect())
+        .collect()
 }
 
 /// The canary page: the row, the spec summary, events, webhooks and every sample.
-pub fn canary_detail(state_dir: &Path, ns: &str, name: &str) -> Result<Option<Value>> {
-    let store = LocalStore::open(state_dir)?;
-    let key = ObjectKey::new("flagger.app/v1beta1", "Canary", ns, name);
-    let Some(obj) = store.get(&key)? else {
+pub fn canary_detail(view: View, ns: &str, name: &str) -> Result<Option<Value>> {
+    let state_dir = view.state_dir;
+    let key = canary_key(ns, name);
+    let Some(obj) = view.target.get(&key)? else {
         return Ok(None);
     };
-    let st = read_status(state_dir, ns, name);
+    let st = canary_status(view, &key, Some(&obj))?;
     let s = samples::load(state_dir, ns, name);
     let mut v = canary(ns, name, &st, s.success_rate());
     v["suspended"] = crate::canary::commands::suspended(state_dir, ns, name).into();
@@ -147,59 +206,53 @@ fn webhook(w: &crate::canary::spec::WebhookSpec, st: &CanaryStatus) -> Value {
         "message": failure})
 }
 
-/// A stored object's health in kstatus words (`Current`, `InProgress`, `Failed`), as
-/// Flux reports it, and why.
-fn health(state_dir: &Path, store: &LocalStore, key: &ObjectKey) -> (&'static str, String) {
-    match (key.group.as_str(), key.kind.as_str()) {
-        ("apps", "Deployment") => {
-            let spec = store
-                .get(key)
-                .ok()
-                .flatten()
-                .and_then(|d| d["spec"]["replicas"].as_u64())
-                .unwrap_or(1) as u32;
-            let r = crate::targets::local::runtime::supervisor::rollout_state(
-                state_dir,
-                &key.namespace,
-                &key.name,
-                spec,
-            );
-            let msg = format!("{} of {} available", r.available, r.wanted);
-            if r.unavailable_since.is_some() {
-                ("Failed", msg)
-            } else if r.available >= r.wanted && r.updated >= r.wanted {
-                ("Current", msg)
-            } else {
-                ("InProgress", msg)
-            }
-        }
-        ("flagger.app", "Canary") => {
-            let st = read_status(state_dir, &key.namespace, &key.name);
-            let h = match st.phase {
-                Phase::Initialized | Phase::Succeeded => "Current",
-                Phase::Failed => "Failed",
-                _ => "InProgress",
-            };
-            (h, st.message)
-        }
-        _ => ("Current", String::new()),
+/// An applied object's health in kstatus words (`Current`, `InProgress`, `Failed`,
+/// `Terminating`, or `NotFound` when it is gone), as Flux reports it, and why. Only
+/// kinds whose status says whether they work cost a read; a Canary's health is its
+/// phase.
+fn health(view: View, key: &ObjectKey, live: bool) -> Result<(String, String)> {
+    if !live {
+        return Ok(("NotFound".into(), "not found in the target".into()));
     }
+    if (key.group.as_str(), key.kind.as_str()) == ("flagger.app", "Canary") {
+        let st = canary_status(view, key, None)?;
+        let h = match st.phase {
+            Phase::Initialized | Phase::Succeeded => "Current",
+            Phase::Failed => "Failed",
+            _ => "InProgress",
+        };
+        return Ok((h.into(), st.message));
+    }
+    // A Service's type is in its live object: let the target judge every Service.
+    if !crate::sync::health::watched_kind(key, || true) {
+        return Ok(("Current".into(), String::new()));
+    }
+    Ok(match view.target.health(key)? {
+        Some(s) => (format!("{:?}", s.health), s.message),
+        None => ("NotFound".into(), "not found in the target".into()),
+    })
 }
 
 /// `get objects -o json` and `/api/v1/objects`: the inventory, with health.
-pub fn objects(state_dir: &Path) -> Result<Vec<Value>> {
-    let store = LocalStore::open(state_dir)?;
-    let inv = store.read_inventory()?;
-    Ok(inv
-        .entries
+pub fn objects(view: View) -> Result<Vec<Value>> {
+    let inv = view.target.inventory()?;
+    inv.entries
         .iter()
         .map(|(k, e)| {
-            let (h, why) = health(state_dir, &store, k);
-            json!({"apiVersion": e.api_version, "kind": k.kind, "namespace": k.namespace,
-                "name": k.name, "revision": e.revision, "hash": e.hash, "source": e.file,
-                "health": h, "healthMessage": why})
+            let (h, why) = health(view, k, e.live)?;
+            // The cluster's inventory records Flux's `main@sha1:<commit>`, the local
+            // store the commit: both show the commit.
+            let commit = e
+                .revision
+                .rsplit_once("@sha1:")
+                .map_or(e.revision.as_str(), |r| r.1);
+            Ok(
+                json!({"apiVersion": e.api_version, "kind": k.kind, "namespace": k.namespace,
+                "name": k.name, "revision": commit, "hash": e.hash, "source": e.file,
+                "health": h, "healthMessage": why}),
+            )
         })
-        .collect())
+        .collect()
 }
 
 /// What a Secret must never show: its values. Keys stay, so a reader sees what is set.
@@ -223,14 +276,19 @@ pub fn masked(mut obj: Value) -> Value {
     obj
 }
 
-/// One inventoried object rendered as YAML (Secret data masked); `None` when it is
-/// not in the inventory, so the API shows only what gitcanary applied.
-pub fn object_yaml(state_dir: &Path, key: &ObjectKey) -> Result<Option<String>> {
-    let store = LocalStore::open(state_dir)?;
-    if !store.read_inventory()?.entries.contains_key(key) {
+/// One inventoried object as the target holds it, rendered as YAML (Secret data
+/// masked, and without the field managers a cluster records); `None` when it is not
+/// in the inventory, so the API shows only what gitcanary applied.
+pub fn object_yaml(view: View, key: &ObjectKey) -> Result<Option<String>> {
+    if !view.target.inventory()?.entries.contains_key(key) {
         return Ok(None);
     }
-    Ok(store.get(key)?.map(|o| crate::util::yaml::yaml(&masked(o))))
+    Ok(view.target.get(key)?.map(|mut o| {
+        if let Some(meta) = o["metadata"].as_object_mut() {
+            meta.remove("managedFields");
+        }
+        crate::util::yaml::yaml(&masked(o))
+    }))
 }
 
 /// `get images -o json` and `/api/v1/images`: the last automation run.
@@ -259,6 +317,24 @@ mod tests {
     }
 
     #[test]
+    fn a_canary_objects_status_reads_as_flaggers_fields() {
+        let st = status_of_object(&json!({"phase": "Progressing", "canaryWeight": 30,
+            "failedChecks": 1, "lastTransitionTime": "2026-12-01T20:30:00Z",
+            "conditions": [{"type": "Promoted", "message": "New revision detected, progressing canary analysis."}]}));
+        assert_eq!(st.phase, Phase::Progressing);
+        assert_eq!((st.canary_weight, st.failed_checks), (30, 1));
+        assert_eq!(
+            rfc3339_secs(st.last_transition_time),
+            "2026-12-01T20:30:00Z"
+        );
+        assert_eq!(st.message, Phase::Progressing.message());
+        let none = status_of_object(&Value::Null);
+        assert_eq!(none.phase, Phase::Initializing, "no status yet");
+        let odd = status_of_object(&json!({"phase": "Exploded", "canaryWeight": -3}));
+        assert_eq!((odd.phase, odd.canary_weight), (Phase::Initializing, 0));
+    }
+
+    #[test]
     fn a_canary_row_carries_its_success_rate_sparkline() {
         let st = CanaryStatus {
             phase: Phase::Progressing,
@@ -275,6 +351,7 @@ mod tests {
             value: Some(99.9),
             min: Some(99.0),
             max: None,
+            failed: false,
         }];
         samples::advance(&mut s, &before, &after, 6.0);
         let v = canary("test", "podinfo", &st, s.success_rate());

@@ -48,9 +48,14 @@ pub fn fingerprint(state_dir: &Path) -> Fingerprint {
     let status = state_dir.join("status");
     let areas: [(&'static str, Vec<PathBuf>); 4] = [
         ("sources", vec![status.join("source.json")]),
+        // A cluster keeps its inventory: every sync attempt rewrites the source status.
         (
             "objects",
-            vec![state_dir.join("inventory.json"), status.join("apps")],
+            vec![
+                state_dir.join("inventory.json"),
+                status.join("apps"),
+                status.join("source.json"),
+            ],
         ),
         ("canaries", vec![status.join("flagger.app")]),
         ("images", vec![status.join("images.json")]),
@@ -207,9 +212,10 @@ mod tests {
         assert_eq!(changed(&a, &b), vec!["canaries"]);
         std::fs::write(status.join("source.json"), "{\"ready\":true}").unwrap();
         std::fs::write(status.join("images.json"), "{}").unwrap();
+        // A sync attempt may have changed a cluster's objects too.
         assert_eq!(
             changed(&b, &fingerprint(dir.path())),
-            vec!["images", "sources"]
+            vec!["images", "objects", "sources"]
         );
     }
 

@@ -7,6 +7,7 @@ use super::store::{LocalStore, WriterLock};
 use crate::helm::hooks::{Event, Hook};
 use crate::manifest::{Object, ObjectKey};
 use crate::sync::{plan, ApplyPlan, Inventory, Op};
+use crate::targets::kube::health::{Health, Status};
 use crate::targets::{
     ApplyReport, DiffAction, Error, HookResult, HookRunner, ObjectDiff, Result, Target,
 };
@@ -104,6 +105,38 @@ impl Target for LocalTarget {
 
     fn hooks(&self) -> &dyn HookRunner {
         &self.hooks
+    }
+
+    /// Stored objects carry no status: a Deployment's health is its replicas'
+    /// rollout on the local runtime; any other stored object is current once applied.
+    fn health(&self, key: &ObjectKey) -> Result<Option<Status>> {
+        let Some(obj) = self.store().get(key)? else {
+            return Ok(None);
+        };
+        if (key.group.as_str(), key.kind.as_str()) != ("apps", "Deployment") {
+            return Ok(Some(Status {
+                health: Health::Current,
+                message: String::new(),
+            }));
+        }
+        let wanted = obj["spec"]["replicas"].as_u64().unwrap_or(1) as u32;
+        let r = super::runtime::supervisor::rollout_state(
+            self.store().root(),
+            &key.namespace,
+            &key.name,
+            wanted,
+        );
+        let health = if r.unavailable_since.is_some() {
+            Health::Failed
+        } else if r.available >= r.wanted && r.updated >= r.wanted {
+            Health::Current
+        } else {
+            Health::InProgress
+        };
+        Ok(Some(Status {
+            health,
+            message: format!("{} of {} available", r.available, r.wanted),
+        }))
     }
 }
 

@@ -43,6 +43,7 @@ async function act(path) {
 
 const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleTimeString() : "-");
 const fmtNum = (v, unit) => (v === null || v === undefined ? "no data" : (Math.round(v * 100) / 100) + (unit ? " " + unit : ""));
+const fmtSecs = (s) => (s < 1 ? Math.round(s * 1000) + " ms" : (Math.round(s * 100) / 100) + " s");
 const short = (rev) => (rev ? String(rev).replace(/@sha1:([0-9a-f]{12})[0-9a-f]*/, "@sha1:$1").replace(/^([0-9a-f]{12})[0-9a-f]{20,}$/, "$1") : "-");
 
 function badge(text) {
@@ -62,7 +63,7 @@ function ticks(lo, hi, n) {
   return out;
 }
 
-// A line chart: series [{points: [[t, v]], cls, fail(v)}], thresholds [{v, label}],
+// A line chart: series [{points: [[t, v]], cls, fail(t, v)}], thresholds [{v, label}],
 // x in seconds from t0, y in `unit`. Hovering shows the nearest point's value.
 function chart({ id, title, unit, series, thresholds = [], t0, yMin, yMax, step = false }) {
   const W = 440, H = 190, L = 46, R = 12, T = 10, B = 30;
@@ -107,7 +108,7 @@ function chart({ id, title, unit, series, thresholds = [], t0, yMin, yMax, step 
     if (d) svg.append(h("svg:path", { class: "line " + (s.cls || ""), d }));
     if (s.cls === "last") continue;
     for (const [t, v] of s.points) {
-      const failed = s.fail ? s.fail(v) : false;
+      const failed = s.fail ? s.fail(t, v) : false;
       const py = v === null || v === undefined ? H - B : y(v);
       const label = `${Math.round(t - t0)}s: ${fmtNum(v, unit)}${failed ? " (failed check)" : ""}`;
       const c = h("svg:circle", { class: "pt" + (failed ? " fail" : ""), cx: x(t - t0), cy: py, r: 3.2, "data-t": t, "data-v": v },
@@ -163,12 +164,11 @@ function analysisCharts(current, last, metricsSpec, maxWeight) {
     const thresholds = [];
     if (min !== null && min !== undefined) thresholds.push({ v: min, label: "min " + fmtNum(min, unit) });
     if (max !== null && max !== undefined) thresholds.push({ v: max, label: "max " + fmtNum(max, unit) });
-    // A built-in metric without data is a failed check (as in Flagger); a template's
-    // value is not recorded by the engine, so a missing one says nothing.
-    const missing = (v) => v === null || v === undefined;
-    const fail = (v) => (missing(v) ? !spec.template : (min !== null && min !== undefined && v < min) || (max !== null && max !== undefined && v > max));
+    // The engine marks the checks that failed (no data, a query error, out of range).
+    const failedAt = new Set(s.failed || []);
+    const fail = (t) => failedAt.has(t);
     out.push(chart({
-      id: "metric-" + name, title: name + (spec.template ? " (" + spec.template + "; values not recorded)" : ""), unit, t0, thresholds,
+      id: "metric-" + name, title: name + (spec.template ? " (" + spec.template + ")" : ""), unit, t0, thresholds,
       series: [...(prev ? [{ points: rebase(prev.points, lt0), cls: "last" }] : []), { points: s.points, fail }],
     }));
   }
@@ -193,6 +193,7 @@ async function overview(main) {
           h("dt", {}, "Fetched"), h("dd", { class: "mono" }, short(s.fetchedRevision)),
           h("dt", {}, "Applied"), h("dd", { class: "mono" }, short(s.appliedRevision)),
           h("dt", {}, "Last sync"), h("dd", {}, s.appliedAt || s.lastAttemptAt || "-"),
+          h("dt", {}, "Sync took"), h("dd", { id: "sync-duration" }, s.lastSyncDuration !== null && s.lastSyncDuration !== undefined ? fmtSecs(s.lastSyncDuration) : "-"),
           h("dt", {}, "Suspended"), h("dd", {}, s.suspended ? "yes" : "no"),
           h("dt", {}, "Message"), h("dd", {}, s.message || ""),
           s.lastError ? [h("dt", {}, "Last error"), h("dd", { class: "error mono" }, s.lastError)] : null),
@@ -209,9 +210,9 @@ async function overview(main) {
         h("td", {}, sparkline(c.successRate)), h("td", {}, c.message)))) : h("p", { class: "muted" }, "No canaries."),
     h("h2", {}, "Images"),
     (images.rows || []).length ? h("table", { id: "images" },
-      h("tr", {}, ["Policy", "Image", "Rule", "Current", "Latest", "Message"].map((c) => h("th", {}, c))),
-      images.rows.map((r) => h("tr", {}, h("td", {}, r.policy), h("td", { class: "mono" }, r.image), h("td", {}, r.rule),
-        h("td", {}, r.current), h("td", {}, r.latest || "-"), h("td", {}, r.message)))) : h("p", { class: "muted" }, "No image automation."),
+      h("tr", {}, ["Policy", "Image", "Rule", "Current", "Latest", "Rejected", "Message"].map((c) => h("th", {}, c))),
+      images.rows.map((r) => h("tr", { "data-policy": r.policy }, h("td", {}, r.policy), h("td", { class: "mono" }, r.image), h("td", {}, r.rule),
+        h("td", {}, r.current), h("td", {}, r.latest || "-"), h("td", { class: "rejected" }, (r.rejected || []).join(", ") || "-"), h("td", {}, r.message)))) : h("p", { class: "muted" }, "No image automation."),
     images.error ? h("p", { class: "error" }, images.error) : null,
   );
 }
