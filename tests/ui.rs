@@ -608,3 +608,70 @@ fn on_kubernetes_the_ui_lists_what_was_applied_to_the_cluster() {
     assert_local(&b.requests.lock().unwrap());
     running.stop();
 }
+
+#[test]
+fn the_images_table_shows_rejected_tags_and_follows_images_allow() {
+    let reg = Registry::start(None);
+    reg.push_tag("team/live", "1.0.0", "2024-01-01T00:00:00Z");
+    let remote = Remote::new();
+    let deploy = format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: live\n  namespace: test\n  annotations:\n    fluxcd.io/automated: \"true\"\n    fluxcd.io/tag.app: semver:^1.0\nspec:\n  selector:\n    matchLabels: {{app: live}}\n  template:\n    metadata:\n      labels: {{app: live}}\n    spec:\n      containers:\n        - name: app\n          image: {}/team/live:1.0.0\n", reg.addr);
+    remote
+        .write(&[("ns.yaml", NAMESPACE), ("live.yaml", &deploy)])
+        .push("seed");
+    let setup = Setup::new(
+        &remote.bare.display().to_string(),
+        "  interval: 1h\n",
+        "images:\n  interval: 1s\n",
+    );
+    let running = setup.spawn_run(&[]);
+    let addr = setup.server_address();
+    wait_for(Duration::from_secs(30), || {
+        let v = get_json(&addr, "/api/v1/images", &[]);
+        (v["rows"][0]["current"] == "1.0.0").then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no automation row: {}",
+            get_json(&addr, "/api/v1/images", &[])
+        )
+    });
+    // A failed canary's rollback records its tag so (the engine writes this cache of
+    // the rejections kept in the Git notes).
+    let image = format!("{}/team/live", reg.addr);
+    let rejection = serde_json::json!({"tags": [{"image": image, "tag": "1.0.1", "canary": "live.test",
+        "commit": "0123456789abcdef0123456789abcdef01234567", "at": 1.0}]});
+    std::fs::write(
+        setup.state().join("status/rejected-tags.json"),
+        rejection.to_string(),
+    )
+    .unwrap();
+    let images = get_json(&addr, "/api/v1/images", &[]);
+    assert_eq!(
+        images["rows"][0]["rejected"],
+        serde_json::json!(["1.0.1"]),
+        "{images}"
+    );
+    let out = setup.cmd(&["get", "images", "-o", "json"]);
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli, images, "get images -o json and /api/v1/images differ");
+    let mut b = browser::Browser::start();
+    b.goto(&format!("http://{addr}/ui/#/"));
+    let shown = b.wait(
+        "document.body.dataset.loaded === 'overview' && document.querySelector('#images td.rejected') && document.querySelector('#images td.rejected').textContent",
+        20,
+    );
+    assert_eq!(shown, "1.0.1");
+    // `images allow` clears it, and the open page follows.
+    let out = setup.cmd(&["images", "allow", &format!("{image}:1.0.1")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.wait(
+        "document.querySelector('#images td.rejected').textContent === '-'",
+        20,
+    );
+    assert_local(&b.requests.lock().unwrap());
+    running.stop();
+}

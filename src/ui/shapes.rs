@@ -293,7 +293,13 @@ pub fn object_yaml(view: View, key: &ObjectKey) -> Result<Option<String>> {
 
 /// `get images -o json` and `/api/v1/images`: the last automation run.
 pub fn images(state_dir: &Path) -> Value {
-    let st = crate::sync::reconcile::read_images_status(state_dir).unwrap_or_default();
+    let mut st = crate::sync::reconcile::read_images_status(state_dir).unwrap_or_default();
+    // Read afresh, as `get images` does: a canary may have rejected a tag, or
+    // `images allow` cleared one, since automation last ran.
+    let rejected = crate::image::rejected::read(state_dir);
+    for row in &mut st.rows {
+        row.rejected = rejected.of(&row.image);
+    }
     serde_json::to_value(&st).unwrap_or_default()
 }
 

@@ -58,7 +58,13 @@ pub fn fingerprint(state_dir: &Path) -> Fingerprint {
             ],
         ),
         ("canaries", vec![status.join("flagger.app")]),
-        ("images", vec![status.join("images.json")]),
+        (
+            "images",
+            vec![
+                status.join("images.json"),
+                status.join("rejected-tags.json"),
+            ],
+        ),
     ];
     areas
         .into_iter()
