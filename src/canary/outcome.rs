@@ -299,6 +299,7 @@ mod tests {
                 min: Some(99.0),
                 max: None,
                 points: vec![(160.0, None), (220.0, Some(90.0)), (100.0, Some(100.0))],
+                failed: vec![160.0, 220.0],
             }],
         };
         let mut tracked = Tracked {

@@ -33,8 +33,9 @@ pub struct Series {
     /// `[time, value]` pairs (Unix seconds); a null value is a check without data.
     pub points: Vec<(f64, Option<f64>)>,
     /// The times among `points` whose check failed (out of range, no data, or a
-    /// query error), as the engine judged them.
-    #[serde(default)]
+    /// query error), as the engine judged them. Left out when none did, so a reader
+    /// of series from elsewhere (history notes) judges by the thresholds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<f64>,
 }
 

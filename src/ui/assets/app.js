@@ -164,9 +164,12 @@ function analysisCharts(current, last, metricsSpec, maxWeight) {
     const thresholds = [];
     if (min !== null && min !== undefined) thresholds.push({ v: min, label: "min " + fmtNum(min, unit) });
     if (max !== null && max !== undefined) thresholds.push({ v: max, label: "max " + fmtNum(max, unit) });
-    // The engine marks the checks that failed (no data, a query error, out of range).
+    // The engine lists the checks that failed (no data, a query error, out of range);
+    // a series without that list (none failed, or from a history note) is judged by
+    // its thresholds: no data or a value out of range.
     const failedAt = new Set(s.failed || []);
-    const fail = (t) => failedAt.has(t);
+    const outside = (v) => v === null || v === undefined || (min !== null && min !== undefined && v < min) || (max !== null && max !== undefined && v > max);
+    const fail = (t, v) => (s.failed ? failedAt.has(t) : outside(v));
     out.push(chart({
       id: "metric-" + name, title: name + (spec.template ? " (" + spec.template + ")" : ""), unit, t0, thresholds,
       series: [...(prev ? [{ points: rebase(prev.points, lt0), cls: "last" }] : []), { points: s.points, fail }],
