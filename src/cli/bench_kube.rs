@@ -242,7 +242,8 @@ fn bench_rss(args: &Args, work: &Path, prefix: &str) -> anyhow::Result<u64> {
         .stderr(Stdio::piped())
         .spawn()?;
     let pid = child.id().to_string();
-    // The first sync in `run` reads the inventory and dry-runs every object.
+    // The first sync in `run` reads the inventory, dry-runs every object and reads the
+    // revision's workloads for its health check; its summary line ends it.
     let stderr = child.stderr.take();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -251,15 +252,27 @@ fn bench_rss(args: &Args, work: &Path, prefix: &str) -> anyhow::Result<u64> {
             .lines()
             .map_while(Result::ok)
         {
-            if line.contains("applied") || line.contains("sync") {
+            if first_sync_ended(&line) {
                 let _ = tx.send(line);
             }
         }
     });
-    let _ = rx.recv_timeout(Duration::from_secs(120));
+    let ended = rx.recv_timeout(Duration::from_secs(300));
     std::thread::sleep(Duration::from_secs(2));
     let rss = proc_kb(&pid, "VmHWM").unwrap_or(0);
-    let _ = child.kill();
+    // SIGTERM, so that it hands the Lease back.
+    let _ = Command::new("kill").arg(&pid).status();
     let _ = child.wait();
-    Ok(rss)
+    match ended {
+        Ok(line) if line.contains("Reconciliation finished") => Ok(rss),
+        Ok(line) => anyhow::bail!("gitcanary run: the first sync failed: {line}"),
+        Err(_) => anyhow::bail!("gitcanary run: no sync ended within 300 s"),
+    }
+}
+
+/// Whether a log line of `gitcanary run` ends a sync, with success or not.
+fn first_sync_ended(line: &str) -> bool {
+    ["Reconciliation finished", "sync failed", "revision is invalid"]
+        .iter()
+        .any(|s| line.contains(s))
 }

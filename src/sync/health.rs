@@ -7,7 +7,6 @@
 
 use crate::manifest::{Object, ObjectKey};
 use crate::targets::kube::health::{self, Health};
-use serde_json::Value;
 
 /// Whether a revision's health check waits for this object: workloads and other kinds
 /// whose status says whether they work. Plain data (ConfigMaps, Secrets, RBAC, …) is
@@ -129,18 +128,14 @@ impl Check {
         &self.objects
     }
 
-    /// Judges the live objects (`live[i]` for `objects()[i]`, `None` when missing) at `now`.
-    pub fn judge(&self, live: &[Option<Value>], now: f64) -> Verdict {
+    /// Judges the live objects' statuses (`statuses[i]` for `objects()[i]`, `None` when
+    /// missing) at `now`.
+    pub fn judge(&self, statuses: &[Option<health::Status>], now: f64) -> Verdict {
         let statuses: Vec<(String, Option<health::Status>)> = self
             .objects
             .iter()
-            .zip(live)
-            .map(|(k, v)| {
-                (
-                    format!("{}/{}/{}", k.kind, k.namespace, k.name),
-                    v.as_ref().map(health::status),
-                )
-            })
+            .zip(statuses)
+            .map(|(k, s)| (format!("{}/{}/{}", k.kind, k.namespace, k.name), s.clone()))
             .collect();
         assess(&statuses, now - self.started, self.timeout)
     }
@@ -149,7 +144,7 @@ impl Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     fn object(api: &str, kind: &str, value: Value) -> Object {
         Object::from_json(
@@ -213,7 +208,7 @@ mod tests {
         assert_eq!(check.objects().len(), 1, "the ConfigMap costs no read");
         let rolling = deployment(json!({"observedGeneration": 2, "replicas": 2,
             "updatedReplicas": 2, "readyReplicas": 1, "availableReplicas": 1}));
-        match check.judge(&[Some(rolling.clone())], 110.0) {
+        match check.judge(&[Some(health::status(&rolling))], 110.0) {
             Verdict::Waiting(m) => assert_eq!(
                 m,
                 "Health check in progress: Deployment/apps/podinfo status: 'InProgress': Available: 1/2"
@@ -223,8 +218,8 @@ mod tests {
         let ready = deployment(json!({"observedGeneration": 2, "replicas": 2,
             "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2,
             "conditions": [{"type": "Available", "status": "True"}]}));
-        assert_eq!(check.judge(&[Some(ready)], 111.0), Verdict::Healthy);
-        match check.judge(&[Some(rolling)], 130.0) {
+        assert_eq!(check.judge(&[Some(health::status(&ready))], 111.0), Verdict::Healthy);
+        match check.judge(&[Some(health::status(&rolling))], 130.0) {
             Verdict::Failed(m) => assert_eq!(
                 m,
                 "health check failed after 30.0s: timeout waiting for: [Deployment/apps/podinfo status: 'InProgress': Available: 1/2]"

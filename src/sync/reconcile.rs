@@ -205,17 +205,21 @@ impl Reconciler {
         if !matches!(verdict, Verdict::Waiting(_)) {
             return Ok(self.health());
         }
-        let live: Vec<Option<serde_json::Value>> = check
+        // Each live object is reduced to its status as soon as it is read: a revision
+        // may watch thousands of workloads, and their full JSON (managedFields and
+        // all) held at once was most of the process's peak memory.
+        let statuses: Vec<Option<crate::targets::kube::health::Status>> = check
             .objects()
             .iter()
-            .map(|k| {
-                self.target.get(k).unwrap_or_else(|e| {
+            .map(|k| match self.target.get(k) {
+                Ok(live) => live.as_ref().map(crate::targets::kube::health::status),
+                Err(e) => {
                     warn!(object = %k, "health check: {e}");
                     None
-                })
+                }
             })
             .collect();
-        let verdict = check.judge(&live, now);
+        let verdict = check.judge(&statuses, now);
         let applied = format!("Applied revision: {}", check.revision);
         match &verdict {
             Verdict::Healthy => {

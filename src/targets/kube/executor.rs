@@ -58,9 +58,9 @@ impl Cluster {
             } else {
                 namespace
             };
-            Api::namespaced_with(self.client.clone(), ns, &r.resource)
+            Api::namespaced_with(self.client.clone(), ns, &*r.resource)
         } else {
-            Api::all_with(self.client.clone(), &r.resource)
+            Api::all_with(self.client.clone(), &*r.resource)
         }
     }
 

@@ -5,14 +5,16 @@
 
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{Discovery, Scope};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// A resolved kind: its resource and whether its objects live in a namespace.
+/// A resolved kind: its resource and whether its objects live in a namespace. Cheap
+/// to clone: the objects of one kind share their resource.
 #[derive(Clone, Debug)]
 pub struct Resolved {
     /// The resource (group, version, plural).
-    pub resource: ApiResource,
+    pub resource: Arc<ApiResource>,
     /// Namespaced, as opposed to cluster-scoped.
     pub namespaced: bool,
 }
@@ -91,22 +93,28 @@ impl Resources {
         Ok(d.get(group)
             .and_then(|g| g.recommended_kind(kind))
             .map(|(ar, caps)| Resolved {
-                resource: ar,
+                resource: Arc::new(ar),
                 namespaced: caps.scope == Scope::Namespaced,
             }))
     }
 }
 
+/// Each kind's resource; repeated kinds (10,000 objects have a handful) share one.
 fn lookup(d: &Discovery, kinds: &[(&str, &str)]) -> Vec<Option<Resolved>> {
+    let mut seen: HashMap<(&str, &str), Option<Resolved>> = HashMap::new();
     kinds
         .iter()
-        .map(|(av, kind)| {
-            let (group, version) = split_api_version(av);
-            d.resolve_gvk(&GroupVersionKind::gvk(group, version, kind))
-                .map(|(ar, caps)| Resolved {
-                    resource: ar,
-                    namespaced: caps.scope == Scope::Namespaced,
+        .map(|&(av, kind)| {
+            seen.entry((av, kind))
+                .or_insert_with(|| {
+                    let (group, version) = split_api_version(av);
+                    d.resolve_gvk(&GroupVersionKind::gvk(group, version, kind))
+                        .map(|(ar, caps)| Resolved {
+                            resource: Arc::new(ar),
+                            namespaced: caps.scope == Scope::Namespaced,
+                        })
                 })
+                .clone()
         })
         .collect()
 }

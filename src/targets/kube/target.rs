@@ -12,16 +12,13 @@ use super::order;
 use super::resources::{Resolved, Resources};
 use crate::manifest::{Object, ObjectKey};
 use crate::source::status::revision_string;
-use crate::sync::inventory::Entry;
+use crate::sync::inventory::{Entry, EntryRef};
 use crate::sync::{Action, ApplyPlan, Inventory, Op};
 use crate::targets::{ApplyReport, DiffAction, HookRunner, ObjectDiff};
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Mutex;
-
-/// Objects checked for drift per round of requests.
-const DRIFT_CHUNK: usize = 256;
 
 /// Errors of the Kubernetes target.
 #[derive(Debug, thiserror::Error)]
@@ -130,28 +127,28 @@ impl KubeTarget {
     async fn read_inventory(&self) -> Result<Inventory> {
         let (mut inv, sha) = self.store.read().await?;
         *self.stored.lock().unwrap() = sha;
-        // Which applied objects still exist: one paged metadata list per kind and
-        // namespace, of objects carrying gitcanary's label.
-        let mut groups: BTreeMap<(String, String, String), Vec<ObjectKey>> = BTreeMap::new();
-        for (key, e) in inv.entries.iter_mut() {
-            if order::consumed(key) {
-                e.live = true;
-                continue;
+        let live = self.present(&inv).await?;
+        for (e, live) in inv.entries.values_mut().zip(live) {
+            e.live = live;
+        }
+        Ok(inv)
+    }
+
+    /// Whether each entry of `inv` (in key order) is in the cluster: one paged metadata
+    /// list per kind and namespace, of objects carrying gitcanary's label. Groups hold
+    /// entry positions, not copies of 10,000 keys.
+    async fn present(&self, inv: &Inventory) -> Result<Vec<bool>> {
+        let mut groups: BTreeMap<(&str, &str, &str), Vec<usize>> = BTreeMap::new();
+        for (i, (key, e)) in inv.entries.iter().enumerate() {
+            if !order::consumed(key) {
+                groups
+                    .entry((&e.api_version, &key.kind, &key.namespace))
+                    .or_default()
+                    .push(i);
             }
-            groups
-                .entry((
-                    e.api_version.clone(),
-                    key.kind.clone(),
-                    key.namespace.clone(),
-                ))
-                .or_default()
-                .push(key.clone());
         }
         let groups: Vec<_> = groups.into_iter().collect();
-        let kinds: Vec<(&str, &str)> = groups
-            .iter()
-            .map(|((av, k, _), _)| (av.as_str(), k.as_str()))
-            .collect();
+        let kinds: Vec<(&str, &str)> = groups.iter().map(|((av, k, _), _)| (*av, *k)).collect();
         let resolved = self.resolve(&kinds).await?;
         let work: Vec<_> = groups.iter().zip(resolved).collect();
         let lists = executor::each(&work, |(((_, _, ns), _), r)| async move {
@@ -161,33 +158,37 @@ impl KubeTarget {
             }
         })
         .await;
-        for (((_, keys), _), names) in work.iter().zip(lists) {
-            let names = names.map_err(Error::Discovery)?;
-            for k in keys {
-                if let Some(e) = inv.entries.get_mut(k) {
-                    e.live = names.contains(&k.name);
-                }
+        // Consumed objects are never in the cluster, and count as present.
+        let mut live = vec![true; inv.entries.len()];
+        let names: Vec<&str> = inv.entries.keys().map(|k| k.name.as_str()).collect();
+        for (((_, positions), _), found) in work.iter().zip(lists) {
+            let found = found.map_err(Error::Discovery)?;
+            for &i in positions {
+                live[i] = found.contains(names[i]);
             }
         }
-        Ok(inv)
+        Ok(live)
     }
 
-    async fn write_inventory(&self, inv: &Inventory) -> Result<usize> {
+    async fn write_inventory(&self, records: &[(&ObjectKey, EntryRef<'_>)]) -> Result<usize> {
         let stored = self.stored.lock().unwrap().clone();
-        let (sha, writes) = self.store.write(inv, stored.as_deref()).await?;
+        let (sha, writes) = self
+            .store
+            .write(|| records.iter().copied(), stored.as_deref())
+            .await?;
         *self.stored.lock().unwrap() = Some(sha);
         Ok(writes)
     }
 
-    /// The items of `actions` to send, with their resources; actions whose kind the
-    /// API server does not serve become failures.
-    async fn items<'a>(
+    /// The actions to send with their objects and resources; actions whose kind the
+    /// API server does not serve become failures. Bodies are made as each request
+    /// goes out (see [`Self::item`]), so only those in flight are in memory.
+    async fn resolve_actions<'a>(
         &self,
         actions: &[&'a Action],
         desired: &'a [Object],
-        revision_of: impl Fn(&Action) -> String,
         failures: &mut Vec<String>,
-    ) -> Result<Vec<(&'a Action, Item<'a>)>> {
+    ) -> Result<Vec<(&'a Action, &'a Object, Resolved)>> {
         let kinds: Vec<(&str, &str)> = actions
             .iter()
             .map(|a| {
@@ -198,19 +199,11 @@ impl KubeTarget {
             })
             .collect();
         let resolved = self.resolve(&kinds).await?;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(actions.len());
         for (a, r) in actions.iter().zip(resolved) {
             let o = &desired[a.desired.unwrap_or_default()];
             match r {
-                Some(resolved) => out.push((
-                    *a,
-                    Item {
-                        key: &a.key,
-                        file: &o.origin.file,
-                        body: apply::body(&o.value(), &revision_of(a)),
-                        resolved,
-                    },
-                )),
+                Some(resolved) => out.push((*a, o, resolved)),
                 None => failures.push(format!(
                     "{}: {}: the API server serves no kind {} in {} (is its CustomResourceDefinition installed?)",
                     o.origin.file, a.key, a.key.kind, o.api_version
@@ -218,6 +211,16 @@ impl KubeTarget {
             }
         }
         Ok(out)
+    }
+
+    /// The request for `o`, labelled and annotated with `revision`.
+    fn item<'a>(a: &'a Action, o: &'a Object, resolved: &Resolved, revision: &str) -> Item<'a> {
+        Item {
+            key: &a.key,
+            file: &o.origin.file,
+            body: apply::body(&o.value(), revision),
+            resolved: resolved.clone(),
+        }
     }
 
     async fn apply_async(
@@ -239,14 +242,13 @@ impl KubeTarget {
             .filter(|a| a.op == Op::Create && !old.entries.contains_key(&a.key))
             .collect();
         if new.iter().any(|a| !order::consumed(&a.key)) {
-            let mut pending = old.clone();
+            let mut pending: Vec<(&ObjectKey, EntryRef)> =
+                old.entries.iter().map(|(k, e)| (k, e.as_ref())).collect();
             for a in &new {
                 let o = &desired[a.desired.unwrap_or_default()];
-                pending
-                    .entries
-                    .insert(a.key.clone(), entry(o, "", &revision));
+                pending.push((&a.key, entry(o, "", &revision)));
             }
-            self.write_inventory(&pending).await?;
+            self.write_inventory(&sorted(pending)).await?;
         }
         // 2. Writes and deletions, batch by batch, each stage's objects concurrently.
         for batch in order::batches(plan) {
@@ -256,11 +258,12 @@ impl KubeTarget {
                         .await?;
                     continue;
                 }
-                let items = self
-                    .items(stage, desired, |_| revision.clone(), &mut failures)
-                    .await?;
-                let outcomes = executor::each(&items, |(_, item)| self.cluster.apply(item)).await;
-                for ((a, _), outcome) in items.iter().zip(outcomes) {
+                let work = self.resolve_actions(stage, desired, &mut failures).await?;
+                let outcomes = executor::each(&work, |(a, o, r)| async {
+                    self.cluster.apply(&Self::item(a, o, r, &revision)).await
+                })
+                .await;
+                for ((a, _, _), outcome) in work.iter().zip(outcomes) {
                     match outcome {
                         Outcome::Done(_) => {
                             done.insert(&a.key);
@@ -290,44 +293,11 @@ impl KubeTarget {
         }
         // 3. Drift: unchanged objects are compared with a dry run, and re-applied only
         // when they differ.
-        let unchanged: Vec<&Action> = plan
-            .actions
-            .iter()
-            .filter(|a| a.op == Op::Unchanged && !order::consumed(&a.key))
-            .collect();
-        let kept = |a: &Action| {
-            old.entries
-                .get(&a.key)
-                .map(|e| e.revision.clone())
-                .unwrap_or_else(|| revision.clone())
-        };
-        // In chunks, so that the bodies and answers of 10,000 objects are never all
-        // in memory at once.
-        for chunk in unchanged.chunks(DRIFT_CHUNK) {
-            let items = self.items(chunk, desired, kept, &mut failures).await?;
-            let outcomes =
-                executor::each(&items, |(_, item)| self.cluster.correct_drift(item)).await;
-            for ((a, item), outcome) in items.iter().zip(outcomes) {
-                match outcome {
-                    Outcome::Done(true) => {
-                        report.writes += 1;
-                        tracing::info!(object = %a.key, file = %item.file, "drift corrected");
-                        crate::metrics::global().inc(
-                            "gitcanary_kube_drift_corrected_total",
-                            "Objects re-applied because the live object drifted from Git.",
-                            &[("kind", &a.key.kind)],
-                            1.0,
-                        );
-                    }
-                    Outcome::Done(false) => {}
-                    Outcome::Failed(m) => failures.push(m),
-                }
-            }
-        }
+        report.writes += self.correct_drift(plan, desired, old, &revision, &mut failures).await?;
         report.unchanged = plan.count(Op::Unchanged);
         // 4. The final inventory: what is applied now, old entries for what failed.
-        let inv = final_inventory(plan, desired, old, &done, &revision);
-        self.write_inventory(&inv).await?;
+        let records = final_records(plan, desired, old, &done, &revision);
+        self.write_inventory(&records).await?;
         if failures.is_empty() {
             Ok(report)
         } else {
@@ -337,6 +307,56 @@ impl KubeTarget {
                 failures,
             })
         }
+    }
+
+    /// Dry-runs every unchanged object and re-applies those that drifted; returns the
+    /// writes. Each keeps the revision that last wrote it.
+    async fn correct_drift(
+        &self,
+        plan: &ApplyPlan,
+        desired: &[Object],
+        old: &Inventory,
+        revision: &str,
+        failures: &mut Vec<String>,
+    ) -> Result<usize> {
+        let unchanged: Vec<&Action> = plan
+            .actions
+            .iter()
+            .filter(|a| a.op == Op::Unchanged && !order::consumed(&a.key))
+            .collect();
+        let kept = |a: &Action| {
+            old.entries
+                .get(&a.key)
+                .map(|e| e.revision.as_str())
+                .unwrap_or(revision)
+        };
+        let work = self.resolve_actions(&unchanged, desired, failures).await?;
+        let outcomes = executor::each(&work, |(a, o, r)| async {
+            let item = Self::item(a, o, r, kept(a));
+            let outcome = self.cluster.correct_drift(&item).await;
+            if let Outcome::Done(true) = outcome {
+                tracing::info!(object = %a.key, file = %item.file, "drift corrected");
+            }
+            outcome
+        })
+        .await;
+        let mut writes = 0;
+        for ((a, _, _), outcome) in work.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Done(true) => {
+                    writes += 1;
+                    crate::metrics::global().inc(
+                        "gitcanary_kube_drift_corrected_total",
+                        "Objects re-applied because the live object drifted from Git.",
+                        &[("kind", &a.key.kind)],
+                        1.0,
+                    );
+                }
+                Outcome::Done(false) => {}
+                Outcome::Failed(m) => failures.push(m),
+            }
+        }
+        Ok(writes)
     }
 
     async fn prune<'a>(
@@ -396,16 +416,19 @@ impl KubeTarget {
         let revision_of = |a: &Action| {
             old.entries
                 .get(&a.key)
-                .map(|e| e.revision.clone())
-                .unwrap_or_else(|| pending.clone())
+                .map(|e| e.revision.as_str())
+                .unwrap_or(&pending)
         };
         let mut failures = Vec::new();
-        let items = self
-            .items(&writes, desired, revision_of, &mut failures)
-            .await?;
-        let runs = executor::each(&items, |(_, item)| self.cluster.dry_run(item)).await;
+        let work = self.resolve_actions(&writes, desired, &mut failures).await?;
+        let runs = executor::each(&work, |(a, o, r)| async {
+            self.cluster
+                .dry_run(&Self::item(a, o, r, revision_of(a)))
+                .await
+        })
+        .await;
         let mut changes: BTreeMap<&ObjectKey, ObjectDiff> = BTreeMap::new();
-        for ((a, _), run) in items.iter().zip(runs) {
+        for ((a, _, _), run) in work.iter().zip(runs) {
             match run {
                 Ok((None, merged)) => {
                     changes.insert(
@@ -513,30 +536,39 @@ fn run_on<F: Future>(rt: &tokio::runtime::Runtime, f: F) -> F::Output {
     }
 }
 
-fn entry(o: &Object, hash: &str, revision: &str) -> Entry {
-    Entry {
-        api_version: o.api_version.clone(),
-        hash: hash.to_string(),
-        revision: revision.to_string(),
-        file: o.origin.file.clone(),
+fn entry<'a>(o: &'a Object, hash: &'a str, revision: &'a str) -> EntryRef<'a> {
+    EntryRef {
+        api_version: &o.api_version,
+        hash,
+        revision,
+        file: &o.origin.file,
         prune: apply::prunable(o),
-        live: true,
     }
 }
 
-/// The inventory after applying `plan`: objects written (`done`), unchanged or
-/// consumed get entries for `desired`; those that failed keep their old entry, so the
-/// next sync tries again; pruned and orphaned objects leave it.
-pub fn final_inventory(
-    plan: &ApplyPlan,
-    desired: &[Object],
-    old: &Inventory,
+/// Records in key order, the last of a repeated key winning, as a map would keep them.
+fn sorted<'a>(mut records: Vec<(&'a ObjectKey, EntryRef<'a>)>) -> Vec<(&'a ObjectKey, EntryRef<'a>)> {
+    records.reverse();
+    // Stable: of equal keys, the last given comes first, and dedup keeps it.
+    records.sort_by(|a, b| a.0.cmp(b.0));
+    records.dedup_by(|later, first| later.0 == first.0);
+    records
+}
+
+/// The inventory after applying `plan`, as records borrowed from its inputs: objects
+/// written (`done`), unchanged or consumed get entries for `desired`; those that
+/// failed keep their old entry, so the next sync tries again; pruned and orphaned
+/// objects leave it.
+pub fn final_records<'a>(
+    plan: &'a ApplyPlan,
+    desired: &'a [Object],
+    old: &'a Inventory,
     done: &HashSet<&ObjectKey>,
-    revision: &str,
-) -> Inventory {
-    let mut inv = Inventory::default();
+    revision: &'a str,
+) -> Vec<(&'a ObjectKey, EntryRef<'a>)> {
+    let mut records = Vec::with_capacity(plan.actions.len());
     for a in &plan.actions {
-        let keep_old = || old.entries.get(&a.key).cloned();
+        let keep_old = || old.entries.get(&a.key).map(Entry::as_ref);
         let e = match (a.op, a.desired) {
             (Op::Create | Op::Update, Some(i))
                 if done.contains(&a.key) || order::consumed(&a.key) =>
@@ -556,10 +588,10 @@ pub fn final_inventory(
             _ => keep_old(),
         };
         if let Some(e) = e {
-            inv.entries.insert(a.key.clone(), e);
+            records.push((&a.key, e));
         }
     }
-    inv
+    sorted(records)
 }
 
 impl crate::targets::Target for KubeTarget {
