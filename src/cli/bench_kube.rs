@@ -272,7 +272,11 @@ fn bench_rss(args: &Args, work: &Path, prefix: &str) -> anyhow::Result<u64> {
 
 /// Whether a log line of `gitcanary run` ends a sync, with success or not.
 fn first_sync_ended(line: &str) -> bool {
-    ["Reconciliation finished", "sync failed", "revision is invalid"]
-        .iter()
-        .any(|s| line.contains(s))
+    [
+        "Reconciliation finished",
+        "sync failed",
+        "revision is invalid",
+    ]
+    .iter()
+    .any(|s| line.contains(s))
 }

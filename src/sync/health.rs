@@ -218,7 +218,10 @@ mod tests {
         let ready = deployment(json!({"observedGeneration": 2, "replicas": 2,
             "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2,
             "conditions": [{"type": "Available", "status": "True"}]}));
-        assert_eq!(check.judge(&[Some(health::status(&ready))], 111.0), Verdict::Healthy);
+        assert_eq!(
+            check.judge(&[Some(health::status(&ready))], 111.0),
+            Verdict::Healthy
+        );
         match check.judge(&[Some(health::status(&rolling))], 130.0) {
             Verdict::Failed(m) => assert_eq!(
                 m,

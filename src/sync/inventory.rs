@@ -91,7 +91,10 @@ fn records_into_map<'de, D: serde::Deserializer<'de>>(
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a list of inventory records")
         }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
             let mut map = BTreeMap::new();
             while let Some(r) = seq.next_element::<Record>()? {
                 map.insert(r.key, r.entry);
@@ -182,7 +185,7 @@ mod tests {
             hash: format!("{i:064x}"),
             revision: "main@sha1:0123".into(),
             file: format!("apps/d-{i}.yaml"),
-            prune: i % 3 != 0,
+            prune: !i.is_multiple_of(3),
             live: true,
         }
     }
