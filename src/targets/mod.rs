@@ -195,4 +195,8 @@ pub trait Target: Send + Sync {
     fn health(&self, key: &ObjectKey) -> Result<Option<kube::health::Status>> {
         Ok(self.get(key)?.map(|o| kube::health::status(&o)))
     }
+    /// Makes each object write wait for `gate`, the leader lease (see
+    /// [`kube::leader::Gated`] for the check before a whole apply). Only targets that
+    /// several replicas share have one; the local target has a single writer already.
+    fn set_gate(&mut self, _gate: kube::leader::Gate) {}
 }

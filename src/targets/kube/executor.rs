@@ -3,6 +3,7 @@
 //! to send and how to read refusals is decided in `apply`; what drifted in `drift`.
 
 use super::apply::{self, Refusal};
+use super::leader::{Gate, NotLeader};
 use super::resources::Resolved;
 use crate::manifest::ObjectKey;
 use futures_util::stream::{self, StreamExt};
@@ -27,6 +28,8 @@ pub struct Cluster {
     pub field_manager: String,
     /// `target.kubernetes.force`.
     pub force_all: bool,
+    /// The leader lease's write permit, checked before each write.
+    pub gate: Gate,
 }
 
 /// One object to send.
@@ -48,6 +51,8 @@ pub enum Outcome {
     Done(bool),
     /// Refused, with the message to show.
     Failed(String),
+    /// Not sent: this replica no longer holds the leader lease.
+    NotLeader(NotLeader),
 }
 
 impl Cluster {
@@ -89,6 +94,9 @@ impl Cluster {
     /// Applies one object; with force (config or annotation) takes conflicting fields,
     /// and deletes and recreates it when an immutable field changed.
     pub async fn apply(&self, item: &Item<'_>) -> Outcome {
+        if let Err(e) = self.gate.check() {
+            return Outcome::NotLeader(e);
+        }
         let force = self.force_all || apply::forced(&item.body);
         match self.patch(item, force, false).await {
             Ok(_) => Outcome::Done(true),
@@ -97,7 +105,8 @@ impl Cluster {
                 if matches!(refusal, Refusal::Immutable(_)) && apply::forced(&item.body) {
                     return match self.recreate(item).await {
                         Ok(()) => Outcome::Done(true),
-                        Err(e) => Outcome::Failed(apply::describe(
+                        Err(Recreate::NotLeader(e)) => Outcome::NotLeader(e),
+                        Err(Recreate::Failed(e)) => Outcome::Failed(apply::describe(
                             item.key,
                             item.file,
                             &Refusal::Immutable(e),
@@ -111,16 +120,17 @@ impl Cluster {
         }
     }
 
-    async fn recreate(&self, item: &Item<'_>) -> Result<(), String> {
+    async fn recreate(&self, item: &Item<'_>) -> Result<(), Recreate> {
         let api = self.api(&item.resolved, &item.key.namespace);
         tracing::info!(object = %item.key, "immutable field changed: deleting and recreating (gitcanary.io/force)");
+        self.gate.check().map_err(Recreate::NotLeader)?;
         match api
             .delete(&item.key.name, &DeleteParams::background())
             .await
         {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) => return Err(format!("delete: {}", chain(&e))),
+            Err(e) => return Err(Recreate::Failed(format!("delete: {}", chain(&e)))),
         }
         let start = Instant::now();
         loop {
@@ -129,14 +139,20 @@ impl Cluster {
                 Ok(Some(_)) if start.elapsed() < WAIT => {
                     tokio::time::sleep(Duration::from_millis(100)).await
                 }
-                Ok(Some(_)) => return Err(format!("still present {WAIT:?} after delete")),
-                Err(e) => return Err(format!("get: {}", chain(&e))),
+                Ok(Some(_)) => {
+                    return Err(Recreate::Failed(format!(
+                        "still present {WAIT:?} after delete"
+                    )))
+                }
+                Err(e) => return Err(Recreate::Failed(format!("get: {}", chain(&e)))),
             }
         }
+        // The wait may have outlasted the lease.
+        self.gate.check().map_err(Recreate::NotLeader)?;
         self.patch(item, true, false)
             .await
             .map(|_| ())
-            .map_err(|e| format!("recreate: {}", chain(&e)))
+            .map_err(|e| Recreate::Failed(format!("recreate: {}", chain(&e))))
     }
 
     /// Compares a dry-run apply with the live object; re-applies when they differ.
@@ -184,16 +200,19 @@ impl Cluster {
         Ok((live.map(json), json(dry)))
     }
 
-    /// Deletes an object; one already gone counts as deleted.
-    pub async fn delete(&self, key: &ObjectKey, resolved: &Resolved) -> Result<bool, String> {
+    /// Deletes an object: `Done(true)` when deleted, `Done(false)` when already gone.
+    pub async fn delete(&self, key: &ObjectKey, resolved: &Resolved) -> Outcome {
+        if let Err(e) = self.gate.check() {
+            return Outcome::NotLeader(e);
+        }
         match self
             .api(resolved, &key.namespace)
             .delete(&key.name, &DeleteParams::background())
             .await
         {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-            Err(e) => Err(format!("{key}: delete: {}", chain(&e))),
+            Ok(_) => Outcome::Done(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Outcome::Done(false),
+            Err(e) => Outcome::Failed(format!("{key}: delete: {}", chain(&e))),
         }
     }
 
@@ -274,6 +293,12 @@ impl Cluster {
     }
 }
 
+/// Why a forced recreation did not happen.
+enum Recreate {
+    NotLeader(NotLeader),
+    Failed(String),
+}
+
 /// Runs `f` over `items` with at most [`CONCURRENCY`] in flight; results in order.
 pub async fn each<'a, T, R, F, Fut>(items: &'a [T], f: F) -> Vec<R>
 where
@@ -289,4 +314,118 @@ where
 /// An error with its causes, on one line.
 pub fn chain(e: &kube::Error) -> String {
     crate::util::error_chain(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::targets::kube::leader::{Clock, Role};
+    use axum::extract::Path;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// A fake monotonic clock: `start` plus the milliseconds in `offset`.
+    fn fake_clock(start: Instant, offset: Arc<AtomicU64>) -> Clock {
+        Arc::new(move || start + Duration::from_millis(offset.load(Ordering::SeqCst)))
+    }
+
+    /// An API server on loopback for ConfigMaps in which each write takes a second of
+    /// the fake clock; it records the names written.
+    async fn slow_api_server(offset: Arc<AtomicU64>, seen: Arc<Mutex<Vec<String>>>) -> String {
+        let write = move |Path((ns, name)): Path<(String, String)>| {
+            let (offset, seen) = (offset.clone(), seen.clone());
+            async move {
+                offset.fetch_add(1000, Ordering::SeqCst);
+                seen.lock().unwrap().push(name.clone());
+                axum::Json(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": name, "namespace": ns}}))
+            }
+        };
+        let app = axum::Router::new().route(
+            "/api/v1/namespaces/{ns}/configmaps/{name}",
+            axum::routing::patch(write.clone()).delete(write),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    async fn cluster(url: &str, gate: Gate) -> Cluster {
+        let config = kube::Config::new(url.parse().unwrap());
+        Cluster {
+            client: kube::Client::try_from(config).unwrap(),
+            field_manager: "gitcanary".into(),
+            force_all: false,
+            gate,
+        }
+    }
+
+    fn configmaps() -> Resolved {
+        Resolved {
+            resource: std::sync::Arc::new(kube::core::ApiResource::erase::<ConfigMap>(&())),
+            namespaced: true,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lease_that_lapses_mid_batch_stops_the_writes_after_it() {
+        let start = Instant::now();
+        let offset = Arc::new(AtomicU64::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let url = slow_api_server(offset.clone(), seen.clone()).await;
+        let gate = Gate::elected_with_clock("ops", fake_clock(start, offset.clone()));
+        // Renewed at `start`; the renew deadline is 7 s later, and no renewal follows.
+        gate.publish(Some(start + Duration::from_secs(7)), Role::Leader);
+        let cluster = cluster(&url, gate.clone()).await;
+        let keys: Vec<ObjectKey> = (0..40)
+            .map(|i| ObjectKey::new("v1", "ConfigMap", "apps", &format!("cm-{i}")))
+            .collect();
+        let items: Vec<Item> = keys
+            .iter()
+            .map(|key| Item {
+                key,
+                file: "apps/cms.yaml",
+                body: serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": key.name, "namespace": "apps"}}),
+                resolved: configmaps(),
+            })
+            .collect();
+        let outcomes = each(&items, |item| cluster.apply(item)).await;
+        let written = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Done(true)))
+            .count();
+        let refused: Vec<String> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::NotLeader(e) => Some(e.to_string()),
+                _ => None,
+            })
+            .collect();
+        // Only writes checked before the deadline went out: the seven that fit in it,
+        // plus those already in flight; the rest of the batch was never sent.
+        assert_eq!(seen.lock().unwrap().len(), written);
+        assert!(
+            (7..=7 + CONCURRENCY).contains(&written),
+            "{written} written"
+        );
+        assert_eq!(written + refused.len(), 40, "{outcomes:?}");
+        assert!(refused[0].starts_with("not the leader"), "{refused:?}");
+        // Nothing written is left out of order: the refused ones are the batch's tail.
+        assert!(outcomes[..written]
+            .iter()
+            .all(|o| matches!(o, Outcome::Done(true))));
+        // Deletions wait for the gate too.
+        let before = seen.lock().unwrap().len();
+        let deleted = cluster.delete(&keys[0], &configmaps()).await;
+        assert!(matches!(deleted, Outcome::NotLeader(_)), "{deleted:?}");
+        assert_eq!(seen.lock().unwrap().len(), before);
+        // A renewal opens the gate again.
+        let now = start + Duration::from_millis(offset.load(Ordering::SeqCst));
+        gate.publish(Some(now + Duration::from_secs(7)), Role::Leader);
+        let deleted = cluster.delete(&keys[0], &configmaps()).await;
+        assert!(matches!(deleted, Outcome::Done(true)), "{deleted:?}");
+    }
 }

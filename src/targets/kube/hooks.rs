@@ -8,6 +8,7 @@
 
 use crate::helm::hooks::{judge, DeletePolicy, Event, Hook};
 use crate::targets::kube::health::{self, Health};
+use crate::targets::kube::leader::Gate;
 use crate::targets::{HookResult, HookRunner};
 use kube::api::{Api, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
 use kube::discovery::Scope;
@@ -87,12 +88,22 @@ pub fn progress(obj: &Value) -> Progress {
 pub struct ClusterHooks {
     client: kube::Client,
     handle: tokio::runtime::Handle,
+    gate: Gate,
 }
 
 impl ClusterHooks {
     /// A runner over `client`, blocking on `handle`.
     pub fn new(client: kube::Client, handle: tokio::runtime::Handle) -> ClusterHooks {
-        ClusterHooks { client, handle }
+        ClusterHooks {
+            client,
+            handle,
+            gate: Gate::open(),
+        }
+    }
+
+    /// Makes each hook's creation and deletion wait for `gate`.
+    pub fn set_gate(&mut self, gate: Gate) {
+        self.gate = gate;
     }
 
     /// Runs `hooks` (in Helm's order) of `event` in `namespace` within `timeout` in all;
@@ -130,20 +141,23 @@ impl ClusterHooks {
         let (api, mut object) = self.api_for(h, namespace).await?;
         let policy = DeletePolicy::of(h);
         if policy.before_creation {
-            delete_and_wait(&api, &h.name, deadline).await?;
+            delete_and_wait(&api, &h.name, deadline, &self.gate).await?;
         }
         object["metadata"]["namespace"] = namespace_of(&h.object, namespace).into();
         let dynamic: DynamicObject = serde_json::from_value(object)
             .map_err(|e| format!("{}: not a Kubernetes object: {e}", h.id()))?;
         // Created, not applied, as Helm does: a leftover hook without
         // before-hook-creation is an error, not silently reused.
+        self.gate
+            .check()
+            .map_err(|e| format!("{}: not created: {e}", h.id()))?;
         api.create(&PostParams::default(), &dynamic)
             .await
             .map_err(|e| format!("creating {}: {}", h.id(), api_message(&e)))?;
         tracing::info!(hook = %h.id(), "hook created");
         let outcome = wait_done(&api, &h.name, deadline).await;
         if policy.deletes_after(outcome.is_ok()) {
-            if let Err(e) = delete_and_wait(&api, &h.name, deadline + POLL * 20).await {
+            if let Err(e) = delete_and_wait(&api, &h.name, deadline + POLL * 20, &self.gate).await {
                 tracing::warn!(hook = %h.id(), "hook-delete-policy: {e}");
             }
         }
@@ -274,7 +288,10 @@ async fn delete_and_wait(
     api: &Api<DynamicObject>,
     name: &str,
     deadline: Instant,
+    gate: &Gate,
 ) -> Result<(), String> {
+    gate.check()
+        .map_err(|e| format!("{name}: not deleted: {e}"))?;
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),

@@ -37,6 +37,9 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// This replica lost the leader lease: the inventory was not written.
+    #[error(transparent)]
+    NotLeader(#[from] super::leader::NotLeader),
     /// The API server refused a read or write.
     #[error("inventory ConfigMap {namespace}/{name}: {source}")]
     Api {
@@ -121,6 +124,7 @@ pub fn part_name(head: &str, i: usize) -> String {
 /// The ConfigMaps holding one source's inventory.
 pub struct Store {
     api: Api<ConfigMap>,
+    gate: super::leader::Gate,
     namespace: String,
     name: String,
     field_manager: String,
@@ -131,10 +135,16 @@ impl Store {
     pub fn new(client: kube::Client, namespace: &str, name: &str, field_manager: &str) -> Self {
         Store {
             api: Api::namespaced(client, namespace),
+            gate: super::leader::Gate::open(),
             namespace: namespace.into(),
             name: name.into(),
             field_manager: field_manager.into(),
         }
+    }
+
+    /// Makes each ConfigMap write wait for `gate`.
+    pub fn set_gate(&mut self, gate: super::leader::Gate) {
+        self.gate = gate;
     }
 
     fn api_err(&self, name: &str) -> impl FnOnce(kube::Error) -> Error + '_ {
@@ -213,12 +223,17 @@ impl Store {
             self.put(&part_name(&self.name, i), bytes, None).await?;
             writes += 1;
         }
-        self.put(&self.name, head.unwrap_or_default(), Some((count, &encoded.sha)))
-            .await?;
+        self.put(
+            &self.name,
+            head.unwrap_or_default(),
+            Some((count, &encoded.sha)),
+        )
+        .await?;
         writes += 1;
         // Stale parts of a larger inventory: the head no longer points at them.
         for i in count.. {
             let name = part_name(&self.name, i);
+            self.gate.check()?;
             match self.api.delete(&name, &Default::default()).await {
                 Ok(_) => writes += 1,
                 Err(kube::Error::Api(e)) if e.code == 404 => break,
@@ -245,6 +260,7 @@ impl Store {
             "binaryData": {KEY: base64::engine::general_purpose::STANDARD.encode(bytes)},
         });
         let pp = PatchParams::apply(&self.field_manager).force();
+        self.gate.check()?;
         match self.api.patch(name, &pp, &Patch::Apply(&body)).await {
             Ok(_) => return Ok(()),
             // The namespace does not exist yet (a first start): create it, once.
@@ -306,7 +322,10 @@ mod tests {
     }
 
     fn encode_inv(inv: &Inventory, part_bytes: usize) -> (Vec<Vec<u8>>, String) {
-        let e = encode(|| inv.entries.iter().map(|(k, e)| (k, e.as_ref())), part_bytes);
+        let e = encode(
+            || inv.entries.iter().map(|(k, e)| (k, e.as_ref())),
+            part_bytes,
+        );
         (e.parts().map(<[u8]>::to_vec).collect(), e.sha)
     }
 

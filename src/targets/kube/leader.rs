@@ -1,8 +1,9 @@
 //! Leader election against the API server: the thin loop around [`super::lease::Elector`].
 //! It reads and writes one `coordination.k8s.io/v1` Lease in `target.kubernetes.namespace`
-//! every retry period and publishes the outcome through a [`Gate`]. Every writer (the
-//! sync's apply and prune, hooks, image automation's push, the canary engine) checks the
-//! gate right before each batch of writes. The gate is a deadline, not a flag the loop
+//! every retry period and publishes the outcome through a [`Gate`]. Every writer checks
+//! the gate right before it writes: the Kubernetes target before each object's apply or
+//! deletion, each hook's creation and each inventory ConfigMap; image automation before
+//! its push; the canary engine before each step. The gate is a deadline, not a flag the loop
 //! must remember to clear: it closes by itself when the last renewal is older than the
 //! renew deadline, even if the loop is stuck in a request to an API server that hangs.
 
@@ -62,12 +63,24 @@ pub struct NotLeader {
 #[derive(Clone, Debug)]
 pub struct Gate(Option<Arc<Shared>>);
 
-#[derive(Debug)]
+/// Where a gate reads the time: the monotonic clock, or a test's fake one.
+pub type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
 struct Shared {
     namespace: String,
     /// Writes are allowed before this instant.
     until: Mutex<Option<Instant>>,
     role: watch::Sender<Role>,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("namespace", &self.namespace)
+            .field("until", &self.until)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Gate {
@@ -77,19 +90,27 @@ impl Gate {
     }
 
     fn elected(namespace: &str) -> Gate {
+        Gate::elected_with_clock(namespace, Arc::new(Instant::now))
+    }
+
+    /// A closed gate for the Lease in `namespace`, reading the time from `clock`; it
+    /// opens when the election publishes a renewal. Tests pass a fake clock.
+    pub fn elected_with_clock(namespace: &str, clock: Clock) -> Gate {
         let (role, _) = watch::channel(Role::Standby { holder: None });
         Gate(Some(Arc::new(Shared {
             namespace: namespace.to_string(),
             until: Mutex::new(None),
             role,
+            clock,
         })))
     }
 
-    /// `Ok` while this replica may write; check right before each batch of writes.
+    /// `Ok` while this replica may write. Every writer checks right before each
+    /// object's write, so a renewal failure stops a long batch on time.
     pub fn check(&self) -> Result<(), NotLeader> {
         let Some(s) = &self.0 else { return Ok(()) };
         let until = *s.until.lock().unwrap_or_else(|e| e.into_inner());
-        if until.is_some_and(|u| Instant::now() < u) {
+        if until.is_some_and(|u| (s.clock)() < u) {
             return Ok(());
         }
         let holder = match &*s.role.borrow() {
@@ -130,7 +151,8 @@ impl Gate {
         self.0.as_ref().map(|s| s.namespace.as_str())
     }
 
-    fn publish(&self, until: Option<Instant>, role: Role) {
+    /// Records the outcome of an election round: writes are allowed until `until`.
+    pub fn publish(&self, until: Option<Instant>, role: Role) {
         let Some(s) = &self.0 else { return };
         *s.until.lock().unwrap_or_else(|e| e.into_inner()) = until;
         s.role.send_if_modified(|r| {
@@ -149,8 +171,9 @@ pub struct Gated {
 }
 
 impl Gated {
-    /// Wraps `inner`.
-    pub fn new(inner: Box<dyn Target>, gate: Gate) -> Gated {
+    /// Wraps `inner`, whose own writes wait for `gate` too.
+    pub fn new(mut inner: Box<dyn Target>, gate: Gate) -> Gated {
+        inner.set_gate(gate.clone());
         Gated { inner, gate }
     }
 }
@@ -181,6 +204,15 @@ impl Target for Gated {
 
     fn hooks(&self) -> &dyn HookRunner {
         self
+    }
+
+    fn health(&self, key: &ObjectKey) -> TargetResult<Option<super::health::Status>> {
+        self.inner.health(key)
+    }
+
+    fn set_gate(&mut self, gate: Gate) {
+        self.inner.set_gate(gate.clone());
+        self.gate = gate;
     }
 }
 

@@ -8,6 +8,7 @@
 use super::apply;
 use super::executor::{self, Cluster, Item, Outcome};
 use super::inventory::Store;
+use super::leader::Gate;
 use super::order;
 use super::resources::{Resolved, Resources};
 use crate::manifest::{Object, ObjectKey};
@@ -35,6 +36,10 @@ pub enum Error {
     /// API discovery failed.
     #[error("target.kubernetes: API discovery: {0}")]
     Discovery(String),
+    /// This replica lost the leader lease mid-apply; the writes after that were not
+    /// sent, and the inventory keeps what was pending.
+    #[error(transparent)]
+    NotLeader(#[from] super::leader::NotLeader),
     /// Some objects were refused; the others were applied.
     #[error("{revision}: {} of {total} objects not applied:\n  {}", failures.len(), failures.join("\n  "))]
     Objects {
@@ -98,6 +103,7 @@ impl KubeTarget {
                 client: client.clone(),
                 field_manager: cfg.field_manager.clone(),
                 force_all: cfg.force,
+                gate: Gate::open(),
             },
             branch: branch.to_string(),
             store,
@@ -106,6 +112,13 @@ impl KubeTarget {
             hooks: super::hooks::ClusterHooks::new(client, rt.handle().clone()),
             rt: Some(rt),
         })
+    }
+
+    /// Makes each object write (apply, deletion, hook, inventory) wait for `gate`.
+    pub fn set_gate(&mut self, gate: Gate) {
+        self.cluster.gate = gate.clone();
+        self.store.set_gate(gate.clone());
+        self.hooks.set_gate(gate);
     }
 
     /// The client, for callers that share this target's connection.
@@ -263,6 +276,7 @@ impl KubeTarget {
                     self.cluster.apply(&Self::item(a, o, r, &revision)).await
                 })
                 .await;
+                let mut lost = None;
                 for ((a, _, _), outcome) in work.iter().zip(outcomes) {
                     match outcome {
                         Outcome::Done(_) => {
@@ -275,8 +289,10 @@ impl KubeTarget {
                             }
                         }
                         Outcome::Failed(m) => failures.push(m),
+                        Outcome::NotLeader(e) => lost = Some(e),
                     }
                 }
+                stop_if_lost(lost)?;
             }
             if batch.wait_for_crds {
                 let crds: Vec<&str> = batch
@@ -293,7 +309,9 @@ impl KubeTarget {
         }
         // 3. Drift: unchanged objects are compared with a dry run, and re-applied only
         // when they differ.
-        report.writes += self.correct_drift(plan, desired, old, &revision, &mut failures).await?;
+        report.writes += self
+            .correct_drift(plan, desired, old, &revision, &mut failures)
+            .await?;
         report.unchanged = plan.count(Op::Unchanged);
         // 4. The final inventory: what is applied now, old entries for what failed.
         let records = final_records(plan, desired, old, &done, &revision);
@@ -341,6 +359,7 @@ impl KubeTarget {
         })
         .await;
         let mut writes = 0;
+        let mut lost = None;
         for ((a, _, _), outcome) in work.iter().zip(outcomes) {
             match outcome {
                 Outcome::Done(true) => {
@@ -354,8 +373,10 @@ impl KubeTarget {
                 }
                 Outcome::Done(false) => {}
                 Outcome::Failed(m) => failures.push(m),
+                Outcome::NotLeader(e) => lost = Some(e),
             }
         }
+        stop_if_lost(lost)?;
         Ok(writes)
     }
 
@@ -383,22 +404,24 @@ impl KubeTarget {
         let results = executor::each(&work, |(a, r)| async move {
             match r {
                 // The kind is gone (its CRD was deleted), and so is the object.
-                None => Ok(false),
+                None => Outcome::Done(false),
                 Some(r) => self.cluster.delete(&a.key, r).await,
             }
         })
         .await;
+        let mut lost = None;
         for ((a, _), result) in work.iter().zip(results) {
             match result {
-                Ok(deleted) => {
+                Outcome::Done(deleted) => {
                     done.insert(&a.key);
                     report.pruned += 1;
                     report.writes += usize::from(deleted);
                 }
-                Err(m) => failures.push(m),
+                Outcome::Failed(m) => failures.push(m),
+                Outcome::NotLeader(e) => lost = Some(e),
             }
         }
-        Ok(())
+        stop_if_lost(lost)
     }
 
     /// What applying `desired` would change, from server-side dry runs, in plan order.
@@ -420,7 +443,9 @@ impl KubeTarget {
                 .unwrap_or(&pending)
         };
         let mut failures = Vec::new();
-        let work = self.resolve_actions(&writes, desired, &mut failures).await?;
+        let work = self
+            .resolve_actions(&writes, desired, &mut failures)
+            .await?;
         let runs = executor::each(&work, |(a, o, r)| async {
             self.cluster
                 .dry_run(&Self::item(a, o, r, revision_of(a)))
@@ -536,6 +561,18 @@ fn run_on<F: Future>(rt: &tokio::runtime::Runtime, f: F) -> F::Output {
     }
 }
 
+/// Ends an apply whose writes the gate stopped: nothing more may be written, not even
+/// the final inventory (the pending one already tracks what was being created).
+fn stop_if_lost(lost: Option<super::leader::NotLeader>) -> Result<()> {
+    match lost {
+        Some(e) => {
+            tracing::warn!("{e}: the rest of this revision is left to the new leader");
+            Err(Error::NotLeader(e))
+        }
+        None => Ok(()),
+    }
+}
+
 fn entry<'a>(o: &'a Object, hash: &'a str, revision: &'a str) -> EntryRef<'a> {
     EntryRef {
         api_version: &o.api_version,
@@ -547,7 +584,9 @@ fn entry<'a>(o: &'a Object, hash: &'a str, revision: &'a str) -> EntryRef<'a> {
 }
 
 /// Records in key order, the last of a repeated key winning, as a map would keep them.
-fn sorted<'a>(mut records: Vec<(&'a ObjectKey, EntryRef<'a>)>) -> Vec<(&'a ObjectKey, EntryRef<'a>)> {
+fn sorted<'a>(
+    mut records: Vec<(&'a ObjectKey, EntryRef<'a>)>,
+) -> Vec<(&'a ObjectKey, EntryRef<'a>)> {
     records.reverse();
     // Stable: of equal keys, the last given comes first, and dedup keeps it.
     records.sort_by(|a, b| a.0.cmp(b.0));
@@ -623,5 +662,9 @@ impl crate::targets::Target for KubeTarget {
 
     fn hooks(&self) -> &dyn HookRunner {
         &self.hooks
+    }
+
+    fn set_gate(&mut self, gate: Gate) {
+        KubeTarget::set_gate(self, gate)
     }
 }
