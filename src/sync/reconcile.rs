@@ -211,8 +211,8 @@ impl Reconciler {
         let statuses: Vec<Option<crate::targets::kube::health::Status>> = check
             .objects()
             .iter()
-            .map(|k| match self.target.get(k) {
-                Ok(live) => live.as_ref().map(crate::targets::kube::health::status),
+            .map(|k| match self.target.health(k) {
+                Ok(status) => status,
                 Err(e) => {
                     warn!(object = %k, "health check: {e}");
                     None
