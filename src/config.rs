@@ -66,6 +66,10 @@ pub struct Config {
     /// Rollout history in Git: notes and rollbacks.
     #[serde(default)]
     pub history: HistoryConfig,
+    /// Notifications of sync failures and recoveries, image updates, rollbacks written
+    /// to Git and rejected tags.
+    #[serde(default)]
+    pub notifications: NotificationsConfig,
     /// Folder of the config file; relative paths in it are taken from here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -268,8 +272,35 @@ pub struct ServerConfig {
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Env var holding the web UI's token: when set, `/ui` and `/api` need it (a login
-    /// form sets a session cookie) and the UI's actions are on.
+    /// form sets a session cookie) and the UI's actions are on. The daemon API
+    /// (`gitcanary reconcile|suspend|resume`) then takes it as a bearer token.
     pub ui_token_env: Option<String>,
+    /// The name and namespace in Flux's receiver path `/hook/<digest>`.
+    #[serde(default)]
+    pub receiver: ReceiverConfig,
+}
+
+/// `server.receiver`: what Flux's receiver path digest,
+/// `sha256(token + name + namespace)`, takes as the Receiver's name and namespace, so a
+/// Git host's webhook URL from Flux keeps working.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReceiverConfig {
+    /// The Receiver's name; `source.name` when unset.
+    pub name: Option<String>,
+    /// The Receiver's namespace; `flux-system` when unset.
+    pub namespace: Option<String>,
+}
+
+impl Config {
+    /// The receiver name and namespace of `/hook/<digest>`.
+    pub fn receiver(&self) -> (String, String) {
+        let r = &self.server.receiver;
+        (
+            r.name.clone().unwrap_or_else(|| self.source.name.clone()),
+            r.namespace.clone().unwrap_or_else(|| "flux-system".into()),
+        )
+    }
 }
 
 impl Default for ServerConfig {
@@ -279,6 +310,7 @@ impl Default for ServerConfig {
             webhook_secret_env: None,
             max_connections: default_max_connections(),
             ui_token_env: None,
+            receiver: Default::default(),
         }
     }
 }
@@ -324,6 +356,41 @@ pub struct LoadTesterConfig {
     pub token_env: Option<String>,
     /// File holding the bearer token (instead of `tokenEnv`).
     pub token_file: Option<PathBuf>,
+}
+
+/// `notifications:`: where gitcanary's own events go (the canary's alerts go to the
+/// AlertProviders its Canaries name).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NotificationsConfig {
+    /// Providers, each with its severity filter.
+    #[serde(default)]
+    pub providers: Vec<NotificationProvider>,
+}
+
+/// `notifications.providers[]`: an AlertProvider's fields, with the address read from a
+/// file (a webhook URL is a secret).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NotificationProvider {
+    /// Name used in logs.
+    pub name: String,
+    /// `slack`, `rocket`, `msteams`, `discord`, `gchat` or `generic`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// File holding the webhook address.
+    pub address_file: PathBuf,
+    /// Slack/Rocket channel.
+    pub channel: Option<String>,
+    /// Name messages are posted as.
+    pub username: Option<String>,
+    /// Lowest severity sent: `info` (default), `warn` or `error`.
+    #[serde(default = "default_severity")]
+    pub severity: String,
+}
+
+fn default_severity() -> String {
+    "info".into()
 }
 
 /// `images:`
@@ -507,6 +574,18 @@ impl Config {
                 "{}canary.alertAddressEnvPrefix: must not be empty (it would let an AlertProvider read any variable)",
                 at(&["canary", "alertAddressEnvPrefix"])
             ));
+        }
+        for (i, p) in self.notifications.providers.iter().enumerate() {
+            let at = at(&["notifications", "providers"]);
+            if let Err(e) = crate::notify::providers::Kind::parse(&p.kind) {
+                return Err(format!("{at}notifications.providers[{i}].type: {e}"));
+            }
+            if crate::notify::providers::Severity::parse(&p.severity).is_none() {
+                return Err(format!(
+                    "{at}notifications.providers[{i}].severity: {:?} is not info, warn or error",
+                    p.severity
+                ));
+            }
         }
         if self.target.local.is_some() && self.target.kubernetes.is_some() {
             return Err(format!(

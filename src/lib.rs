@@ -12,6 +12,7 @@ pub mod image;
 pub mod install;
 pub mod manifest;
 pub mod metrics;
+pub mod notify;
 pub mod oci;
 pub mod rollback;
 pub mod server;

@@ -1,6 +1,7 @@
 //! gitcanary's HTTP server: `/metrics` (Prometheus text), `/healthz` (liveness),
-//! `/readyz` (readiness), and `POST /hook`, the push webhook that triggers an immediate
-//! fetch, plus the web UI and its API (`/ui/`, `/api/v1/`, see `crate::ui`). The load tester is not served here: the canary engine calls it in process,
+//! `/readyz` (readiness), `POST /hook` and Flux's `POST /hook/<digest>`, the push webhook
+//! that triggers an immediate fetch, the daemon API (`/daemon/v1/`, see
+//! `crate::sync::api`) that `gitcanary reconcile|suspend|resume` call, plus the web UI and its API (`/ui/`, `/api/v1/`, see `crate::ui`). The load tester is not served here: the canary engine calls it in process,
 //! and its HTTP API has its own listener (`loadtester.listen`).
 
 use crate::source::webhook;
@@ -20,6 +21,13 @@ pub struct AppState {
     pub trigger: UnboundedSender<()>,
     /// Webhook secret; `None` disables `/hook`.
     pub webhook_secret: Option<Arc<Vec<u8>>>,
+    /// `server.receiver`'s name and namespace, for Flux's `/hook/<digest>`.
+    pub receiver: (String, String),
+    /// The sync loop's controls, for the daemon API; `None` serves none.
+    pub control: Option<Arc<crate::sync::control::Control>>,
+    /// The token the daemon API requires (`server.uiTokenEnv`); without one it admits
+    /// loopback clients only.
+    pub api_token: Option<crate::ui::auth::Auth>,
     /// What `/readyz` answers from.
     pub readiness: Arc<Readiness>,
     /// The web UI; `None` serves none.
@@ -111,6 +119,8 @@ pub fn app(state: AppState) -> Router {
             }),
         )
         .route("/hook", post(hook))
+        .route("/hook/{digest}", post(receiver_hook))
+        .merge(crate::sync::api::routes())
         .with_state(state);
     match ui {
         Some(ui) => router.merge(crate::ui::api::routes(ui)),
@@ -122,31 +132,50 @@ async fn hook(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, &'static str) {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    accept_hook(&state, |secret| webhook::verify(secret, get, &body))
+}
+
+/// Flux's receiver path: `/hook/<sha256(token + name + namespace)>`.
+async fn receiver_hook(
+    State(state): State<AppState>,
+    axum::extract::Path(given): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (name, namespace) = &state.receiver;
+    accept_hook(&state, |secret| {
+        let digest = webhook::receiver_digest(secret, name, namespace);
+        webhook::verify_receiver(secret, &digest, &given, get, &body)
+    })
+}
+
+/// Counts and answers a push webhook that `verified` judges with the secret, and
+/// triggers a sync when it passes.
+fn accept_hook(
+    state: &AppState,
+    verified: impl FnOnce(&[u8]) -> bool,
+) -> (StatusCode, &'static str) {
     let Some(secret) = &state.webhook_secret else {
         return (
             StatusCode::NOT_FOUND,
             "webhook receiver disabled: set server.webhookSecretEnv\n",
         );
     };
-    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if !webhook::verify(secret, get, &body) {
-        crate::metrics::global().inc(
-            "gitcanary_webhook_requests_total",
-            "Push webhooks by result.",
-            &[("result", "unauthorized")],
-            1.0,
-        );
+    let ok = verified(secret);
+    crate::metrics::global().inc(
+        "gitcanary_webhook_requests_total",
+        "Push webhooks by result.",
+        &[("result", if ok { "accepted" } else { "unauthorized" })],
+        1.0,
+    );
+    if !ok {
         return (
             StatusCode::UNAUTHORIZED,
             "signature or token does not match\n",
         );
     }
-    crate::metrics::global().inc(
-        "gitcanary_webhook_requests_total",
-        "Push webhooks by result.",
-        &[("result", "accepted")],
-        1.0,
-    );
     tracing::info!("push webhook received; fetching now");
     let _ = state.trigger.send(());
     (StatusCode::ACCEPTED, "sync requested\n")

@@ -231,27 +231,6 @@ fn rollout_note_is_in_git(remote: &Remote) {
     }
 }
 
-/// A tiny HTTP receiver recording request bodies (an alert provider's endpoint).
-fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufReader, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/alerts", l.local_addr().unwrap());
-    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for stream in l.incoming().flatten() {
-            let mut r = BufReader::new(stream);
-            let body = read_request(&mut r).map(|(_, b)| b).unwrap_or_default();
-            g.lock()
-                .unwrap()
-                .push(String::from_utf8_lossy(&body).into_owned());
-            let _ = r
-                .get_mut()
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
-    });
-    (url, got)
-}
 
 #[test]
 fn a_faulty_config_is_rolled_back_and_the_primary_keeps_serving() {

@@ -5,7 +5,7 @@
 //! machine the client, the proxies and the replicas share. Runs are interleaved, with a
 //! fixed request count, over several rounds; medians are printed.
 
-mod load;
+pub(super) mod load;
 mod peers;
 
 use peers::Proc;

@@ -352,7 +352,11 @@ pub fn get(config: &Path, what: What) -> anyhow::Result<ExitCode> {
                             short_rev(&st.fetched_revision),
                             fetched,
                             short_rev(&st.applied_revision),
-                            "False".into(),
+                            if crate::source::suspend::is_suspended(&state) {
+                                "True".into()
+                            } else {
+                                "False".into()
+                            },
                             ready.into(),
                             st.message.clone(),
                         ]]

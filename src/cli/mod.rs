@@ -9,6 +9,7 @@ mod bench_kube;
 mod bench_proxy;
 mod bench_ui;
 mod canary;
+mod daemon;
 mod demo;
 mod get;
 mod helm;
@@ -96,17 +97,27 @@ pub enum Command {
         #[command(subcommand)]
         what: canary::CanaryRef,
     },
-    /// Suspend a canary: the engine leaves it as it is.
+    /// Suspend a canary (the engine leaves it as it is) or the source (sync and image
+    /// automation pause, across restarts).
     Suspend {
-        /// The canary.
+        /// What to suspend.
         #[command(subcommand)]
-        what: canary::CanaryRef,
+        what: daemon::SuspendRef,
     },
-    /// Resume a suspended canary.
+    /// Resume a suspended canary or source.
     Resume {
-        /// The canary.
+        /// What to resume.
         #[command(subcommand)]
-        what: canary::CanaryRef,
+        what: daemon::SuspendRef,
+    },
+    /// Ask the running daemon to sync now and wait for the result, as `flux reconcile`.
+    Reconcile {
+        /// Fetch the source first; without it, the last fetched revision is synced.
+        #[arg(long)]
+        with_source: bool,
+        /// How long to wait for the sync.
+        #[arg(long, default_value = "5m", value_parser = crate::util::duration::parse)]
+        timeout: std::time::Duration,
     },
     /// Show a canary's spec summary, phase, metrics against thresholds, and events.
     Describe {
@@ -257,8 +268,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Promote { what } => canary::manual(&load_config(&cli.config)?, &what, "promote"),
         Command::Abort { what } => canary::manual(&load_config(&cli.config)?, &what, "abort"),
         Command::Retry { what } => canary::manual(&load_config(&cli.config)?, &what, "retry"),
-        Command::Suspend { what } => canary::manual(&load_config(&cli.config)?, &what, "suspend"),
-        Command::Resume { what } => canary::manual(&load_config(&cli.config)?, &what, "resume"),
+        Command::Suspend { what } => suspend_or_resume(&load_config(&cli.config)?, what, true),
+        Command::Resume { what } => suspend_or_resume(&load_config(&cli.config)?, what, false),
+        Command::Reconcile {
+            with_source,
+            timeout,
+        } => daemon::reconcile(&load_config(&cli.config)?, with_source, timeout),
         Command::Describe { what } => canary::describe(&load_config(&cli.config)?, &what),
         Command::Logs { deployment, follow } => {
             logs::logs(&load_config(&cli.config)?, &deployment, follow)
@@ -281,6 +296,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+    }
+}
+
+fn suspend_or_resume(
+    cfg: &Config,
+    what: daemon::SuspendRef,
+    suspend: bool,
+) -> anyhow::Result<ExitCode> {
+    match what {
+        daemon::SuspendRef::Canary { name } => canary::manual(
+            cfg,
+            &canary::CanaryRef::Canary { name },
+            if suspend { "suspend" } else { "resume" },
+        ),
+        daemon::SuspendRef::Source { name, timeout } => {
+            daemon::suspend_source(cfg, name.as_deref(), suspend, timeout)
+        }
     }
 }
 

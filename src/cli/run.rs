@@ -52,7 +52,7 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
         status.to_string().as_bytes(),
     )
     .context("writing status/server.json")?;
-    info!(address = %addr, "serving /metrics, /healthz, /readyz, /hook and the web UI on http://{addr}/ui/");
+    info!(address = %addr, "serving /metrics, /healthz, /readyz, /hook, the daemon API and the web UI on http://{addr}/ui/");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let readiness = Arc::new(Readiness::default());
     let ui_auth = match &cfg.server.ui_token_env {
@@ -65,10 +65,18 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
     if ui_auth.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(address = %addr, "the web UI is served without a token on a non-loopback address: anyone who reaches it can read it; set server.uiTokenEnv");
     }
-    let ui = crate::ui::Ui::new(cfg.clone(), ui_auth, tx.clone());
+    let ui = crate::ui::Ui::new(cfg.clone(), ui_auth.clone(), tx.clone());
+    let control = Arc::new(crate::sync::control::Control::new(
+        &cfg.source.name,
+        cfg.state_dir(),
+        tx.clone(),
+    ));
     let state = AppState {
         trigger: tx.clone(),
         webhook_secret,
+        receiver: cfg.receiver(),
+        control: Some(control.clone()),
+        api_token: ui_auth,
         readiness: readiness.clone(),
         ui: Some(ui.clone()),
     };
@@ -84,7 +92,7 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
         let lt_listener = Acceptor::new(lt_listener, max, "loadtester");
         servers.push(serve(lt_listener, router, stop_rx));
     }
-    let result = reconcile_until_shutdown(cfg, tx, rx, loadtester, readiness).await;
+    let result = reconcile_until_shutdown(cfg, control, rx, loadtester, readiness).await;
     ui.shutdown();
     let _ = stop_tx.send(true);
     for s in servers {
@@ -118,12 +126,13 @@ async fn outcome_sink(
 /// shutdown signal.
 async fn reconcile_until_shutdown(
     cfg: Config,
-    tx: tokio::sync::mpsc::UnboundedSender<()>,
+    control: Arc<crate::sync::control::Control>,
     rx: tokio::sync::mpsc::UnboundedReceiver<()>,
     loadtester: Arc<crate::targets::local::loadtester::LoadTester>,
     readiness: Arc<Readiness>,
 ) -> anyhow::Result<()> {
-    let rec = reconcile::Reconciler::open(cfg, true)?;
+    let notifier = crate::notify::Notifier::from_config(&cfg)?;
+    let rec = reconcile::Reconciler::open(cfg, true)?.with_notifier(notifier);
     let (in_process, election): (Option<Box<dyn reconcile::InProcess>>, _) =
         match &rec.config().target.kubernetes {
             None => {
@@ -163,7 +172,7 @@ async fn reconcile_until_shutdown(
         rec,
         in_process,
         election,
-        tx,
+        control,
         rx,
         readiness,
         shutdown_signal(),
@@ -214,7 +223,9 @@ fn serve(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let _ = axum::serve(listener, router)
+        // The peer address lets the daemon API admit loopback clients only.
+        let service = router.into_make_service_with_connect_info::<crate::util::listen::Peer>();
+        let _ = axum::serve(listener, service)
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;
             })

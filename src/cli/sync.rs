@@ -6,13 +6,18 @@ use crate::sync::reconcile::{self, Reconciler};
 use crate::targets::DiffAction;
 use std::process::ExitCode;
 
+/// How long a one-shot command waits for its notifications to be sent.
+const NOTIFY_FLUSH: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// One sync; exit 0 on success, 1 on failure.
 pub fn sync_once(cfg: Config) -> anyhow::Result<ExitCode> {
     let interval = cfg.source.interval;
     let _span = tracing::info_span!("reconcile", source = %cfg.source.name).entered();
-    let mut rec = Reconciler::open(cfg, true)?;
+    let notifier = crate::notify::Notifier::from_config(&cfg)?;
+    let mut rec = Reconciler::open(cfg, true)?.with_notifier(notifier.clone());
     let result = rec.sync_once();
     reconcile::log_result(&result, interval);
+    notifier.flush(NOTIFY_FLUSH);
     Ok(match result {
         Ok(r) => {
             println!(
@@ -36,9 +41,11 @@ pub fn sync_once(cfg: Config) -> anyhow::Result<ExitCode> {
 pub fn images_scan_once(cfg: Config) -> anyhow::Result<ExitCode> {
     let state = cfg.state_dir();
     let _span = tracing::info_span!("images", source = %cfg.source.name).entered();
-    let mut rec = Reconciler::open(cfg, true)?;
+    let notifier = crate::notify::Notifier::from_config(&cfg)?;
+    let mut rec = Reconciler::open(cfg, true)?.with_notifier(notifier.clone());
     rec.force_scan = true;
     let result = rec.sync_once();
+    notifier.flush(NOTIFY_FLUSH);
     reconcile::log_result(&result, rec.config().images.interval);
     super::get::print_images(&state, output::Format::Table)?;
     let images_ok = reconcile::read_images_status(&state).is_some_and(|s| s.error.is_none());

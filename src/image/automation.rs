@@ -555,6 +555,8 @@ pub struct Outcome {
     pub changes: usize,
     /// Status rows.
     pub rows: Vec<Row>,
+    /// What was pushed, on whichever branch, and its message (for notifications).
+    pub pushed: Option<(crate::history::writer::Pushed, String)>,
 }
 
 impl Automation {
@@ -791,9 +793,8 @@ impl Automation {
         let rows = std::mem::take(&mut last.rows);
         match pushed {
             Ok(None) => Ok(Outcome {
-                commit: None,
-                changes: 0,
                 rows,
+                ..Default::default()
             }),
             Ok(Some(p)) => {
                 let message = last.commit.map(|c| c.message).unwrap_or_default();
@@ -806,9 +807,10 @@ impl Automation {
                 );
                 let on_branch = p.branch == source.branch();
                 Ok(Outcome {
-                    commit: on_branch.then_some(p.commit),
+                    commit: on_branch.then(|| p.commit.clone()),
                     changes: last.changes,
                     rows,
+                    pushed: Some((p, message)),
                 })
             }
             Err(CommitError::Plan(e)) => Err(e),

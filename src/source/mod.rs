@@ -6,6 +6,7 @@ pub mod git;
 pub mod known_hosts;
 pub mod seed;
 pub mod status;
+pub mod suspend;
 pub mod watch;
 pub mod webhook;
 

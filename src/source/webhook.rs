@@ -1,6 +1,7 @@
 //! Push-webhook authentication. Accepts GitHub (`X-Hub-Signature-256`, or the older
 //! sha1 `X-Hub-Signature`), Gitea (`X-Gitea-Signature`), GitLab (`X-Gitlab-Token`) and a
-//! plain `Authorization: Bearer` secret. Every comparison runs in constant time.
+//! plain `Authorization: Bearer` secret on `/hook`, and Flux's receiver path
+//! `/hook/<sha256(token + name + namespace)>`. Every comparison runs in constant time.
 
 use hmac::{Hmac, Mac};
 
@@ -31,6 +32,41 @@ fn hmac_ok<M: Mac + hmac::digest::KeyInit>(secret: &[u8], body: &[u8], hex_sig: 
     };
     mac.update(body);
     mac.verify_slice(&sig).is_ok()
+}
+
+/// Flux's Receiver webhook path digest: hex SHA-256 of the token, the receiver's name
+/// and its namespace, concatenated (notification-controller's `status.webhookPath`).
+pub fn receiver_digest(token: &[u8], name: &str, namespace: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(token);
+    h.update(name.as_bytes());
+    h.update(namespace.as_bytes());
+    crate::manifest::object::hex(&h.finalize())
+}
+
+/// Whether a request to `/hook/<given>` may trigger a sync: the digest matches, and a
+/// signature or token it carries (GitHub, Gitea, GitLab) is right too. Without one
+/// the path alone admits it, as Flux's `generic` receiver does.
+pub fn verify_receiver<'a>(
+    secret: &[u8],
+    digest: &str,
+    given: &str,
+    get: impl Fn(&str) -> Option<&'a str>,
+    body: &[u8],
+) -> bool {
+    if !ct_eq(given.as_bytes(), digest.as_bytes()) {
+        return false;
+    }
+    let signed = [
+        "x-hub-signature-256",
+        "x-gitea-signature",
+        "x-hub-signature",
+        "x-gitlab-token",
+    ]
+    .iter()
+    .any(|h| get(h).is_some());
+    !signed || verify(secret, get, body)
 }
 
 /// Whether a request with these headers (`get` looks one up) and body carries the secret.
@@ -84,6 +120,37 @@ mod tests {
             b"s3cret",
             |h| (h == "x-hub-signature-256").then_some(sig.as_str()),
             b"{ }"
+        ));
+    }
+
+    #[test]
+    fn flux_receiver_path() {
+        // `echo -n "s3cretgithub-receiverflux-system" | sha256sum`
+        let digest = receiver_digest(b"s3cret", "github-receiver", "flux-system");
+        assert_eq!(
+            digest,
+            "2dad4f6926b39968e4364e30dabbffc4e42333291f9d23341b90a18101145360"
+        );
+        let none = |_: &str| None;
+        assert!(verify_receiver(b"s3cret", &digest, &digest, none, b"{}"));
+        assert!(!verify_receiver(
+            b"s3cret",
+            &digest,
+            &digest[1..],
+            none,
+            b"{}"
+        ));
+        assert!(!verify_receiver(b"s3cret", &digest, "", none, b"{}"));
+        // A signature that is there must be right.
+        let good = format!("sha256={}", sign(b"s3cret", b"{}"));
+        let bad = format!("sha256={}", sign(b"other", b"{}"));
+        let get_good = |h: &str| (h == "x-hub-signature-256").then_some(good.as_str());
+        let get_bad = |h: &str| (h == "x-hub-signature-256").then_some(bad.as_str());
+        assert!(verify_receiver(
+            b"s3cret", &digest, &digest, get_good, b"{}"
+        ));
+        assert!(!verify_receiver(
+            b"s3cret", &digest, &digest, get_bad, b"{}"
         ));
     }
 

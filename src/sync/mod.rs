@@ -1,6 +1,8 @@
 //! Sync: the pure planner (`plan`) and the reconcile loop that fetches a revision,
 //! loads it, plans against the target's inventory and has the target apply the plan.
 
+pub mod api;
+pub mod control;
 pub mod health;
 pub mod hooks;
 pub mod inventory;

@@ -105,6 +105,10 @@ pub struct Reconciler {
     gate: Gate,
     /// The applied revision's health check, while it runs or as it last ended.
     health: Option<(health::Check, Verdict)>,
+    /// Told of each sync's result and of image automation's pushes.
+    notifier: crate::notify::Notifier,
+    /// The next sync uses the last fetched head.
+    skip_fetch: bool,
 }
 
 /// `status/images.json`: the last automation run.
@@ -169,6 +173,8 @@ impl Reconciler {
             wait_ready: false,
             gate: Gate::open(),
             health: None,
+            notifier: Default::default(),
+            skip_fetch: false,
         })
     }
 
@@ -177,6 +183,12 @@ impl Reconciler {
     pub fn with_gate(mut self, gate: Gate) -> Self {
         self.target = Box::new(Gated::new(self.target, gate.clone()));
         self.gate = gate;
+        self
+    }
+
+    /// Reports sync results and image pushes to `notifier`.
+    pub fn with_notifier(mut self, notifier: crate::notify::Notifier) -> Self {
+        self.notifier = notifier;
         self
     }
 
@@ -365,6 +377,13 @@ impl Reconciler {
 
     /// One full sync: fetch, load, plan, apply. Blocking; records status either way.
     pub fn sync_once(&mut self) -> Result<SyncReport, Error> {
+        self.sync(true)
+    }
+
+    /// A sync; without `fetch`, of the last fetched revision (as `flux reconcile
+    /// kustomization` without `--with-source`), fetching only if none was yet.
+    pub fn sync(&mut self, fetch: bool) -> Result<SyncReport, Error> {
+        self.skip_fetch = !fetch;
         let started = Instant::now();
         let now = unix_now();
         self.status.last_attempt_at = Some(now);
@@ -433,6 +452,15 @@ impl Reconciler {
             &[("source", &src)],
             if result.is_ok() { 1.0 } else { 0.0 },
         );
+        self.notifier.event(match &result {
+            Ok(_) => crate::notify::Event::SyncSucceeded {
+                revision: self.status.applied_revision.clone().unwrap_or_default(),
+            },
+            Err(e) => crate::notify::Event::SyncFailed {
+                revision: self.status.fetched_revision.clone(),
+                error: e.to_string(),
+            },
+        });
         self.save_status()?;
         if result.is_ok() {
             self.check_health(now)?;
@@ -441,10 +469,22 @@ impl Reconciler {
     }
 
     fn sync_inner(&mut self, started: Instant) -> Result<SyncReport, Error> {
-        let fetched = self.source.fetch()?;
-        self.status.fetched_revision =
-            Some(revision_string(&self.cfg.source.branch, &fetched.commit));
-        self.status.fetched_at = Some(unix_now());
+        let cached = std::mem::take(&mut self.skip_fetch)
+            .then(|| self.source.cached_head())
+            .flatten();
+        let fetched = match cached {
+            Some(commit) => crate::source::git::Fetched {
+                commit,
+                summary: String::new(),
+            },
+            None => {
+                let fetched = self.source.fetch()?;
+                self.status.fetched_revision =
+                    Some(revision_string(&self.cfg.source.branch, &fetched.commit));
+                self.status.fetched_at = Some(unix_now());
+                fetched
+            }
+        };
         let state_dir = self.state_dir();
         let prev = hooks::read_records(&state_dir);
         // Automation edits Git, so it runs before (and without) rendering: a chart
@@ -535,6 +575,19 @@ impl Reconciler {
             });
         let pushed = match run {
             Ok(outcome) => {
+                if let Some(p) = outcome.pushed {
+                    self.notifier.event(crate::notify::Event::ImageUpdated {
+                        commit: p.commit,
+                        branch: p.branch,
+                        changes: p
+                            .message
+                            .lines()
+                            .map(|l| l.trim().trim_start_matches("- "))
+                            .filter(|l| !l.is_empty())
+                            .map(str::to_string)
+                            .collect(),
+                    });
+                }
                 self.images_active = !outcome.rows.is_empty();
                 status.rows = outcome.rows;
                 outcome.commit
@@ -671,15 +724,16 @@ async fn role_changed(roles: &mut Option<tokio::sync::watch::Receiver<Role>>) {
     std::future::pending().await
 }
 
-/// Reconciles with `rec` until `shutdown` resolves. `triggers` asks for an immediate
-/// sync; `in_process` is what the target runs beside the loop, told of each change.
+/// Reconciles with `rec` until `shutdown` resolves. `control` wakes the loop for an
+/// immediate sync (its trigger feeds `trigger_rx`), suspends it, and is told how each
+/// sync ended; `in_process` is what the target runs beside the loop, told of each change.
 /// With an `election`, only the holder of the leader lease syncs; a standby records
 /// that it is one and waits, ready, for the lease.
 pub async fn run(
     mut rec: Reconciler,
     in_process: Option<Box<dyn InProcess>>,
     election: Option<Election>,
-    triggers: mpsc::UnboundedSender<()>,
+    control: std::sync::Arc<crate::sync::control::Control>,
     mut trigger_rx: mpsc::UnboundedReceiver<()>,
     readiness: std::sync::Arc<crate::server::Readiness>,
     shutdown: impl Future<Output = ()>,
@@ -690,7 +744,7 @@ pub async fn run(
         readiness.set_applied();
     }
     let _watch = rec.source().local_watch_path().and_then(|p| {
-        match crate::source::watch::watch(&p, triggers.clone()) {
+        match crate::source::watch::watch(&p, control.trigger()) {
             Ok(w) => {
                 info!(path = %p.display(), "watching local repository for commits");
                 Some(w)
@@ -715,6 +769,8 @@ pub async fn run(
         rec = rec.with_gate(g.clone());
     }
     let mut roles = gate.as_ref().and_then(Gate::subscribe);
+    // Triggers that woke the coming sync (0: the interval did).
+    let mut triggers = 0u64;
     tokio::pin!(shutdown);
     'sync: loop {
         if let Some(g) = gate.as_ref().filter(|g| g.check().is_err()) {
@@ -735,8 +791,30 @@ pub async fn run(
             }
         }
         readiness.set_standby(false);
-        let (back, result) = blocking(rec, Reconciler::sync_once).await;
+        if control.is_suspended() {
+            info!("source suspended: no fetch, apply or image automation until `gitcanary resume source`");
+            while control.is_suspended() {
+                tokio::select! {
+                    _ = control.suspension_changed() => {}
+                    // Pushes while suspended are picked up by the sync on resume.
+                    Some(()) = trigger_rx.recv() => while trigger_rx.try_recv().is_ok() {},
+                    _ = &mut shutdown => break 'sync,
+                }
+            }
+            info!("source resumed");
+            triggers = 0;
+        }
+        let (seq, fetch) = control.begin(std::mem::take(&mut triggers));
+        let (back, result) = blocking(rec, move |rec| rec.sync(fetch)).await;
         rec = back;
+        control.finish(
+            seq,
+            rec.status().fetched_revision.clone(),
+            match &result {
+                Ok(r) => Ok(revision_string(&rec.config().source.branch, &r.revision)),
+                Err(e) => Err(e.to_string()),
+            },
+        );
         let images_interval = rec.config().images.interval;
         let next = match &result {
             Err(Error::Source(_)) => backoff(rec.status().failures, interval),
@@ -765,9 +843,13 @@ pub async fn run(
                 Some(()) = trigger_rx.recv() => {
                     // Coalesce a burst (a push writes several refs) into one sync.
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    while trigger_rx.try_recv().is_ok() {}
+                    triggers = 1;
+                    while trigger_rx.try_recv().is_ok() {
+                        triggers += 1;
+                    }
                     break;
                 }
+                _ = control.suspension_changed() => break,
                 _ = tokio::time::sleep(HEALTH_POLL), if health_waiting => {
                     let (back, r) = blocking(rec, |rec| rec.check_health(unix_now()).map(drop)).await;
                     rec = back;

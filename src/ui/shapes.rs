@@ -44,8 +44,7 @@ pub struct View<'a> {
     pub state_dir: &'a Path,
 }
 
-/// The source's status as `get sources` prints it (`SUSPENDED` is always false: the
-/// source cannot be suspended yet).
+/// The source's status as `get sources` prints it.
 pub fn source_status(cfg: &Config) -> Result<SourceStatus> {
     let state = cfg.state_dir();
     let st = status::read(&state).map_err(|source| Error::Io {
@@ -76,7 +75,7 @@ pub fn sources(cfg: &Config) -> Result<Value> {
             v[k] = rfc3339_secs(t).into();
         }
     }
-    v["suspended"] = false.into();
+    v["suspended"] = crate::source::suspend::is_suspended(&cfg.state_dir()).into();
     Ok(Value::Array(vec![v]))
 }
 

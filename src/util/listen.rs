@@ -146,6 +146,18 @@ impl<S: Source> axum::serve::Listener for Acceptor<S> {
     }
 }
 
+/// A connection's peer address, for handlers that admit by it (axum's `ConnectInfo`).
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+impl<S: Source> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Acceptor<S>>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, Acceptor<S>>) -> Self {
+        Peer(*stream.remote_addr())
+    }
+}
+
 /// An accepted connection; its place under the cap is given back when it is dropped.
 pub struct Conn<Io> {
     io: Io,

@@ -839,6 +839,28 @@ pub fn sh(dir: &Path, script: &str) {
     }
 }
 
+/// A tiny HTTP receiver recording request bodies (an alert provider's endpoint).
+pub fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/alerts", l.local_addr().unwrap());
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for stream in l.incoming().flatten() {
+            let mut r = BufReader::new(stream);
+            let body = read_request(&mut r).map(|(_, b)| b).unwrap_or_default();
+            g.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&body).into_owned());
+            let _ = r
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, got)
+}
+
 /// Reads one HTTP/1.1 request from a test receiver's client: its request line and body.
 pub fn read_request(r: &mut impl std::io::BufRead) -> Option<(String, Vec<u8>)> {
     let mut first = String::new();

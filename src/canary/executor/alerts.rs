@@ -1,8 +1,10 @@
 //! Alerts and event webhooks of the canary executor: which events alert at which
-//! severity, and the AlertProvider payloads (Slack, Rocket.Chat, MS Teams, Discord,
-//! Google Chat, generic) sent to the address from a Secret, an env var or the spec.
+//! severity, and where an AlertProvider's address comes from (a Secret, an env var or
+//! the spec). The payloads and the POST are `notify::providers`, shared with the
+//! global `notifications:`.
 
 use super::*;
+use crate::notify::providers;
 
 impl Core {
     /// Sends events to `event` webhooks (all of them) and to alert providers (the
@@ -31,12 +33,9 @@ impl Core {
                 continue;
             };
             for (name, ns, filter) in &c.analysis.alerts {
-                let rank = |s: &str| match s {
-                    "error" => 2,
-                    "warn" => 1,
-                    _ => 0,
-                };
-                if rank(severity) < rank(filter) {
+                if severity
+                    < providers::Severity::parse(filter).unwrap_or(providers::Severity::Info)
+                {
                     continue;
                 }
                 if let Err(err) = self.send_alert(c, name, ns, severity, &e.message).await {
@@ -51,7 +50,7 @@ impl Core {
         c: &CanarySpec,
         name: &str,
         ns: &str,
-        severity: &str,
+        severity: providers::Severity,
         message: &str,
     ) -> Result<(), String> {
         let key = ObjectKey::new("flagger.app/v1beta1", "AlertProvider", ns, name);
@@ -91,59 +90,24 @@ impl Core {
                 return Err("spec.secretRef, spec.addressEnv or spec.address is required".into())
             }
         };
-        let text = format!("{}: {message}", c.id());
-        let body = match p["spec"]["type"].as_str().unwrap_or("generic") {
-            // Rocket.Chat takes Slack's payload.
-            "slack" | "rocket" => {
-                json!({"text": text, "channel": p["spec"]["channel"], "username": p["spec"]["username"].as_str().unwrap_or("gitcanary")})
-            }
-            "gchat" => json!({"text": text}),
-            "discord" => {
-                json!({"content": text, "username": p["spec"]["username"].as_str().unwrap_or("gitcanary")})
-            }
-            "msteams" => {
-                json!({"@type": "MessageCard", "@context": "https://schema.org/extensions", "summary": c.id(), "themeColor": if severity == "info" { "0076D7" } else { "FF0000" }, "title": c.id(), "text": message})
-            }
-            "generic" => {
-                json!({"name": c.name, "namespace": c.namespace, "severity": severity, "message": message})
-            }
-            other => {
-                return Err(format!(
-                    "unsupported provider type {other:?}: use slack, rocket, msteams, discord, gchat or generic"
-                ))
-            }
+        let kind = providers::Kind::parse(p["spec"]["type"].as_str().unwrap_or("generic"))?;
+        let style = providers::Style {
+            channel: p["spec"]["channel"].as_str().map(str::to_string),
+            username: p["spec"]["username"].as_str().map(str::to_string),
         };
+        let mut fields = serde_json::Map::new();
+        fields.insert("name".into(), c.name.clone().into());
+        fields.insert("namespace".into(), c.namespace.clone().into());
+        let id = c.id();
+        let alert = providers::Alert {
+            subject: &id,
+            severity,
+            message,
+            fields,
+        };
+        let body = providers::body(kind, &style, &alert);
         let url = self.local_url(&address, &c.namespace).await;
-        let resp = self
-            .http
-            .post(url)
-            .timeout(Duration::from_secs(10))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| e.without_url().to_string())?;
-        let status = resp.status();
-        // Read (capped) so the connection is reused and a refusal can say why.
-        let body = crate::util::http::read_response(
-            resp,
-            crate::util::http::SMALL_BODY,
-            "alert provider response",
-        )
-        .await;
-        if !status.is_success() {
-            let why = match body {
-                Ok(b) => String::from_utf8_lossy(&b)
-                    .trim()
-                    .chars()
-                    .take(200)
-                    .collect(),
-                Err(e) => e.to_string(),
-            };
-            return Err(match why.is_empty() {
-                true => format!("provider answered {status}"),
-                false => format!("provider answered {status}: {why}"),
-            });
-        }
+        providers::post(&self.http, &url, &body).await?;
         Ok(())
     }
 }
@@ -167,21 +131,21 @@ fn address_from_env(
 
 /// The severity an event alerts with, if it is one worth alerting on. Beyond Flagger's
 /// alerts, pre-rollout failures and progress-deadline rollbacks alert too (flagger #1663).
-fn alert_severity(message: &str) -> Option<&'static str> {
+fn alert_severity(message: &str) -> Option<providers::Severity> {
     if message.starts_with("New revision detected! Scaling up")
         || message.starts_with("Promotion completed!")
     {
-        Some("info")
+        Some(providers::Severity::Info)
     } else if message.contains("pre-rollout check")
         || message.contains("manual webhook invoked")
         || message.contains("aborted by")
     {
-        Some("warn")
+        Some(providers::Severity::Warn)
     } else if message.starts_with("Canary failed!")
         || message.contains("progress deadline exceeded")
         || message.contains("failed checks threshold reached")
     {
-        Some("error")
+        Some(providers::Severity::Error)
     } else {
         None
     }
