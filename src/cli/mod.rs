@@ -6,6 +6,7 @@ mod bench_history;
 mod bench_idle;
 mod bench_images;
 mod bench_kube;
+mod bench_latency;
 mod bench_proxy;
 mod bench_ui;
 mod canary;

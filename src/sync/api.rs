@@ -92,7 +92,11 @@ fn admit(state: &AppState, req: &Request) -> Result<(), Refusal> {
                 .extensions()
                 .get::<ConnectInfo<Peer>>()
                 .is_some_and(|c| c.0 .0.ip().is_loopback());
-            if !peer_ok || !header("host").is_some_and(loopback_host) {
+            // Every Host header: a second one must not smuggle a rebound name past.
+            let mut hosts = headers.get_all("host").iter().peekable();
+            let host_ok =
+                hosts.peek().is_some() && hosts.all(|h| h.to_str().is_ok_and(loopback_host));
+            if !peer_ok || !host_ok {
                 return Err((
                     StatusCode::FORBIDDEN,
                     "the daemon API admits loopback clients only; set server.uiTokenEnv to call it from elsewhere".into(),

@@ -684,6 +684,24 @@ pub trait InProcess: Send {
     fn shutdown(self: Box<Self>);
 }
 
+/// Coalesces a burst of triggers into one sync (a push moves a ref through a lock
+/// file, and the watch reports each write): waits until none came for `QUIET`, at most
+/// `BURST`. Returns how many there were, with the one that woke the loop. A fixed pause
+/// (it was 100 ms) delayed every webhook by that much.
+async fn coalesce(rx: &mut mpsc::UnboundedReceiver<()>) -> u64 {
+    const QUIET: Duration = Duration::from_millis(10);
+    const BURST: Duration = Duration::from_millis(100);
+    let end = tokio::time::Instant::now() + BURST;
+    let mut n = 1;
+    loop {
+        let until = end.min(tokio::time::Instant::now() + QUIET);
+        match tokio::time::timeout_at(until, rx.recv()).await {
+            Ok(Some(())) => n += 1,
+            _ => return n,
+        }
+    }
+}
+
 /// How often a running health check reads the revision's workloads again.
 const HEALTH_POLL: Duration = Duration::from_secs(1);
 
@@ -841,12 +859,7 @@ pub async fn run(
             tokio::select! {
                 _ = tokio::time::sleep_until(wake) => break,
                 Some(()) = trigger_rx.recv() => {
-                    // Coalesce a burst (a push writes several refs) into one sync.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    triggers = 1;
-                    while trigger_rx.try_recv().is_ok() {
-                        triggers += 1;
-                    }
+                    triggers = coalesce(&mut trigger_rx).await;
                     break;
                 }
                 _ = control.suspension_changed() => break,
@@ -1102,6 +1115,39 @@ mod tests {
         // The local store was never opened: no object files, no writer lock.
         assert!(!state_dir.join("objects").exists());
         assert!(!state_dir.join("lock").exists());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_triggers_is_one_sync_and_a_lone_trigger_waits_little() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let start = tokio::time::Instant::now();
+        assert_eq!(coalesce(&mut rx).await, 1);
+        assert_eq!(start.elapsed(), Duration::from_millis(10));
+        let burst = tokio::spawn(async move {
+            for _ in 0..4 {
+                tx.send(()).unwrap();
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            tx
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        rx.recv().await.unwrap();
+        assert_eq!(coalesce(&mut rx).await, 4);
+        let tx = burst.await.unwrap();
+        // A steady stream is cut at the burst limit.
+        let start = tokio::time::Instant::now();
+        let stream = tokio::spawn(async move {
+            loop {
+                if tx.send(()).is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        coalesce(&mut rx).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        drop(rx);
+        stream.abort();
     }
 
     #[test]
