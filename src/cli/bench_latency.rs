@@ -112,10 +112,40 @@ fn measure(work: &Path, via: Via, pushes: usize) -> anyhow::Result<Measured> {
     let _ = std::fs::remove_dir_all(work);
     let (remote, clone) = (work.join("remote.git"), work.join("clone"));
     std::fs::create_dir_all(work)?;
-    git(work, &["init", "-q", "--bare", "-b", "main", remote.to_str().unwrap_or_default()])?;
-    git(work, &["init", "-q", "-b", "main", clone.to_str().unwrap_or_default()])?;
-    git(&clone, &["remote", "add", "origin", remote.to_str().unwrap_or_default()])?;
-    std::fs::write(clone.join("ns.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bench\n")?;
+    git(
+        work,
+        &[
+            "init",
+            "-q",
+            "--bare",
+            "-b",
+            "main",
+            remote.to_str().unwrap_or_default(),
+        ],
+    )?;
+    git(
+        work,
+        &[
+            "init",
+            "-q",
+            "-b",
+            "main",
+            clone.to_str().unwrap_or_default(),
+        ],
+    )?;
+    git(
+        &clone,
+        &[
+            "remote",
+            "add",
+            "origin",
+            remote.to_str().unwrap_or_default(),
+        ],
+    )?;
+    std::fs::write(
+        clone.join("ns.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bench\n",
+    )?;
     let mut children = Children(Vec::new());
     let url = match via {
         Via::Watch => remote.display().to_string(),
@@ -123,7 +153,12 @@ fn measure(work: &Path, via: Via, pushes: usize) -> anyhow::Result<Measured> {
             let port = free_port()?;
             children.0.push(
                 Command::new("git")
-                    .args(["daemon", "--reuseaddr", "--export-all", "--listen=127.0.0.1"])
+                    .args([
+                        "daemon",
+                        "--reuseaddr",
+                        "--export-all",
+                        "--listen=127.0.0.1",
+                    ])
                     .arg(format!("--port={port}"))
                     .arg(format!("--base-path={}", work.display()))
                     .arg(work)
@@ -151,7 +186,13 @@ fn measure(work: &Path, via: Via, pushes: usize) -> anyhow::Result<Measured> {
     let secret = format!("bench-{}", std::process::id());
     children.0.push(
         Command::new(std::env::current_exe()?)
-            .args(["--config", &cfg.display().to_string(), "--log-level", "warn", "run"])
+            .args([
+                "--config",
+                &cfg.display().to_string(),
+                "--log-level",
+                "warn",
+                "run",
+            ])
             .env("BENCH_HOOK_SECRET", &secret)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -189,7 +230,11 @@ fn server_address(state: &Path) -> anyhow::Result<String> {
         {
             return Ok(a);
         }
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(30), "{} not written", path.display());
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} not written",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
