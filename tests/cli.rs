@@ -7,17 +7,6 @@ use hmac::Mac;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let (code, _, body) = http_request(addr, method, path, headers, body.as_bytes());
-    (code, String::from_utf8_lossy(&body).into_owned())
-}
-
 #[test]
 fn validate_reports_every_error_and_exit_codes() {
     let ok = Command::new(bin())

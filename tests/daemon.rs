@@ -7,21 +7,19 @@ use common::*;
 use sha2::Digest;
 use std::time::Duration;
 
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let (code, _, body) = http_request(addr, method, path, headers, body.as_bytes());
-    (code, String::from_utf8_lossy(&body).into_owned())
-}
-
 fn value(setup: &Setup) -> Option<String> {
     setup.object("core", "ConfigMap", "test", "cfg")?["data"]["key"]
         .as_str()
         .map(str::to_string)
+}
+
+/// The JSON bodies a [`receiver`] got so far.
+fn received(got: &std::sync::Mutex<Vec<String>>) -> Vec<serde_json::Value> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect()
 }
 
 fn wait_value(setup: &Setup, want: &str, secs: u64) {
@@ -70,12 +68,7 @@ fn a_revision_failing_over_five_intervals_notifies_once_and_once_on_recovery() {
         (setup.status()["failures"].as_u64()? >= 5).then_some(())
     })
     .expect("the broken revision keeps failing");
-    let during: Vec<serde_json::Value> = got
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|b| serde_json::from_str(b).unwrap())
-        .collect();
+    let during = received(&got);
     // One message to each provider (both take errors).
     assert_eq!(during.len(), 2, "{during:#?}");
     for m in &during {
@@ -96,12 +89,7 @@ fn a_revision_failing_over_five_intervals_notifies_once_and_once_on_recovery() {
     wait_value(&setup, "two", 20);
     std::thread::sleep(Duration::from_millis(2500));
     running.stop();
-    let all: Vec<serde_json::Value> = got
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|b| serde_json::from_str(b).unwrap())
-        .collect();
+    let all = received(&got);
     // The recovery goes to the info provider only.
     assert_eq!(all.len(), 3, "{all:#?}");
     assert_eq!(all[2]["severity"], "info");

@@ -9,6 +9,21 @@ pub(crate) fn rss_kb(pid: u32) -> u64 {
     super::bench::proc_kb(&pid.to_string(), "VmRSS:").unwrap_or(0)
 }
 
+/// `gitcanary run` of this binary on `cfg`, logging warnings only, its output dropped.
+pub(super) fn quiet_run(cfg: &std::path::Path) -> std::io::Result<Command> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args([
+        "--config",
+        &cfg.display().to_string(),
+        "--log-level",
+        "warn",
+        "run",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    Ok(cmd)
+}
+
 /// Runs gitcanary over `n` canaries until all are Initialized; returns its idle RSS (KB).
 fn measure(n: usize) -> anyhow::Result<u64> {
     idle_run(n, |pid, _| Ok(idle_rss(pid)))
@@ -59,17 +74,7 @@ pub(super) fn idle_run<T>(
         &cfg,
         format!("source:\n  url: {}\n  interval: 1h\ntarget:\n  local:\n    stateDir: ./state\n    images:\n      bench/demo: [\"gitcanary\", \"demo-app\", \"--port\", \"$(PORT)\"]\nserver:\n  listen: 127.0.0.1:0\nimages:\n  enabled: false\n", remote.display()),
     )?;
-    let mut child = Command::new(std::env::current_exe()?)
-        .args([
-            "--config",
-            &cfg.display().to_string(),
-            "--log-level",
-            "warn",
-            "run",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+    let mut child = quiet_run(&cfg)?.spawn()?;
     let started = Instant::now();
     let state = work.join("state");
     let result = (|| {

@@ -185,17 +185,8 @@ fn measure(work: &Path, via: Via, pushes: usize) -> anyhow::Result<Measured> {
     )?;
     let secret = format!("bench-{}", std::process::id());
     children.0.push(
-        Command::new(std::env::current_exe()?)
-            .args([
-                "--config",
-                &cfg.display().to_string(),
-                "--log-level",
-                "warn",
-                "run",
-            ])
+        super::bench_idle::quiet_run(&cfg)?
             .env("BENCH_HOOK_SECRET", &secret)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()?,
     );
     let state = work.join("state");

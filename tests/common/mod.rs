@@ -444,6 +444,18 @@ pub fn configmap(name: &str, value: &str) -> String {
 }
 
 /// A minimal HTTP/1.1 client for tests: returns (status, headers, body).
+/// [`http_request`] with a text body in and out: the status and the body.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let (code, _, body) = http_request(addr, method, path, headers, body.as_bytes());
+    (code, String::from_utf8_lossy(&body).into_owned())
+}
+
 pub fn http_request(
     addr: &str,
     method: &str,
