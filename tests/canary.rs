@@ -231,7 +231,6 @@ fn rollout_note_is_in_git(remote: &Remote) {
     }
 }
 
-
 #[test]
 fn a_faulty_config_is_rolled_back_and_the_primary_keeps_serving() {
     let (remote, setup) = setup("1.0.0", "0");

@@ -575,12 +575,11 @@ impl Reconciler {
             });
         let pushed = match run {
             Ok(outcome) => {
-                if let Some(p) = outcome.pushed {
+                if let Some((p, message)) = outcome.pushed {
                     self.notifier.event(crate::notify::Event::ImageUpdated {
                         commit: p.commit,
                         branch: p.branch,
-                        changes: p
-                            .message
+                        changes: message
                             .lines()
                             .map(|l| l.trim().trim_start_matches("- "))
                             .filter(|l| !l.is_empty())
