@@ -178,15 +178,7 @@ fn rollout_note_is_in_git(remote: &Remote) {
         out.status.success().then_some(())
     })
     .expect("a rollout note on the remote");
-    git(
-        &remote.work,
-        &[
-            "fetch",
-            "-q",
-            "origin",
-            "refs/notes/gitcanary:refs/notes/gitcanary",
-        ],
-    );
+    remote.fetch_notes();
     let log = git(&remote.work, &["log", "--notes=gitcanary", "-1"]);
     for want in [
         "podinfo 1.0.1",

@@ -64,14 +64,13 @@ fn rollout(canary: &str, end: f64) -> Entry {
         max_weight: 50,
         start: end - 60.0,
         end,
-        samples: vec![Sample {
-            time: end - 30.0,
-            metric: "request-success-rate".into(),
-            value: Some(100.0),
-            min: Some(99.0),
-            max: None,
-            pass: true,
-        }],
+        samples: vec![Sample::new(
+            end - 30.0,
+            "request-success-rate",
+            Some(100.0),
+            Some(99.0),
+            None,
+        )],
         ..Default::default()
     }))
 }
@@ -113,15 +112,7 @@ fn two_writers_pushing_notes_at_once_lose_none_over_20_rollouts() {
     assert_eq!(text.matches("```json").count(), 1, "one JSON block");
     assert_eq!(text.matches("gitcanary rollout test/").count(), 40);
     // `git log --notes=gitcanary` shows them in a clone that fetched the notes.
-    git(
-        &remote.work,
-        &[
-            "fetch",
-            "-q",
-            "origin",
-            "refs/notes/gitcanary:refs/notes/gitcanary",
-        ],
-    );
+    remote.fetch_notes();
     let log = git(&remote.work, &["log", "--notes=gitcanary", "-1", &head]);
     assert!(
         log.contains("Notes (gitcanary):")

@@ -182,14 +182,9 @@ pub fn rollout(f: &Finished) -> Rollout {
             a.metrics
                 .iter()
                 .flat_map(|s| {
-                    s.points.iter().map(|(t, v)| Sample {
-                        time: *t,
-                        metric: s.name.clone(),
-                        value: *v,
-                        min: s.min,
-                        max: s.max,
-                        pass: Sample::passes(*v, s.min, s.max),
-                    })
+                    s.points
+                        .iter()
+                        .map(|(t, v)| Sample::new(*t, &s.name, *v, s.min, s.max))
                 })
                 .collect()
         })

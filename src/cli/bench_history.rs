@@ -89,22 +89,8 @@ pub fn sample_rollout(i: usize, end: f64) -> Rollout {
             .flat_map(|s| {
                 let t = start + 60.0 * s as f64;
                 [
-                    Sample {
-                        time: t,
-                        metric: "request-success-rate".into(),
-                        value: Some(99.5),
-                        min: Some(99.0),
-                        max: None,
-                        pass: true,
-                    },
-                    Sample {
-                        time: t,
-                        metric: "request-duration".into(),
-                        value: Some(120.0),
-                        min: None,
-                        max: Some(500.0),
-                        pass: true,
-                    },
+                    Sample::new(t, "request-success-rate", Some(99.5), Some(99.0), None),
+                    Sample::new(t, "request-duration", Some(120.0), None, Some(500.0)),
                 ]
             })
             .collect(),

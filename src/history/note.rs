@@ -65,6 +65,24 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// A check at `time` of `metric`, judged against `min..=max`.
+    pub fn new(
+        time: f64,
+        metric: &str,
+        value: Option<f64>,
+        min: Option<f64>,
+        max: Option<f64>,
+    ) -> Sample {
+        Sample {
+            time,
+            metric: metric.into(),
+            value,
+            min,
+            max,
+            pass: Sample::passes(value, min, max),
+        }
+    }
+
     /// Whether `value` passes `min..=max`; Flagger counts no data as a failed check.
     pub fn passes(value: Option<f64>, min: Option<f64>, max: Option<f64>) -> bool {
         value.is_some_and(|v| min.is_none_or(|m| v >= m) && max.is_none_or(|m| v <= m))
@@ -555,22 +573,14 @@ mod tests {
             start: end - 150.0,
             end,
             samples: vec![
-                Sample {
-                    time: end - 100.0,
-                    metric: "request-success-rate".into(),
-                    value: Some(99.5),
-                    min: Some(99.0),
-                    max: None,
-                    pass: true,
-                },
-                Sample {
-                    time: end - 50.0,
-                    metric: "request-duration".into(),
-                    value: None,
-                    min: None,
-                    max: Some(500.0),
-                    pass: false,
-                },
+                Sample::new(
+                    end - 100.0,
+                    "request-success-rate",
+                    Some(99.5),
+                    Some(99.0),
+                    None,
+                ),
+                Sample::new(end - 50.0, "request-duration", None, None, Some(500.0)),
             ],
             weights: vec![(end - 140.0, 10), (end - 100.0, 50)],
             webhooks: vec![WebhookResult {

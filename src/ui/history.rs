@@ -91,14 +91,13 @@ mod tests {
             to: to.into(),
             start,
             end,
-            samples: vec![Sample {
-                time: start + 10.0,
-                metric: "request-success-rate".into(),
-                value: Some(100.0),
-                min: Some(99.0),
-                max: None,
-                pass: true,
-            }],
+            samples: vec![Sample::new(
+                start + 10.0,
+                "request-success-rate",
+                Some(100.0),
+                Some(99.0),
+                None,
+            )],
             ..Default::default()
         }))]);
         n.render()

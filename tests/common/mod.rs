@@ -79,6 +79,13 @@ impl Remote {
         git(&self.work, &["rev-parse", "HEAD"])
     }
 
+    /// Fetches gitcanary's rollout notes into the work tree's repository.
+    pub fn fetch_notes(&self) -> &Self {
+        let spec = "refs/notes/gitcanary:refs/notes/gitcanary";
+        git(&self.work, &["fetch", "-q", "origin", spec]);
+        self
+    }
+
     /// Copies a folder of this crate (e.g. examples-repo) into the work tree.
     pub fn copy_from(&self, src: &Path) -> &Self {
         copy_dir(src, &self.work);
