@@ -50,12 +50,6 @@ pub enum Which {
     /// Git as the rollout record: `gitcanary history` over 1,000 notes, writing and
     /// pushing one note.
     History(super::bench_history::Args),
-    /// Push-to-applied latency through the push webhook and through the local watch.
-    Latency {
-        /// Pushes per way.
-        #[arg(long, default_value_t = 50)]
-        pushes: usize,
-    },
     /// Image automation: semver selection, registry scanning, rewrite and commit.
     Images {
         /// The registry binary to start for the scan benchmark.
@@ -150,11 +144,6 @@ pub fn bench(which: Which) -> anyhow::Result<ExitCode> {
         Which::CanaryIdle { canaries } => super::bench_idle::run(canaries),
         Which::Ui => super::bench_ui::run(),
         Which::History(args) => super::bench_history::run(args),
-        Which::Latency { pushes } => {
-            let (report, ok) = super::bench_latency::report(pushes)?;
-            print!("{report}");
-            Ok(verdict(ok))
-        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! up its own repositories in a temporary folder, measures, and adds its lines to the
 //! report; a new measurement is one more section in [`run`]:
 //! - `gitcanary history` (the real binary, process start included) over 1,000 notes;
-//! - writing and pushing one note through the Git writer to a `file://` remote.
+//! - writing and pushing one note through the Git writer to a `file://` remote;
+//! - push-to-applied latency through the push webhook and the local watch
+//!   (`super::bench_latency`).
 
 use crate::history::note::{Entry, NoteEvent, Outcome, Rollout, Sample, WebhookResult};
 use crate::history::writer::{Retry, Writer};
@@ -20,6 +22,9 @@ pub struct Args {
     /// Notes written and pushed one by one.
     #[arg(long, default_value_t = 30)]
     pub pushes: usize,
+    /// Pushes timed from push to applied, per way (webhook, local watch); 0 skips them.
+    #[arg(long, default_value_t = 50)]
+    pub latency_pushes: usize,
 }
 
 /// The measurements of one run, against their targets.
@@ -57,7 +62,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dir = std::env::temp_dir().join(format!("gitcanary-bench-history-{}", std::process::id()));
     let mut report = Report::default();
     let result = listing(&dir.join("listing"), args.notes, &mut report)
-        .and_then(|()| note_push(&dir.join("push"), args.pushes, &mut report));
+        .and_then(|()| note_push(&dir.join("push"), args.pushes, &mut report))
+        .and_then(|()| {
+            super::bench_latency::section(&dir.join("latency"), args.latency_pushes, &mut report)
+        });
     let _ = std::fs::remove_dir_all(&dir);
     result?;
     Ok(report.print())

@@ -1,4 +1,5 @@
-//! Push-to-applied latency of a real `gitcanary run` on the local target: 50 pushes
+//! `bench history`'s latency section. Push-to-applied latency of a real `gitcanary run`
+//! on the local target: 50 pushes
 //! announced by the push webhook (the remote served by `git daemon`, so no local
 //! watch), and 50 noticed by the local watch of a repository on this machine (no
 //! webhook). The clock starts when `git push` returns and stops when
@@ -6,7 +7,7 @@
 
 use super::bench_proxy::load::quantile_us;
 use anyhow::Context;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,6 @@ pub enum Via {
 
 /// Latencies of one way, sorted.
 pub struct Measured {
-    /// How pushes were announced.
-    pub via: Via,
     /// Push-to-applied, sorted.
     pub latencies: Vec<Duration>,
 }
@@ -207,7 +206,7 @@ fn measure(work: &Path, via: Via, pushes: usize) -> anyhow::Result<Measured> {
     }
     drop(children);
     latencies.sort_unstable();
-    Ok(Measured { via, latencies })
+    Ok(Measured { latencies })
 }
 
 fn server_address(state: &Path) -> anyhow::Result<String> {
@@ -230,33 +229,32 @@ fn server_address(state: &Path) -> anyhow::Result<String> {
     }
 }
 
-/// Measures both ways; returns the report and whether every target was met.
-pub fn report(pushes: usize) -> anyhow::Result<(String, bool)> {
-    let work: PathBuf =
-        std::env::temp_dir().join(format!("gitcanary-bench-latency-{}", std::process::id()));
-    let result = (|| {
-        let hook = measure(&work.join("webhook"), Via::Webhook, pushes)?;
-        let watch = measure(&work.join("watch"), Via::Watch, pushes)?;
-        Ok::<_, anyhow::Error>((hook, watch))
-    })();
-    let _ = std::fs::remove_dir_all(&work);
-    let (hook, watch) = result?;
-    let ok = hook.ms(0.5) < 150.0 && hook.ms(0.99) < 500.0 && watch.ms(0.5) < 150.0;
-    let mut out = format!("push-to-applied latency, local target, {pushes} pushes each\n");
-    for (m, target) in [
-        (&hook, "(target p50 < 150 ms, p99 < 500 ms)"),
-        (&watch, "(target p50 < 150 ms)"),
-    ] {
-        let name = match m.via {
-            Via::Webhook => "through the webhook:   ",
-            Via::Watch => "through the local watch:",
-        };
-        out.push_str(&format!(
-            "  {name} p50 {:>6.1} ms  p99 {:>6.1} ms  max {:>6.1} ms   {target}\n",
-            m.ms(0.5),
-            m.ms(0.99),
-            m.ms(1.0)
-        ));
+/// The `bench history` section: `pushes` pushes each way under `dir`, p50 and p99
+/// against the targets (none when `pushes` is 0).
+pub fn section(
+    dir: &Path,
+    pushes: usize,
+    report: &mut super::bench_history::Report,
+) -> anyhow::Result<()> {
+    if pushes == 0 {
+        return Ok(());
     }
-    Ok((out, ok))
+    let hook = measure(&dir.join("webhook"), Via::Webhook, pushes)?;
+    let watch = measure(&dir.join("watch"), Via::Watch, pushes)?;
+    report.add(
+        format!("push-to-applied via webhook, p50 of {pushes}"),
+        hook.ms(0.5),
+        150.0,
+    );
+    report.add(
+        format!("push-to-applied via webhook, p99 of {pushes}"),
+        hook.ms(0.99),
+        500.0,
+    );
+    report.add(
+        format!("push-to-applied via local watch, p50 of {pushes}"),
+        watch.ms(0.5),
+        150.0,
+    );
+    Ok(())
 }
