@@ -51,6 +51,11 @@ fn analysis(r: &crate::history::Rollout) -> Analysis {
         series.min = s.min;
         series.max = s.max;
         series.points.push((s.time, s.value));
+        // The note's own verdict, so a check that failed on a query error shows red
+        // even when its value is within the thresholds.
+        if !s.pass {
+            series.failed.push(s.time);
+        }
     }
     Analysis {
         revision: r.to_revision.clone(),
@@ -94,7 +99,8 @@ mod tests {
             samples: vec![Sample::new(
                 start + 10.0,
                 "request-success-rate",
-                Some(100.0),
+                // A failed rollout's check had no data: it fails within any range.
+                (outcome != Outcome::Failed).then_some(100.0),
                 Some(99.0),
                 None,
             )],
@@ -138,5 +144,8 @@ mod tests {
         let series = &h[1]["samples"]["metrics"][0];
         assert_eq!(series["name"], "request-success-rate");
         assert_eq!(series["points"][0], serde_json::json!([20.0, 100.0]));
+        assert!(series.get("failed").is_none(), "{series}");
+        let failed = &h[0]["samples"]["metrics"][0];
+        assert_eq!(failed["failed"], serde_json::json!([110.0]), "{failed}");
     }
 }
