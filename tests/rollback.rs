@@ -114,6 +114,14 @@ fn fail_1_0_1(reg: &Registry, remote: &Remote, setup: &Setup) -> (Running, Strin
 #[test]
 fn a_failed_rollout_with_revert_on_is_rolled_back_in_git_and_its_tag_rejected() {
     let (reg, remote, setup) = setup(true);
+    let (url, alerts) = receiver();
+    std::fs::write(setup.dir.path().join("ops-url"), &url).unwrap();
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    std::fs::write(
+        &setup.config,
+        format!("{text}notifications:\n  providers:\n    - name: ops\n      type: generic\n      addressFile: ./ops-url\n      severity: info\n"),
+    )
+    .unwrap();
     let (running, failed) = fail_1_0_1(&reg, &remote, &setup);
 
     // Exactly one revert commit, changing only the tag back.
@@ -160,6 +168,22 @@ fn a_failed_rollout_with_revert_on_is_rolled_back_in_git_and_its_tag_rejected() 
         seeded[2].1.trim_end(),
         "byte for byte what was promoted"
     );
+
+    // Both are notified once.
+    let sent = |what: &str| {
+        let got = alerts.lock().unwrap();
+        got.iter().filter(|b| b.contains(what)).count()
+    };
+    let rollback = "Rollback podinfo.test to 1.0.0 written to Git as ";
+    wait_for(Duration::from_secs(20), || {
+        (sent(rollback) == 1).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{:#?}", alerts.lock().unwrap()));
+    let rejected = format!(
+        "Tag {}/podinfo:1.0.1 rejected after podinfo.test failed",
+        reg.addr
+    );
+    assert_eq!(sent(&rejected), 1, "{:#?}", alerts.lock().unwrap());
 
     // The local target serves the promoted version, with no new analysis.
     let head = git(&remote.bare, &["rev-parse", "main"]);

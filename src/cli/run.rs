@@ -107,6 +107,7 @@ pub async fn serve_and_reconcile(cfg: Config) -> anyhow::Result<()> {
 async fn outcome_sink(
     rec: &reconcile::Reconciler,
     writer: crate::history::Writer,
+    notifier: crate::notify::Notifier,
 ) -> Arc<dyn crate::history::OutcomeSink> {
     let (source, state) = (rec.source().clone(), rec.config().state_dir());
     let rebuilt = tokio::task::spawn_blocking(move || {
@@ -118,7 +119,8 @@ async fn outcome_sink(
         Ok(Err(e)) => tracing::warn!("rejected tags not read from the notes: {e}"),
         Err(e) => tracing::warn!("rejected tags not read from the notes: {e}"),
     }
-    let sink = crate::rollback::sink::Rollbacks::new(writer, rec.source().clone(), rec.config());
+    let sink = crate::rollback::sink::Rollbacks::new(writer, rec.source().clone(), rec.config())
+        .with_notifier(notifier);
     Arc::new(sink)
 }
 
@@ -132,14 +134,14 @@ async fn reconcile_until_shutdown(
     readiness: Arc<Readiness>,
 ) -> anyhow::Result<()> {
     let notifier = crate::notify::Notifier::from_config(&cfg)?;
-    let rec = reconcile::Reconciler::open(cfg, true)?.with_notifier(notifier);
+    let rec = reconcile::Reconciler::open(cfg, true)?.with_notifier(notifier.clone());
     let (in_process, election): (Option<Box<dyn reconcile::InProcess>>, _) =
         match &rec.config().target.kubernetes {
             None => {
                 // Finished analyses become notes, written by the reconciler's Git writer;
                 // failed ones also reject their tags and are rolled back when asked.
                 let outcomes = match rec.writer() {
-                    Some(w) => Some(outcome_sink(&rec, w.clone()).await),
+                    Some(w) => Some(outcome_sink(&rec, w.clone(), notifier.clone()).await),
                     None => None,
                 };
                 let services = crate::targets::local::services::LocalServices::start(

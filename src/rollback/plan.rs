@@ -449,6 +449,15 @@ fn rewrite_head(w: &Workload, head: &Version, located: Vec<Located>) -> Result<O
     })
 }
 
+/// What a rollback goes back to: the promoted image tag, or the promoted commit's
+/// short sha when no image changed.
+pub fn rolled_back_to(changes: &[Change], promoted_commit: &str) -> String {
+    changes
+        .iter()
+        .find_map(Change::promoted_tag)
+        .unwrap_or_else(|| promoted_commit[..promoted_commit.len().min(12)].to_string())
+}
+
 /// The revert commit's message: `Rollback podinfo.test to 6.0.0: failed checks
 /// threshold reached 5`, one line per value set back, and the
 /// `Gitcanary-Failed-Commit` trailer. Without an image change, the canary goes back to
@@ -460,10 +469,7 @@ pub fn commit_message(
     promoted_commit: &str,
     failed_commit: &str,
 ) -> String {
-    let to = changes
-        .iter()
-        .find_map(Change::promoted_tag)
-        .unwrap_or_else(|| promoted_commit[..promoted_commit.len().min(12)].to_string());
+    let to = rolled_back_to(changes, promoted_commit);
     let mut msg = format!("Rollback {canary} to {to}: {reason}\n\n");
     for c in changes {
         msg.push_str(&format!(

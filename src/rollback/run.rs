@@ -72,6 +72,8 @@ pub enum Done {
         commit: String,
         /// The values set back.
         changes: Vec<Change>,
+        /// What it went back to (a tag, or the promoted commit's short sha).
+        to: String,
     },
     /// Not reverted; see [`Outcome`].
     Skipped(Outcome),
@@ -82,7 +84,7 @@ impl Done {
     pub fn summary(&self) -> String {
         match self {
             Done::Disabled => "revert off".into(),
-            Done::Pushed { commit, changes } => {
+            Done::Pushed { commit, changes, .. } => {
                 format!("reverted in {commit} ({} values set back)", changes.len())
             }
             Done::Skipped(Outcome::Superseded { changes }) => {
@@ -218,6 +220,7 @@ pub fn revert(
     match pushed {
         Ok(Some(p)) => Ok(Done::Pushed {
             commit: p.commit,
+            to: plan::rolled_back_to(&changed, &promoted_commit),
             changes: changed,
         }),
         Ok(None) => Ok(Done::Skipped(skipped.unwrap_or(Outcome::NotFound))),

@@ -8,6 +8,7 @@ use super::run::{self, Done, Request};
 use crate::history::note::{Entry, Outcome, Rollout, TagAction, TagRecord};
 use crate::history::{OutcomeSink, Writer, NOTES_REF};
 use crate::image::rejected::{self, Rejection};
+use crate::notify::Event;
 use crate::source::git::GitSource;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ pub struct Rollbacks {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
     writer: Writer,
     source: GitSource,
@@ -26,6 +28,7 @@ struct Inner {
     author: (String, String),
     global: bool,
     state_dir: PathBuf,
+    notifier: crate::notify::Notifier,
 }
 
 impl Rollbacks {
@@ -39,7 +42,17 @@ impl Rollbacks {
                 author: (cfg.git.author.name.clone(), cfg.git.author.email.clone()),
                 global: cfg.history.revert_on_failure,
                 state_dir: cfg.state_dir(),
+                notifier: Default::default(),
             }),
+        }
+    }
+
+    /// Reports rollbacks written and tags rejected to `notifier`.
+    pub fn with_notifier(self, notifier: crate::notify::Notifier) -> Rollbacks {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|a| a.as_ref().clone());
+        inner.notifier = notifier;
+        Rollbacks {
+            inner: Arc::new(inner),
         }
     }
 }
@@ -112,6 +125,11 @@ impl Inner {
             for t in &rejected {
                 tracing::warn!(canary = %id, "image automation will not select {}:{} again", t.image, t.tag);
                 tags.push(tag_entry(t, &reason));
+                self.notifier.event(Event::TagRejected {
+                    canary: id.clone(),
+                    image: t.image.clone(),
+                    tag: t.tag.clone(),
+                });
             }
             let req = Request {
                 namespace: ns.to_string(),
@@ -146,8 +164,14 @@ impl Inner {
         let summary = match done {
             Ok(Done::Disabled) => return,
             Ok(d) => {
-                if let Done::Pushed { commit, .. } = &d {
+                if let Done::Pushed { commit, to, .. } = &d {
                     tracing::warn!(commit = %commit, "Rollback {}.{} written to Git", req.name, req.namespace);
+                    self.notifier.event(Event::RollbackWritten {
+                        canary: format!("{}.{}", req.name, req.namespace),
+                        to: to.clone(),
+                        commit: commit.clone(),
+                        reason: req.reason.clone(),
+                    });
                     r.extra
                         .insert("rollbackCommit".into(), Value::String(commit.clone()));
                 } else {
