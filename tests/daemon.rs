@@ -22,6 +22,18 @@ fn received(got: &std::sync::Mutex<Vec<String>>) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Runs a command that must succeed; its stdout.
+fn succeeds(setup: &Setup, args: &[&str]) -> String {
+    let out = setup.cmd(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn wait_value(setup: &Setup, want: &str, secs: u64) {
     wait_for(Duration::from_secs(secs), || {
         (value(setup).as_deref() == Some(want)).then_some(())
@@ -113,23 +125,11 @@ fn reconcile_prints_the_applied_revision_and_the_error() {
         .write(&[("cfg.yaml", &configmap("cfg", "two"))])
         .push("two");
     // Without --with-source the last fetched revision is synced again: not `two`.
-    let out = setup.cmd(&["reconcile"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeds(&setup, &["reconcile"]);
     assert!(!stdout.contains(&two), "{stdout}");
     assert_eq!(value(&setup).as_deref(), Some("one"));
 
-    let out = setup.cmd(&["reconcile", "--with-source"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeds(&setup, &["reconcile", "--with-source"]);
     assert!(
         stdout.contains(&format!(
             "✔ fetched revision main@sha1:{two}\n✔ applied revision main@sha1:{two}\n"
@@ -164,14 +164,8 @@ fn suspend_holds_a_pushed_change_across_a_restart_until_resume() {
     wait_value(&setup, "one", 20);
     setup.server_address();
 
-    let out = setup.cmd(&["suspend", "source"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
+        succeeds(&setup, &["suspend", "source"]),
         "► suspending source flux-system\n✔ source suspended\n"
     );
     let out = setup.cmd(&["get", "sources"]);
@@ -207,13 +201,7 @@ fn suspend_holds_a_pushed_change_across_a_restart_until_resume() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["suspended"], true);
 
-    let out = setup.cmd(&["resume", "source", "flux-system"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeds(&setup, &["resume", "source", "flux-system"]);
     assert!(
         stdout.contains(&format!("✔ source resumed\n◎ waiting for reconciliation\n✔ fetched revision main@sha1:{two}\n✔ applied revision main@sha1:{two}\n")),
         "{stdout}"
