@@ -547,6 +547,51 @@ fn leader_failover_between_two_gitcanary_processes() {
     assert_eq!(lease_holder(&ns).as_deref(), Some(""));
 }
 
+#[test]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+fn one_shot_commands_refuse_to_write_beside_a_leader_and_hold_the_lease_otherwise() {
+    use common::{wait_for, Remote};
+    let ns = envtest::shared().namespace_blocking("oneshot");
+    let cm = |v: &str| {
+        common::configmap("app-config", v).replace("namespace: test", &format!("namespace: {ns}"))
+    };
+    let remote = Remote::new();
+    remote.write(&[("apps/cm.yaml", &cm("v1"))]).push("v1");
+    let a = kube_setup(&remote, &ns, "", "");
+    let run_a = a.spawn_run(&[("HOSTNAME", "gitcanary-a")]);
+    wait_for(Duration::from_secs(30), || {
+        (configmap_value(&ns, "app-config")? == "v1").then_some(())
+    })
+    .expect("the leader applies the first revision");
+    let leader = lease_holder(&ns).unwrap();
+    assert!(leader.starts_with("gitcanary-a_"), "{leader}");
+
+    let b = kube_setup(&remote, &ns, "", "");
+    for args in [&["sync", "--once"][..], &["helm", "test", "podinfo"]] {
+        let out = b.cmd(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "Lease {ns}/gitcanary-leader-election is held by {leader}: that gitcanary is the leader"
+            )),
+            "{args:?}: {stderr}"
+        );
+    }
+    // b wrote nothing: it never got as far as fetching.
+    assert!(b.status()["appliedRevision"].is_null(), "{}", b.status());
+    assert_eq!(lease_holder(&ns).as_deref(), Some(leader.as_str()));
+
+    // Without a leader, the one-shot sync takes the lease, applies, and hands it back.
+    let (status, stderr) = run_a.stop();
+    assert!(status.success(), "{stderr}");
+    remote.write(&[("apps/cm.yaml", &cm("v2"))]).push("v2");
+    let out = b.cmd(&["sync", "--once"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(configmap_value(&ns, "app-config").as_deref(), Some("v2"));
+    assert_eq!(lease_holder(&ns).as_deref(), Some(""));
+}
+
 fn podinfo(ns: &str, image: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: podinfo\n  namespace: {ns}\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: podinfo\n  template:\n    metadata:\n      labels:\n        app: podinfo\n    spec:\n      containers:\n        - name: app\n          image: {image}\n"

@@ -46,8 +46,23 @@ pub fn test(
         namespace,
         timeout,
     };
-    let target = crate::targets::open(cfg, false)?;
-    match crate::sync::hooks::helm_test(target.as_ref(), &cfg.state_dir(), &cmd, "default") {
+    let mut target = crate::targets::open(cfg, false)?;
+    // Test Pods are writes: on Kubernetes they are created only while this command
+    // holds the leader Lease, never beside a running leader.
+    let hold = match &cfg.target.kubernetes {
+        Some(kube) => Some(crate::targets::kube::leader::Hold::take(
+            kube,
+            &cfg.base_dir,
+        )?),
+        None => None,
+    };
+    if let Some(h) = &hold {
+        target = Box::new(crate::targets::kube::leader::Gated::new(target, h.gate()));
+    }
+    let result = crate::sync::hooks::helm_test(target.as_ref(), &cfg.state_dir(), &cmd, "default");
+    drop(target);
+    drop(hold);
+    match result {
         Ok(out) => {
             println!("{out}");
             Ok(ExitCode::SUCCESS)

@@ -3,6 +3,7 @@
 use crate::cli::output;
 use crate::config::Config;
 use crate::sync::reconcile::{self, Reconciler};
+use crate::targets::kube::leader::Hold;
 use crate::targets::DiffAction;
 use std::process::ExitCode;
 
@@ -14,8 +15,11 @@ pub fn sync_once(cfg: Config) -> anyhow::Result<ExitCode> {
     let interval = cfg.source.interval;
     let _span = tracing::info_span!("reconcile", source = %cfg.source.name).entered();
     let notifier = crate::notify::Notifier::from_config(&cfg)?;
-    let mut rec = Reconciler::open(cfg, true)?.with_notifier(notifier.clone());
+    let (hold, rec) = open_holding_lease(cfg)?;
+    let mut rec = rec.with_notifier(notifier.clone());
     let result = rec.sync_once();
+    drop(rec);
+    drop(hold);
     reconcile::log_result(&result, interval);
     notifier.flush(NOTIFY_FLUSH);
     Ok(match result {
@@ -42,9 +46,11 @@ pub fn images_scan_once(cfg: Config) -> anyhow::Result<ExitCode> {
     let state = cfg.state_dir();
     let _span = tracing::info_span!("images", source = %cfg.source.name).entered();
     let notifier = crate::notify::Notifier::from_config(&cfg)?;
-    let mut rec = Reconciler::open(cfg, true)?.with_notifier(notifier.clone());
+    let (hold, rec) = open_holding_lease(cfg)?;
+    let mut rec = rec.with_notifier(notifier.clone());
     rec.force_scan = true;
     let result = rec.sync_once();
+    drop(hold);
     notifier.flush(NOTIFY_FLUSH);
     reconcile::log_result(&result, rec.config().images.interval);
     super::get::print_images(&state, output::Format::Table)?;
@@ -53,6 +59,24 @@ pub fn images_scan_once(cfg: Config) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// A reconciler for a one-shot sync. On Kubernetes it holds the leader Lease first
+/// and writes only while it does, so it never writes beside a running leader; when
+/// another replica holds the Lease it refuses, naming the holder.
+fn open_holding_lease(cfg: Config) -> anyhow::Result<(Option<Hold>, Reconciler)> {
+    let hold = match &cfg.target.kubernetes {
+        Some(kube) => Some(Hold::take(kube, &cfg.base_dir)?),
+        None => None,
+    };
+    let rec = Reconciler::open(cfg, true)?;
+    Ok(match hold {
+        Some(h) => {
+            let gate = h.gate();
+            (Some(h), rec.with_gate(gate))
+        }
+        None => (None, rec),
     })
 }
 

@@ -301,6 +301,88 @@ impl Election {
     }
 }
 
+/// A one-shot command (`sync --once`, `images scan --once`, `helm test`) would write
+/// while another replica holds the Lease.
+#[derive(Debug, thiserror::Error)]
+pub enum HoldError {
+    /// Another replica leads; this command wrote nothing.
+    #[error("Lease {namespace}/{LEASE_NAME} is held by {}: that gitcanary is the leader and does the writes; this command wrote nothing (stop it, or wait for its lease to lapse)", holder.as_deref().unwrap_or("another replica"))]
+    Held {
+        /// The Lease's namespace.
+        namespace: String,
+        /// The holder, when known.
+        holder: Option<String>,
+    },
+    /// No client could be built.
+    #[error(transparent)]
+    Client(#[from] super::client::Error),
+    /// The runtime for the election could not start.
+    #[error("leader election: cannot start a runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The Lease, held for the duration of a one-shot command: campaigned for once, kept
+/// renewed on a runtime of its own while the command runs, released when dropped. A
+/// command that writes to the cluster holds it, so that it never writes beside a
+/// running leader.
+pub struct Hold {
+    rt: Option<tokio::runtime::Runtime>,
+    election: Option<Election>,
+}
+
+impl Hold {
+    /// Takes the Lease in `cfg.namespace`, or says who holds it.
+    pub fn take(
+        cfg: &crate::config::KubeTarget,
+        base_dir: &std::path::Path,
+    ) -> Result<Hold, HoldError> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("gitcanary-lease")
+            .enable_all()
+            .build()
+            .map_err(HoldError::Runtime)?;
+        let election = rt.block_on(async {
+            let client = super::client::connect(cfg, base_dir).await?;
+            let e = Election::start(client, &cfg.namespace, identity(), Timing::default()).await;
+            if e.gate.check().is_ok() {
+                return Ok(e);
+            }
+            let holder = match e.gate.role() {
+                Role::Standby { holder } => holder,
+                Role::Leader => None,
+            };
+            e.stop().await;
+            Err(HoldError::Held {
+                namespace: cfg.namespace.clone(),
+                holder,
+            })
+        })?;
+        Ok(Hold {
+            rt: Some(rt),
+            election: Some(election),
+        })
+    }
+
+    /// The write permit the held Lease keeps.
+    pub fn gate(&self) -> Gate {
+        self.election
+            .as_ref()
+            .map(|e| e.gate.clone())
+            .unwrap_or_else(Gate::open)
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        if let (Some(rt), Some(e)) = (self.rt.take(), self.election.take()) {
+            // Released at once, so a replica waiting for the Lease takes over now.
+            rt.block_on(e.stop());
+            rt.shutdown_background();
+        }
+    }
+}
+
 struct Campaign {
     api: Api<Lease>,
     elector: Elector,
