@@ -24,14 +24,7 @@ fn received(got: &std::sync::Mutex<Vec<String>>) -> Vec<serde_json::Value> {
 
 /// Runs a command that must succeed; its stdout.
 fn succeeds(setup: &Setup, args: &[&str]) -> String {
-    let out = setup.cmd(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    stdout_of(setup.cmd(args))
 }
 
 fn wait_value(setup: &Setup, want: &str, secs: u64) {
@@ -249,20 +242,17 @@ fn the_daemon_api_needs_its_header_a_loopback_host_or_the_token() {
         "",
     );
     assert_eq!(code, 401);
-    let out = std::process::Command::new(bin())
-        .args([
-            "--config",
-            setup.config.to_str().unwrap(),
-            "suspend",
-            "source",
-        ])
-        .env("UI_TOKEN", token)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    stdout_of(
+        std::process::Command::new(bin())
+            .args([
+                "--config",
+                setup.config.to_str().unwrap(),
+                "suspend",
+                "source",
+            ])
+            .env("UI_TOKEN", token)
+            .output()
+            .unwrap(),
     );
     assert!(setup.state().join("commands/source/suspended").exists());
     running.stop();

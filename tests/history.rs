@@ -215,19 +215,15 @@ fn history_lists_rollouts_from_a_fresh_clone_with_no_state_dir() {
     );
     let dir = clone.path().join("c");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(bin())
-            .args(args)
-            .arg("--config")
-            .arg(dir.join("absent.yaml"))
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        stdout_of(
+            std::process::Command::new(bin())
+                .args(args)
+                .arg("--config")
+                .arg(dir.join("absent.yaml"))
+                .current_dir(&dir)
+                .output()
+                .unwrap(),
+        )
     };
     let table = run(&["history"]);
     let lines: Vec<&str> = table.lines().collect();

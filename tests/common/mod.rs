@@ -11,6 +11,17 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_gitcanary")
 }
 
+/// The stdout of a command that must have succeeded; panics with its output otherwise.
+pub fn stdout_of(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// Runs `git` with a fixed identity; panics with its output on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
