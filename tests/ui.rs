@@ -26,10 +26,11 @@ fn app(tag: &str, interval: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn push(remote: &Remote, tag: &str, interval: &str) {
+/// Pushes the app at `tag`; the new commit.
+fn push(remote: &Remote, tag: &str, interval: &str) -> String {
     let files = app(tag, interval);
     let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    remote.write(&refs).push(&format!("podinfo {tag}"));
+    remote.write(&refs).push(&format!("podinfo {tag}"))
 }
 
 /// A running `gitcanary run` over the app, its canary initialized.
@@ -228,7 +229,7 @@ fn assert_local(requests: &[String]) {
 #[test]
 fn the_canary_page_in_a_browser_during_an_analysis() {
     let (remote, setup, running, addr) = started("3s", "", &[]);
-    push(&remote, "1.0.1", "3s");
+    let commit = push(&remote, "1.0.1", "3s");
     wait_for(Duration::from_secs(90), || {
         let c = setup.canary("podinfo");
         (c["phase"] == "Progressing" && c["canaryWeight"].as_u64()? >= 20).then_some(())
@@ -292,42 +293,14 @@ fn the_canary_page_in_a_browser_during_an_analysis() {
             .is_some_and(|t| t.ends_with(" ms") || t.ends_with(" s")),
         "the source card shows the last sync's duration: {took}"
     );
-    // The history page lists the rollout notes in the fetched repository (issue 12
-    // writes them; here one is added by hand).
-    let cache = std::fs::read_dir(setup.state().join("cache/git"))
-        .unwrap()
-        .flatten()
-        .next()
-        .expect("the source's fetched repository")
-        .path();
-    let applied = setup.status()["appliedRevision"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let commit = applied.rsplit(':').next().unwrap();
-    let mut note = gitcanary::history::Note::default();
-    note.merge([gitcanary::history::Entry::Rollout(Box::new(
-        gitcanary::history::Rollout {
-            canary: "test/podinfo".into(),
-            outcome: Some(gitcanary::history::note::Outcome::Succeeded),
-            from: "1.0.0".into(),
-            to: "1.0.1".into(),
-            start: 100.0,
-            end: 160.0,
-            ..Default::default()
-        },
-    ))]);
-    git(
-        &cache,
-        &[
-            "notes",
-            "--ref=gitcanary",
-            "add",
-            "-m",
-            &note.render(),
-            commit,
-        ],
-    );
+    // After the promotion, the history page lists it, from the note the engine had
+    // the single writer record on the commit that brought 1.0.1.
+    setup.wait_canary("podinfo", "Succeeded", 120);
+    wait_for(Duration::from_secs(30), || {
+        let notes = git(&remote.bare, &["notes", "--ref=gitcanary", "list"]);
+        notes.contains(&commit).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no rollout note on {commit}"));
     b.goto(&format!("http://{addr}/ui/#/history"));
     let listed = b.wait(
         "document.body.dataset.loaded === 'history' && document.querySelector('#history .card') && document.querySelector('#history').innerText",
@@ -337,8 +310,8 @@ fn the_canary_page_in_a_browser_during_an_analysis() {
     assert!(
         listed.contains("test/podinfo")
             && listed.contains("1.0.0 → 1.0.1")
-            && listed.contains("60 s")
-            && listed.contains(commit),
+            && listed.contains("Succeeded")
+            && listed.contains(&commit[..7]),
         "{listed}"
     );
     assert_local(&b.requests.lock().unwrap());
