@@ -315,78 +315,9 @@ pub fn parse(obj: &Value) -> Result<CanarySpec, Vec<String>> {
     }
     errors.extend(provider_errors(spec, a, path));
     let metric_interval = interval.unwrap_or(Duration::from_secs(60));
-    let mut metrics = Vec::new();
-    for (i, m) in a["metrics"].as_array().into_iter().flatten().enumerate() {
-        let name = m["name"].as_str().unwrap_or_default().to_string();
-        let mut min = m["thresholdRange"]["min"].as_f64();
-        let mut max = m["thresholdRange"]["max"].as_f64();
-        if let Some(t) = m["threshold"].as_f64() {
-            // v1alpha3 (and v1beta1 without thresholdRange): a minimum for the success
-            // rate, a maximum for everything else.
-            if min.is_none() && max.is_none() {
-                if name == "request-success-rate" {
-                    min = Some(t)
-                } else {
-                    max = Some(t)
-                }
-            }
-        }
-        let template = m["templateRef"]["name"].as_str().map(|n| {
-            (
-                n.to_string(),
-                m["templateRef"]["namespace"]
-                    .as_str()
-                    .unwrap_or(obj["metadata"]["namespace"].as_str().unwrap_or("default"))
-                    .to_string(),
-            )
-        });
-        if template.is_none() && name != "request-success-rate" && name != "request-duration" {
-            errors.push(format!(
-                "{path}.metrics[{i}]: {name:?} is not a built-in metric; set templateRef"
-            ));
-        }
-        if let Some((lo, hi)) = min.zip(max).filter(|(lo, hi)| lo > hi) {
-            errors.push(format!(
-                "{path}.metrics[{i}].thresholdRange: min {lo} is above max {hi}; no value can pass"
-            ));
-        }
-        let field = format!("{path}.metrics[{i}].interval");
-        let interval = dur(&m["interval"], &field, &mut errors);
-        if interval.is_some_and(|i| i < Duration::from_secs(1)) {
-            errors.push(format!("{field}: must be at least 1s"));
-        }
-        metrics.push(MetricSpec {
-            interval: interval.unwrap_or(metric_interval),
-            name,
-            min,
-            max,
-            template,
-            variables: crate::manifest::object::string_map(&m["templateVariables"]),
-        });
-    }
-    let mut webhooks = Vec::new();
-    for (i, w) in a["webhooks"].as_array().into_iter().flatten().enumerate() {
-        let ty = w["type"].as_str().unwrap_or_default();
-        let Some(kind) = HookType::parse(ty) else {
-            errors.push(format!(
-                "{path}.webhooks[{i}].type: unknown webhook type {ty:?}"
-            ));
-            continue;
-        };
-        webhooks.push(WebhookSpec {
-            name: w["name"].as_str().unwrap_or_default().to_string(),
-            kind,
-            url: w["url"].as_str().unwrap_or_default().to_string(),
-            timeout: dur(
-                &w["timeout"],
-                &format!("{path}.webhooks[{i}].timeout"),
-                &mut errors,
-            )
-            .unwrap_or(Duration::from_secs(10)),
-            retries: w["retries"].as_u64().unwrap_or(0) as u32,
-            metadata: crate::manifest::object::string_map(&w["metadata"]),
-        });
-    }
+    let default_ns = obj["metadata"]["namespace"].as_str().unwrap_or("default");
+    let metrics = metrics(a, path, metric_interval, default_ns, &mut errors);
+    let webhooks = webhooks(a, path, &mut errors);
     let ns = obj["metadata"]["namespace"]
         .as_str()
         .unwrap_or("default")
@@ -477,6 +408,95 @@ pub fn parse(obj: &Value) -> Result<CanarySpec, Vec<String>> {
             alerts,
         },
     })
+}
+
+/// The analysis's metrics; a metric's interval defaults to the analysis's, and a
+/// template's namespace to the Canary's.
+fn metrics(
+    a: &Value,
+    path: &str,
+    metric_interval: Duration,
+    default_ns: &str,
+    errors: &mut Vec<String>,
+) -> Vec<MetricSpec> {
+    let mut metrics = Vec::new();
+    for (i, m) in a["metrics"].as_array().into_iter().flatten().enumerate() {
+        let name = m["name"].as_str().unwrap_or_default().to_string();
+        let mut min = m["thresholdRange"]["min"].as_f64();
+        let mut max = m["thresholdRange"]["max"].as_f64();
+        if let Some(t) = m["threshold"].as_f64() {
+            // v1alpha3 (and v1beta1 without thresholdRange): a minimum for the success
+            // rate, a maximum for everything else.
+            if min.is_none() && max.is_none() {
+                if name == "request-success-rate" {
+                    min = Some(t)
+                } else {
+                    max = Some(t)
+                }
+            }
+        }
+        let template = m["templateRef"]["name"].as_str().map(|n| {
+            (
+                n.to_string(),
+                m["templateRef"]["namespace"]
+                    .as_str()
+                    .unwrap_or(default_ns)
+                    .to_string(),
+            )
+        });
+        if template.is_none() && name != "request-success-rate" && name != "request-duration" {
+            errors.push(format!(
+                "{path}.metrics[{i}]: {name:?} is not a built-in metric; set templateRef"
+            ));
+        }
+        if let Some((lo, hi)) = min.zip(max).filter(|(lo, hi)| lo > hi) {
+            errors.push(format!(
+                "{path}.metrics[{i}].thresholdRange: min {lo} is above max {hi}; no value can pass"
+            ));
+        }
+        let field = format!("{path}.metrics[{i}].interval");
+        let interval = dur(&m["interval"], &field, errors);
+        if interval.is_some_and(|i| i < Duration::from_secs(1)) {
+            errors.push(format!("{field}: must be at least 1s"));
+        }
+        metrics.push(MetricSpec {
+            interval: interval.unwrap_or(metric_interval),
+            name,
+            min,
+            max,
+            template,
+            variables: crate::manifest::object::string_map(&m["templateVariables"]),
+        });
+    }
+    metrics
+}
+
+/// The analysis's webhooks; a timeout defaults to 10 s.
+fn webhooks(a: &Value, path: &str, errors: &mut Vec<String>) -> Vec<WebhookSpec> {
+    let mut webhooks = Vec::new();
+    for (i, w) in a["webhooks"].as_array().into_iter().flatten().enumerate() {
+        let ty = w["type"].as_str().unwrap_or_default();
+        let Some(kind) = HookType::parse(ty) else {
+            errors.push(format!(
+                "{path}.webhooks[{i}].type: unknown webhook type {ty:?}"
+            ));
+            continue;
+        };
+        webhooks.push(WebhookSpec {
+            name: w["name"].as_str().unwrap_or_default().to_string(),
+            kind,
+            url: w["url"].as_str().unwrap_or_default().to_string(),
+            timeout: dur(
+                &w["timeout"],
+                &format!("{path}.webhooks[{i}].timeout"),
+                errors,
+            )
+            .unwrap_or(Duration::from_secs(10)),
+            retries: w["retries"].as_u64().unwrap_or(0) as u32,
+            metadata: crate::manifest::object::string_map(&w["metadata"]),
+        });
+    }
+    webhooks
 }
 
 #[cfg(test)]
