@@ -95,12 +95,6 @@ fn helm_release_semver_bump_end_to_end() {
     assert_eq!(commits(&remote.bare).len(), 2);
 }
 
-fn deployment(registry: &str, name: &str, policy: &str, tag: &str) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: test\n  annotations:\n    fluxcd.io/automated: \"true\"\n    fluxcd.io/tag.app: {policy}\nspec:\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n        - name: app\n          image: {registry}/team/{name}:{tag}\n"
-    )
-}
-
 #[test]
 fn basic_auth_from_docker_config_and_no_secret_in_output() {
     let reg = Registry::start(Some(("gc-user", "s3cret-pass")));
@@ -111,7 +105,7 @@ fn basic_auth_from_docker_config_and_no_secret_in_output() {
     remote
         .write(&[(
             "web.yaml",
-            &deployment(&reg.addr, "web", "semver:^1.0", "1.0.0"),
+            &automated_deployment(&reg.addr, "web", "semver:^1.0", "1.0.0"),
         )])
         .push("seed");
 
@@ -230,11 +224,11 @@ fn a_concurrent_pusher_is_fetched_and_the_change_recomputed() {
         &[
             (
                 "apps/web.yaml",
-                &deployment(&reg.addr, "web", "semver:~1", "1.0.0"),
+                &automated_deployment(&reg.addr, "web", "semver:~1", "1.0.0"),
             ),
             (
                 "outside/other.yaml",
-                &deployment(&reg.addr, "other", "semver:~1", "1.0.0"),
+                &automated_deployment(&reg.addr, "other", "semver:~1", "1.0.0"),
             ),
         ],
         "initial",
@@ -319,11 +313,17 @@ fn bad_policies_are_named_and_nothing_is_committed() {
     reg.push_tag("team/a", "1.0.0", "2024-01-01T00:00:00Z");
     let (remote, setup) = seeded(
         &[
-            ("a.yaml", &deployment(&reg.addr, "a", "latest:foo", "1.0.0")),
-            ("b.yaml", &deployment(&reg.addr, "b", "regex:([", "1.0.0")),
+            (
+                "a.yaml",
+                &automated_deployment(&reg.addr, "a", "latest:foo", "1.0.0"),
+            ),
+            (
+                "b.yaml",
+                &automated_deployment(&reg.addr, "b", "regex:([", "1.0.0"),
+            ),
             (
                 "c.yaml",
-                &deployment(&reg.addr, "c", "semver:~x.1", "1.0.0"),
+                &automated_deployment(&reg.addr, "c", "semver:~x.1", "1.0.0"),
             ),
         ],
         "seed",
@@ -352,7 +352,7 @@ fn run_follows_a_new_registry_tag_without_a_manual_step() {
     remote
         .write(&[(
             "live.yaml",
-            &deployment(&reg.addr, "live", "semver:^1.0", "1.0.0"),
+            &automated_deployment(&reg.addr, "live", "semver:^1.0", "1.0.0"),
         )])
         .push("seed");
     let setup = Setup::new(

@@ -587,7 +587,7 @@ fn the_images_table_shows_rejected_tags_and_follows_images_allow() {
     let reg = Registry::start(None);
     reg.push_tag("team/live", "1.0.0", "2024-01-01T00:00:00Z");
     let remote = Remote::new();
-    let deploy = format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: live\n  namespace: test\n  annotations:\n    fluxcd.io/automated: \"true\"\n    fluxcd.io/tag.app: semver:^1.0\nspec:\n  selector:\n    matchLabels: {{app: live}}\n  template:\n    metadata:\n      labels: {{app: live}}\n    spec:\n      containers:\n        - name: app\n          image: {}/team/live:1.0.0\n", reg.addr);
+    let deploy = automated_deployment(&reg.addr, "live", "semver:^1.0", "1.0.0");
     remote
         .write(&[("ns.yaml", NAMESPACE), ("live.yaml", &deploy)])
         .push("seed");

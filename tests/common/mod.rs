@@ -943,3 +943,11 @@ pub fn endless_body_server(status: u16) -> String {
     });
     addr
 }
+
+/// A Deployment in `test` whose `app` container image `{registry}/team/{name}:{tag}` is
+/// automated by Flux v1 annotations with `policy` (e.g. `semver:^1.0`).
+pub fn automated_deployment(registry: &str, name: &str, policy: &str, tag: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: test\n  annotations:\n    fluxcd.io/automated: \"true\"\n    fluxcd.io/tag.app: {policy}\nspec:\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n        - name: app\n          image: {registry}/team/{name}:{tag}\n"
+    )
+}
