@@ -5,8 +5,12 @@
 //! 502, no ready endpoint gives 503 at once; both count as failures.
 
 pub mod body;
+mod exchange;
+pub mod http1;
 pub mod routing;
+mod serve;
 pub mod stats;
+mod stream;
 pub mod upstream;
 pub mod workers;
 
@@ -14,18 +18,13 @@ use crate::manifest::ObjectKey;
 use crate::targets::local::runtime::Endpoints;
 use crate::targets::local::LocalStore;
 use crate::util::listen::Acceptor;
-use body::{ProxyBody, ResponseBody};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use routing::Route;
+use serve::serve_connection;
 use stats::{Recorder, Stats};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::Instant;
 
 /// Proxy statistics for the process, rendered at `/metrics`.
 pub fn global_stats() -> &'static Arc<Stats> {
@@ -420,45 +419,6 @@ fn service_def(shared: &Shared, ns: &str, name: &str) -> Option<Arc<ServiceDef>>
     lookup(&services, ns, name).cloned()
 }
 
-/// Serves one client connection, on the worker it was handed to.
-async fn serve_connection<Io>(
-    conn: Io,
-    shared: Arc<Shared>,
-    key: Arc<Key>,
-    port: u16,
-    pool: Arc<upstream::Pool>,
-) where
-    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let ctx = Arc::new(Conn {
-        shared,
-        key,
-        port,
-        pool,
-        looked: std::sync::Mutex::new(Looked {
-            // No generation yet: the first request looks up.
-            generation: u64::MAX,
-            route: None,
-            def: None,
-        }),
-    });
-    // Per request only a reference count is bumped: no strings are copied.
-    let svc = hyper::service::service_fn(move |req| {
-        let ctx = ctx.clone();
-        async move { Ok::<_, hyper::Error>(handle(&ctx, req).await) }
-    });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(conn), svc)
-        .await;
-}
-
-fn text(status: StatusCode, msg: String) -> Response<ResponseBody> {
-    let mut r = Response::new(ResponseBody::Text(Full::new(Bytes::from(msg))));
-    *r.status_mut() = status;
-    r
-}
-
 /// Whom a request to `backend` that reached no pod is counted against: the workload its
 /// selector picks, else the Service itself.
 fn unserved(
@@ -545,225 +505,12 @@ fn pick(
     ))
 }
 
-/// Headers of one hop only, never forwarded (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [hyper::header::HeaderName; 8] = [
-    hyper::header::CONNECTION,
-    hyper::header::HeaderName::from_static("keep-alive"),
-    hyper::header::PROXY_AUTHENTICATE,
-    hyper::header::PROXY_AUTHORIZATION,
-    hyper::header::TE,
-    hyper::header::TRAILER,
-    hyper::header::TRANSFER_ENCODING,
-    hyper::header::UPGRADE,
-];
-
-/// Drops hop-by-hop headers in place. Most messages carry none, so one pass of cheap
-/// name comparisons comes first and only a hit pays for the removals.
-fn strip_hop_by_hop(headers: &mut hyper::HeaderMap) {
-    if headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        for h in &HOP_BY_HOP {
-            headers.remove(h);
-        }
-    }
-}
-
-/// What a request to a backend is made of, kept apart from the body so that a mirror
-/// copy or a retry can be built again.
-struct Head {
-    method: hyper::Method,
-    path_and_query: hyper::http::uri::PathAndQuery,
-    headers: hyper::HeaderMap,
-}
-
-impl Head {
-    fn new(mut parts: hyper::http::request::Parts) -> Head {
-        strip_hop_by_hop(&mut parts.headers);
-        Head {
-            method: parts.method,
-            path_and_query: parts
-                .uri
-                .into_parts()
-                .path_and_query
-                .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/")),
-            headers: parts.headers,
-        }
-    }
-
-    /// The request to the replica on `host_port`, consuming the head. The client's
-    /// `Host` is kept; without one the replica's address is sent, as HTTP/1.1 needs one.
-    fn into_request(self, host_port: u16, body: ProxyBody) -> Request<ProxyBody> {
-        let mut req = Request::new(body);
-        *req.method_mut() = self.method;
-        *req.uri_mut() = hyper::Uri::from(self.path_and_query);
-        *req.headers_mut() = self.headers;
-        if !req.headers().contains_key(hyper::header::HOST) {
-            if let Ok(v) = hyper::header::HeaderValue::try_from(format!("127.0.0.1:{host_port}")) {
-                req.headers_mut().insert(hyper::header::HOST, v);
-            }
-        }
-        req
-    }
-
-    fn copy(&self) -> Head {
-        Head {
-            method: self.method.clone(),
-            path_and_query: self.path_and_query.clone(),
-            headers: self.headers.clone(),
-        }
-    }
-}
-
 /// Request sequence numbers mixed into uniform rolls (splitmix64's finalizer).
 fn mix(n: u64) -> u64 {
     let mut z = n.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-/// A copy of `req` to send again, if its body is buffered.
-fn copy_request(req: &Request<ProxyBody>) -> Option<Request<ProxyBody>> {
-    let mut copy = Request::new(req.body().replay()?);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.headers_mut() = req.headers().clone();
-    Some(copy)
-}
-
-/// Points a request at the replica on `host_port`: the `Host` the proxy wrote for the
-/// previous one is rewritten, a client's own is kept.
-fn retarget(req: &mut Request<ProxyBody>, host_port: u16, own_host: bool) {
-    if !own_host {
-        if let Ok(v) = hyper::header::HeaderValue::try_from(format!("127.0.0.1:{host_port}")) {
-            req.headers_mut().insert(hyper::header::HOST, v);
-        }
-    }
-}
-
-/// The request body, read into memory when it may have to be sent twice.
-async fn request_body(body: Incoming, replayable: bool) -> Result<ProxyBody, hyper::Error> {
-    use hyper::body::Body as _;
-    if body.is_end_stream() {
-        return Ok(ProxyBody::Buffered(Full::new(Bytes::new())));
-    }
-    // Boxed: most requests have no body, and this state would swell every request's
-    // future, which hyper moves on each request.
-    Box::pin(ProxyBody::from_client(body, replayable)).await
-}
-
-async fn handle(ctx: &Conn, req: Request<Incoming>) -> Response<ResponseBody> {
-    let (shared, pool, port) = (&ctx.shared, &ctx.pool, ctx.port);
-    let started = Instant::now();
-    let now = crate::util::time::unix_now() as u64;
-    let (ns, name) = (ctx.key.0.as_str(), ctx.key.1.as_str());
-    let (route, own_def) = ctx.current();
-    // Without a split, the Service serves its own endpoints: no roll, no allocation.
-    let (backend, mirror, set_cookie): (&str, Option<&str>, Option<String>) = match &route {
-        None => (name, None, None),
-        Some(route) => {
-            let rolls = mix(shared.seq.fetch_add(1, Ordering::Relaxed) ^ shared.seed);
-            let headers = req.headers();
-            let header = |h: &str| {
-                headers
-                    .get(h)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
-            };
-            let decision = routing::choose(
-                route,
-                &header,
-                (rolls % 100) as u32,
-                ((rolls >> 32) % 100) as u32,
-            );
-            (decision.backend, decision.mirror, decision.set_cookie)
-        }
-    };
-    let (parts, body) = req.into_parts();
-    let idempotent = matches!(
-        parts.method,
-        hyper::Method::GET | hyper::Method::HEAD | hyper::Method::OPTIONS
-    );
-    let head = Head::new(parts);
-    let own_host = head.headers.contains_key(hyper::header::HOST);
-    let Ok(body) = request_body(body, mirror.is_some() || idempotent).await else {
-        return text(StatusCode::BAD_REQUEST, "cannot read request body\n".into());
-    };
-    let def = match backend == name {
-        true => own_def,
-        false => service_def(shared, ns, backend),
-    };
-    let target = (backend, def.as_deref());
-    let (mut host_port, mut recorder) = match pick(shared, ns, target, port) {
-        Ok(p) => p,
-        Err(msg) => {
-            // Counted against the workload, or a canary with no ready pod would look
-            // healthy to its own success rate.
-            unserved(shared, ns, target).record(503, started.elapsed(), now);
-            return text(StatusCode::SERVICE_UNAVAILABLE, format!("{msg}\n"));
-        }
-    };
-    // A body too long to buffer is not mirrored (see `body`).
-    if let Some((m, copy)) = mirror.and_then(|m| Some((m, body.replay()?))) {
-        let mdef = service_def(shared, ns, m);
-        if let Ok((mport, _)) = pick(shared, ns, (m, mdef.as_deref()), port) {
-            let req = head.copy().into_request(mport, copy);
-            let pool = pool.clone();
-            tokio::spawn(async move {
-                // The mirror's response is dropped.
-                if let Ok(resp) = pool.send(mport, req, |_| None).await {
-                    crate::util::http::drain(resp.into_body()).await;
-                }
-            });
-        }
-    }
-    let mut req = head.into_request(host_port, body);
-    let mut retried = false;
-    // One await for both tries: a second would double the future's size.
-    let result = loop {
-        // A request that went out is sent again only if it is idempotent; one that never
-        // left (no connection to the replica, or hyper handed it back) always may be.
-        let may_copy = idempotent && !retried;
-        let copy = move |r: &Request<ProxyBody>| may_copy.then(|| copy_request(r)).flatten();
-        match pool.send(host_port, req, copy).await {
-            Ok(resp) => break Ok(resp),
-            Err(failed) => {
-                // A replica that just went away: try once more, on whichever ready
-                // endpoint is next.
-                let next = failed
-                    .again
-                    .filter(|_| !retried)
-                    .and_then(|again| Some((again, pick(shared, ns, target, port).ok()?)));
-                let Some((again, (next_port, next_recorder))) = next else {
-                    break Err(failed.error);
-                };
-                retried = true;
-                (req, host_port, recorder) = (again, next_port, next_recorder);
-                retarget(&mut req, host_port, own_host);
-            }
-        }
-    };
-    match result {
-        Ok(resp) => {
-            recorder.record(resp.status().as_u16(), started.elapsed(), now);
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            if let Some(c) = set_cookie.and_then(|c| hyper::header::HeaderValue::from_str(&c).ok())
-            {
-                parts.headers.append(hyper::header::SET_COOKIE, c);
-            }
-            Response::from_parts(parts, ResponseBody::Upstream(body))
-        }
-        Err(e) => {
-            recorder.record(502, started.elapsed(), now);
-            text(
-                StatusCode::BAD_GATEWAY,
-                format!(
-                    "backend {ns}/{backend} ({}) failed: {e}\n",
-                    recorder.deployment()
-                ),
-            )
-        }
-    }
 }
 
 /// Reads `spec.selector` etc. for one Service key (used by `get services`).
@@ -775,37 +522,6 @@ pub fn service_key(ns: &str, name: &str) -> ObjectKey {
 mod tests {
     use super::*;
     use crate::targets::local::runtime::Endpoint;
-
-    #[test]
-    fn hop_by_hop_headers_stay_behind_and_the_rest_goes_on() {
-        let req = Request::builder()
-            .uri("http://example/a/b?c=d")
-            .header("connection", "keep-alive, x-secret")
-            .header("keep-alive", "timeout=5")
-            .header("te", "trailers")
-            .header("upgrade", "websocket")
-            .header("x-canary", "insider")
-            .header("cookie", "a=b")
-            .body(())
-            .unwrap();
-        let out =
-            Head::new(req.into_parts().0).into_request(8080, ProxyBody::Buffered(Full::default()));
-        assert_eq!(out.uri(), "/a/b?c=d");
-        // Order between different names carries no meaning (RFC 9110 section 5.3).
-        let mut names: Vec<&str> = out.headers().keys().map(|k| k.as_str()).collect();
-        names.sort_unstable();
-        assert_eq!(names, ["cookie", "host", "x-canary"]);
-        assert_eq!(out.headers()["host"], "127.0.0.1:8080");
-
-        let with_host = Request::builder()
-            .header("host", "app.example")
-            .body(())
-            .unwrap();
-        let out = Head::new(with_host.into_parts().0)
-            .into_request(1, ProxyBody::Buffered(Full::default()));
-        assert_eq!(out.headers()["host"], "app.example");
-        assert_eq!(out.uri(), "/");
-    }
 
     #[test]
     fn pick_goes_round_robin_over_more_endpoints_than_it_remembers() {

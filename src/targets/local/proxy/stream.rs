@@ -1,0 +1,238 @@
+//! One side of a proxied exchange: a socket with a read buffer that heads are parsed in
+//! place from, and a write buffer that a head and the first body bytes leave together
+//! in one write. A client's side also has a deadline: a read or write that makes no
+//! progress for [`CLIENT_IDLE`] ends the connection, so a client that sends nothing, or
+//! a head a byte a minute, or never reads its response, does not hold a connection slot
+//! forever (nginx's `client_header_timeout`, `keepalive_timeout` and `send_timeout`).
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// How long a client's read or write may wait without progress.
+pub const CLIENT_IDLE: Duration = Duration::from_secs(60);
+/// Room made in the read buffer before each read.
+const MIN_READ: usize = 4096;
+/// A body piece at least this long goes out directly rather than through the write
+/// buffer, when nothing is queued before it.
+const DIRECT_WRITE: usize = 8192;
+
+/// A buffered socket.
+pub struct Stream<Io> {
+    /// The socket.
+    pub io: Io,
+    rbuf: Vec<u8>,
+    /// Start of the bytes not yet taken from `rbuf`.
+    start: usize,
+    /// Bytes queued to write.
+    pub wbuf: Vec<u8>,
+    deadline: Option<Deadline>,
+}
+
+/// A limit on waiting, checked lazily: the timer is set once and, when it fires early
+/// because the wait it was set for ended, set again; a wait costs a clock read, not a
+/// timer registration.
+struct Deadline {
+    limit: Duration,
+    /// When the current wait began (none between waits).
+    since: Option<Instant>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Deadline {
+    /// Whether the current wait has gone on past the limit; registers `cx` to be woken
+    /// when it would.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let due = *self.since.get_or_insert_with(Instant::now) + self.limit;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            if Instant::now() >= due {
+                return true;
+            }
+            timer.as_mut().reset(due);
+        }
+    }
+}
+
+impl<Io: AsyncRead + AsyncWrite + Unpin> Stream<Io> {
+    /// `io` with a read buffer of `capacity` bytes to begin with.
+    pub fn new(io: Io, capacity: usize) -> Self {
+        Stream {
+            io,
+            rbuf: Vec::with_capacity(capacity),
+            start: 0,
+            wbuf: Vec::new(),
+            deadline: None,
+        }
+    }
+
+    /// Ends the connection when a read or write waits longer than `limit`.
+    pub fn with_deadline(mut self, limit: Duration) -> Self {
+        self.deadline = Some(Deadline {
+            limit,
+            since: None,
+            timer: None,
+        });
+        self
+    }
+
+    /// The bytes read and not yet taken.
+    pub fn data(&self) -> &[u8] {
+        &self.rbuf[self.start..]
+    }
+
+    /// Takes `n` bytes from the front of [`Stream::data`]. They stay readable at their
+    /// place (see [`Stream::taken`]) until the next [`Stream::fill`].
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.rbuf.len());
+    }
+
+    /// The `n` bytes taken last, ending where [`Stream::data`] begins.
+    pub fn taken(&self, n: usize) -> &[u8] {
+        &self.rbuf[self.start - n..self.start]
+    }
+
+    /// Reads more; 0 at the end of the stream. The buffer grows only while what is kept
+    /// fills it (a head being parsed); callers cap that.
+    pub async fn fill(&mut self) -> io::Result<usize> {
+        if self.start == self.rbuf.len() {
+            self.rbuf.clear();
+            self.start = 0;
+        } else if self.rbuf.capacity() - self.rbuf.len() < MIN_READ && self.start > 0 {
+            self.rbuf.drain(..self.start);
+            self.start = 0;
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < MIN_READ {
+            self.rbuf.reserve(MIN_READ.max(self.rbuf.len()));
+        }
+        poll_fn(|cx| {
+            let Stream {
+                io, rbuf, deadline, ..
+            } = self;
+            let len = rbuf.len();
+            let mut buf = ReadBuf::uninit(rbuf.spare_capacity_mut());
+            let r = match Pin::new(io).poll_read(cx, &mut buf) {
+                Poll::Ready(r) => r.map(|()| buf.filled().len()),
+                Poll::Pending => return timed_out(deadline, cx),
+            };
+            if let Ok(n) = r {
+                // SAFETY: `poll_read` initialized the first `n` bytes of the spare
+                // capacity.
+                unsafe { rbuf.set_len(len + n) };
+            }
+            progress(deadline);
+            Poll::Ready(r)
+        })
+        .await
+    }
+
+    /// Queues `bytes` to write.
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        let Stream {
+            io, wbuf, deadline, ..
+        } = self;
+        let r = write_all(io, wbuf, deadline).await;
+        wbuf.clear();
+        r
+    }
+
+    /// Queues `piece` and writes it out with what was queued before it; a long piece
+    /// with nothing before it is written from where it is, with no copy.
+    pub async fn send(&mut self, piece: &[u8]) -> io::Result<()> {
+        if self.wbuf.is_empty() && piece.len() >= DIRECT_WRITE {
+            let Stream { io, deadline, .. } = self;
+            return write_all(io, piece, deadline).await;
+        }
+        self.queue(piece);
+        self.flush().await
+    }
+
+    /// Closes the write side, after what is queued.
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.flush().await?;
+        poll_fn(|cx| Pin::new(&mut self.io).poll_shutdown(cx)).await
+    }
+}
+
+async fn write_all<Io: AsyncWrite + Unpin>(
+    io: &mut Io,
+    mut bytes: &[u8],
+    deadline: &mut Option<Deadline>,
+) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let n = poll_fn(|cx| match Pin::new(&mut *io).poll_write(cx, bytes) {
+            Poll::Ready(r) => {
+                progress(deadline);
+                Poll::Ready(r)
+            }
+            Poll::Pending => timed_out(deadline, cx),
+        })
+        .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        bytes = &bytes[n..];
+    }
+    Ok(())
+}
+
+/// A wait made progress: the next one starts its own clock.
+fn progress(deadline: &mut Option<Deadline>) {
+    if let Some(d) = deadline {
+        d.since = None;
+    }
+}
+
+/// Pending, or a time-out error once the wait has lasted past the deadline.
+fn timed_out<T>(deadline: &mut Option<Deadline>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+    match deadline.as_mut().is_some_and(|d| d.expired(cx)) {
+        true => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+        false => Poll::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_sends_nothing_times_out_and_one_that_trickles_does_not_until_it_stops(
+    ) {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut s = Stream::new(a, 64).with_deadline(Duration::from_secs(60));
+        let trickle = tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_secs(50)).await;
+                b.write_all(b"x").await.unwrap();
+            }
+            // Then silence, with the stream still open.
+            tokio::time::sleep(Duration::from_secs(1000)).await;
+            drop(b);
+        });
+        for _ in 0..5 {
+            assert_eq!(s.fill().await.unwrap(), 1);
+        }
+        let err = s.fill().await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(s.data(), b"xxxxx");
+        trickle.abort();
+    }
+}
