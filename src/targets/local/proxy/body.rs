@@ -66,14 +66,12 @@ impl Reader {
         from: &'a mut Stream<Io>,
     ) -> Result<Option<&'a [u8]>, Error> {
         loop {
-            if from.data().is_empty() && !self.is_done() {
-                if from.fill().await? == 0 {
-                    if matches!(self.kind, Kind::UntilClose) {
-                        self.kind = Kind::Done;
-                        return Ok(None);
-                    }
-                    return Err(Error::Truncated);
+            if from.data().is_empty() && !self.is_done() && from.fill().await? == 0 {
+                if matches!(self.kind, Kind::UntilClose) {
+                    self.kind = Kind::Done;
+                    return Ok(None);
                 }
+                return Err(Error::Truncated);
             }
             let n = match &mut self.kind {
                 Kind::Done => return Ok(None),
@@ -222,7 +220,8 @@ mod tests {
             let (body, rest) = read_all(Framing::Length(5), b"hello GET /", piece).await;
             assert_eq!(body, b"hello");
             assert!(b" GET /".starts_with(&rest), "{rest:?}");
-            let (body, _) = read_all(Framing::Chunked, b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", piece).await;
+            let (body, _) =
+                read_all(Framing::Chunked, b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n", piece).await;
             assert_eq!(body, b"abcde");
         }
     }

@@ -37,13 +37,10 @@ pub(super) struct Scratch {
 
 /// Why an attempt got no response.
 enum Failure {
-    /// The client went away in the middle of its body.
-    Client,
+    /// The client's body broke off, or broke its framing.
+    Client(body::Error),
     /// The replica did not answer; `again` when sending the request elsewhere is safe.
-    Backend {
-        error: upstream::Error,
-        again: bool,
-    },
+    Backend { error: upstream::Error, again: bool },
 }
 
 /// Forwards the request whose head is in `scratch` and answers the client.
@@ -144,7 +141,11 @@ where
         .await;
         let (error, again) = match sent {
             Ok(answered) => break answered,
-            Err(Failure::Client) => return Next::Close,
+            // Nothing has gone to the client yet: a framing error gets its answer.
+            Err(Failure::Client(body::Error::Chunked(e))) => {
+                return answer(client, 400, &format!("malformed request body: {e}\n"), true).await
+            }
+            Err(Failure::Client(_)) => return Next::Close,
             Err(Failure::Backend { error, again }) => (error, again),
         };
         // A replica that just went away: once more, on whichever ready endpoint is next.
@@ -255,15 +256,19 @@ impl Attempt<'_> {
                 *head = Vec::new();
                 if req.expect_continue && client.data().is_empty() {
                     client.queue(CONTINUE);
-                    client.flush().await.map_err(|_| Failure::Client)?;
+                    let flushed = client.flush().await;
+                    flushed.map_err(|e| Failure::Client(e.into()))?;
                 }
                 match body::relay(reader, client, &mut up.io, chunked).await {
                     Ok(()) => {}
-                    Err(RelayError::From(_)) => return Err(Failure::Client),
+                    Err(RelayError::From(e)) => return Err(Failure::Client(e)),
                     Err(RelayError::To(source)) => {
                         let port = host_port;
                         let error = upstream::Error::Io { port, source };
-                        return Err(Failure::Backend { error, again: false });
+                        return Err(Failure::Backend {
+                            error,
+                            again: false,
+                        });
                     }
                 }
             }

@@ -10,8 +10,8 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 
 /// How long a client's read or write may wait without progress.
 pub const CLIENT_IDLE: Duration = Duration::from_secs(60);
@@ -214,8 +214,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     #[tokio::test(start_paused = true)]
-    async fn a_peer_that_sends_nothing_times_out_and_one_that_trickles_does_not_until_it_stops(
-    ) {
+    async fn a_peer_that_sends_nothing_times_out_and_one_that_trickles_does_not_until_it_stops() {
         let (a, mut b) = tokio::io::duplex(64);
         let mut s = Stream::new(a, 64).with_deadline(Duration::from_secs(60));
         let trickle = tokio::spawn(async move {

@@ -105,7 +105,8 @@ impl Upstream {
                         continue;
                     }
                     Ok(Some(r)) if r.status == 101 => {
-                        let source = http1::BadResponse::Malformed("101 to a request without Upgrade");
+                        let source =
+                            http1::BadResponse::Malformed("101 to a request without Upgrade");
                         return Err(Error::Response { port, source });
                     }
                     Ok(Some(r)) => return Ok(r),

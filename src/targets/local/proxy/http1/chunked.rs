@@ -135,7 +135,8 @@ impl Decoder {
                     continue;
                 }
                 State::Data => {
-                    let n = (input.len() - i).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                    let n = (input.len() - i)
+                        .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
                     self.remaining -= n as u64;
                     if self.remaining == 0 {
                         self.state = State::DataCr;
@@ -288,17 +289,21 @@ mod tests {
     #[test]
     fn rejects_what_parsers_read_differently() {
         for bad in [
-            &b"4\nWiki\r\n0\r\n\r\n"[..],   // bare LF after the size
-            b"4\r\nWiki\n0\r\n\r\n",        // bare LF after the data
-            b"4\r\nWikiX\r\n0\r\n\r\n",     // data longer than its size
-            b"-4\r\nWiki\r\n0\r\n\r\n",     // sign
-            b"\r\n",                        // no size
-            b"0x4\r\nWiki\r\n0\r\n\r\n",    // prefix
+            &b"4\nWiki\r\n0\r\n\r\n"[..],    // bare LF after the size
+            b"4\r\nWiki\n0\r\n\r\n",         // bare LF after the data
+            b"4\r\nWikiX\r\n0\r\n\r\n",      // data longer than its size
+            b"-4\r\nWiki\r\n0\r\n\r\n",      // sign
+            b"\r\n",                         // no size
+            b"0x4\r\nWiki\r\n0\r\n\r\n",     // prefix
             b"4;a\x00\r\nWiki\r\n0\r\n\r\n", // control byte in an extension
-            b"10000000000000000\r\n",       // more than 64 bits
-            b"0\r\nX: y\n\r\n",             // bare LF in the trailers
+            b"10000000000000000\r\n",        // more than 64 bits
+            b"0\r\nX: y\n\r\n",              // bare LF in the trailers
         ] {
-            assert!(decode(bad, 1000).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                decode(bad, 1000).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         let long = format!("1;{}\r\n", "x".repeat(MAX_LINE));
         assert_eq!(decode(long.as_bytes(), 100).unwrap_err(), Error::TooLong);

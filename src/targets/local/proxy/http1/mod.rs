@@ -294,9 +294,7 @@ pub fn parse_request(buf: &[u8], fields: &mut Fields) -> Result<Option<Request>,
             return Err(refuse(431, "request head too large"))
         }
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(refuse(431, "too many header fields"))
-        }
+        Err(httparse::Error::TooManyHeaders) => return Err(refuse(431, "too many header fields")),
         Err(httparse::Error::Version) => return Err(refuse(505, "HTTP version not supported")),
         Err(_) => return Err(refuse(400, "malformed request head")),
     };
@@ -410,7 +408,14 @@ pub enum BodyOut {
 /// Writes the request to send to the replica on `host_port`: the client's fields but
 /// the hop-by-hop ones, its `Host` (the replica's address when it sent none) and the
 /// framing of `body`.
-pub fn write_request(out: &mut Vec<u8>, buf: &[u8], req: &Request, fields: &Fields, host_port: u16, body: BodyOut) {
+pub fn write_request(
+    out: &mut Vec<u8>,
+    buf: &[u8],
+    req: &Request,
+    fields: &Fields,
+    host_port: u16,
+    body: BodyOut,
+) {
     out.extend_from_slice(req.method.get(buf));
     out.push(b' ');
     match req.target {

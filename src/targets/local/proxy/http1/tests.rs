@@ -49,38 +49,73 @@ fn framing_is_read_strictly_and_written_by_the_proxy() {
         1,
         BodyOut::Length(3),
     );
-    assert_eq!(out, "POST / HTTP/1.1\r\nHost: h\r\ncontent-length: 3\r\n\r\n");
+    assert_eq!(
+        out,
+        "POST / HTTP/1.1\r\nHost: h\r\ncontent-length: 3\r\n\r\n"
+    );
     let out = forwarded(
         "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
         1,
         BodyOut::Empty,
     );
-    assert_eq!(out, "POST / HTTP/1.1\r\nHost: h\r\ncontent-length: 0\r\n\r\n");
+    assert_eq!(
+        out,
+        "POST / HTTP/1.1\r\nHost: h\r\ncontent-length: 0\r\n\r\n"
+    );
 
     let refused = |wire: &str| request(wire).err().map(|r| r.status);
     for (wire, status) in [
-        ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-        ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n", 400),
-        ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\n", 400),
-        ("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\n", 400),
-        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
-        ("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+        (
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            400,
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +3\r\n\r\n",
+            400,
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3, 3\r\n\r\n",
+            400,
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            400,
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            501,
+        ),
         ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
         ("GET / HTTP/1.1\r\n\r\n", 400),
         ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
         ("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 405),
         ("GET a/b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-        ("GET / HTTP/1.1\r\nHost: a\r\nExpect: something\r\n\r\n", 417),
+        (
+            "GET / HTTP/1.1\r\nHost: a\r\nExpect: something\r\n\r\n",
+            417,
+        ),
         ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
         ("GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", 400),
     ] {
         assert_eq!(refused(wire), Some(status), "{wire:?}");
     }
     let many: String = (0..=MAX_FIELDS).map(|i| format!("x-{i}: v\r\n")).collect();
-    assert_eq!(refused(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")), Some(431));
+    assert_eq!(
+        refused(&format!("GET / HTTP/1.1\r\nHost: a\r\n{many}\r\n")),
+        Some(431)
+    );
     let huge = format!("GET / HTTP/1.1\r\nHost: a\r\nx: {}", "v".repeat(MAX_HEAD));
     let mut fields = Fields::default();
-    assert_eq!(parse_request(huge.as_bytes(), &mut fields).unwrap_err().status, 431);
+    assert_eq!(
+        parse_request(huge.as_bytes(), &mut fields)
+            .unwrap_err()
+            .status,
+        431
+    );
     assert!(parse_request(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut fields)
         .unwrap()
         .is_none());
@@ -90,7 +125,9 @@ fn framing_is_read_strictly_and_written_by_the_proxy() {
 fn keep_alive_follows_the_version_and_connection() {
     let ka = |wire: &str| request(wire).unwrap().0.keep_alive;
     assert!(ka("GET / HTTP/1.1\r\nHost: h\r\n\r\n"));
-    assert!(!ka("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"));
+    assert!(!ka(
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+    ));
     assert!(!ka("GET / HTTP/1.0\r\n\r\n"));
     assert!(ka("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
 }
@@ -104,20 +141,52 @@ fn response(wire: &str, head: bool) -> Result<(Response, Fields), BadResponse> {
 #[test]
 fn response_framing_follows_rfc_9112_section_6_3() {
     let framing = |wire: &str, head: bool| response(wire, head).map(|r| r.0.framing);
-    assert_eq!(framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false), Ok(Framing::Length(5)));
-    assert_eq!(framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true), Ok(Framing::Empty));
-    assert_eq!(framing("HTTP/1.1 204 No Content\r\n\r\n", false), Ok(Framing::Empty));
-    assert_eq!(framing("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false), Ok(Framing::Empty));
-    assert_eq!(framing("HTTP/1.1 200 OK\r\n\r\n", false), Ok(Framing::UntilClose));
     assert_eq!(
-        framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", false),
+        framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
+        Ok(Framing::Length(5))
+    );
+    assert_eq!(
+        framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true),
+        Ok(Framing::Empty)
+    );
+    assert_eq!(
+        framing("HTTP/1.1 204 No Content\r\n\r\n", false),
+        Ok(Framing::Empty)
+    );
+    assert_eq!(
+        framing(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            false
+        ),
+        Ok(Framing::Empty)
+    );
+    assert_eq!(
+        framing("HTTP/1.1 200 OK\r\n\r\n", false),
+        Ok(Framing::UntilClose)
+    );
+    assert_eq!(
+        framing(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            false
+        ),
         Ok(Framing::Chunked)
     );
-    assert_eq!(framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false), Ok(Framing::UntilClose));
-    assert!(framing("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", false).is_err());
+    assert_eq!(
+        framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false),
+        Ok(Framing::UntilClose)
+    );
+    assert!(framing(
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        false
+    )
+    .is_err());
     assert!(framing("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
     assert!(framing("SSH-2.0-OpenSSH\r\n\r\n", false).is_err());
-    let (r, _) = response("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", false).unwrap();
+    let (r, _) = response(
+        "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
+        false,
+    )
+    .unwrap();
     assert!(!r.keep_alive);
     let (r, _) = response("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).unwrap();
     assert!(!r.keep_alive);
@@ -130,7 +199,14 @@ fn the_clients_response_keeps_the_replicas_fields_and_gets_the_proxys_framing() 
     let req11 = request("GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().0;
     let mut out = Vec::new();
     let how = response_out(&req11, resp.framing);
-    write_response(&mut out, wire.as_bytes(), &resp, &fields, how, Some("c=v; Path=/"));
+    write_response(
+        &mut out,
+        wire.as_bytes(),
+        &resp,
+        &fields,
+        how,
+        Some("c=v; Path=/"),
+    );
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "HTTP/1.1 200 Fine\r\nContent-Length: 2\r\nX-App: a\r\nset-cookie: c=v; Path=/\r\n\r\n"
@@ -139,13 +215,28 @@ fn the_clients_response_keeps_the_replicas_fields_and_gets_the_proxys_framing() 
     let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
     let (resp, fields) = response(chunked, false).unwrap();
     let mut out = Vec::new();
-    write_response(&mut out, chunked.as_bytes(), &resp, &fields, response_out(&req11, resp.framing), None);
-    assert_eq!(String::from_utf8(out).unwrap(), "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
+    write_response(
+        &mut out,
+        chunked.as_bytes(),
+        &resp,
+        &fields,
+        response_out(&req11, resp.framing),
+        None,
+    );
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
 
     // An HTTP/1.0 client gets the body as it comes, and the end of the connection.
-    let req10 = request("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap().0;
+    let req10 = request("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .unwrap()
+        .0;
     let how = response_out(&req10, resp.framing);
     assert_eq!((how.chunked, how.close), (false, true));
     let how = response_out(&req10, Framing::Length(3));
-    assert_eq!((how.chunked, how.close, how.keep_alive_10), (false, false, true));
+    assert_eq!(
+        (how.chunked, how.close, how.keep_alive_10),
+        (false, false, true)
+    );
 }
