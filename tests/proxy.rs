@@ -1,5 +1,6 @@
 //! The Service proxy with real sockets: weighted splits, match rules, mirroring, the
-//! in-process success-rate window, and 502/503 for bad or missing backends.
+//! in-process success-rate window, 502/503 for bad or missing backends, and HTTP/1.1
+//! framing byte for byte.
 
 use gitcanary::manifest::object::{Object, ObjectKey, Origin};
 use gitcanary::sync::plan;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The last minute's figures of one Deployment's requests, as a canary check reads them.
 fn last_minute(
@@ -331,7 +333,6 @@ async fn body_counter(first_bytes: tokio::sync::mpsc::UnboundedSender<()>) -> u1
 /// mirror/retry buffer) it waits until the backend has seen body bytes. A proxy that
 /// buffers whole bodies never lets them through before the end, so this fails.
 async fn stream_64_mib(addr: &str, first_bytes: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const PIECE: usize = 1 << 20;
     const PIECES: usize = 64;
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -415,7 +416,6 @@ async fn large_request_bodies_stream_through_plain_and_mirrored_routes() {
 
 /// One keep-alive GET on `s`; the answer's status line.
 async fn get_on(s: &mut tokio::net::TcpStream) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     s.write_all(b"GET / HTTP/1.1\r\nhost: capped\r\n\r\n")
         .await
         .unwrap();
@@ -453,24 +453,33 @@ async fn a_listener_past_its_connection_cap_makes_the_next_client_wait() {
 /// and closes it unanswered when the next request comes: a replica whose keep-alive
 /// timeout ends an idle connection just as the proxy reuses it.
 async fn closes_reused_connections() -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    raw_replica(|mut s| async move {
+        let mut buf = vec![0u8; 4096];
+        if s.read(&mut buf).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst";
+        if s.write_all(ok).await.is_err() {
+            return;
+        }
+        let _ = s.read(&mut buf).await;
+        // Dropped unanswered.
+    })
+    .await
+}
+
+/// A replica on loopback that hands each connection to `serve`; its port.
+async fn raw_replica<F, Fut>(serve: F) -> u16
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     tokio::spawn(async move {
         loop {
-            let (mut s, _) = l.accept().await.unwrap();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                if s.read(&mut buf).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst";
-                if s.write_all(ok).await.is_err() {
-                    return;
-                }
-                let _ = s.read(&mut buf).await;
-                // Dropped unanswered.
-            });
+            let (s, _) = l.accept().await.unwrap();
+            tokio::spawn(serve(s));
         }
     });
     port
@@ -521,4 +530,290 @@ async fn requests_a_replica_never_answered_go_to_the_next_one() {
     let w = last_minute(ns, "web").expect("figures");
     assert_eq!(w.success_rate, 100.0);
     assert!(hits.load(Ordering::SeqCst) >= 6);
+}
+
+// HTTP/1.1 byte for byte: chunked bodies both ways, pipelining, `Expect: 100-continue`,
+// HEAD, HTTP/1.0 clients, bodies that end with the connection, and requests whose framing
+// peers could read differently (refused before any reaches a replica).
+
+/// A replica: `/echo` answers the request body (streamed back, so chunked), `/sized`
+/// answers it with a length, anything else answers "ok". Counts the requests it got.
+async fn replica(hits: Arc<AtomicUsize>) -> u16 {
+    raw_replica(move |s| {
+        let hits = hits.clone();
+        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            hits.fetch_add(1, Ordering::SeqCst);
+            answer_replica(req)
+        });
+        async move {
+            let io = hyper_util::rt::TokioIo::new(s);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
+        }
+    })
+    .await
+}
+
+type ReplicaBody = http_body_util::Either<
+    http_body_util::StreamBody<
+        futures_util::stream::Iter<
+            std::vec::IntoIter<Result<hyper::body::Frame<hyper::body::Bytes>, hyper::Error>>,
+        >,
+    >,
+    http_body_util::Full<hyper::body::Bytes>,
+>;
+
+/// What [`replica`] answers.
+async fn answer_replica(
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<ReplicaBody>, hyper::Error> {
+    use http_body_util::{BodyExt, Either, Full, StreamBody};
+    use hyper::body::{Bytes, Frame};
+    let path = req.uri().path().to_string();
+    let body = req.into_body().collect().await?.to_bytes();
+    let resp = match path.as_str() {
+        "/echo" => {
+            let frames: Vec<_> = body
+                .chunks(3)
+                .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+                .collect();
+            Either::Left(StreamBody::new(futures_util::stream::iter(frames)))
+        }
+        "/sized" => Either::Right(Full::new(body)),
+        _ => Either::Right(Full::new(Bytes::from_static(b"ok"))),
+    };
+    Ok(hyper::Response::new(resp))
+}
+
+/// A replica that answers every request with a body that ends when it closes.
+async fn until_close_replica() -> u16 {
+    raw_replica(|mut s| async move {
+        let mut buf = vec![0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end";
+        let _ = s.write_all(answer).await;
+    })
+    .await
+}
+
+/// One response read off `s`: status line, lowercase head, body (de-chunked).
+async fn response(
+    s: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    head_request: bool,
+) -> (String, String, Vec<u8>) {
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        read_more(s, buf).await;
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    buf.drain(..head_end);
+    let status = head.lines().next().unwrap().to_string();
+    let lower = head.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if head_request {
+    } else if let Some(len) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map(|v| v.trim().parse::<usize>().unwrap())
+    {
+        while buf.len() < len {
+            read_more(s, buf).await;
+        }
+        body = buf.drain(..len).collect();
+    } else if lower.contains("transfer-encoding: chunked") {
+        loop {
+            let line_end = loop {
+                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                    break i;
+                }
+                read_more(s, buf).await;
+            };
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).unwrap(), 16).unwrap();
+            buf.drain(..line_end + 2);
+            while buf.len() < size + 2 {
+                read_more(s, buf).await;
+            }
+            body.extend(buf.drain(..size));
+            assert_eq!(buf.drain(..2).collect::<Vec<_>>(), b"\r\n");
+            if size == 0 {
+                break;
+            }
+        }
+    } else {
+        s.read_to_end(buf).await.unwrap();
+        body = std::mem::take(buf);
+    }
+    (status, lower, body)
+}
+
+async fn read_more(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) {
+    let mut piece = [0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut piece))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    assert!(
+        n > 0,
+        "closed early; so far: {:?}",
+        String::from_utf8_lossy(buf)
+    );
+    buf.extend_from_slice(&piece[..n]);
+}
+
+/// Whether the proxy closed the connection (reads the end of the stream).
+async fn closed(s: &mut tokio::net::TcpStream) -> bool {
+    let mut rest = Vec::new();
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await,
+        Ok(Ok(0))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_bodies_pipelining_continue_and_head_go_through_on_one_connection() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (_dir, _proxy, addr) =
+        single_service("h1-keepalive", "web", replica(hits.clone()).await, 16).await;
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = Vec::new();
+
+    // A chunked POST streams on; the replica's streamed answer comes back chunked.
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, head, body) = response(&mut s, &mut buf, false).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert_eq!(body, b"hello world");
+
+    // A chunked GET body is buffered (it may be retried) and sent with its length.
+    s.write_all(b"GET /sized HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, head, body) = response(&mut s, &mut buf, false).await;
+    assert!(head.contains("content-length: 3"), "{head}");
+    assert_eq!(body, b"abc");
+
+    // Two pipelined requests in one write: two answers, in order.
+    s.write_all(b"POST /sized HTTP/1.1\r\nHost: web\r\nContent-Length: 5\r\n\r\nfirstPOST /sized HTTP/1.1\r\nHost: web\r\nContent-Length: 6\r\n\r\nsecond")
+        .await
+        .unwrap();
+    assert_eq!(response(&mut s, &mut buf, false).await.2, b"first");
+    assert_eq!(response(&mut s, &mut buf, false).await.2, b"second");
+
+    // Expect: 100-continue: the body is asked for before it is sent.
+    s.write_all(
+        b"PUT /sized HTTP/1.1\r\nHost: web\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (status, _, _) = response(&mut s, &mut buf, true).await;
+    assert_eq!(status, "HTTP/1.1 100 Continue");
+    s.write_all(b"data").await.unwrap();
+    let (status, _, body) = response(&mut s, &mut buf, false).await;
+    assert_eq!(
+        (status.as_str(), body.as_slice()),
+        ("HTTP/1.1 200 OK", &b"data"[..])
+    );
+
+    // HEAD: the length of what GET would send, and no body; the connection goes on.
+    s.write_all(b"HEAD /other HTTP/1.1\r\nHost: web\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, head, _) = response(&mut s, &mut buf, true).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(head.contains("content-length: 2"), "{head}");
+    s.write_all(b"GET /other HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, head, body) = response(&mut s, &mut buf, false).await;
+    assert_eq!(body, b"ok");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(buf.is_empty() && closed(&mut s).await);
+    assert_eq!(hits.load(Ordering::SeqCst), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_clients_and_bodies_that_end_with_the_connection() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (_dir, _proxy, addr) =
+        single_service("h1-ten", "web", replica(hits.clone()).await, 16).await;
+
+    // HTTP/1.0 knows no chunked coding: the body comes as it is, then the end.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.0\r\nContent-Length: 9\r\nConnection: keep-alive\r\n\r\nstreaming",
+    )
+    .await
+    .unwrap();
+    let mut buf = Vec::new();
+    let (status, head, body) = response(&mut s, &mut buf, false).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    assert_eq!(body, b"streaming");
+
+    // HTTP/1.0 with keep-alive and a sized answer: kept.
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /other HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let (_, head, body) = response(&mut s, &mut buf, false).await;
+    assert!(head.contains("connection: keep-alive"), "{head}");
+    assert_eq!(body, b"ok");
+    s.write_all(b"GET /other HTTP/1.0\r\n\r\n").await.unwrap();
+    let (_, _, body) = response(&mut s, &mut buf, false).await;
+    assert_eq!(body, b"ok");
+    assert!(closed(&mut s).await);
+
+    // A replica's body that ends with its connection reaches an HTTP/1.1 client chunked,
+    // and the client's connection stays open.
+    let (_dir2, _proxy2, addr2) =
+        single_service("h1-close", "web", until_close_replica().await, 16).await;
+    let mut s = tokio::net::TcpStream::connect(&addr2).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+            .await
+            .unwrap();
+        let (status, head, body) = response(&mut s, &mut buf, false).await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        assert_eq!(body, b"until the end");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_framing_is_refused_and_reaches_no_replica() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let (_dir, _proxy, addr) =
+        single_service("h1-smuggle", "web", replica(hits.clone()).await, 16).await;
+    for (attempt, status) in [
+        (&b"POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: web\r\n\r\n"[..], "400"),
+        (b"POST / HTTP/1.1\r\nHost: web\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcd", "400"),
+        (b"POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\n\r\n4\nabcd\r\n0\r\n\r\n", "400"),
+        (b"POST / HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: xchunked\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\n\r\n", "400"),
+        (b"GET / HTTP/1.1\r\nHost: web\r\nX: a\rb\r\n\r\n", "400"),
+    ] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(attempt).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{:?}: {answer}",
+            String::from_utf8_lossy(attempt)
+        );
+    }
+    // A broken chunk line is found only once the body streams: that request's head has
+    // reached the replica by then, with a body that never ends well. Nothing else has.
+    assert!(
+        hits.load(Ordering::SeqCst) <= 1,
+        "the smuggled request never reached a replica"
+    );
 }
