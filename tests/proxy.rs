@@ -817,3 +817,76 @@ async fn ambiguous_framing_is_refused_and_reaches_no_replica() {
         "the smuggled request never reached a replica"
     );
 }
+
+/// A replica that refuses every request at once with 413, reading nothing of the body,
+/// and keeps the connection open.
+async fn refuses_bodies() -> u16 {
+    raw_replica(|mut s| async move {
+        let mut buf = vec![0u8; 1024];
+        if s.read(&mut buf).await.unwrap_or(0) == 0 {
+            return;
+        }
+        let refusal = b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
+        let _ = s.write_all(refusal).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_answers_before_reading_the_body_is_heard() {
+    let (_dir, _proxy, addr) = single_service("h1-early", "web", refuses_bodies().await, 16).await;
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // 64 MiB: far more than the socket buffers hold, so the proxy's writes to the
+    // replica stall; the client keeps sending while it can.
+    let total = 64usize << 20;
+    let head = format!("POST /upload HTTP/1.1\r\nHost: web\r\nContent-Length: {total}\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let sender = tokio::spawn(async move {
+        let piece = vec![b'x'; 1 << 20];
+        for _ in 0..64 {
+            if wr.write_all(&piece).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 413 Content Too Large\r\n"),
+        "{answer}"
+    );
+    assert!(answer.ends_with("\r\n\r\ntoo large"), "{answer}");
+    // The rest of the body was never read: the connection ends after the answer.
+    assert!(answer.contains("connection: close"), "{answer}");
+    sender.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxys_own_answers_to_head_have_no_body() {
+    let eps = Arc::new(Mutex::new(Vec::new()));
+    let (_dir, _proxy, addr) = single_service_over("h1-headerr", "web", eps, 16).await;
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut buf = Vec::new();
+    for _ in 0..2 {
+        s.write_all(b"HEAD / HTTP/1.1\r\nHost: web\r\n\r\n")
+            .await
+            .unwrap();
+        let (status, head, _) = response(&mut s, &mut buf, true).await;
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert!(head.contains("content-length: "), "{head}");
+    }
+    // Nothing was left between the answers: the next GET's answer comes whole.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, _, body) = response(&mut s, &mut buf, false).await;
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+    assert!(
+        String::from_utf8_lossy(&body).starts_with("no ready endpoints"),
+        "{body:?}"
+    );
+    assert!(buf.is_empty());
+}

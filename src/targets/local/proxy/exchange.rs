@@ -2,13 +2,12 @@
 //! make: where the request goes, its body, the exchange with a replica (sent once more,
 //! elsewhere, when it cannot have been answered), and the response back to the client.
 
-use super::body::{self, Reader, RelayError, RequestBody};
+use super::body::{self, Reader, RequestBody};
 use super::http1::{self, BodyOut, Fields, Framing, Request};
 use super::stream::Stream;
 use super::upstream::{self, Pool, Upstream};
-use super::{mix, pick, routing, service_def, unserved, Conn};
+use super::{mirror, mix, pick, routing, service_def, unserved, Conn};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -22,6 +21,10 @@ pub(super) enum Next {
     KeepAlive,
     /// Close it.
     Close,
+    /// Close it, with the request body unread: it is read and dropped a little while
+    /// first, or the client's stack could answer its next bytes with a reset that
+    /// discards the response before the client reads it.
+    CloseUnread,
 }
 
 /// Buffers of one client connection, reused from request to request.
@@ -64,47 +67,12 @@ where
     } = scratch;
     let head: &[u8] = head;
     let (route, own_def) = ctx.current();
-    // Without a split, the Service serves its own endpoints: no roll, no allocation.
-    let (backend, mirror, set_cookie) = match &route {
-        None => (name, None, None),
-        Some(route) => {
-            let rolls = mix(shared.seq.fetch_add(1, Ordering::Relaxed) ^ shared.seed);
-            let header = |h: &str| {
-                let v = fields.get(head, h)?;
-                std::str::from_utf8(v).ok().map(str::to_string)
-            };
-            let d = routing::choose(
-                route,
-                &header,
-                (rolls % 100) as u32,
-                ((rolls >> 32) % 100) as u32,
-            );
-            (d.backend, d.mirror, d.set_cookie)
-        }
-    };
+    let (backend, mirror, set_cookie) = decide(ctx, route.as_deref(), head, fields);
     let mut reader = Reader::new(req.framing);
-    let mut body = RequestBody::Buffered(Vec::new());
-    if req.framing != Framing::Empty {
-        body = if mirror.is_some() || req.idempotent {
-            if req.expect_continue && client.data().is_empty() {
-                client.queue(CONTINUE);
-            }
-            if client.flush().await.is_err() {
-                return Next::Close;
-            }
-            match RequestBody::buffer(&mut reader, client).await {
-                Ok(b) => b,
-                Err(_) => {
-                    let text = "cannot read request body\n";
-                    return answer(client, 400, text, true).await;
-                }
-            }
-        } else {
-            RequestBody::Streaming { head: Vec::new() }
-        };
-    }
-    // With the body unread, the connection cannot go on to the next request.
-    let close = |reader: &Reader| !req.keep_alive || !reader.is_done();
+    let mut body = match request_body(client, req, mirror.is_some(), &mut reader).await {
+        Ok(body) => body,
+        Err(next) => return next,
+    };
     let def = match backend == name {
         true => own_def,
         false => service_def(shared, ns, backend),
@@ -116,34 +84,36 @@ where
             // Counted against the workload, or a canary with no ready pod would look
             // healthy to its own success rate.
             unserved(shared, ns, target).record(503, started.elapsed(), now);
-            return answer(client, 503, &format!("{msg}\n"), close(&reader)).await;
+            let how = after(req, &reader);
+            return answer(client, 503, &format!("{msg}\n"), how, req.head).await;
         }
     };
-    // A body too long to buffer is not mirrored (see `body`).
     if let (Some(m), RequestBody::Buffered(b)) = (mirror, &body) {
         let mdef = service_def(shared, ns, m);
         if let Ok((mport, _)) = pick(shared, ns, (m, mdef.as_deref()), port) {
             let mut wire = Vec::with_capacity(head.len() + b.len() + 64);
             http1::write_request(&mut wire, head, req, fields, mport, body_out(req, &body));
             wire.extend_from_slice(b);
-            tokio::spawn(mirror_to(ctx.pool.clone(), mport, wire, req.head));
+            mirror::spawn(ctx.pool.clone(), mport, wire, req.head);
         }
     }
+    let attempt = Attempt {
+        pool: &ctx.pool,
+        head,
+        req,
+        fields,
+    };
     let mut retried = false;
-    let (mut up, resp) = loop {
-        let sent = Attempt {
-            pool: &ctx.pool,
-            head,
-            req,
-            fields,
-        }
-        .run(client, &mut body, &mut reader, host_port, response)
-        .await;
+    let (mut up, resp, whole) = loop {
+        let sent = attempt
+            .run(client, &mut body, &mut reader, host_port, response)
+            .await;
         let (error, again) = match sent {
             Ok(answered) => break answered,
             // Nothing has gone to the client yet: a framing error gets its answer.
             Err(Failure::Client(body::Error::Chunked(e))) => {
-                return answer(client, 400, &format!("malformed request body: {e}\n"), true).await
+                let text = format!("malformed request body: {e}\n");
+                return answer(client, 400, &text, Next::CloseUnread, req.head).await;
             }
             Err(Failure::Client(_)) => return Next::Close,
             Err(Failure::Backend { error, again }) => (error, again),
@@ -158,13 +128,13 @@ where
                 "backend {ns}/{backend} ({}) failed: {error}\n",
                 recorder.deployment()
             );
-            return answer(client, 502, &text, close(&reader)).await;
+            return answer(client, 502, &text, after(req, &reader), req.head).await;
         };
         retried = true;
         (host_port, recorder) = next;
     };
     recorder.record(resp.status, started.elapsed(), now);
-    let out = http1::response_out(req, resp.framing);
+    let out = http1::response_out(req, resp.framing, reader.is_done());
     http1::write_response(
         &mut client.wbuf,
         up.io.data(),
@@ -176,14 +146,86 @@ where
     up.io.consume(resp.len);
     let mut from_replica = Reader::new(resp.framing);
     match body::relay(&mut from_replica, &mut up.io, client, out.chunked).await {
-        Ok(()) if resp.keep_alive && up.io.data().is_empty() => ctx.pool.put(up),
+        // A replica that answered before it had the whole body may still expect the
+        // rest: its connection is not used again.
+        Ok(()) if whole && resp.keep_alive && up.io.data().is_empty() => ctx.pool.put(up),
         Ok(()) => {}
         // The head has gone out: all that is left is to end the connection.
         Err(_) => return Next::Close,
     }
-    match out.close || close(&reader) {
-        true => Next::Close,
-        false => Next::KeepAlive,
+    match (out.close, after(req, &reader)) {
+        (true, Next::KeepAlive) => Next::Close,
+        (_, how) => how,
+    }
+}
+
+/// Where the request goes: its backend Service, a mirror, and a `Set-Cookie` to add.
+/// Without a split, the Service serves its own endpoints: no roll, no allocation.
+fn decide<'a>(
+    ctx: &'a Conn,
+    route: Option<&'a routing::Route>,
+    head: &[u8],
+    fields: &Fields,
+) -> (&'a str, Option<&'a str>, Option<String>) {
+    let Some(route) = route else {
+        return (ctx.key.1.as_str(), None, None);
+    };
+    let shared = &ctx.shared;
+    let rolls = mix(shared.seq.fetch_add(1, Ordering::Relaxed) ^ shared.seed);
+    let header = |h: &str| {
+        let v = fields.get(head, h)?;
+        std::str::from_utf8(v).ok().map(str::to_string)
+    };
+    let d = routing::choose(
+        route,
+        &header,
+        (rolls % 100) as u32,
+        ((rolls >> 32) % 100) as u32,
+    );
+    (d.backend, d.mirror, d.set_cookie)
+}
+
+/// The request body: read into memory when it may be sent twice (mirrored, or retried
+/// when idempotent), else left to stream. `Err` holds what becomes of the connection
+/// when it could not be read.
+async fn request_body<Io>(
+    client: &mut Stream<Io>,
+    req: &Request,
+    mirrored: bool,
+    reader: &mut Reader,
+) -> Result<RequestBody, Next>
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+{
+    if req.framing == Framing::Empty {
+        return Ok(RequestBody::Buffered(Vec::new()));
+    }
+    if !mirrored && !req.idempotent {
+        return Ok(RequestBody::Streaming { head: Vec::new() });
+    }
+    if req.expect_continue && client.data().is_empty() {
+        client.queue(CONTINUE);
+    }
+    if client.flush().await.is_err() {
+        return Err(Next::Close);
+    }
+    match RequestBody::buffer(reader, client).await {
+        Ok(b) => Ok(b),
+        Err(body::Error::Chunked(e)) => {
+            let text = format!("malformed request body: {e}\n");
+            Err(answer(client, 400, &text, Next::CloseUnread, req.head).await)
+        }
+        Err(_) => Err(Next::Close),
+    }
+}
+
+/// What becomes of the connection after `req`, as far as the request goes: with its
+/// body unread, it cannot go on to the next request.
+fn after(req: &Request, reader: &Reader) -> Next {
+    match (reader.is_done(), req.keep_alive) {
+        (false, _) => Next::CloseUnread,
+        (true, false) => Next::Close,
+        (true, true) => Next::KeepAlive,
     }
 }
 
@@ -197,15 +239,15 @@ fn body_out(req: &Request, body: &RequestBody) -> BodyOut {
     }
 }
 
-/// Answers with the proxy's own text.
-async fn answer<Io>(client: &mut Stream<Io>, status: u16, text: &str, close: bool) -> Next
+/// Answers with the proxy's own text (its length only, to HEAD); then `how`.
+async fn answer<Io>(client: &mut Stream<Io>, status: u16, text: &str, how: Next, head: bool) -> Next
 where
     Io: AsyncRead + AsyncWrite + Unpin,
 {
-    http1::write_text(&mut client.wbuf, status, text, close);
+    http1::write_text(&mut client.wbuf, status, text, how != Next::KeepAlive, head);
     match client.flush().await {
-        Ok(()) if !close => Next::KeepAlive,
-        _ => Next::Close,
+        Ok(()) => how,
+        Err(_) => Next::Close,
     }
 }
 
@@ -218,7 +260,8 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// Sends the request to the replica on `host_port` and reads its response head.
+    /// Sends the request to the replica on `host_port` and reads its response head;
+    /// also whether the replica got the whole body before it answered.
     async fn run<Io>(
         &self,
         client: &mut Stream<Io>,
@@ -226,7 +269,7 @@ impl Attempt<'_> {
         reader: &mut Reader,
         host_port: u16,
         response: &mut Fields,
-    ) -> Result<(Upstream, http1::Response), Failure>
+    ) -> Result<(Upstream, http1::Response, bool), Failure>
     where
         Io: AsyncRead + AsyncWrite + Unpin,
     {
@@ -237,13 +280,28 @@ impl Attempt<'_> {
             .map_err(|error| Failure::Backend { error, again: true })?;
         let out = body_out(req, body);
         http1::write_request(&mut up.io.wbuf, self.head, req, self.fields, host_port, out);
-        let replayable = matches!(body, RequestBody::Buffered(_));
-        match body {
+        let io_error = |source| upstream::Error::Io {
+            port: host_port,
+            source,
+        };
+        let whole = match body {
+            RequestBody::Buffered(b) if b.is_empty() => {
+                // The common case, a request with no body: one write.
+                up.send(&[]).await.map_err(|error| Failure::Backend {
+                    error,
+                    again: req.idempotent,
+                })?;
+                true
+            }
             RequestBody::Buffered(b) => {
-                if let Err(error) = up.send(b).await {
-                    let again = req.idempotent;
-                    return Err(Failure::Backend { error, again });
-                }
+                up.io.queue(b);
+                up.io
+                    .flush_unless_answered()
+                    .await
+                    .map_err(|e| Failure::Backend {
+                        error: io_error(e),
+                        again: req.idempotent,
+                    })?
             }
             RequestBody::Streaming { head } => {
                 let chunked = out == BodyOut::Chunked;
@@ -259,48 +317,57 @@ impl Attempt<'_> {
                     let flushed = client.flush().await;
                     flushed.map_err(|e| Failure::Client(e.into()))?;
                 }
-                match body::relay(reader, client, &mut up.io, chunked).await {
-                    Ok(()) => {}
-                    Err(RelayError::From(e)) => return Err(Failure::Client(e)),
-                    Err(RelayError::To(source)) => {
-                        let port = host_port;
-                        let error = upstream::Error::Io { port, source };
-                        return Err(Failure::Backend {
-                            error,
-                            again: false,
-                        });
-                    }
-                }
+                stream_body(reader, client, &mut up, chunked).await?
             }
-        }
+        };
+        let replayable = matches!(body, RequestBody::Buffered(_));
         match up.response(response, req.head).await {
-            Ok(resp) => Ok((up, resp)),
+            Ok(resp) => Ok((up, resp, whole)),
             Err(error) => {
-                let again = replayable && req.idempotent && error.unanswered();
+                let again = replayable && whole && req.idempotent && error.unanswered();
                 Err(Failure::Backend { error, again })
             }
         }
     }
 }
 
-/// Sends a copy of a request to a mirror and drops its response.
-async fn mirror_to(pool: Arc<Pool>, port: u16, wire: Vec<u8>, head: bool) {
-    let Ok(mut up) = upstream::get(&pool, port).await else {
-        return;
+/// Streams the rest of the request body to the replica, chunked again when `chunked`,
+/// watching it the while: a replica may answer before it has read the body (a 413, a
+/// 401), and then the answer goes to the client and the rest stays unsent (false).
+async fn stream_body<Io>(
+    reader: &mut Reader,
+    client: &mut Stream<Io>,
+    up: &mut Upstream,
+    chunked: bool,
+) -> Result<bool, Failure>
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+{
+    let port = up.port;
+    let backend = |source| Failure::Backend {
+        error: upstream::Error::Io { port, source },
+        again: false,
     };
-    if up.send(&wire).await.is_err() {
-        return;
-    }
-    let mut fields = Fields::default();
-    let Ok(resp) = up.response(&mut fields, head).await else {
-        return;
-    };
-    up.io.consume(resp.len);
-    let mut reader = Reader::new(resp.framing);
-    if body::drain(&mut reader, &mut up.io).await.is_ok()
-        && resp.keep_alive
-        && up.io.data().is_empty()
-    {
-        pool.put(up);
+    loop {
+        let piece = tokio::select! {
+            biased;
+            answered = up.io.answered() => return answered.map(|()| false).map_err(backend),
+            piece = reader.next(client) => piece.map_err(Failure::Client)?,
+        };
+        let end = piece.is_none();
+        match piece {
+            Some(p) if chunked => http1::chunked::encode(&mut up.io.wbuf, p),
+            Some(p) => up.io.queue(p),
+            None if chunked => up.io.queue(http1::chunked::END),
+            None => {}
+        }
+        // Written before the next read from the client could wait.
+        let flush = end || client.data().is_empty() || up.io.wbuf.len() >= 1 << 16;
+        if flush && !up.io.flush_unless_answered().await.map_err(backend)? {
+            return Ok(false);
+        }
+        if end {
+            return Ok(true);
+        }
     }
 }

@@ -7,6 +7,7 @@
 pub mod body;
 mod exchange;
 pub mod http1;
+mod mirror;
 pub mod routing;
 mod serve;
 pub mod stats;

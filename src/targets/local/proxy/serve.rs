@@ -43,9 +43,8 @@ pub(super) async fn serve_connection<Io>(
             Ok(None) => return,
             Err(Some(refusal)) => {
                 let text = format!("{}\n", refusal.reason);
-                http1::write_text(&mut client.wbuf, refusal.status, &text, true);
-                let _ = client.shutdown().await;
-                return;
+                http1::write_text(&mut client.wbuf, refusal.status, &text, true, false);
+                return close(client, true).await;
             }
             Err(None) => return,
         };
@@ -54,12 +53,44 @@ pub(super) async fn serve_connection<Io>(
         scratch.head.clear();
         scratch.head.extend_from_slice(&client.data()[..req.len]);
         client.consume(req.len);
-        if exchange::one(&ctx, &mut client, &req, &mut scratch).await == Next::Close {
-            let _ = client.shutdown().await;
-            return;
+        match exchange::one(&ctx, &mut client, &req, &mut scratch).await {
+            Next::KeepAlive => {}
+            Next::Close => return close(client, false).await,
+            Next::CloseUnread => return close(client, true).await,
         }
     }
 }
+
+/// Ends the connection after what is queued. With what the client sent still unread,
+/// its write side is closed first and its bytes read and dropped for a while
+/// ([`LINGER`], at most [`LINGER_BYTES`]): closing a socket with unread bytes sends a
+/// reset, which can discard the response before the client has read it (nginx's
+/// `lingering_close`).
+async fn close<Io>(mut client: Stream<Io>, unread: bool)
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+{
+    if client.shutdown().await.is_err() || !unread {
+        return;
+    }
+    let drain = async {
+        let mut dropped = 0;
+        while dropped < LINGER_BYTES {
+            match client.fill().await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => dropped += n,
+            }
+            let all = client.data().len();
+            client.consume(all);
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// How long unread request bytes are read and dropped before a close.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+/// How many at most.
+const LINGER_BYTES: usize = 1 << 20;
 
 /// The next request head: `Ok(None)` when the client closed between requests,
 /// `Err(None)` when the connection failed or timed out, else the refusal to answer.
@@ -70,12 +101,19 @@ async fn read_request<Io>(
 where
     Io: AsyncRead + AsyncWrite + Unpin,
 {
+    // The whole head, and the wait for it, within the deadline.
+    client.whole_wait();
+    let mut scanned = 0;
     loop {
-        if !client.data().is_empty() {
-            if let Some(req) = http1::parse_request(client.data(), fields).map_err(Some)? {
+        let data = client.data();
+        if http1::head_ends(data, scanned) || data.len() >= http1::MAX_HEAD {
+            let parsed = http1::parse_request(data, fields).map_err(Some)?;
+            if let Some(req) = parsed {
+                client.each_wait();
                 return Ok(Some(req));
             }
         }
+        scanned = client.data().len();
         match client.fill().await {
             Ok(0) if client.data().is_empty() => return Ok(None),
             Ok(0) => {

@@ -1,9 +1,14 @@
 //! One side of a proxied exchange: a socket with a read buffer that heads are parsed in
 //! place from, and a write buffer that a head and the first body bytes leave together
-//! in one write. A client's side also has a deadline: a read or write that makes no
-//! progress for [`CLIENT_IDLE`] ends the connection, so a client that sends nothing, or
-//! a head a byte a minute, or never reads its response, does not hold a connection slot
-//! forever (nginx's `client_header_timeout`, `keepalive_timeout` and `send_timeout`).
+//! in one write. Each side has a deadline, so that nobody holds a connection slot
+//! forever:
+//! - a client's next request head must be whole within [`CLIENT_IDLE`] of the previous
+//!   exchange (nginx's `keepalive_timeout` and `client_header_timeout`; a head sent a
+//!   byte a minute does not reset it), and each read of its body or write of its
+//!   response must make progress within as long (`client_body_timeout`,
+//!   `send_timeout`);
+//! - a replica must take each write and send each read within [`UPSTREAM_IDLE`]
+//!   (`proxy_send_timeout`, `proxy_read_timeout`).
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -13,8 +18,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// How long a client's read or write may wait without progress.
+/// How long a client's read or write may wait without progress, and its next head
+/// in all.
 pub const CLIENT_IDLE: Duration = Duration::from_secs(60);
+/// How long a replica's read or write may wait without progress.
+pub const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
 /// Room made in the read buffer before each read.
 const MIN_READ: usize = 4096;
 /// A body piece at least this long goes out directly rather than through the write
@@ -40,6 +48,8 @@ struct Deadline {
     limit: Duration,
     /// When the current wait began (none between waits).
     since: Option<Instant>,
+    /// Progress does not restart the clock: the limit is on the whole of a task.
+    whole: bool,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -80,9 +90,27 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Stream<Io> {
         self.deadline = Some(Deadline {
             limit,
             since: None,
+            whole: false,
             timer: None,
         });
         self
+    }
+
+    /// From now until [`Stream::each_wait`], the deadline bounds all waits together,
+    /// counted from the first (a request head).
+    pub fn whole_wait(&mut self) {
+        if let Some(d) = &mut self.deadline {
+            d.whole = true;
+            d.since = None;
+        }
+    }
+
+    /// The deadline bounds each wait again.
+    pub fn each_wait(&mut self) {
+        if let Some(d) = &mut self.deadline {
+            d.whole = false;
+            d.since = None;
+        }
     }
 
     /// The bytes read and not yet taken.
@@ -193,9 +221,10 @@ async fn write_all<Io: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// A wait made progress: the next one starts its own clock.
+/// A wait made progress: the next one starts its own clock (unless the limit is on the
+/// whole).
 fn progress(deadline: &mut Option<Deadline>) {
-    if let Some(d) = deadline {
+    if let Some(d) = deadline.as_mut().filter(|d| !d.whole) {
         d.since = None;
     }
 }
@@ -205,6 +234,62 @@ fn timed_out<T>(deadline: &mut Option<Deadline>, cx: &mut Context<'_>) -> Poll<i
     match deadline.as_mut().is_some_and(|d| d.expired(cx)) {
         true => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
         false => Poll::Pending,
+    }
+}
+
+impl Stream<tokio::net::TcpStream> {
+    /// Waits until the peer sends something, and reads it: the peer answered.
+    pub async fn answered(&mut self) -> io::Result<()> {
+        loop {
+            self.io.readable().await?;
+            self.rbuf.reserve(MIN_READ);
+            match self.io.try_read_buf(&mut self.rbuf) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => return Ok(()),
+                // Readiness left over from an earlier read: cleared now.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes what is queued, unless the peer answers first (a replica that refuses a
+    /// body before reading it all): false then, with the answer's first bytes in the
+    /// read buffer and the rest of the queue dropped.
+    pub async fn flush_unless_answered(&mut self) -> io::Result<bool> {
+        let limit = self.deadline.as_ref().map_or(UPSTREAM_IDLE, |d| d.limit);
+        let mut at = 0;
+        while at < self.wbuf.len() {
+            let Stream { io, rbuf, wbuf, .. } = self;
+            let io = &*io;
+            tokio::select! {
+                biased;
+                ready = io.readable() => {
+                    ready?;
+                    rbuf.reserve(MIN_READ);
+                    match io.try_read_buf(rbuf) {
+                        Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                        Ok(_) => {
+                            wbuf.clear();
+                            return Ok(false);
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                ready = io.writable() => {
+                    ready?;
+                    match io.try_write(&wbuf[at..]) {
+                        Ok(n) => at += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                () = tokio::time::sleep(limit) => return Err(io::ErrorKind::TimedOut.into()),
+            }
+        }
+        self.wbuf.clear();
+        Ok(true)
     }
 }
 
@@ -233,5 +318,35 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(s.data(), b"xxxxx");
         trickle.abort();
+    }
+}
+
+#[cfg(test)]
+mod whole_wait_tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_sent_a_byte_at_a_time_gets_one_limit_in_all() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let mut s = Stream::new(a, 64).with_deadline(Duration::from_secs(60));
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_secs(25)).await;
+                if b.write_all(b"x").await.is_err() {
+                    return;
+                }
+            }
+        });
+        s.whole_wait();
+        let mut got = 0;
+        let err = loop {
+            match s.fill().await {
+                Ok(n) => got += n,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(got, 2, "bytes at 25 s and 50 s, and the limit at 60 s");
     }
 }

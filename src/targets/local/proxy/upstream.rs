@@ -5,7 +5,7 @@
 //! non-blocking read sees the end at once.
 
 use super::http1::{self, Fields, Response};
-use super::stream::Stream;
+use super::stream::{Stream, UPSTREAM_IDLE};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -236,7 +236,7 @@ pub async fn connect(port: u16) -> Result<Upstream, Error> {
         .map_err(error)?;
     stream.set_nodelay(true).map_err(error)?;
     Ok(Upstream {
-        io: Stream::new(stream, BUFFER),
+        io: Stream::new(stream, BUFFER).with_deadline(UPSTREAM_IDLE),
         port,
         idle_since: Instant::now(),
     })

@@ -48,8 +48,14 @@ pub struct Span {
 }
 
 impl Span {
+    /// Where `part`, a slice of `buf`, is. httparse hands back a constant `""` for an
+    /// empty or non-ASCII reason phrase, which is not in `buf`: that is an empty span.
     fn of(buf: &[u8], part: &[u8]) -> Span {
-        let start = part.as_ptr() as usize - buf.as_ptr() as usize;
+        let (base, at) = (buf.as_ptr() as usize, part.as_ptr() as usize);
+        if part.is_empty() || at < base || at + part.len() > base + buf.len() {
+            return Span::default();
+        }
+        let start = at - base;
         Span {
             start: start as u32,
             end: (start + part.len()) as u32,
@@ -127,8 +133,10 @@ pub enum Target {
     Origin(Span),
     /// The path of an absolute-form target, whose authority becomes the `Host`.
     Absolute {
-        /// Path and query ("/" when the target had none).
-        path: Option<Span>,
+        /// Path and query (maybe empty, or a query alone).
+        path: Span,
+        /// A "/" goes before `path`: it does not begin with one.
+        slash: bool,
         /// Authority, sent as `Host`.
         authority: Span,
     },
@@ -268,6 +276,10 @@ fn drop_connection_named(buf: &[u8], fields: &mut Fields) {
         .collect();
     for i in 0..fields.list.len() {
         let name = fields.list[i].name.get(buf);
+        // `Connection: host` would leave the request with no Host at all.
+        if name.eq_ignore_ascii_case(b"host") {
+            continue;
+        }
         if listed.iter().any(|l| l.eq_ignore_ascii_case(name)) {
             fields.drop_field(i);
         }
@@ -282,6 +294,23 @@ fn collect(buf: &[u8], headers: &[httparse::Header<'_>], fields: &mut Fields) {
         name: Span::of(buf, h.name.as_bytes()),
         value: Span::of(buf, h.value),
     }));
+}
+
+/// Whether `buf` holds the empty line that ends a head, looking only from `from` on (less
+/// the three bytes it may have begun in): bytes already looked at are not scanned
+/// again, so a head that arrives a byte at a time costs linear time, not quadratic.
+pub fn head_ends(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(3).min(buf.len());
+    let mut at = start;
+    while let Some(i) = buf[at..].iter().position(|b| *b == b'\n') {
+        let nl = at + i;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return true,
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return true,
+            _ => at = nl + 1,
+        }
+    }
+    false
 }
 
 /// Parses a request head at the start of `buf`: `Ok(None)` while it is incomplete.
@@ -339,7 +368,9 @@ pub fn parse_request(buf: &[u8], fields: &mut Fields) -> Result<Option<Request>,
         framing,
         had_length: framing_fields.lengths > 0,
         keep_alive: !conn.close && (!http10 || conn.keep_alive),
-        expect_continue: expect_continue && framing != Framing::Empty,
+        // An HTTP/1.0 client knows no 1xx (RFC 9110 section 10.1.1): the expectation
+        // is ignored.
+        expect_continue: expect_continue && framing != Framing::Empty && !http10,
         idempotent: matches!(method_bytes, b"GET" | b"HEAD" | b"OPTIONS"),
         head: method_bytes == b"HEAD",
         has_host: hosts == 1,
@@ -385,11 +416,14 @@ fn request_target(buf: &[u8], method: &[u8], path: &[u8]) -> Result<Target, Refu
         .position(|b| matches!(b, b'/' | b'?'))
         .unwrap_or(rest.len());
     let (authority, after) = rest.split_at(end);
-    if authority.is_empty() || authority.contains(&b'@') {
+    // host[:port]: a reg-name, an IPv4 address or an IP literal; no userinfo.
+    let host_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%:[]".contains(b);
+    if authority.is_empty() || !authority.iter().all(host_byte) {
         return Err(refuse(400, "invalid request target"));
     }
     Ok(Target::Absolute {
-        path: (after.first() == Some(&b'/')).then(|| Span::of(buf, after)),
+        path: Span::of(buf, after),
+        slash: after.first() != Some(&b'/'),
         authority: Span::of(buf, authority),
     })
 }
@@ -420,10 +454,12 @@ pub fn write_request(
     out.push(b' ');
     match req.target {
         Target::Origin(s) => out.extend_from_slice(s.get(buf)),
-        Target::Absolute { path, .. } => match path {
-            Some(p) => out.extend_from_slice(p.get(buf)),
-            None => out.push(b'/'),
-        },
+        Target::Absolute { path, slash, .. } => {
+            if slash {
+                out.push(b'/');
+            }
+            out.extend_from_slice(path.get(buf));
+        }
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     match req.target {
@@ -533,6 +569,10 @@ pub fn parse_response(
     collect(buf, resp.headers, fields);
     let (conn, f) = classify(buf, fields);
     let no_body = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+    if f.codings > 0 && version == 0 {
+        // RFC 9112 section 6.1: framing an HTTP/1.0 peer cannot have meant.
+        return Err(BadResponse::Malformed("Transfer-Encoding in HTTP/1.0"));
+    }
     let framing = if f.codings > 0 {
         // RFC 9112 section 6.3: Transfer-Encoding overrides Content-Length; without
         // chunked last, the body runs until the connection closes.
@@ -584,11 +624,13 @@ pub struct ResponseOut {
     pub keep_alive_10: bool,
 }
 
-/// Decides how a response with `framing` goes to a client of `req`.
-pub fn response_out(req: &Request, framing: Framing) -> ResponseOut {
+/// Decides how a response with `framing` goes to a client of `req`, whose body has been
+/// read whole or not (a replica may answer before it has all of it).
+pub fn response_out(req: &Request, framing: Framing, body_read: bool) -> ResponseOut {
     let unsized_body = matches!(framing, Framing::Chunked | Framing::UntilClose);
     // An HTTP/1.0 client knows no chunked coding: such a body ends with the connection.
-    let close = !req.keep_alive || (req.http10 && unsized_body);
+    // With its body unread, the connection cannot carry another request.
+    let close = !req.keep_alive || (req.http10 && unsized_body) || !body_read;
     ResponseOut {
         chunked: unsized_body && !req.http10,
         close,
@@ -609,13 +651,17 @@ pub fn write_response(
     w.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(w, u64::from(resp.status));
     w.push(b' ');
-    w.extend_from_slice(resp.reason.get(buf));
+    match resp.reason.get(buf) {
+        b"" => w.extend_from_slice(reason(resp.status).as_bytes()),
+        r => w.extend_from_slice(r),
+    }
     w.extend_from_slice(b"\r\n");
     fields.write_kept(buf, w, 0);
     if out.chunked {
         w.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
-    if let Some(c) = set_cookie {
+    // A cookie with a line break or control byte would split the head: left out.
+    if let Some(c) = set_cookie.filter(|c| !c.bytes().any(|b| b.is_ascii_control())) {
         w.extend_from_slice(b"set-cookie: ");
         w.extend_from_slice(c.as_bytes());
         w.extend_from_slice(b"\r\n");
@@ -628,8 +674,9 @@ pub fn write_response(
     w.extend_from_slice(b"\r\n");
 }
 
-/// A response the proxy writes itself (errors), with a text body.
-pub fn write_text(w: &mut Vec<u8>, status: u16, text: &str, close: bool) {
+/// A response the proxy writes itself (errors), with a text body (left out for a
+/// response to HEAD, whose length it still gives).
+pub fn write_text(w: &mut Vec<u8>, status: u16, text: &str, close: bool, head: bool) {
     w.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(w, u64::from(status));
     w.push(b' ');
@@ -641,11 +688,33 @@ pub fn write_text(w: &mut Vec<u8>, status: u16, text: &str, close: bool) {
         w.extend_from_slice(b"connection: close\r\n");
     }
     w.extend_from_slice(b"\r\n");
-    w.extend_from_slice(text.as_bytes());
+    if !head {
+        w.extend_from_slice(text.as_bytes());
+    }
 }
 
+/// The reason phrase of `status` (RFC 9110 section 15), for heads without one.
 fn reason(status: u16) -> &'static str {
     match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        409 => "Conflict",
+        413 => "Content Too Large",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        504 => "Gateway Timeout",
         400 => "Bad Request",
         405 => "Method Not Allowed",
         408 => "Request Timeout",

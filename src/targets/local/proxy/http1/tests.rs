@@ -32,6 +32,18 @@ fn a_request_without_host_gets_the_replicas_address_and_absolute_form_its_author
         BodyOut::Empty,
     );
     assert_eq!(out, "GET /x?y HTTP/1.1\r\nhost: other.example:81\r\n\r\n");
+    let out = forwarded(
+        "GET http://h:1?q HTTP/1.1\r\nHost: h\r\n\r\n",
+        1,
+        BodyOut::Empty,
+    );
+    assert!(out.starts_with("GET /?q HTTP/1.1\r\n"), "{out}");
+    let out = forwarded(
+        "GET / HTTP/1.1\r\nHost: h\r\nConnection: host\r\n\r\n",
+        1,
+        BodyOut::Empty,
+    );
+    assert_eq!(out, "GET / HTTP/1.1\r\nHost: h\r\n\r\n");
     let out = forwarded("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", 1, BodyOut::Empty);
     assert!(out.starts_with("OPTIONS * HTTP/1.1\r\n"), "{out}");
 }
@@ -94,6 +106,8 @@ fn framing_is_read_strictly_and_written_by_the_proxy() {
         ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
         ("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n", 405),
         ("GET a/b HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        ("GET http://u@h/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        ("GET http://h\"x/ HTTP/1.1\r\nHost: a\r\n\r\n", 400),
         (
             "GET / HTTP/1.1\r\nHost: a\r\nExpect: something\r\n\r\n",
             417,
@@ -182,6 +196,11 @@ fn response_framing_follows_rfc_9112_section_6_3() {
     .is_err());
     assert!(framing("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false).is_err());
     assert!(framing("SSH-2.0-OpenSSH\r\n\r\n", false).is_err());
+    assert!(framing(
+        "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        false
+    )
+    .is_err());
     let (r, _) = response(
         "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n",
         false,
@@ -198,7 +217,7 @@ fn the_clients_response_keeps_the_replicas_fields_and_gets_the_proxys_framing() 
     let (resp, fields) = response(wire, false).unwrap();
     let req11 = request("GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().0;
     let mut out = Vec::new();
-    let how = response_out(&req11, resp.framing);
+    let how = response_out(&req11, resp.framing, true);
     write_response(
         &mut out,
         wire.as_bytes(),
@@ -220,7 +239,7 @@ fn the_clients_response_keeps_the_replicas_fields_and_gets_the_proxys_framing() 
         chunked.as_bytes(),
         &resp,
         &fields,
-        response_out(&req11, resp.framing),
+        response_out(&req11, resp.framing, true),
         None,
     );
     assert_eq!(
@@ -232,11 +251,50 @@ fn the_clients_response_keeps_the_replicas_fields_and_gets_the_proxys_framing() 
     let req10 = request("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
         .unwrap()
         .0;
-    let how = response_out(&req10, resp.framing);
+    let how = response_out(&req10, resp.framing, true);
     assert_eq!((how.chunked, how.close), (false, true));
-    let how = response_out(&req10, Framing::Length(3));
+    let how = response_out(&req10, Framing::Length(3), true);
     assert_eq!(
         (how.chunked, how.close, how.keep_alive_10),
         (false, false, true)
     );
+}
+
+#[test]
+fn a_response_without_a_reason_gets_the_standard_one_and_a_bad_cookie_is_left_out() {
+    let req = request("GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().0;
+    for wire in [
+        "HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n",
+        "HTTP/1.1 404 Caf\u{e9}\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        let (resp, fields) = response(wire, false).unwrap();
+        let mut out = Vec::new();
+        let how = response_out(&req, resp.framing, true);
+        write_response(
+            &mut out,
+            wire.as_bytes(),
+            &resp,
+            &fields,
+            how,
+            Some("a=b\r\nX-Evil: 1"),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+}
+
+#[test]
+fn an_http10_client_gets_no_100_continue_and_head_ends_is_found_in_pieces() {
+    let (req, _) =
+        request("PUT / HTTP/1.0\r\nContent-Length: 1\r\nExpect: 100-continue\r\n\r\n").unwrap();
+    assert!(!req.expect_continue);
+    let head = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n";
+    for end in 0..head.len() {
+        let whole = end == head.len();
+        assert_eq!(head_ends(&head[..end], end.saturating_sub(1)), whole);
+    }
+    assert!(head_ends(head, head.len() - 1));
+    assert!(head_ends(b"GET / HTTP/1.0\n\n", 15));
 }
