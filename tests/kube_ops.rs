@@ -728,13 +728,7 @@ fn an_unhealthy_revision_is_reported_and_does_not_block_the_next_one() {
         )),
         "{message}"
     );
-    assert!(!rec.status().ready);
-    assert_eq!(rec.status().last_error.as_deref(), Some(message.as_str()));
-    let out = setup.cmd(&["get", "sources"]);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("health check failed"),
-        "{out:?}"
-    );
+    common::assert_health_failure_reported(&rec, &setup, &message);
 
     // Once it becomes available, the next sync of the same revision checks again.
     mark_available(&ns, "podinfo");

@@ -1,6 +1,7 @@
 //! A real Kubernetes control plane for tests, in the envtest convention: `etcd` and
 //! `kube-apiserver` (and `kube-controller-manager` when asked) from the folder named by
-//! `KUBEBUILDER_ASSETS`, on 127.0.0.1 free ports. One control plane per test binary,
+//! `KUBEBUILDER_ASSETS`, on 127.0.0.1 free ports, and with the controllers the
+//! fake-kubelet.py that comes with them. One control plane per test binary,
 //! started at first use and shared; each test takes its own namespace. The processes
 //! die with the test binary: an `atexit` handler kills them and removes their folder,
 //! and `PR_SET_PDEATHSIG` kills them even if the binary is killed. The API server writes
@@ -50,7 +51,9 @@ pub fn shared() -> &'static ControlPlane {
     PLANE.get_or_init(|| start(false))
 }
 
-/// The same with `kube-controller-manager` (Deployments get ReplicaSets and Pods; GC).
+/// The same with `kube-controller-manager` (Deployments get ReplicaSets and Pods; GC)
+/// and fake-kubelet.py (Pods are bound and become Ready, but those of
+/// [`FAILING_IMAGE`]), so Deployments roll out as on a cluster.
 pub fn shared_with_controllers() -> &'static ControlPlane {
     PLANE_WITH_CONTROLLERS.get_or_init(|| start(true))
 }
@@ -206,8 +209,42 @@ fn launch(assets: &Path, controllers: bool) -> ControlPlane {
             &dir.join("controller-manager.log"),
         );
         register_cleanup(vec![cm], PathBuf::new());
+        // Registered last, so killed first: it would log errors once the API server went.
+        let kubelet = spawn(
+            Command::new("python3")
+                .arg(fake_kubelet(assets))
+                .arg(&plane.kubeconfig)
+                .args(["--fail", FAILING_IMAGE]),
+            &dir.join("fake-kubelet.log"),
+        );
+        register_cleanup(vec![kubelet], PathBuf::new());
     }
     plane
+}
+
+/// Pods whose image contains this never become Ready on a control plane with
+/// controllers (fake-kubelet's `--fail`): `podinfo:bad` rolls out nowhere.
+pub const FAILING_IMAGE: &str = ":bad";
+
+/// fake-kubelet.py, which plays kubelet and scheduler beside the controllers: from
+/// `ENVTEST_FAKE_KUBELET`, else beside or inside `KUBEBUILDER_ASSETS`
+/// (`../shared/envtest/` here).
+fn fake_kubelet(assets: &Path) -> PathBuf {
+    let candidates = [
+        std::env::var_os("ENVTEST_FAKE_KUBELET").map(PathBuf::from),
+        assets.parent().map(|p| p.join("fake-kubelet.py")),
+        Some(assets.join("fake-kubelet.py")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "fake-kubelet.py not found beside {}: set ENVTEST_FAKE_KUBELET",
+                assets.display()
+            )
+        })
 }
 
 fn run(cmd: &mut Command) {

@@ -304,6 +304,26 @@ impl Drop for Running {
 }
 
 /// Polls `f` until it returns Some or the deadline passes.
+/// Asserts that a revision whose health check failed with `message` is reported as
+/// README's Health section says: not ready, the message as status and last error, and
+/// `get sources` shows it.
+pub fn assert_health_failure_reported(
+    rec: &gitcanary::sync::reconcile::Reconciler,
+    setup: &Setup,
+    message: &str,
+) {
+    let st = rec.status();
+    assert!(!st.ready, "{st:?}");
+    assert_eq!(st.message, message);
+    assert_eq!(st.last_error.as_deref(), Some(message));
+    let out = setup.cmd(&["get", "sources"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("False") && table.contains("health check failed"),
+        "{table}"
+    );
+}
+
 pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
     loop {
