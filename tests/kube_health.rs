@@ -1,15 +1,19 @@
 //! Revision health against real rollouts: the control plane with controllers
 //! (kube-controller-manager turns Deployments into ReplicaSets and Pods) and
 //! fake-kubelet.py (Pods are bound and become Ready, except those of `:bad` images), so
-//! a Deployment rolls out, or gets stuck, as on a cluster. Each test takes its own
-//! namespace.
+//! a Deployment rolls out, or gets stuck, as on a cluster. Also what a health poll
+//! costs, counted in the API server's audit log. Each test takes its own namespace.
 
 mod common;
 #[path = "common/envtest.rs"]
 mod envtest;
+#[path = "common/kube_fixture.rs"]
+mod fixture;
 
+use gitcanary::manifest::ObjectKey;
 use gitcanary::sync::health::Verdict;
 use gitcanary::sync::reconcile::Reconciler;
+use gitcanary::targets::kube::health::{Health, Status};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::api::{Api, ListParams};
 use std::time::{Duration, Instant};
@@ -254,4 +258,186 @@ fn a_bad_image_fails_the_check_at_its_progress_deadline_while_the_old_pods_serve
         rec.status().message,
         format!("Applied revision: main@sha1:{fixed}")
     );
+}
+
+/// gitcanary's reads (GET and LIST) of objects in `ns` since audit event `mark`, as
+/// `verb resource code`.
+fn reads_since(mark: usize, ns: &str) -> Vec<String> {
+    plane()
+        .audit_events()
+        .into_iter()
+        .skip(mark)
+        .filter(|e| {
+            e["userAgent"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("gitcanary/"))
+                && matches!(e["verb"].as_str(), Some("get" | "list"))
+                && e["objectRef"]["namespace"] == ns
+        })
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["verb"].as_str().unwrap_or(""),
+                e["objectRef"]["resource"].as_str().unwrap_or(""),
+                e["responseStatus"]["code"]
+            )
+        })
+        .collect()
+}
+
+const DEPLOYMENTS: usize = 30;
+
+/// 30 Deployments (scaled to zero: no Pods), two LoadBalancer Services and a PVC.
+fn many_workloads() -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = (0..DEPLOYMENTS)
+        .map(|i| {
+            let d = fixture::deployment(&format!("web-{i}"), &format!("web-{i}"), "")
+                .replace("spec:\n  selector:", "spec:\n  replicas: 0\n  selector:");
+            (format!("web-{i}.yaml"), d)
+        })
+        .collect();
+    for name in ["lb-a", "lb-b"] {
+        files.push((
+            format!("{name}.yaml"),
+            format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\n  namespace: NS\nspec:\n  type: LoadBalancer\n  selector: {{app: web-0}}\n  ports:\n  - port: 80\n    protocol: TCP\n"),
+        ));
+    }
+    files.push((
+        "data.yaml".into(),
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\n  namespace: NS\nspec:\n  accessModes: [ReadWriteOnce]\n  resources:\n    requests:\n      storage: 1Gi\n".into(),
+    ));
+    files
+}
+
+#[test]
+#[ignore = "needs KUBEBUILDER_ASSETS"]
+fn a_health_poll_reads_each_kind_of_a_namespace_with_one_list() {
+    let fx = fixture::Fixture::on(plane(), "reads", |_| {});
+    let files = many_workloads();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    fx.files(&refs);
+    fx.sync("c1").unwrap();
+    let desired = fx.desired();
+    let mut keys: Vec<ObjectKey> = desired
+        .iter()
+        .filter(|o| gitcanary::sync::health::watched(o))
+        .map(|o| o.key.clone())
+        .collect();
+    assert_eq!(keys.len(), DEPLOYMENTS + 3);
+    keys.push(ObjectKey::new("apps/v1", "Deployment", &fx.ns, "absent"));
+    let health = |target: &gitcanary::targets::kube::KubeTarget| -> Vec<Option<Status>> {
+        target
+            .health_of(&keys)
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect()
+    };
+
+    let mark = fx.mark();
+    let statuses = health(&fx.target);
+    let reads = reads_since(mark, &fx.ns);
+    eprintln!(
+        "one health poll of {} objects: {} requests: {reads:?}",
+        keys.len(),
+        reads.len()
+    );
+    // A LIST per kind with several objects, a GET for the lone PVC and for the object
+    // the LIST did not return.
+    let mut sorted = reads.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "get deployments 404",
+            "get persistentvolumeclaims 200",
+            "list deployments 200",
+            "list services 200"
+        ],
+        "{reads:?}"
+    );
+    // Listed objects are judged by their kind's rules (items of a LIST carry no kind).
+    let web = keys.iter().position(|k| k.name == "web-7").unwrap();
+    let lb = keys.iter().position(|k| k.name == "lb-b").unwrap();
+    let pvc = keys.iter().position(|k| k.name == "data").unwrap();
+    assert_eq!(
+        statuses[web].as_ref().unwrap().message,
+        "Deployment is available. Replicas: 0"
+    );
+    assert_eq!(
+        statuses[lb].as_ref().unwrap().message,
+        "Pending external IP"
+    );
+    assert_eq!(
+        statuses[pvc].as_ref().unwrap().message,
+        "PVC is not Bound. phase: Pending"
+    );
+    assert_eq!(statuses.last().unwrap(), &None, "the absent Deployment");
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| s.as_ref().is_some_and(|s| s.health == Health::Current))
+            .count(),
+        DEPLOYMENTS
+    );
+
+    // An object whose label someone removed is not listed, and is read by itself.
+    fixture::merge_patch_as::<Deployment>(
+        &fx,
+        "kubectl-edit",
+        "web-3",
+        serde_json::json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}}),
+    );
+    let mark = fx.mark();
+    assert_eq!(health(&fx.target), statuses);
+    assert_eq!(reads_since(mark, &fx.ns).len(), 5, "one more GET");
+
+    // Without `list` (RBAC), each object is read with a GET, with the same result.
+    let limited = limited_reader(&fx);
+    let mark = fx.mark();
+    assert_eq!(health(&limited), statuses);
+    let reads = reads_since(mark, &fx.ns);
+    let refused = reads.iter().filter(|r| r.ends_with(" 403")).count();
+    assert_eq!((refused, reads.len()), (2, 2 + keys.len()), "{reads:?}");
+}
+
+/// A target on `fx`'s inventory whose user (impersonated) may get, not list, the kinds
+/// of [`many_workloads`] in its namespace.
+fn limited_reader(fx: &fixture::Fixture) -> gitcanary::targets::kube::KubeTarget {
+    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+    let (ns, user) = (fx.ns.clone(), "health-reader");
+    let role: Role = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": user},
+        "rules": [
+            {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["services", "persistentvolumeclaims"], "verbs": ["get"]}
+        ]
+    }))
+    .unwrap();
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": user},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": user},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
+    }))
+    .unwrap();
+    fx.other(async |c| {
+        Api::<Role>::namespaced(c.clone(), &ns)
+            .create(&Default::default(), &role)
+            .await
+            .unwrap();
+        Api::<RoleBinding>::namespaced(c, &ns)
+            .create(&Default::default(), &binding)
+            .await
+            .unwrap();
+    });
+    let admin = std::fs::read_to_string(&fx.plane.kubeconfig).unwrap();
+    let kubeconfig = fx.plane.dir.join(format!("{ns}.kubeconfig"));
+    std::fs::write(
+        &kubeconfig,
+        admin.replace("  user:\n", &format!("  user:\n    as: {user}\n")),
+    )
+    .unwrap();
+    fx.reconnect(|cfg| cfg.kubeconfig = Some(kubeconfig))
 }

@@ -220,10 +220,14 @@ impl Reconciler {
         // Each live object is reduced to its status as soon as it is read: a revision
         // may watch thousands of workloads, and their full JSON (managedFields and
         // all) held at once was most of the process's peak memory.
-        let statuses: Vec<Option<crate::targets::kube::health::Status>> = check
-            .objects()
-            .iter()
-            .map(|k| match self.target.health(k) {
+        // The target reads them in as few requests as it can (a LIST per kind and
+        // namespace on Kubernetes).
+        let statuses: Vec<Option<crate::targets::kube::health::Status>> = self
+            .target
+            .health_of(check.objects())
+            .into_iter()
+            .zip(check.objects())
+            .map(|(r, k)| match r {
                 Ok(status) => status,
                 Err(e) => {
                     warn!(object = %k, "health check: {e}");

@@ -195,6 +195,11 @@ pub trait Target: Send + Sync {
     fn health(&self, key: &ObjectKey) -> Result<Option<kube::health::Status>> {
         Ok(self.get(key)?.map(|o| kube::health::status(&o)))
     }
+    /// [`Target::health`] of each of `keys`, in order. A target that can read many
+    /// objects in one request (Kubernetes: a LIST per kind and namespace) does so.
+    fn health_of(&self, keys: &[ObjectKey]) -> Vec<Result<Option<kube::health::Status>>> {
+        keys.iter().map(|k| self.health(k)).collect()
+    }
     /// Makes each object write wait for `gate`, the leader lease (see
     /// [`kube::leader::Gated`] for the check before a whole apply). Only targets that
     /// several replicas share have one; the local target has a single writer already.

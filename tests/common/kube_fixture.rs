@@ -26,7 +26,15 @@ impl Fixture {
     }
 
     pub fn with(name: &str, edit: impl FnOnce(&mut KubeConfig)) -> Fixture {
-        let plane = envtest::shared();
+        Fixture::on(envtest::shared(), name, edit)
+    }
+
+    /// The same on `plane` (e.g. the one with controllers).
+    pub fn on(
+        plane: &'static envtest::ControlPlane,
+        name: &str,
+        edit: impl FnOnce(&mut KubeConfig),
+    ) -> Fixture {
         let ns = plane.namespace_blocking(name);
         let mut cfg = plane.target(&ns);
         edit(&mut cfg);
@@ -160,14 +168,24 @@ pub fn apply_as(fx: &Fixture, manager: &str, body: Value) {
 
 /// A merge patch of a ConfigMap by `manager`: an update, as `kubectl edit` makes.
 pub fn edit_as(fx: &Fixture, manager: &str, name: &str, patch: Value) {
-    use k8s_openapi::api::core::v1::ConfigMap;
+    merge_patch_as::<k8s_openapi::api::core::v1::ConfigMap>(fx, manager, name, patch)
+}
+
+/// A merge patch of an object of kind `K` in the test's namespace by `manager`.
+pub fn merge_patch_as<K>(fx: &Fixture, manager: &str, name: &str, patch: Value)
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
     let (ns, name) = (fx.ns.clone(), name.to_string());
     let pp = kube::api::PatchParams {
         field_manager: Some(manager.to_string()),
         ..Default::default()
     };
     fx.other(async move |c| {
-        kube::Api::<ConfigMap>::namespaced(c, &ns)
+        kube::Api::<K>::namespaced(c, &ns)
             .patch(&name, &pp, &kube::api::Patch::Merge(&patch))
             .await
             .unwrap();

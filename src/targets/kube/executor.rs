@@ -1,16 +1,19 @@
 //! The thin edge of the Kubernetes target: server-side apply, dry run, delete and the
 //! CRD wait, one object at a time, with a bounded number of requests in flight. What
-//! to send and how to read refusals is decided in `apply`; what drifted in `drift`.
+//! to send and how to read refusals is decided in `apply`; what drifted in `drift`;
+//! which objects a health check lists rather than gets in `reads`.
 
 use super::apply::{self, Refusal};
+use super::health::{self, Status};
 use super::leader::{Gate, NotLeader};
+use super::reads;
 use super::resources::Resolved;
 use crate::manifest::ObjectKey;
 use futures_util::stream::{self, StreamExt};
 use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::Api;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Requests in flight at once: enough to hide loopback latency, few enough not to
@@ -230,6 +233,37 @@ impl Cluster {
                 .await
                 .map_err(|e| format!("list {}: {}", r.resource.plural, chain(&e)))?;
             out.extend(page.items.into_iter().filter_map(|o| o.metadata.name));
+            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+                Some(c) => lp = lp.continue_token(&c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// The health of the objects of resource `r` in `namespace` that carry
+    /// gitcanary's label and whose name is `wanted`, by name, from one LIST read a page
+    /// at a time; each object is reduced to its status as its page is read.
+    pub async fn list_statuses(
+        &self,
+        r: &Resolved,
+        namespace: &str,
+        wanted: impl Fn(&str) -> bool,
+    ) -> kube::Result<HashMap<String, Status>> {
+        let api = self.api(r, namespace);
+        let mut lp = ListParams::default()
+            .labels(&format!("{}={}", apply::MANAGED_BY, apply::GITCANARY))
+            .limit(reads::PAGE);
+        let mut out = HashMap::new();
+        loop {
+            let page = api.list(&lp).await?;
+            for o in page.items {
+                let Some(name) = o.metadata.name.clone().filter(|n| wanted(n)) else {
+                    continue;
+                };
+                let obj = serde_json::to_value(o).unwrap_or_default();
+                let obj = reads::with_type(obj, &r.resource.api_version, &r.resource.kind);
+                out.insert(name, health::status(&obj));
+            }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
                 Some(c) => lp = lp.continue_token(&c),
                 None => return Ok(out),

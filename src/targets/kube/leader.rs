@@ -210,6 +210,10 @@ impl Target for Gated {
         self.inner.health(key)
     }
 
+    fn health_of(&self, keys: &[ObjectKey]) -> Vec<TargetResult<Option<super::health::Status>>> {
+        self.inner.health_of(keys)
+    }
+
     fn set_gate(&mut self, gate: Gate) {
         self.inner.set_gate(gate.clone());
         self.gate = gate;

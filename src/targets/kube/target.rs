@@ -7,16 +7,18 @@
 
 use super::apply;
 use super::executor::{self, Cluster, Item, Outcome};
+use super::health::{self, Status};
 use super::inventory::Store;
 use super::leader::Gate;
 use super::order;
+use super::reads;
 use super::resources::{Resolved, Resources};
 use crate::manifest::{Object, ObjectKey};
 use crate::source::status::revision_string;
 use crate::sync::inventory::{Entry, EntryRef};
 use crate::sync::{Action, ApplyPlan, Inventory, Op};
 use crate::targets::{ApplyReport, DiffAction, HookRunner, ObjectDiff};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::Path;
 use std::sync::Mutex;
@@ -40,6 +42,9 @@ pub enum Error {
     /// sent, and the inventory keeps what was pending.
     #[error(transparent)]
     NotLeader(#[from] super::leader::NotLeader),
+    /// A live object could not be read.
+    #[error("{0}")]
+    Read(String),
     /// Some objects were refused; the others were applied.
     #[error("{revision}: {} of {total} objects not applied:\n  {}", failures.len(), failures.join("\n  "))]
     Objects {
@@ -504,6 +509,78 @@ impl KubeTarget {
         self.cluster.get(key, &r).await.map_err(Error::Discovery)
     }
 
+    /// The health of each of `keys` (`None` when absent), read as [`reads::plan`]
+    /// decides: one paged LIST per kind and namespace with several objects, a GET
+    /// otherwise, and a GET for a listed object the LIST did not return (its label was
+    /// removed, or it is gone). A LIST refused (RBAC without `list`) falls back to GETs.
+    async fn health_async(&self, keys: &[ObjectKey]) -> Vec<Result<Option<Status>>> {
+        let groups = reads::plan(keys);
+        let read = executor::each(&groups, |g| self.read_group(keys, g)).await;
+        let mut out: Vec<Option<Result<Option<Status>>>> = keys.iter().map(|_| None).collect();
+        for (g, results) in groups.iter().zip(read) {
+            for (&i, r) in g.positions.iter().zip(results) {
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter().map(|r| r.unwrap_or(Ok(None))).collect()
+    }
+
+    /// The statuses of one group, in the order of its positions.
+    async fn read_group(
+        &self,
+        keys: &[ObjectKey],
+        g: &reads::Group<'_>,
+    ) -> Vec<Result<Option<Status>>> {
+        let r = match self
+            .resources
+            .resolve_group_kind(&self.cluster.client, g.group, g.kind)
+            .await
+        {
+            // A kind the API server does not serve has no objects.
+            Ok(None) => return g.positions.iter().map(|_| Ok(None)).collect(),
+            Ok(Some(r)) => r,
+            Err(e) => return unread(keys, g, "discovery", &e),
+        };
+        let mut listed = HashMap::new();
+        if g.list {
+            let wanted: HashSet<&str> =
+                g.positions.iter().map(|&i| keys[i].name.as_str()).collect();
+            match self
+                .cluster
+                .list_statuses(&r, g.namespace, |n| wanted.contains(n))
+                .await
+            {
+                Ok(found) => listed = found,
+                // Not allowed to list (or not listable): read one by one.
+                Err(kube::Error::Api(s)) if (403..=405).contains(&s.code) => {
+                    tracing::debug!(
+                        kind = g.kind,
+                        namespace = g.namespace,
+                        "health check: list refused ({}), reading objects one by one",
+                        s.message
+                    );
+                }
+                Err(e) => return unread(keys, g, "list", &e),
+            }
+        }
+        let r = &r;
+        executor::each(&g.positions, |&i| {
+            let found = listed.get(&keys[i].name).cloned();
+            async move {
+                match found {
+                    Some(status) => Ok(Some(status)),
+                    None => self
+                        .cluster
+                        .get(&keys[i], r)
+                        .await
+                        .map(|o| o.map(|o| health::status(&o)))
+                        .map_err(Error::Read),
+                }
+            }
+        })
+        .await
+    }
+
     /// The inventory, with `live` set for objects present in the cluster.
     pub fn read(&self) -> Result<Inventory> {
         self.block_on(self.read_inventory())
@@ -520,6 +597,11 @@ impl KubeTarget {
         self.block_on(self.apply_async(plan, desired, inventory, commit))
     }
 
+    /// The health of each of `keys`, `None` when absent; see [`Self::health_async`].
+    pub fn health_of(&self, keys: &[ObjectKey]) -> Vec<Result<Option<Status>>> {
+        self.block_on(self.health_async(keys))
+    }
+
     /// One live object by key (its preferred version), if present.
     pub fn get_object(&self, key: &ObjectKey) -> Result<Option<serde_json::Value>> {
         self.block_on(self.get_async(key))
@@ -533,6 +615,20 @@ impl KubeTarget {
     ) -> Result<Vec<ObjectDiff>> {
         self.block_on(self.diff_async(desired, inventory))
     }
+}
+
+/// The same read error for each object of a group.
+fn unread(
+    keys: &[ObjectKey],
+    g: &reads::Group<'_>,
+    what: &str,
+    e: &kube::Error,
+) -> Vec<Result<Option<Status>>> {
+    let why = executor::chain(e);
+    g.positions
+        .iter()
+        .map(|&i| Err(Error::Read(format!("{}: {what}: {why}", keys[i]))))
+        .collect()
 }
 
 fn object_diff(
@@ -662,6 +758,13 @@ impl crate::targets::Target for KubeTarget {
 
     fn hooks(&self) -> &dyn HookRunner {
         &self.hooks
+    }
+
+    fn health_of(&self, keys: &[ObjectKey]) -> Vec<crate::targets::Result<Option<Status>>> {
+        KubeTarget::health_of(self, keys)
+            .into_iter()
+            .map(|r| r.map_err(Into::into))
+            .collect()
     }
 
     fn set_gate(&mut self, gate: Gate) {
