@@ -890,3 +890,78 @@ async fn the_proxys_own_answers_to_head_have_no_body() {
     );
     assert!(buf.is_empty());
 }
+
+/// A replica that sends `100 Continue` unasked, then reads the body and answers its
+/// length.
+async fn continues_unasked() -> u16 {
+    raw_replica(|mut s| async move {
+        let mut got = Vec::new();
+        let mut piece = vec![0u8; 1 << 16];
+        let head_end = loop {
+            let n = s.read(&mut piece).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            got.extend_from_slice(&piece[..n]);
+            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        let mut body = got.len() - head_end;
+        while body < len {
+            match s.read(&mut piece).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => body += n,
+            }
+        }
+        let text = body.to_string();
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        );
+        let _ = s.write_all(answer.as_bytes()).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unasked_100_continue_is_no_answer_and_the_body_goes_on() {
+    let (_dir, _proxy, addr) =
+        single_service("h1-unasked", "web", continues_unasked().await, 16).await;
+    let total = 4usize << 20;
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!("POST /upload HTTP/1.1\r\nHost: web\r\nContent-Length: {total}\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let sender = tokio::spawn(async move {
+        let piece = vec![b'x'; 1 << 20];
+        for _ in 0..4 {
+            wr.write_all(&piece).await.unwrap();
+        }
+        wr
+    });
+    let mut buf = Vec::new();
+    let mut answer = Vec::new();
+    let mut piece = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains(&total.to_string()) {
+        let n = tokio::time::timeout(Duration::from_secs(20), rd.read(&mut piece))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&piece[..n]);
+    }
+    buf.extend_from_slice(&answer);
+    let answer = String::from_utf8_lossy(&buf);
+    // The replica's 100 is its own business: the client gets the final answer only.
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with(&format!("\r\n\r\n{total}")), "{answer}");
+    drop(sender.await.unwrap());
+}

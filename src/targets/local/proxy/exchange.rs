@@ -295,8 +295,7 @@ impl Attempt<'_> {
             }
             RequestBody::Buffered(b) => {
                 up.io.queue(b);
-                up.io
-                    .flush_unless_answered()
+                flush_watching(&mut up)
                     .await
                     .map_err(|e| Failure::Backend {
                         error: io_error(e),
@@ -351,7 +350,13 @@ where
     loop {
         let piece = tokio::select! {
             biased;
-            answered = up.io.answered() => return answered.map(|()| false).map_err(backend),
+            answered = up.io.answered() => {
+                answered.map_err(backend)?;
+                match only_interim(up) {
+                    true => continue,
+                    false => return Ok(false),
+                }
+            }
             piece = reader.next(client) => piece.map_err(Failure::Client)?,
         };
         let end = piece.is_none();
@@ -363,11 +368,39 @@ where
         }
         // Written before the next read from the client could wait.
         let flush = end || client.data().is_empty() || up.io.wbuf.len() >= 1 << 16;
-        if flush && !up.io.flush_unless_answered().await.map_err(backend)? {
+        if flush && !flush_watching(up).await.map_err(backend)? {
             return Ok(false);
         }
         if end {
             return Ok(true);
         }
     }
+}
+
+/// Writes what is queued to the replica; false when it answered first, with the rest
+/// dropped. Interim (1xx) responses are not answers: they are dropped and the writing
+/// goes on.
+async fn flush_watching(up: &mut Upstream) -> std::io::Result<bool> {
+    while !up.io.flush_unless_answered().await? {
+        if !only_interim(up) {
+            up.io.wbuf.clear();
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Whether all the replica has sent so far is interim (1xx) responses, which are then
+/// dropped: a replica may send 100 Continue unasked, and that is no answer.
+fn only_interim(up: &mut Upstream) -> bool {
+    let mut fields = Fields::default();
+    while !up.io.data().is_empty() {
+        match http1::parse_response(up.io.data(), &mut fields, false) {
+            Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
+                up.io.consume(r.len)
+            }
+            _ => return false,
+        }
+    }
+    true
 }

@@ -255,7 +255,7 @@ impl Stream<tokio::net::TcpStream> {
 
     /// Writes what is queued, unless the peer answers first (a replica that refuses a
     /// body before reading it all): false then, with the answer's first bytes in the
-    /// read buffer and the rest of the queue dropped.
+    /// read buffer and what was not written still queued.
     pub async fn flush_unless_answered(&mut self) -> io::Result<bool> {
         let limit = self.deadline.as_ref().map_or(UPSTREAM_IDLE, |d| d.limit);
         let mut at = 0;
@@ -270,7 +270,7 @@ impl Stream<tokio::net::TcpStream> {
                     match io.try_read_buf(rbuf) {
                         Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                         Ok(_) => {
-                            wbuf.clear();
+                            wbuf.drain(..at);
                             return Ok(false);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
