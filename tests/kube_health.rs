@@ -383,6 +383,24 @@ fn a_health_poll_reads_each_kind_of_a_namespace_with_one_list() {
         DEPLOYMENTS
     );
 
+    // `get objects` and the web UI judge the inventory's objects the same way.
+    let state = tempfile::tempdir().unwrap();
+    let view = gitcanary::ui::shapes::View {
+        target: &fx.target,
+        state_dir: state.path(),
+    };
+    let mark = fx.mark();
+    let rows = gitcanary::ui::shapes::objects(view).unwrap();
+    let reads = reads_since(mark, &fx.ns);
+    let row = |name: &str| rows.iter().find(|r| r["name"] == name).unwrap().clone();
+    assert_eq!(row("web-7")["health"], "Current");
+    assert_eq!(row("lb-b")["healthMessage"], "Pending external IP");
+    assert_eq!(row("data")["health"], "InProgress");
+    assert!(
+        !reads.contains(&"get deployments 200".to_string()) && reads.len() < 10,
+        "the inventory and a LIST per kind, not a GET per object: {reads:?}"
+    );
+
     // An object whose label someone removed is not listed, and is read by itself.
     fixture::merge_patch_as::<Deployment>(
         &fx,

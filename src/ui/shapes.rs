@@ -11,9 +11,11 @@ use crate::canary::state::{CanaryStatus, Phase};
 use crate::config::Config;
 use crate::manifest::ObjectKey;
 use crate::source::status::{self, SourceStatus};
+use crate::targets::kube::health::Status;
 use crate::targets::Target;
 use crate::util::time::rfc3339_secs;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// What reading a shape can fail on.
@@ -205,11 +207,23 @@ fn webhook(w: &crate::canary::spec::WebhookSpec, st: &CanaryStatus) -> Value {
         "message": failure})
 }
 
+/// Whether the target judges an object's health from the live object: a Canary's
+/// health is its phase, and plain data costs no read. A Service's type is in its live
+/// object, so every Service is judged.
+fn judged_by_target(key: &ObjectKey) -> bool {
+    (key.group.as_str(), key.kind.as_str()) != ("flagger.app", "Canary")
+        && crate::sync::health::watched_kind(key, || true)
+}
+
 /// An applied object's health in kstatus words (`Current`, `InProgress`, `Failed`,
-/// `Terminating`, or `NotFound` when it is gone), as Flux reports it, and why. Only
-/// kinds whose status says whether they work cost a read; a Canary's health is its
-/// phase.
-fn health(view: View, key: &ObjectKey, live: bool) -> Result<(String, String)> {
+/// `Terminating`, or `NotFound` when it is gone), as Flux reports it, and why.
+/// `judged` is what the target said of it, for the kinds [`judged_by_target`].
+fn health(
+    view: View,
+    key: &ObjectKey,
+    live: bool,
+    judged: Option<Option<Status>>,
+) -> Result<(String, String)> {
     if !live {
         return Ok(("NotFound".into(), "not found in the target".into()));
     }
@@ -222,23 +236,32 @@ fn health(view: View, key: &ObjectKey, live: bool) -> Result<(String, String)> {
         };
         return Ok((h.into(), st.message));
     }
-    // A Service's type is in its live object: let the target judge every Service.
-    if !crate::sync::health::watched_kind(key, || true) {
-        return Ok(("Current".into(), String::new()));
-    }
-    Ok(match view.target.health(key)? {
-        Some(s) => (format!("{:?}", s.health), s.message),
-        None => ("NotFound".into(), "not found in the target".into()),
+    Ok(match judged {
+        None => ("Current".into(), String::new()),
+        Some(Some(s)) => (format!("{:?}", s.health), s.message),
+        Some(None) => ("NotFound".into(), "not found in the target".into()),
     })
 }
 
 /// `get objects -o json` and `/api/v1/objects`: the inventory, with health.
 pub fn objects(view: View) -> Result<Vec<Value>> {
     let inv = view.target.inventory()?;
+    // Read together: a LIST per kind and namespace on Kubernetes, not a GET each.
+    let read: Vec<&ObjectKey> = inv
+        .entries
+        .iter()
+        .filter(|(k, e)| e.live && judged_by_target(k))
+        .map(|(k, _)| k)
+        .collect();
+    let keys: Vec<ObjectKey> = read.iter().map(|k| (*k).clone()).collect();
+    let mut judged = HashMap::with_capacity(read.len());
+    for (k, status) in read.into_iter().zip(view.target.health_of(&keys)) {
+        judged.insert(k, status?);
+    }
     inv.entries
         .iter()
         .map(|(k, e)| {
-            let (h, why) = health(view, k, e.live)?;
+            let (h, why) = health(view, k, e.live, judged.remove(k))?;
             // The cluster's inventory records Flux's `main@sha1:<commit>`, the local
             // store the commit: both show the commit.
             let commit = e
