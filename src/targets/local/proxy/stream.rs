@@ -28,6 +28,9 @@ const MIN_READ: usize = 4096;
 /// A body piece at least this long goes out directly rather than through the write
 /// buffer, when nothing is queued before it.
 const DIRECT_WRITE: usize = 8192;
+/// A buffer that grew past this (a large head, a buffered body) is given back once
+/// empty: an idle kept-alive connection holds no more than its first buffers.
+const SHRINK_ABOVE: usize = 64 * 1024;
 
 /// A buffered socket.
 pub struct Stream<Io> {
@@ -36,6 +39,8 @@ pub struct Stream<Io> {
     rbuf: Vec<u8>,
     /// Start of the bytes not yet taken from `rbuf`.
     start: usize,
+    /// `rbuf`'s first capacity.
+    capacity: usize,
     /// Bytes queued to write.
     pub wbuf: Vec<u8>,
     deadline: Option<Deadline>,
@@ -80,6 +85,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Stream<Io> {
             io,
             rbuf: Vec::with_capacity(capacity),
             start: 0,
+            capacity,
             wbuf: Vec::new(),
             deadline: None,
         }
@@ -135,6 +141,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Stream<Io> {
         if self.start == self.rbuf.len() {
             self.rbuf.clear();
             self.start = 0;
+            if self.rbuf.capacity() > SHRINK_ABOVE {
+                self.rbuf = Vec::with_capacity(self.capacity);
+            }
         } else if self.rbuf.capacity() - self.rbuf.len() < MIN_READ && self.start > 0 {
             self.rbuf.drain(..self.start);
             self.start = 0;
@@ -178,6 +187,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Stream<Io> {
         } = self;
         let r = write_all(io, wbuf, deadline).await;
         wbuf.clear();
+        if wbuf.capacity() > SHRINK_ABOVE {
+            *wbuf = Vec::new();
+        }
         r
     }
 
@@ -289,6 +301,9 @@ impl Stream<tokio::net::TcpStream> {
             }
         }
         self.wbuf.clear();
+        if self.wbuf.capacity() > SHRINK_ABOVE {
+            self.wbuf = Vec::new();
+        }
         Ok(true)
     }
 }
@@ -318,6 +333,39 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(s.data(), b"xxxxx");
         trickle.abort();
+    }
+}
+
+#[cfg(test)]
+mod shrink_tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn buffers_grown_by_one_large_message_are_given_back_once_empty() {
+        let (a, mut b) = tokio::io::duplex(1 << 20);
+        let mut s = Stream::new(a, 1024);
+        s.queue(&vec![b'x'; 1 << 20]);
+        let (flushed, read) = tokio::join!(s.flush(), async {
+            let mut got = vec![0u8; 1 << 20];
+            b.read_exact(&mut got).await.map(|_| b)
+        });
+        flushed.unwrap();
+        let mut b = read.unwrap();
+        assert!(s.wbuf.capacity() <= SHRINK_ABOVE);
+        tokio::io::AsyncWriteExt::write_all(&mut b, &vec![b'y'; 200_000])
+            .await
+            .unwrap();
+        while s.data().len() < 200_000 {
+            s.fill().await.unwrap();
+        }
+        assert!(s.rbuf.capacity() > SHRINK_ABOVE);
+        s.consume(200_000);
+        tokio::io::AsyncWriteExt::write_all(&mut b, b"z")
+            .await
+            .unwrap();
+        s.fill().await.unwrap();
+        assert!(s.rbuf.capacity() <= SHRINK_ABOVE, "{}", s.rbuf.capacity());
     }
 }
 
