@@ -913,7 +913,10 @@ async fn continues_unasked() -> u16 {
             .find_map(|l| l.strip_prefix("content-length: "))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
-        let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+        // In two pieces: a head that is not whole yet is no answer either.
+        let _ = s.write_all(b"HTTP/1.1 100 Cont").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = s.write_all(b"inue\r\n\r\n").await;
         let mut body = got.len() - head_end;
         while body < len {
             match s.read(&mut piece).await {
@@ -964,4 +967,122 @@ async fn an_unasked_100_continue_is_no_answer_and_the_body_goes_on() {
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert!(answer.ends_with(&format!("\r\n\r\n{total}")), "{answer}");
     drop(sender.await.unwrap());
+}
+
+/// A replica that answers 200 at once with a chunked body, then reads the request body
+/// to its end and sends its length as the last chunk (a streaming reply).
+async fn answers_first_then_reads() -> u16 {
+    raw_replica(|mut s| async move {
+        let mut piece = vec![0u8; 1 << 16];
+        let mut got = Vec::new();
+        let head_end = loop {
+            let n = s.read(&mut piece).await.unwrap_or(0);
+            if n == 0 {
+                return;
+            }
+            got.extend_from_slice(&piece[..n]);
+            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await;
+        let mut body = got.len() - head_end;
+        while body < len {
+            match s.read(&mut piece).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => body += n,
+            }
+        }
+        let text = body.to_string();
+        let last = format!("{:x}\r\n{text}\r\n0\r\n\r\n", text.len());
+        let _ = s.write_all(last.as_bytes()).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_answers_200_before_the_body_gets_all_of_it() {
+    let (_dir, _proxy, addr) = single_service(
+        "h1-streaming-reply",
+        "web",
+        answers_first_then_reads().await,
+        16,
+    )
+    .await;
+    let total = 4usize << 20;
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!("POST /upload HTTP/1.1\r\nHost: web\r\nContent-Length: {total}\r\n\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let sender = tokio::spawn(async move {
+        let piece = vec![b'x'; 1 << 20];
+        for _ in 0..4 {
+            wr.write_all(&piece).await.unwrap();
+        }
+        wr
+    });
+    let mut answer = Vec::new();
+    let mut piece = [0u8; 4096];
+    while !answer.ends_with(b"0\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(20), rd.read(&mut piece))
+            .await
+            .expect("the whole answer")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&piece[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.contains(&format!("\r\n{total}\r\n")),
+        "the replica got it all: {answer}"
+    );
+    drop(sender.await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_chunk_of_a_streamed_reply_goes_on_as_it_comes() {
+    let (next_tx, next_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let next_rx = Arc::new(tokio::sync::Mutex::new(next_rx));
+    let port = raw_replica(move |mut s| {
+        let next_rx = next_rx.clone();
+        async move {
+            let mut buf = vec![0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\nevent1\r\n")
+                .await;
+            // The next event only once the client has seen this one.
+            next_rx.lock().await.recv().await;
+            let _ = s.write_all(b"6\r\nevent2\r\n0\r\n\r\n").await;
+        }
+    })
+    .await;
+    let (_dir, _proxy, addr) = single_service("h1-events", "web", port, 16).await;
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Empty lines before a request line are ignored.
+    s.write_all(b"\r\n\r\nGET /events HTTP/1.1\r\nHost: web\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut piece = [0u8; 4096];
+    for event in ["event1", "event2"] {
+        while !String::from_utf8_lossy(&seen).contains(event) {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut piece))
+                .await
+                .unwrap_or_else(|_| panic!("{event} held back: {}", String::from_utf8_lossy(&seen)))
+                .unwrap();
+            assert!(n > 0);
+            seen.extend_from_slice(&piece[..n]);
+        }
+        let _ = next_tx.send(());
+    }
 }

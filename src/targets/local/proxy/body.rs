@@ -60,7 +60,9 @@ impl Reader {
         matches!(self.kind, Kind::Done)
     }
 
-    /// The next piece of the body, read from `from` as needed; `None` at its end.
+    /// The next piece of the body, read from `from` as needed; `None` at its end. An
+    /// empty piece says the framing after a chunk was taken and the next read may wait:
+    /// a relay writes out what it holds first, or a chunk would wait for the next one.
     pub async fn next<'a, Io: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         from: &'a mut Stream<Io>,
@@ -92,6 +94,9 @@ impl Reader {
                         self.kind = Kind::Done;
                     }
                     if step.data.is_empty() {
+                        if from.data().is_empty() && !done {
+                            return Ok(Some(&[]));
+                        }
                         continue;
                     }
                     // The data ends where the consumed bytes do.
@@ -135,7 +140,7 @@ where
         };
         if chunked {
             chunked::encode(&mut to.wbuf, piece);
-        } else if to.wbuf.is_empty() {
+        } else if to.wbuf.is_empty() && !piece.is_empty() {
             to.send(piece).await.map_err(RelayError::To)?;
             continue;
         } else {

@@ -295,7 +295,7 @@ impl Attempt<'_> {
             }
             RequestBody::Buffered(b) => {
                 up.io.queue(b);
-                flush_watching(&mut up)
+                flush_watching(&mut up, &mut Watch::default())
                     .await
                     .map_err(|e| Failure::Backend {
                         error: io_error(e),
@@ -303,6 +303,8 @@ impl Attempt<'_> {
                     })?
             }
             RequestBody::Streaming { head } => {
+                // Nothing read yet: the client was not asked for the body either.
+                let unasked = head.is_empty();
                 let chunked = out == BodyOut::Chunked;
                 if chunked {
                     http1::chunked::encode(&mut up.io.wbuf, head);
@@ -311,12 +313,15 @@ impl Attempt<'_> {
                 }
                 // The body leaves the client now: it cannot be sent twice.
                 *head = Vec::new();
-                if req.expect_continue && client.data().is_empty() {
+                if req.expect_continue && unasked && client.data().is_empty() {
                     client.queue(CONTINUE);
                     let flushed = client.flush().await;
                     flushed.map_err(|e| Failure::Client(e.into()))?;
                 }
-                stream_body(reader, client, &mut up, chunked).await?
+                let whole = stream_body(reader, client, &mut up, chunked).await;
+                // A read from the client given up in the race does not count.
+                client.reset_wait();
+                whole?
             }
         };
         let replayable = matches!(body, RequestBody::Buffered(_));
@@ -331,8 +336,9 @@ impl Attempt<'_> {
 }
 
 /// Streams the rest of the request body to the replica, chunked again when `chunked`,
-/// watching it the while: a replica may answer before it has read the body (a 413, a
-/// 401), and then the answer goes to the client and the rest stays unsent (false).
+/// watching it the while: a replica may refuse the body before reading it all (a 413,
+/// a 401), and then the refusal goes to the client and the rest stays unsent (false).
+/// A replica that answers early without refusing (a streaming reply) gets the rest.
 async fn stream_body<Io>(
     reader: &mut Reader,
     client: &mut Stream<Io>,
@@ -347,14 +353,15 @@ where
         error: upstream::Error::Io { port, source },
         again: false,
     };
+    let mut watch = Watch::default();
     loop {
         let piece = tokio::select! {
             biased;
-            answered = up.io.answered() => {
+            answered = up.io.answered(), if watch.on => {
                 answered.map_err(backend)?;
-                match only_interim(up) {
-                    true => continue,
-                    false => return Ok(false),
+                match watch.look(up) {
+                    Early::Refusal => return Ok(false),
+                    _ => continue,
                 }
             }
             piece = reader.next(client) => piece.map_err(Failure::Client)?,
@@ -368,7 +375,7 @@ where
         }
         // Written before the next read from the client could wait.
         let flush = end || client.data().is_empty() || up.io.wbuf.len() >= 1 << 16;
-        if flush && !flush_watching(up).await.map_err(backend)? {
+        if flush && !flush_watching(up, &mut watch).await.map_err(backend)? {
             return Ok(false);
         }
         if end {
@@ -377,30 +384,80 @@ where
     }
 }
 
-/// Writes what is queued to the replica; false when it answered first, with the rest
-/// dropped. Interim (1xx) responses are not answers: they are dropped and the writing
-/// goes on.
-async fn flush_watching(up: &mut Upstream) -> std::io::Result<bool> {
-    while !up.io.flush_unless_answered().await? {
-        if !only_interim(up) {
+/// Writes what is queued to the replica; false when it refused the body first, with
+/// the rest dropped.
+async fn flush_watching(up: &mut Upstream, watch: &mut Watch) -> std::io::Result<bool> {
+    while watch.on {
+        if up.io.flush_unless_answered().await? {
+            return Ok(true);
+        }
+        if watch.look(up) == Early::Refusal {
             up.io.wbuf.clear();
             return Ok(false);
         }
     }
-    Ok(true)
+    up.io.flush().await.map(|()| true)
 }
 
-/// Whether all the replica has sent so far is interim (1xx) responses, which are then
-/// dropped: a replica may send 100 Continue unasked, and that is no answer.
-fn only_interim(up: &mut Upstream) -> bool {
+/// What a replica has sent while the request body was still going out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Early {
+    /// Interim responses only, now dropped (a replica may send 100 Continue unasked),
+    /// or a head not yet whole.
+    Nothing,
+    /// A final answer that does not refuse the body.
+    Answer,
+    /// A final answer that refuses it: an error status, or the replica closes.
+    Refusal,
+}
+
+/// Watches a replica for an early answer, until it has given one.
+struct Watch {
+    on: bool,
+    interim: usize,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch {
+            on: true,
+            interim: 0,
+        }
+    }
+}
+
+impl Watch {
+    /// Reads what the replica has sent so far; after a final answer, stops watching.
+    fn look(&mut self, up: &mut Upstream) -> Early {
+        let early = early(up, &mut self.interim);
+        if early != Early::Nothing {
+            self.on = false;
+        }
+        early
+    }
+}
+
+/// Interim responses a replica may send before the watch ends.
+const MAX_INTERIM: usize = 8;
+
+/// Classifies what the replica has sent so far, dropping interim responses.
+fn early(up: &mut Upstream, interim: &mut usize) -> Early {
     let mut fields = Fields::default();
     while !up.io.data().is_empty() {
         match http1::parse_response(up.io.data(), &mut fields, false) {
             Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
-                up.io.consume(r.len)
+                *interim += 1;
+                if *interim > MAX_INTERIM {
+                    return Early::Refusal;
+                }
+                up.io.consume(r.len);
             }
-            _ => return false,
+            Ok(Some(r)) if r.status >= 400 || !r.keep_alive => return Early::Refusal,
+            Ok(Some(_)) => return Early::Answer,
+            Ok(None) => return Early::Nothing,
+            // Nothing sensible follows: the response read says what is wrong.
+            Err(_) => return Early::Refusal,
         }
     }
-    true
+    Early::Nothing
 }

@@ -42,6 +42,7 @@ pub(super) async fn serve_connection<Io>(
             Ok(Some(req)) => req,
             Ok(None) => return,
             Err(Some(refusal)) => {
+                client.each_wait();
                 let text = format!("{}\n", refusal.reason);
                 http1::write_text(&mut client.wbuf, refusal.status, &text, true, false);
                 return close(client, true).await;
@@ -55,7 +56,11 @@ pub(super) async fn serve_connection<Io>(
         client.consume(req.len);
         match exchange::one(&ctx, &mut client, &req, &mut scratch).await {
             Next::KeepAlive => {}
-            Next::Close => return close(client, false).await,
+            // Pipelined requests not served are unread bytes too.
+            Next::Close => {
+                let unread = !client.data().is_empty();
+                return close(client, unread).await;
+            }
             Next::CloseUnread => return close(client, true).await,
         }
     }
@@ -103,8 +108,18 @@ where
 {
     // The whole head, and the wait for it, within the deadline.
     client.whole_wait();
-    let mut scanned = 0;
+    let mut scanned: usize = 0;
     loop {
+        // Empty lines before a request line are ignored (RFC 9112 section 2.2), here
+        // rather than by the parser: parsing them again on every read would cost
+        // quadratic time for a client that trickles line breaks.
+        let blank = client
+            .data()
+            .iter()
+            .take_while(|b| matches!(b, b'\r' | b'\n'))
+            .count();
+        client.consume(blank);
+        scanned = scanned.saturating_sub(blank);
         let data = client.data();
         if http1::head_ends(data, scanned) || data.len() >= http1::MAX_HEAD {
             let parsed = http1::parse_request(data, fields).map_err(Some)?;

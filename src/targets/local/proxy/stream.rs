@@ -111,6 +111,13 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Stream<Io> {
         }
     }
 
+    /// A wait given up (its future dropped) does not count against the next one.
+    pub fn reset_wait(&mut self) {
+        if let Some(d) = self.deadline.as_mut().filter(|d| !d.whole) {
+            d.since = None;
+        }
+    }
+
     /// The deadline bounds each wait again.
     pub fn each_wait(&mut self) {
         if let Some(d) = &mut self.deadline {
@@ -135,22 +142,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Stream<Io> {
         &self.rbuf[self.start - n..self.start]
     }
 
-    /// Reads more; 0 at the end of the stream. The buffer grows only while what is kept
-    /// fills it (a head being parsed); callers cap that.
+    /// Reads more; 0 at the end of the stream.
     pub async fn fill(&mut self) -> io::Result<usize> {
-        if self.start == self.rbuf.len() {
-            self.rbuf.clear();
-            self.start = 0;
-            if self.rbuf.capacity() > SHRINK_ABOVE {
-                self.rbuf = Vec::with_capacity(self.capacity);
-            }
-        } else if self.rbuf.capacity() - self.rbuf.len() < MIN_READ && self.start > 0 {
-            self.rbuf.drain(..self.start);
-            self.start = 0;
-        }
-        if self.rbuf.capacity() - self.rbuf.len() < MIN_READ {
-            self.rbuf.reserve(MIN_READ.max(self.rbuf.len()));
-        }
+        self.make_room();
         poll_fn(|cx| {
             let Stream {
                 io, rbuf, deadline, ..
@@ -170,6 +164,24 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Stream<Io> {
             Poll::Ready(r)
         })
         .await
+    }
+
+    /// Makes room for a read: drops what was taken, and grows the buffer only while
+    /// what is kept fills it (a head being parsed; callers cap that).
+    fn make_room(&mut self) {
+        if self.start == self.rbuf.len() {
+            self.rbuf.clear();
+            self.start = 0;
+            if self.rbuf.capacity() > SHRINK_ABOVE {
+                self.rbuf = Vec::with_capacity(self.capacity);
+            }
+        } else if self.rbuf.capacity() - self.rbuf.len() < MIN_READ && self.start > 0 {
+            self.rbuf.drain(..self.start);
+            self.start = 0;
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < MIN_READ {
+            self.rbuf.reserve(MIN_READ.max(self.rbuf.len()));
+        }
     }
 
     /// Queues `bytes` to write.
@@ -254,7 +266,7 @@ impl Stream<tokio::net::TcpStream> {
     pub async fn answered(&mut self) -> io::Result<()> {
         loop {
             self.io.readable().await?;
-            self.rbuf.reserve(MIN_READ);
+            self.make_room();
             match self.io.try_read_buf(&mut self.rbuf) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(_) => return Ok(()),
@@ -271,6 +283,7 @@ impl Stream<tokio::net::TcpStream> {
     pub async fn flush_unless_answered(&mut self) -> io::Result<bool> {
         let limit = self.deadline.as_ref().map_or(UPSTREAM_IDLE, |d| d.limit);
         let mut at = 0;
+        self.make_room();
         while at < self.wbuf.len() {
             let Stream { io, rbuf, wbuf, .. } = self;
             let io = &*io;
@@ -278,7 +291,6 @@ impl Stream<tokio::net::TcpStream> {
                 biased;
                 ready = io.readable() => {
                     ready?;
-                    rbuf.reserve(MIN_READ);
                     match io.try_read_buf(rbuf) {
                         Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                         Ok(_) => {
