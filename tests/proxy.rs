@@ -895,35 +895,16 @@ async fn the_proxys_own_answers_to_head_have_no_body() {
 /// length.
 async fn continues_unasked() -> u16 {
     raw_replica(|mut s| async move {
-        let mut got = Vec::new();
-        let mut piece = vec![0u8; 1 << 16];
-        let head_end = loop {
-            let n = s.read(&mut piece).await.unwrap_or(0);
-            if n == 0 {
-                return;
-            }
-            got.extend_from_slice(&piece[..n]);
-            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
+        let Some((len, have)) = read_head(&mut s).await else {
+            return;
         };
-        let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length: "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
         // In two pieces: a head that is not whole yet is no answer either.
         let _ = s.write_all(b"HTTP/1.1 100 Cont").await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         let _ = s.write_all(b"inue\r\n\r\n").await;
-        let mut body = got.len() - head_end;
-        while body < len {
-            match s.read(&mut piece).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => body += n,
-            }
-        }
+        let Some(body) = read_body(&mut s, have, len).await else {
+            return;
+        };
         let text = body.to_string();
         let answer = format!(
             "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
@@ -934,73 +915,90 @@ async fn continues_unasked() -> u16 {
     .await
 }
 
+/// Reads a request head off `s`: its `Content-Length` and the body bytes read with it.
+async fn read_head(s: &mut tokio::net::TcpStream) -> Option<(usize, usize)> {
+    let mut got = Vec::new();
+    let mut piece = vec![0u8; 1 << 16];
+    let head_end = loop {
+        let n = s.read(&mut piece).await.ok().filter(|n| *n > 0)?;
+        got.extend_from_slice(&piece[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    Some((len, got.len() - head_end))
+}
+
+/// Reads the rest of a body of `len` bytes, `have` of them read already; how many came.
+async fn read_body(s: &mut tokio::net::TcpStream, mut have: usize, len: usize) -> Option<usize> {
+    let mut piece = vec![0u8; 1 << 16];
+    while have < len {
+        have += s.read(&mut piece).await.ok().filter(|n| *n > 0)?;
+    }
+    Some(have)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unasked_100_continue_is_no_answer_and_the_body_goes_on() {
     let (_dir, _proxy, addr) =
         single_service("h1-unasked", "web", continues_unasked().await, 16).await;
-    let total = 4usize << 20;
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!("POST /upload HTTP/1.1\r\nHost: web\r\nContent-Length: {total}\r\n\r\n");
+    let total = UPLOAD.to_string();
+    let answer = upload(&addr, |a| String::from_utf8_lossy(a).ends_with(&total)).await;
+    // The replica's 100 is its own business: the client gets the final answer only.
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with(&format!("\r\n\r\n{total}")), "{answer}");
+}
+
+/// Bytes [`upload`] sends.
+const UPLOAD: usize = 4 << 20;
+
+/// POSTs [`UPLOAD`] bytes to `addr` in 1 MiB pieces while reading the answer, until
+/// `whole` says it has all come; the answer.
+async fn upload(addr: &std::net::SocketAddr, whole: impl Fn(&[u8]) -> bool) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!("POST /upload HTTP/1.1\r\nHost: web\r\nContent-Length: {UPLOAD}\r\n\r\n");
     s.write_all(head.as_bytes()).await.unwrap();
     let (mut rd, mut wr) = s.into_split();
     let sender = tokio::spawn(async move {
         let piece = vec![b'x'; 1 << 20];
-        for _ in 0..4 {
+        for _ in 0..UPLOAD >> 20 {
             wr.write_all(&piece).await.unwrap();
         }
         wr
     });
-    let mut buf = Vec::new();
     let mut answer = Vec::new();
     let mut piece = [0u8; 4096];
-    while !String::from_utf8_lossy(&answer).contains(&total.to_string()) {
+    while !whole(&answer) {
         let n = tokio::time::timeout(Duration::from_secs(20), rd.read(&mut piece))
             .await
-            .expect("an answer")
+            .expect("the whole answer")
             .unwrap();
         assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
         answer.extend_from_slice(&piece[..n]);
     }
-    buf.extend_from_slice(&answer);
-    let answer = String::from_utf8_lossy(&buf);
-    // The replica's 100 is its own business: the client gets the final answer only.
-    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
-    assert!(answer.ends_with(&format!("\r\n\r\n{total}")), "{answer}");
     drop(sender.await.unwrap());
+    String::from_utf8_lossy(&answer).to_string()
 }
 
 /// A replica that answers 200 at once with a chunked body, then reads the request body
 /// to its end and sends its length as the last chunk (a streaming reply).
 async fn answers_first_then_reads() -> u16 {
     raw_replica(|mut s| async move {
-        let mut piece = vec![0u8; 1 << 16];
-        let mut got = Vec::new();
-        let head_end = loop {
-            let n = s.read(&mut piece).await.unwrap_or(0);
-            if n == 0 {
-                return;
-            }
-            got.extend_from_slice(&piece[..n]);
-            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
+        let Some((len, have)) = read_head(&mut s).await else {
+            return;
         };
-        let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length: "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
         let _ = s
             .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
             .await;
-        let mut body = got.len() - head_end;
-        while body < len {
-            match s.read(&mut piece).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => body += n,
-            }
-        }
+        let Some(body) = read_body(&mut s, have, len).await else {
+            return;
+        };
         let text = body.to_string();
         let last = format!("{:x}\r\n{text}\r\n0\r\n\r\n", text.len());
         let _ = s.write_all(last.as_bytes()).await;
@@ -1010,42 +1008,14 @@ async fn answers_first_then_reads() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_that_answers_200_before_the_body_gets_all_of_it() {
-    let (_dir, _proxy, addr) = single_service(
-        "h1-streaming-reply",
-        "web",
-        answers_first_then_reads().await,
-        16,
-    )
-    .await;
-    let total = 4usize << 20;
-    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!("POST /upload HTTP/1.1\r\nHost: web\r\nContent-Length: {total}\r\n\r\n");
-    s.write_all(head.as_bytes()).await.unwrap();
-    let (mut rd, mut wr) = s.into_split();
-    let sender = tokio::spawn(async move {
-        let piece = vec![b'x'; 1 << 20];
-        for _ in 0..4 {
-            wr.write_all(&piece).await.unwrap();
-        }
-        wr
-    });
-    let mut answer = Vec::new();
-    let mut piece = [0u8; 4096];
-    while !answer.ends_with(b"0\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(20), rd.read(&mut piece))
-            .await
-            .expect("the whole answer")
-            .unwrap();
-        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
-        answer.extend_from_slice(&piece[..n]);
-    }
-    let answer = String::from_utf8_lossy(&answer);
+    let replica = answers_first_then_reads().await;
+    let (_dir, _proxy, addr) = single_service("h1-streaming-reply", "web", replica, 16).await;
+    let answer = upload(&addr, |a| a.ends_with(b"0\r\n\r\n")).await;
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert!(
-        answer.contains(&format!("\r\n{total}\r\n")),
+        answer.contains(&format!("\r\n{UPLOAD}\r\n")),
         "the replica got it all: {answer}"
     );
-    drop(sender.await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -214,20 +214,9 @@ fn response_framing_follows_rfc_9112_section_6_3() {
 #[test]
 fn the_clients_response_keeps_the_replicas_fields_and_gets_the_proxys_framing() {
     let wire = "HTTP/1.1 200 Fine\r\nContent-Length: 2\r\nConnection: close, X-Internal\r\nX-Internal: 1\r\nX-App: a\r\n\r\n";
-    let (resp, fields) = response(wire, false).unwrap();
     let req11 = request("GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap().0;
-    let mut out = Vec::new();
-    let how = response_out(&req11, resp.framing, true);
-    write_response(
-        &mut out,
-        wire.as_bytes(),
-        &resp,
-        &fields,
-        how,
-        Some("c=v; Path=/"),
-    );
     assert_eq!(
-        String::from_utf8(out).unwrap(),
+        client_head(&req11, wire, Some("c=v; Path=/")),
         "HTTP/1.1 200 Fine\r\nContent-Length: 2\r\nX-App: a\r\nset-cookie: c=v; Path=/\r\n\r\n"
     );
 
@@ -267,19 +256,8 @@ fn a_response_without_a_reason_gets_the_standard_one_and_a_bad_cookie_is_left_ou
         "HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n",
         "HTTP/1.1 404 Caf\u{e9}\r\nContent-Length: 0\r\n\r\n",
     ] {
-        let (resp, fields) = response(wire, false).unwrap();
-        let mut out = Vec::new();
-        let how = response_out(&req, resp.framing, true);
-        write_response(
-            &mut out,
-            wire.as_bytes(),
-            &resp,
-            &fields,
-            how,
-            Some("a=b\r\nX-Evil: 1"),
-        );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            client_head(&req, wire, Some("a=b\r\nX-Evil: 1")),
             "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
         );
     }
@@ -302,4 +280,13 @@ fn an_http10_client_gets_no_100_continue_and_head_ends_is_found_in_pieces() {
         }
     }
     assert!(head_ends(b"GET / HTTP/1.0\n\n", 15));
+}
+
+/// The head a client of `req` gets for the replica's response `wire`.
+fn client_head(req: &Request, wire: &str, set_cookie: Option<&str>) -> String {
+    let (resp, fields) = response(wire, false).unwrap();
+    let mut out = Vec::new();
+    let how = response_out(req, resp.framing, true);
+    write_response(&mut out, wire.as_bytes(), &resp, &fields, how, set_cookie);
+    String::from_utf8(out).unwrap()
 }
