@@ -241,6 +241,26 @@ fn a_failed_rollout_with_revert_on_is_rolled_back_in_git_and_its_tag_rejected() 
     );
     assert!(notes.contains("tagAllowed"), "{notes}");
     running.stop();
+    // Notified once, at info, naming the tag and the command; never the address.
+    let allowed = format!(
+        "Tag {}/podinfo:1.0.1 allowed again by gitcanary images allow",
+        reg.addr
+    );
+    assert_eq!(sent(&allowed), 1, "{:#?}", alerts.lock().unwrap());
+    {
+        let got = alerts.lock().unwrap();
+        let body = got.iter().find(|b| b.contains(&allowed)).unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            (v["severity"].as_str(), v["reason"].as_str()),
+            (Some("info"), Some("TagAllowed")),
+            "{body}"
+        );
+        assert!(got.iter().all(|b| !b.contains(&url)), "{got:#?}");
+    }
+    let again = setup.cmd(&["images", "allow", &format!("{}/podinfo:1.0.1", reg.addr)]);
+    assert!(!again.status.success(), "no longer rejected");
+    assert_eq!(sent(&allowed), 1, "{:#?}", alerts.lock().unwrap());
 }
 
 #[test]

@@ -88,6 +88,8 @@ pub enum Event {
         image: String,
         /// The tag.
         tag: String,
+        /// Who or what cleared it, e.g. `gitcanary images allow (user alice)`.
+        by: String,
     },
 }
 
@@ -216,14 +218,21 @@ pub fn decide(state: &State, event: &Event, source: &str) -> (State, Option<Mess
                     revision: None,
                 })
         }
-        Event::TagAllowed { image, tag } => {
+        Event::TagAllowed { image, tag, by } => {
+            // Always news: the caller reports a clearing only when it cleared a
+            // rejection, which this state may never have seen (notified before
+            // providers were configured, or a lost state dir). Forgetting the key lets
+            // a later rejection of the same tag notify again.
             let key = format!("{image}:{tag}");
-            next.rejected.remove(&key).then(|| Message {
+            next.rejected.remove(&key);
+            Some(Message {
                 subject: image.clone(),
                 kind: "ImagePolicy",
                 severity: Severity::Info,
                 reason: "TagAllowed",
-                text: format!("Tag {key} allowed again"),
+                text: format!(
+                    "Tag {key} allowed again by {by}; image automation may select it again"
+                ),
                 revision: None,
             })
         }
@@ -306,10 +315,7 @@ impl Notifier {
         let mut secrets = config_secrets(cfg);
         secrets.extend(resolved.iter().map(|r| r.url.clone()));
         let path = cfg.state_dir().join("status").join("notifications.json");
-        let state = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let state = read_state(&path).unwrap_or_default();
         let tx = spawn_sender(resolved).map_err(Error::Thread)?;
         Ok(Notifier(Some(Arc::new(Inner {
             source: cfg.source.name.clone(),
@@ -328,6 +334,11 @@ impl Notifier {
         };
         let message = {
             let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            // Another process may have written the file since (`gitcanary images allow`
+            // cleared a rejection): its word is the latest.
+            if let Some(on_disk) = inner.path.as_deref().and_then(read_state) {
+                *state = on_disk;
+            }
             let (next, message) = decide(&state, &event, &inner.source);
             if next != *state {
                 if let Some(path) = &inner.path {
@@ -370,6 +381,13 @@ impl Notifier {
             let _ = done.recv_timeout(timeout);
         }
     }
+}
+
+/// The kept state; `None` when there is none or it does not parse.
+fn read_state(path: &std::path::Path) -> Option<State> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 /// The values of the env vars the config names as secrets: a message quoting one
@@ -502,8 +520,7 @@ mod tests {
         assert_eq!(run(&[fetch.clone(), fetch.clone(), fetch]).len(), 1);
     }
 
-    #[test]
-    fn rejections_notify_once_until_allowed() {
+    fn tag_events() -> (Event, Event) {
         let rejected = Event::TagRejected {
             canary: "podinfo.test".into(),
             image: "ghcr.io/stefanprodan/podinfo".into(),
@@ -512,19 +529,65 @@ mod tests {
         let allowed = Event::TagAllowed {
             image: "ghcr.io/stefanprodan/podinfo".into(),
             tag: "6.0.1".into(),
+            by: "gitcanary images allow (user alice)".into(),
         };
-        let sent = run(&[
-            rejected.clone(),
-            rejected.clone(),
-            allowed.clone(),
-            allowed,
-            rejected,
-        ]);
+        (rejected, allowed)
+    }
+
+    #[test]
+    fn rejections_notify_once_until_allowed() {
+        let (rejected, allowed) = tag_events();
+        let sent = run(&[rejected.clone(), rejected.clone(), allowed, rejected]);
         let reasons: Vec<&str> = sent.iter().map(|m| m.reason).collect();
         assert_eq!(reasons, ["TagRejected", "TagAllowed", "TagRejected"]);
         assert!(sent[0].text.starts_with(
             "Tag ghcr.io/stefanprodan/podinfo:6.0.1 rejected after podinfo.test failed"
         ));
+        assert_eq!(
+            (sent[1].severity, sent[1].subject.as_str()),
+            (Severity::Info, "ghcr.io/stefanprodan/podinfo")
+        );
+        assert_eq!(
+            sent[1].text,
+            "Tag ghcr.io/stefanprodan/podinfo:6.0.1 allowed again by gitcanary images allow (user alice); image automation may select it again"
+        );
+    }
+
+    #[test]
+    fn a_clearing_is_news_even_when_the_rejection_was_never_notified() {
+        let (_, allowed) = tag_events();
+        let sent = run(&[allowed]);
+        assert_eq!(sent.len(), 1, "the command cleared a real rejection");
+        assert_eq!(sent[0].reason, "TagAllowed");
+    }
+
+    /// A notifier keeping its state in `path`, with its queue.
+    fn file_backed(path: &std::path::Path) -> (Notifier, mpsc::Receiver<Job>) {
+        let (tx, rx) = mpsc::channel();
+        let inner = Inner {
+            source: "flux-system".into(),
+            state: Mutex::new(read_state(path).unwrap_or_default()),
+            path: Some(path.to_path_buf()),
+            secrets: Vec::new(),
+            tx: Mutex::new(tx),
+        };
+        (Notifier(Some(Arc::new(inner))), rx)
+    }
+
+    #[test]
+    fn a_clearing_by_another_process_lets_the_daemon_notify_a_new_rejection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notifications.json");
+        let (rejected, allowed) = tag_events();
+        let (daemon, _queue) = file_backed(&path);
+        assert!(daemon.event(rejected.clone()));
+        assert!(!daemon.event(rejected.clone()), "once");
+        // `gitcanary images allow`, a process of its own.
+        let (cli, _cli_queue) = file_backed(&path);
+        assert!(cli.event(allowed));
+        // The daemon's memory still holds the old rejection; the file is newer.
+        assert!(daemon.event(rejected.clone()), "rejected again is news");
+        assert!(!daemon.event(rejected));
     }
 
     #[test]
