@@ -8,7 +8,7 @@ use super::samples::Analysis;
 use super::spec::CanarySpec;
 use super::state::{CanaryStatus, Phase, Severity};
 use crate::history::note::{
-    first_line, ImageChange, NoteEvent, Outcome, Rollout, Sample, WebhookResult,
+    first_line, ImageChange, MetricSummary, NoteEvent, Outcome, Rollout, Sample, WebhookResult,
 };
 use serde_json::Value;
 
@@ -192,6 +192,18 @@ pub fn rollout(f: &Finished) -> Rollout {
     samples.sort_by(|a, b| a.time.total_cmp(&b.time).then(a.metric.cmp(&b.metric)));
     let weights = f.analysis.map(|a| a.weights.clone()).unwrap_or_default();
     let max_weight = weights
+    let metric_summary = f
+        .analysis
+        .map(|a| {
+            a.metrics
+                .iter()
+                .map(|s| MetricSummary {
+                    metric: s.name.clone(),
+                    checks: s.checks(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
         .iter()
         .map(|w| w.1)
         .chain([f.before.canary_weight])
@@ -213,6 +225,7 @@ pub fn rollout(f: &Finished) -> Rollout {
         samples,
         weights,
         webhooks: f.tracked.webhooks.clone(),
+        metric_summary,
         events,
         extra: Default::default(),
     }
@@ -297,6 +310,7 @@ mod tests {
                 failed: vec![160.0, 220.0],
             }],
         };
+                summary: Default::default(),
         let mut tracked = Tracked {
             revision: "b".repeat(64),
             from_images: vec![(
@@ -351,6 +365,66 @@ mod tests {
 
     #[test]
     fn without_an_image_change_the_hashes_name_the_revisions() {
+    #[test]
+    fn a_note_keeps_the_newest_points_and_counts_every_check() {
+        use crate::canary::samples::{advance, Samples, MAX_POINTS};
+        use crate::canary::state::MetricValue;
+        let c = spec();
+        let mut samples = Samples::default();
+        let mut before = CanaryStatus {
+            phase: Phase::Initialized,
+            ..Default::default()
+        };
+        for i in 0..300 {
+            let t = 1_000.0 + i as f64;
+            let value = (i != 7).then_some(90.0 + (i % 11) as f64);
+            let after = CanaryStatus {
+                phase: Phase::Progressing,
+                canary_weight: 10,
+                analysis_start: 1_000.0,
+                last_step_time: t,
+                last_applied_spec: "rev".into(),
+                last_metrics: vec![MetricValue {
+                    name: "request-success-rate".into(),
+                    value,
+                    min: Some(99.0),
+                    max: None,
+                    failed: !Sample::passes(value, Some(99.0), None),
+                }],
+                ..Default::default()
+            };
+            advance(&mut samples, &before, &after, t);
+            before = after;
+        }
+        let mut after = before.clone();
+        after.phase = Phase::Failed;
+        let r = rollout(&Finished {
+            spec: &c,
+            before: &before,
+            after: &after,
+            outcome: Outcome::Failed,
+            analysis: samples.current.as_ref(),
+            tracked: &Tracked::default(),
+            to_images: Vec::new(),
+            now: 1_300.0,
+        });
+        assert_eq!(r.samples.len(), MAX_POINTS, "the stored points stay capped");
+        assert_eq!(r.samples[0].time, 1_060.0, "the newest kept");
+        let s = &r.metric_summary[0];
+        assert_eq!(s.metric, "request-success-rate");
+        // Values cycle 90..=100; only 99 and 100 pass; check 7 had no data.
+        let passing = (0..300).filter(|i| *i != 7 && i % 11 >= 9).count() as u64;
+        assert_eq!(
+            (s.checks.count, s.checks.failures),
+            (300, 300 - passing),
+            "every check of the analysis"
+        );
+        assert_eq!(
+            (s.checks.min, s.checks.max, s.checks.last),
+            (Some(90.0), Some(100.0), Some(90.0 + (299 % 11) as f64))
+        );
+    }
+
         let c = spec();
         let before = CanaryStatus {
             phase: Phase::Finalising,

@@ -6,6 +6,7 @@
 //! This module never decides anything about a canary: it only watches statuses.
 
 use super::state::{CanaryStatus, Phase};
+use crate::history::note::CheckSummary;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +38,25 @@ pub struct Series {
     /// of series from elsewhere (history notes) judges by the thresholds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<f64>,
+    /// Every check of the analysis, counted as they ran: `points` keeps only the
+    /// newest `MAX_POINTS`, this keeps count of all (for the rollout's note).
+    #[serde(default)]
+    pub summary: CheckSummary,
+}
+
+impl Series {
+    /// The summary of every check; for series recorded before summaries were kept
+    /// (an analysis running across an upgrade), the best the kept points tell.
+    pub fn checks(&self) -> CheckSummary {
+        if self.summary.count >= self.points.len() as u64 {
+            return self.summary.clone();
+        }
+        let mut c = CheckSummary::default();
+        for (t, v) in &self.points {
+            c.add(*v, self.failed.contains(t));
+        }
+        c
+    }
 }
 
 /// The samples of one analysis.
@@ -151,6 +171,7 @@ pub fn advance(s: &mut Samples, before: &CanaryStatus, after: &CanaryStatus, now
             series.min = m.min;
             series.max = m.max;
             push(&mut series.points, (after.last_step_time, m.value));
+            series.summary.add(m.value, m.failed);
             if m.failed {
                 series.failed.push(after.last_step_time);
             }
@@ -311,6 +332,12 @@ mod tests {
         assert_eq!(a.weights.len(), MAX_POINTS);
         assert_eq!(a.metrics[0].points.len(), MAX_POINTS);
         assert_eq!(a.metrics[0].points[0].0, 20.0, "the oldest points went");
+        let all = &a.metrics[0].summary;
+        assert_eq!(
+            (all.count, all.failures, all.last),
+            ((MAX_POINTS + 10) as u64, 0, Some(100.0)),
+            "the summary counts every check"
+        );
         assert_eq!(
             s.success_rate().len(),
             SPARKLINE,
@@ -341,6 +368,21 @@ mod tests {
             series.failed,
             vec![12.0, 11.0 + MAX_POINTS as f64],
             "the two oldest failures left with their points"
+        );
+        assert_eq!(
+            (series.summary.count, series.summary.failures),
+            ((MAX_POINTS + 2) as u64, 4),
+            "but stay counted"
+        );
+        assert_eq!(series.checks(), series.summary);
+        // A series mirrored before summaries were kept: counted from its points.
+        let old = Series {
+            summary: CheckSummary::default(),
+            ..series.clone()
+        };
+        assert_eq!(
+            (old.checks().count, old.checks().failures),
+            (MAX_POINTS as u64, 2)
         );
     }
 

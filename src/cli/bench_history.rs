@@ -6,7 +6,9 @@
 //! - push-to-applied latency through the push webhook and the local watch
 //!   (`super::bench_latency`).
 
-use crate::history::note::{Entry, NoteEvent, Outcome, Rollout, Sample, WebhookResult};
+use crate::history::note::{
+    CheckSummary, Entry, MetricSummary, NoteEvent, Outcome, Rollout, Sample, WebhookResult,
+};
 use crate::history::writer::{Retry, Writer};
 use crate::history::NOTES_REF;
 use std::path::Path;
@@ -102,6 +104,18 @@ pub fn sample_rollout(i: usize, end: f64) -> Rollout {
                 ]
             })
             .collect(),
+        metric_summary: [("request-success-rate", 99.5), ("request-duration", 120.0)]
+            .map(|(metric, v)| MetricSummary {
+                metric: metric.into(),
+                checks: CheckSummary {
+                    count: steps as u64,
+                    failures: 0,
+                    min: Some(v),
+                    max: Some(v),
+                    last: Some(v),
+                },
+            })
+            .into(),
         weights: (0..5)
             .map(|s| (start + 60.0 * s as f64, 10 * (s + 1)))
             .collect(),

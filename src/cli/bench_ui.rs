@@ -72,6 +72,7 @@ fn seed_canaries(state: &Path, n: usize) -> anyhow::Result<()> {
             .map(|i| (1000.0 + i as f64, Some(base + (i % 7) as f64 / 10.0)))
             .collect(),
         failed: Vec::new(),
+        summary: Default::default(),
     };
     let analysis = |start: f64| Analysis {
         revision: "a".repeat(64),

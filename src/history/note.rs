@@ -99,6 +99,47 @@ impl Sample {
     }
 }
 
+/// Every check of one metric in an analysis, counted as the checks ran: what stays
+/// exact when the stored samples keep only the newest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckSummary {
+    /// Checks run.
+    pub count: u64,
+    /// Checks that failed (out of range, no data, or a query error).
+    pub failures: u64,
+    /// The lowest value seen; `None` when no check had data.
+    pub min: Option<f64>,
+    /// The highest value seen.
+    pub max: Option<f64>,
+    /// The last check's value; `None` when it had no data.
+    pub last: Option<f64>,
+}
+
+impl CheckSummary {
+    /// Counts one check.
+    pub fn add(&mut self, value: Option<f64>, failed: bool) {
+        self.count += 1;
+        self.failures += u64::from(failed);
+        if let Some(v) = value {
+            self.min = Some(self.min.map_or(v, |m| m.min(v)));
+            self.max = Some(self.max.map_or(v, |m| m.max(v)));
+        }
+        self.last = value;
+    }
+}
+
+/// One metric's [`CheckSummary`] in a note.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricSummary {
+    /// Metric name.
+    pub metric: String,
+    /// Its checks.
+    #[serde(flatten)]
+    pub checks: CheckSummary,
+}
+
 /// What a webhook answered during the analysis.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -164,9 +205,13 @@ pub struct Rollout {
     pub start: f64,
     /// When it ended.
     pub end: f64,
-    /// Every metric check.
+    /// The metric checks, the newest up to the engine's cap per metric
+    /// (`canary::samples::MAX_POINTS`).
     #[serde(default)]
     pub samples: Vec<Sample>,
+    /// Every check of the analysis, per metric, however many `samples` kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metric_summary: Vec<MetricSummary>,
     /// `[time, weight]` for each weight change.
     #[serde(default)]
     pub weights: Vec<(f64, u32)>,
@@ -497,7 +542,33 @@ fn render_rollout(r: &Rollout) -> String {
                 .unwrap_or_else(|| v.to_string())
         );
     }
-    let _ = writeln!(s, "\nMetric samples ({}):", r.samples.len());
+    if !r.metric_summary.is_empty() {
+        let _ = writeln!(s, "\nMetric checks (the whole analysis):");
+    }
+    for m in &r.metric_summary {
+        let c = &m.checks;
+        let value = |v: Option<f64>| v.map(num).unwrap_or_else(|| "no data".into());
+        let _ = writeln!(
+            s,
+            "  {}: {} checks, {} failed, min {}, max {}, last {}",
+            m.metric,
+            c.count,
+            c.failures,
+            value(c.min),
+            value(c.max),
+            value(c.last)
+        );
+    }
+    let checks: u64 = r.metric_summary.iter().map(|m| m.checks.count).sum();
+    if checks > r.samples.len() as u64 {
+        let _ = writeln!(
+            s,
+            "\nMetric samples ({}, the newest of {checks}):",
+            r.samples.len()
+        );
+    } else {
+        let _ = writeln!(s, "\nMetric samples ({}):", r.samples.len());
+    }
     if r.samples.is_empty() {
         let _ = writeln!(s, "  none");
     }
@@ -582,6 +653,7 @@ mod tests {
                 ),
                 Sample::new(end - 50.0, "request-duration", None, None, Some(500.0)),
             ],
+            metric_summary: Vec::new(),
             weights: vec![(end - 140.0, 10), (end - 100.0, 50)],
             webhooks: vec![WebhookResult {
                 name: "acceptance".into(),
@@ -624,6 +696,53 @@ mod tests {
         }
         assert_eq!(text.matches("```json").count(), 1);
         assert_eq!(Note::parse(&text), note);
+    }
+
+    #[test]
+    fn the_summary_counts_every_check_and_reads_in_text_and_json() {
+        let mut checks = CheckSummary::default();
+        for (v, failed) in [(Some(99.5), false), (None, true), (Some(100.0), false)] {
+            checks.add(v, failed);
+        }
+        assert_eq!(
+            checks,
+            CheckSummary {
+                count: 3,
+                failures: 1,
+                min: Some(99.5),
+                max: Some(100.0),
+                last: Some(100.0)
+            }
+        );
+        checks.add(None, true);
+        assert_eq!((checks.last, checks.max), (None, Some(100.0)));
+        let mut r = rollout("test/podinfo", 1_000_000.0);
+        r.metric_summary = vec![MetricSummary {
+            metric: "request-success-rate".into(),
+            checks: CheckSummary {
+                count: 300,
+                ..checks
+            },
+        }];
+        let note = Note {
+            entries: vec![Entry::Rollout(Box::new(r))],
+        };
+        let text = note.render();
+        for line in [
+            "Metric checks (the whole analysis):\n  request-success-rate: 300 checks, 2 failed, min 99.50, max 100, last no data\n",
+            "Metric samples (2, the newest of 300):",
+            "\"metricSummary\": [\n",
+            "\"count\": 300,",
+        ] {
+            assert!(text.contains(line), "{line:?} missing in\n{text}");
+        }
+        assert_eq!(Note::parse(&text), note);
+        // A note without one (older versions) reads as it did.
+        let plain = Note {
+            entries: vec![Entry::Rollout(Box::new(rollout("t/a", 5.0)))],
+        };
+        assert!(!plain.render().contains("metricSummary"));
+        assert!(plain.render().contains("Metric samples (2):"));
     }
 
     #[test]

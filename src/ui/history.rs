@@ -57,6 +57,11 @@ fn analysis(r: &crate::history::Rollout) -> Analysis {
             series.failed.push(s.time);
         }
     }
+    for m in &r.metric_summary {
+        if let Some(series) = metrics.iter_mut().find(|s| s.name == m.metric) {
+            series.summary = m.checks.clone();
+        }
+    }
     Analysis {
         revision: r.to_revision.clone(),
         start: r.start,
