@@ -23,10 +23,16 @@ fn app(reg: &str, tag: &str, revert: bool) -> Vec<(&'static str, String)> {
 /// A remote holding the app at 1.0.0, a registry offering 1.0.0, and a
 /// config that scans every second and polls Git every second.
 fn setup(revert: bool) -> (Registry, Remote, Setup) {
+    setup_with(revert, |canary| canary)
+}
+
+/// `setup`, with the Canary's YAML edited by `canary`.
+fn setup_with(revert: bool, canary: impl Fn(String) -> String) -> (Registry, Remote, Setup) {
     let reg = Registry::start(None);
     reg.push_tag("podinfo", "1.0.0", "2024-01-01T00:00:00Z");
     let remote = Remote::new();
-    let files = app(&reg.addr, "1.0.0", revert);
+    let mut files = app(&reg.addr, "1.0.0", revert);
+    files[3].1 = canary(std::mem::take(&mut files[3].1));
     let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
     remote.write(&refs).push("seed");
     let setup = Setup::new(
@@ -235,12 +241,6 @@ fn a_failed_rollout_with_revert_on_is_rolled_back_in_git_and_its_tag_rejected() 
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(rejected_cell(&setup), "-");
-    let notes = git(
-        &remote.bare,
-        &["log", "--notes=gitcanary", "--format=%N", "main"],
-    );
-    assert!(notes.contains("tagAllowed"), "{notes}");
-    running.stop();
     // Notified once, at info, naming the tag and the command; never the address.
     let allowed = format!(
         "Tag {}/podinfo:1.0.1 allowed again by gitcanary images allow",
@@ -261,6 +261,12 @@ fn a_failed_rollout_with_revert_on_is_rolled_back_in_git_and_its_tag_rejected() 
     let again = setup.cmd(&["images", "allow", &format!("{}/podinfo:1.0.1", reg.addr)]);
     assert!(!again.status.success(), "no longer rejected");
     assert_eq!(sent(&allowed), 1, "{:#?}", alerts.lock().unwrap());
+    let notes = git(
+        &remote.bare,
+        &["log", "--notes=gitcanary", "--format=%N", "main"],
+    );
+    assert!(notes.contains("tagAllowed"), "{notes}");
+    running.stop();
 }
 
 #[test]
@@ -302,5 +308,76 @@ fn a_failed_rollout_with_revert_off_leaves_git_and_remembers_the_tag() {
         failed,
         "still unchanged"
     );
+    running.stop();
+}
+
+#[test]
+fn a_restart_during_the_promotion_still_names_the_tags_in_the_note() {
+    // Promotion in 2% steps: some 25 one-second steps to stop the daemon in, after the
+    // primary already runs 1.0.2.
+    let (reg, remote, setup) = setup_with(false, |canary| {
+        canary.replace(
+            "    stepWeight: 10\n",
+            "    stepWeight: 10\n    stepWeightPromotion: 2\n",
+        )
+    });
+    let running = setup.spawn_run(&[]);
+    setup.wait_canary("podinfo", "Initialized", 60);
+    reg.push_tag("podinfo", "1.0.2", "2024-01-02T00:00:00Z");
+    let auto = format!("Auto-release {}/podinfo:1.0.2", reg.addr);
+    wait_for(Duration::from_secs(60), || {
+        log(&remote).contains(&auto).then_some(())
+    })
+    .unwrap_or_else(|| panic!("automation never pushed 1.0.2: {:?}", log(&remote)));
+    let released = git(
+        &remote.bare,
+        &["log", "-1", "--format=%H", "--grep", &auto, "main"],
+    );
+    let promoting = || (setup.canary("podinfo")["phase"] == "Promoting").then_some(());
+    if wait_for(Duration::from_secs(120), promoting).is_none() {
+        let (_, log) = running.stop();
+        panic!(
+            "1.0.2 never got promoted: {}\n{log}",
+            setup.canary("podinfo")
+        );
+    }
+    running.stop();
+    let status = setup.canary("podinfo");
+    assert_eq!(
+        status["phase"], "Promoting",
+        "stopped mid-promotion: {status}"
+    );
+
+    let running = setup.spawn_run(&[]);
+    let note = wait_for(Duration::from_secs(120), || {
+        let out = std::process::Command::new("git")
+            .args(["notes", "--ref=gitcanary", "show", &released])
+            .current_dir(&remote.bare)
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    });
+    let Some(note) = note else {
+        let (_, log) = running.stop();
+        panic!("no note on {released}: {}\n{log}", setup.canary("podinfo"));
+    };
+    assert!(
+        note.starts_with("gitcanary rollout test/podinfo: Succeeded\nFrom 1.0.0 to 1.0.2\n"),
+        "{note}"
+    );
+    assert!(
+        note.contains(&format!(
+            "  podinfod: {0}/podinfo:1.0.0 -> {0}/podinfo:1.0.2\n",
+            reg.addr
+        )),
+        "{note}"
+    );
+    // The load test's calls before the restart are counted too.
+    let entry = gitcanary::history::Note::parse(&note);
+    let rollout = entry.rollouts().next().unwrap();
+    let load_test = rollout.webhooks.iter().find(|w| w.name == "load-test");
+    assert!(load_test.is_some_and(|w| w.calls >= 5), "{note}");
     running.stop();
 }

@@ -88,7 +88,7 @@ struct Core {
     /// Where finished analyses go (the Git writer); none records nothing.
     outcomes: outcomes::Sink,
     /// What each canary's note needs beyond its status, by canary.
-    tracked: Mutex<std::collections::HashMap<String, super::outcome::Tracked>>,
+    tracked: Mutex<std::collections::HashMap<String, outcomes::Kept>>,
 }
 
 type IoJob = Box<dyn FnOnce() + Send>;
@@ -382,8 +382,13 @@ impl Core {
     /// One step of a canary: observe, run the checks that are due, decide, apply.
     async fn step(self: &Arc<Self>, c: Arc<CanarySpec>, now: f64) -> Result<(), String> {
         let (core, spec) = (self.clone(), c.clone());
-        let seen = self.blocking(move || core.observe(&spec)).await??;
-        self.track(&c, &seen);
+        let seen = self
+            .blocking(move || {
+                let seen = core.observe(&spec)?;
+                core.track(&spec, &seen);
+                Ok::<_, String>(seen)
+            })
+            .await??;
         self.restore_route(&c, &seen.status).await;
         let counted = builtin::Counted::new(&seen.status, &seen.target_hash);
         let (obs, measured) = self
@@ -411,6 +416,7 @@ impl Core {
             );
             let after = plan.status.clone();
             core.persist(&c, plan, &seen)?;
+            core.save_tracked(&c);
             core.hand_over(&c, &seen, &after, now);
             Ok(())
         })

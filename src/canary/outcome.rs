@@ -10,10 +10,12 @@ use super::state::{CanaryStatus, Phase, Severity};
 use crate::history::note::{
     first_line, ImageChange, MetricSummary, NoteEvent, Outcome, Rollout, Sample, WebhookResult,
 };
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// What the engine saw of one analysis while it ran.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// What the engine saw of one analysis while it ran; kept across restarts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Tracked {
     /// The revision analysed.
     pub revision: String,
@@ -190,8 +192,6 @@ pub fn rollout(f: &Finished) -> Rollout {
         })
         .unwrap_or_default();
     samples.sort_by(|a, b| a.time.total_cmp(&b.time).then(a.metric.cmp(&b.metric)));
-    let weights = f.analysis.map(|a| a.weights.clone()).unwrap_or_default();
-    let max_weight = weights
     let metric_summary = f
         .analysis
         .map(|a| {
@@ -204,6 +204,8 @@ pub fn rollout(f: &Finished) -> Rollout {
                 .collect()
         })
         .unwrap_or_default();
+    let weights = f.analysis.map(|a| a.weights.clone()).unwrap_or_default();
+    let max_weight = weights
         .iter()
         .map(|w| w.1)
         .chain([f.before.canary_weight])
@@ -223,9 +225,9 @@ pub fn rollout(f: &Finished) -> Rollout {
         start,
         end: f.now,
         samples,
+        metric_summary,
         weights,
         webhooks: f.tracked.webhooks.clone(),
-        metric_summary,
         events,
         extra: Default::default(),
     }
@@ -308,9 +310,9 @@ mod tests {
                 max: None,
                 points: vec![(160.0, None), (220.0, Some(90.0)), (100.0, Some(100.0))],
                 failed: vec![160.0, 220.0],
+                summary: Default::default(),
             }],
         };
-                summary: Default::default(),
         let mut tracked = Tracked {
             revision: "b".repeat(64),
             from_images: vec![(
@@ -363,8 +365,6 @@ mod tests {
         assert_eq!(r.webhooks[0].message, "connection refused");
     }
 
-    #[test]
-    fn without_an_image_change_the_hashes_name_the_revisions() {
     #[test]
     fn a_note_keeps_the_newest_points_and_counts_every_check() {
         use crate::canary::samples::{advance, Samples, MAX_POINTS};
@@ -425,6 +425,8 @@ mod tests {
         );
     }
 
+    #[test]
+    fn without_an_image_change_the_hashes_name_the_revisions() {
         let c = spec();
         let before = CanaryStatus {
             phase: Phase::Finalising,

@@ -98,6 +98,7 @@ impl Core {
             }
             let _ = std::fs::remove_file(status_path(&self.state_dir, ns, name));
             crate::canary::samples::forget(&self.state_dir, ns, name);
+            self.forget_tracked(ns, name);
             lock(&self.restored).remove(&format!("{name}.{ns}"));
             self.hold_slot(&format!("{name}.{ns}"), false);
             tracing::info!(canary = %format!("{name}.{ns}"), reverted = st.revert_on_deletion, "Terminating canary {name}.{ns}: the Canary was removed; {target}.{ns} runs as Git says");
