@@ -74,6 +74,18 @@ fn apex_version(setup: &Setup) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The gitcanary note on `commit` in the remote, once there is one.
+fn note_on(remote: &Remote, commit: &str) -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["notes", "--ref=gitcanary", "show", commit])
+        .current_dir(&remote.bare)
+        .output()
+        .unwrap();
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn images_table(setup: &Setup) -> String {
     String::from_utf8_lossy(&setup.cmd(&["get", "images"]).stdout).into_owned()
 }
@@ -275,17 +287,8 @@ fn a_failed_rollout_with_revert_off_leaves_git_and_remembers_the_tag() {
     let (running, failed) = fail_1_0_1(&reg, &remote, &setup);
 
     // The note is written on the failed commit; Git is unchanged.
-    let note = wait_for(Duration::from_secs(30), || {
-        let out = std::process::Command::new("git")
-            .args(["notes", "--ref=gitcanary", "show", &failed])
-            .current_dir(&remote.bare)
-            .output()
-            .unwrap();
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    })
-    .expect("a note on the failed commit");
+    let note = wait_for(Duration::from_secs(30), || note_on(&remote, &failed))
+        .expect("a note on the failed commit");
     assert!(note.contains("Failed"), "{note}");
     assert!(note.contains("tagRejected"), "{note}");
     assert_eq!(
@@ -349,16 +352,7 @@ fn a_restart_during_the_promotion_still_names_the_tags_in_the_note() {
     );
 
     let running = setup.spawn_run(&[]);
-    let note = wait_for(Duration::from_secs(120), || {
-        let out = std::process::Command::new("git")
-            .args(["notes", "--ref=gitcanary", "show", &released])
-            .current_dir(&remote.bare)
-            .output()
-            .unwrap();
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    });
+    let note = wait_for(Duration::from_secs(120), || note_on(&remote, &released));
     let Some(note) = note else {
         let (_, log) = running.stop();
         panic!("no note on {released}: {}\n{log}", setup.canary("podinfo"));
