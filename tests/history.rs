@@ -2,11 +2,14 @@
 //! from two independent writers (two processes' cache repositories) pushed at the same
 //! time all land; an automation-style commit and another writer's commit racing on one
 //! branch both land, with no force-push (the remote refuses non-fast-forwards) and no
-//! lost commit; `gitcanary history` reads the notes from a clone with no state dir.
+//! lost commit; `gitcanary history` reads the notes from a clone with no state dir,
+//! per-metric check summaries included.
 
 mod common;
 use common::*;
-use gitcanary::history::note::{Entry, Note, Outcome, Rollout, Sample};
+use gitcanary::history::note::{
+    CheckSummary, Entry, MetricSummary, Note, Outcome, Rollout, Sample,
+};
 use gitcanary::history::writer::{CommitPlan, Retry, Writer};
 use gitcanary::source::credentials::Credentials;
 use gitcanary::source::GitSource;
@@ -71,6 +74,16 @@ fn rollout(canary: &str, end: f64) -> Entry {
             Some(99.0),
             None,
         )],
+        metric_summary: vec![MetricSummary {
+            metric: "request-success-rate".into(),
+            checks: CheckSummary {
+                count: 300,
+                failures: 2,
+                min: Some(97.5),
+                max: Some(100.0),
+                last: Some(100.0),
+            },
+        }],
         ..Default::default()
     }))
 }
@@ -116,7 +129,10 @@ fn two_writers_pushing_notes_at_once_lose_none_over_20_rollouts() {
     let log = git(&remote.work, &["log", "--notes=gitcanary", "-1", &head]);
     assert!(
         log.contains("Notes (gitcanary):")
-            && log.contains("request-success-rate  100  (threshold >= 99)  pass"),
+            && log.contains("request-success-rate  100  (threshold >= 99)  pass")
+            && log.contains(
+                "request-success-rate: 300 checks, 2 failed, min 97.50, max 100, last 100"
+            ),
         "{log}"
     );
 }
@@ -251,6 +267,12 @@ fn history_lists_rollouts_from_a_fresh_clone_with_no_state_dir() {
     assert_eq!(one.as_array().unwrap().len(), 1);
     assert_eq!(one[0]["commit"], head.as_str());
     assert_eq!(one[0]["samples"][0]["metric"], "request-success-rate");
+    // Every check of the analysis, past the samples the note keeps.
+    assert_eq!(
+        one[0]["metricSummary"],
+        serde_json::json!([{"metric": "request-success-rate", "count": 300, "failures": 2,
+                            "min": 97.5, "max": 100.0, "last": 100.0}])
+    );
     assert_eq!(run(&["history", "--limit", "1"]).lines().count(), 2);
     let full = run(&["history", "--commit", &head[..10]]);
     assert!(
