@@ -10,6 +10,7 @@ mod envtest;
 #[path = "common/kube_fixture.rs"]
 mod fixture;
 
+use envtest::block;
 use gitcanary::manifest::ObjectKey;
 use gitcanary::sync::health::Verdict;
 use gitcanary::sync::reconcile::Reconciler;
@@ -22,15 +23,6 @@ fn plane() -> &'static envtest::ControlPlane {
     envtest::shared_with_controllers()
 }
 
-/// Runs `f` to completion on a throwaway runtime (the tests are synchronous).
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 /// podinfo with two replicas of `image`, stuck after 10 s without progress.
 fn podinfo(ns: &str, image: &str) -> String {
     format!(
@@ -41,11 +33,7 @@ fn podinfo(ns: &str, image: &str) -> String {
 /// A reconciler following `remote` into the cluster, its inventory in `ns`; a health
 /// check may take 3 minutes, so only a progress deadline ends a stuck one early.
 fn reconciler(remote: &common::Remote, ns: &str) -> (common::Setup, Reconciler) {
-    let setup = common::Setup::new(&remote.bare.display().to_string(), "  timeout: 3m\n", "");
-    setup.edit_config(
-        "target:\n  local:\n    stateDir: ./state\n",
-        &format!("{}    stateDir: ./state\n", plane().target_yaml(ns)),
-    );
+    let setup = plane().setup(remote, ns, "  timeout: 3m\n", "");
     let cfg = gitcanary::config::Config::load(&setup.config).unwrap();
     (setup, Reconciler::open(cfg, true).unwrap())
 }

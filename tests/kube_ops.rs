@@ -7,6 +7,7 @@ mod common;
 #[path = "common/envtest.rs"]
 mod envtest;
 
+use envtest::block;
 use gitcanary::helm::hooks::{Event, Hook};
 use gitcanary::targets::kube::hooks::ClusterHooks;
 use gitcanary::targets::kube::leader::{Election, Role};
@@ -421,27 +422,10 @@ async fn a_holder_cut_off_from_the_api_server_stops_writing_before_its_lease_exp
         .unwrap();
 }
 
-/// Runs `f` to completion on a throwaway runtime (the process tests are synchronous).
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 /// A gitcanary config that follows `remote` into the shared control plane, keeping its
 /// inventory and lease in `ns`.
 fn kube_setup(remote: &common::Remote, ns: &str, source_extra: &str, rest: &str) -> common::Setup {
-    let setup = common::Setup::new(&remote.bare.display().to_string(), source_extra, rest);
-    setup.edit_config(
-        "target:\n  local:\n    stateDir: ./state\n",
-        &format!(
-            "{}    stateDir: ./state\n",
-            envtest::shared().target_yaml(ns)
-        ),
-    );
-    setup
+    envtest::shared().setup(remote, ns, source_extra, rest)
 }
 
 fn configmap_value(ns: &str, name: &str) -> Option<String> {

@@ -329,6 +329,11 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Runs `f` to completion on a throwaway runtime (the tests are synchronous).
+pub fn block<F: std::future::Future>(f: F) -> F::Output {
+    runtime().block_on(f)
+}
+
 impl ControlPlane {
     fn wait_ready(&self, limit: Duration) {
         let rt = runtime();
@@ -371,6 +376,24 @@ impl ControlPlane {
             "target:\n  kubernetes:\n    kubeconfig: {}\n    namespace: {namespace}\n",
             self.kubeconfig.display()
         )
+    }
+
+    /// A gitcanary config that follows `remote` into this control plane, keeping its
+    /// inventory (and lease) in `ns`, its state in `./state`.
+    pub fn setup(
+        &self,
+        remote: &super::common::Remote,
+        ns: &str,
+        source_extra: &str,
+        rest: &str,
+    ) -> super::common::Setup {
+        let setup =
+            super::common::Setup::new(&remote.bare.display().to_string(), source_extra, rest);
+        setup.edit_config(
+            "target:\n  local:\n    stateDir: ./state\n",
+            &format!("{}    stateDir: ./state\n", self.target_yaml(ns)),
+        );
+        setup
     }
 
     /// A client through gitcanary's own client construction (kubeconfig with
