@@ -355,11 +355,7 @@ fn run_follows_a_new_registry_tag_without_a_manual_step() {
             &automated_deployment(&reg.addr, "live", "semver:^1.0", "1.0.0"),
         )])
         .push("seed");
-    let setup = Setup::new(
-        &remote.bare.display().to_string(),
-        "  interval: 1h\n",
-        "images:\n  interval: 1s\n",
-    );
+    let setup = Setup::scanning_images(&remote);
     let running = setup.spawn_run(&[]);
     wait_for(std::time::Duration::from_secs(20), || {
         setup.object("apps", "Deployment", "test", "live")

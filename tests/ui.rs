@@ -591,11 +591,7 @@ fn the_images_table_shows_rejected_tags_and_follows_images_allow() {
     remote
         .write(&[("ns.yaml", NAMESPACE), ("live.yaml", &deploy)])
         .push("seed");
-    let setup = Setup::new(
-        &remote.bare.display().to_string(),
-        "  interval: 1h\n",
-        "images:\n  interval: 1s\n",
-    );
+    let setup = Setup::scanning_images(&remote);
     let running = setup.spawn_run(&[]);
     let addr = setup.server_address();
     wait_for(Duration::from_secs(30), || {

@@ -135,6 +135,16 @@ impl Setup {
         Setup { dir, config }
     }
 
+    /// A config following `remote` hourly (only the first sync happens in a test) that
+    /// scans registries every second: image automation's tests.
+    pub fn scanning_images(remote: &Remote) -> Setup {
+        Setup::new(
+            &remote.bare.display().to_string(),
+            "  interval: 1h\n",
+            "images:\n  interval: 1s\n",
+        )
+    }
+
     /// Edits the config file: replaces `from` with `to` (which must be there).
     pub fn edit_config(&self, from: &str, to: &str) {
         let text = std::fs::read_to_string(&self.config).unwrap();
