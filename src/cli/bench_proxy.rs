@@ -1,9 +1,9 @@
 //! `gitcanary bench proxy`: gitcanary's Service proxy side by side with requests sent
 //! direct to the two demo-app replicas it fronts and, when installed, nginx and HAProxy
 //! fronting the same replicas. Each proxy is a process of its own, so its CPU time per
-//! request comes from `/proc/PID/stat`: that is the main figure, steadier than req/s on a
-//! machine the client, the proxies and the replicas share. Runs are interleaved, with a
-//! fixed request count, over several rounds; medians are printed.
+//! request comes from `/proc` (see `peers::cpu_time`): that is the main figure, steadier
+//! than req/s on a machine the client, the proxies and the replicas share. Runs are
+//! interleaved, with a fixed request count, over several rounds; medians are printed.
 
 pub(super) mod load;
 mod peers;
@@ -85,7 +85,7 @@ fn measure(rt: &tokio::runtime::Runtime, t: &Target, conns: usize, args: &Args) 
     let before = cpu();
     let closed = rt.block_on(load::closed(&t.addrs, conns, args.requests));
     let cpu_us = match (before, cpu()) {
-        (Some(a), Some(b)) => (b - a).as_secs_f64() * 1e6 / args.requests as f64,
+        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64() * 1e6 / args.requests as f64,
         _ => f64::NAN,
     };
     let open = load::open(&t.addrs, conns, args.latency_requests, args.rate);

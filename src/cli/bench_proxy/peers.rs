@@ -46,8 +46,43 @@ impl Drop for Proc {
     }
 }
 
-/// User plus system CPU time of a process so far (`/proc/PID/stat` fields 14 and 15).
+/// CPU time of a process so far: the scheduler's run time of each of its threads
+/// (`se.sum_exec_runtime` in `/proc/PID/task/TID/sched`, nanoseconds), or, where the
+/// kernel does not show that, user plus system time from `/proc/PID/stat`, which
+/// counts in clock ticks: 10 ms, 2.5% of a 20,000-request run at 20 µs each. The
+/// threads' sum leaves out threads that ended; the proxies measured here keep theirs
+/// for the whole run.
 pub fn cpu_time(pid: u32) -> Option<Duration> {
+    threads_run_time(pid).or_else(|| ticks_cpu_time(pid))
+}
+
+fn threads_run_time(pid: u32) -> Option<Duration> {
+    let mut total = None;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        // A thread that ended since the listing is left out, as ended threads are.
+        let sched = std::fs::read_to_string(task.path().join("sched")).ok();
+        if let Some(t) = sched.as_deref().and_then(sum_exec_runtime) {
+            *total.get_or_insert(Duration::ZERO) += t;
+        }
+    }
+    total
+}
+
+/// `se.sum_exec_runtime` of a `/proc/…/sched` text: milliseconds with six decimals.
+fn sum_exec_runtime(sched: &str) -> Option<Duration> {
+    let line = sched
+        .lines()
+        .find(|l| l.split(':').next().map(str::trim) == Some("se.sum_exec_runtime"))?;
+    let (ms, ns) = line.split(':').nth(1)?.trim().split_once('.')?;
+    let ns: u64 = format!("{ns:0<6}").get(..6)?.parse().ok()?;
+    Some(Duration::from_millis(ms.parse().ok()?) + Duration::from_nanos(ns))
+}
+
+/// User plus system CPU time of a process so far (`/proc/PID/stat` fields 14 and 15).
+fn ticks_cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces: fields are counted after its closing paren.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -335,4 +370,39 @@ pub fn haproxy(
     };
     super::super::bench::wait_for_port(port, "haproxy")?;
     Ok(Some((p, SocketAddr::from(([127, 0, 0, 1], port)))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_time_is_read_to_the_nanosecond_from_a_sched_file() {
+        let sched = "cat (5848, #threads: 1)\n\
+            -------------------------------------------------------------------\n\
+            se.exec_start                                :       3024903.413093\n\
+            se.vruntime                                  :       1256389.337310\n\
+            se.sum_exec_runtime                          :          1250.250865\n\
+            nr_switches                                  :                    1\n";
+        assert_eq!(
+            sum_exec_runtime(sched),
+            Some(Duration::from_nanos(1_250_250_865))
+        );
+        assert_eq!(sum_exec_runtime("se.vruntime : 1.5\n"), None);
+    }
+
+    #[test]
+    fn this_process_has_run_for_some_time() {
+        let me = std::process::id();
+        let before = cpu_time(me).unwrap();
+        let start = std::time::Instant::now();
+        // Spin until the reading has grown by 20 ms of CPU: it follows the CPU spent.
+        while cpu_time(me).unwrap() < before + Duration::from_millis(20) {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "cpu_time stands still"
+            );
+        }
+        assert!(ticks_cpu_time(me).unwrap() >= Duration::from_millis(10));
+    }
 }
