@@ -93,6 +93,15 @@ fn replicas(rs: &ReplicaSet) -> (i32, i32) {
     (st.replicas, st.available_replicas.unwrap_or(0))
 }
 
+/// The revision `commit` is applied and its health check passed.
+fn assert_ready_at(rec: &Reconciler, commit: &str) {
+    assert!(rec.status().ready);
+    assert_eq!(
+        rec.status().message,
+        format!("Applied revision: main@sha1:{commit}")
+    );
+}
+
 /// Asserts that the Deployment is rolled out: the controller saw its spec, and the
 /// ReplicaSet of `image` holds all of its replicas, available.
 fn assert_rolled_out(ns: &str, image: &str) -> (Deployment, ReplicaSet) {
@@ -134,11 +143,7 @@ fn a_good_revision_is_ready_only_once_its_new_replicaset_is_available() {
     let (verdict, _) = until_checked(&mut rec, Duration::from_secs(120));
     assert_eq!(verdict, Verdict::Healthy);
     assert_rolled_out(&ns, "podinfo:1.0.0");
-    assert!(rec.status().ready);
-    assert_eq!(
-        rec.status().message,
-        format!("Applied revision: main@sha1:{v1}")
-    );
+    assert_ready_at(&rec, &v1);
 
     // A new image rolls out through a new ReplicaSet; the revision is ready once the
     // new Pods are available and the old ones are gone.
@@ -168,11 +173,7 @@ fn a_good_revision_is_ready_only_once_its_new_replicaset_is_available() {
         waiting.iter().all(|m| m.starts_with(&progress)),
         "{waiting:?}"
     );
-    assert!(rec.status().ready);
-    assert_eq!(
-        rec.status().message,
-        format!("Applied revision: main@sha1:{v2}")
-    );
+    assert_ready_at(&rec, &v2);
 }
 
 #[test]
@@ -241,11 +242,7 @@ fn a_bad_image_fails_the_check_at_its_progress_deadline_while_the_old_pods_serve
     let (verdict, _) = until_checked(&mut rec, Duration::from_secs(120));
     assert_eq!(verdict, Verdict::Healthy);
     assert_rolled_out(&ns, "podinfo:1.0.2");
-    assert!(rec.status().ready);
-    assert_eq!(
-        rec.status().message,
-        format!("Applied revision: main@sha1:{fixed}")
-    );
+    assert_ready_at(&rec, &fixed);
 }
 
 /// gitcanary's reads (GET and LIST) of objects in `ns` since audit event `mark`, as

@@ -560,15 +560,13 @@ fn render_rollout(r: &Rollout) -> String {
         );
     }
     let checks: u64 = r.metric_summary.iter().map(|m| m.checks.count).sum();
-    if checks > r.samples.len() as u64 {
-        let _ = writeln!(
-            s,
-            "\nMetric samples ({}, the newest of {checks}):",
-            r.samples.len()
-        );
+    let kept = r.samples.len();
+    let of_all = if checks > kept as u64 {
+        format!(", the newest of {checks}")
     } else {
-        let _ = writeln!(s, "\nMetric samples ({}):", r.samples.len());
-    }
+        String::new()
+    };
+    let _ = writeln!(s, "\nMetric samples ({kept}{of_all}):");
     if r.samples.is_empty() {
         let _ = writeln!(s, "  none");
     }

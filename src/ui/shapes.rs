@@ -247,15 +247,14 @@ fn health(
 pub fn objects(view: View) -> Result<Vec<Value>> {
     let inv = view.target.inventory()?;
     // Read together: a LIST per kind and namespace on Kubernetes, not a GET each.
-    let read: Vec<&ObjectKey> = inv
+    let keys: Vec<ObjectKey> = inv
         .entries
         .iter()
         .filter(|(k, e)| e.live && judged_by_target(k))
-        .map(|(k, _)| k)
+        .map(|(k, _)| k.clone())
         .collect();
-    let keys: Vec<ObjectKey> = read.iter().map(|k| (*k).clone()).collect();
-    let mut judged = HashMap::with_capacity(read.len());
-    for (k, status) in read.into_iter().zip(view.target.health_of(&keys)) {
+    let mut judged = HashMap::with_capacity(keys.len());
+    for (k, status) in keys.iter().zip(view.target.health_of(&keys)) {
         judged.insert(k, status?);
     }
     inv.entries

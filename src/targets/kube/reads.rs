@@ -1,6 +1,6 @@
 //! How a health check reads its objects: [`plan`] (pure) groups the keys by kind and
 //! namespace and decides, per group, between one paged LIST of the objects carrying
-//! gitcanary's label and one GET per object; `Cluster::statuses` in `executor` acts
+//! gitcanary's label and one GET per object; `Cluster::list_statuses` in `executor` acts
 //! on it. A poll of 1,000 Deployments in one namespace costs a few LISTs, not 1,000
 //! GETs. Each object is reduced to its kstatus [`Status`](super::health::Status) as
 //! soon as it is read, so a poll never holds more than a page of live objects.
