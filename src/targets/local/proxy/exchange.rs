@@ -112,8 +112,7 @@ where
             Ok(answered) => break answered,
             // Nothing has gone to the client yet: a framing error gets its answer.
             Err(Failure::Client(body::Error::Chunked(e))) => {
-                let text = format!("malformed request body: {e}\n");
-                return answer(client, 400, &text, Next::CloseUnread, req.head).await;
+                return malformed_body(client, &e, req.head).await;
             }
             Err(Failure::Client(_)) => return Next::Close,
             Err(Failure::Backend { error, again }) => (error, again),
@@ -211,10 +210,7 @@ where
     }
     match RequestBody::buffer(reader, client).await {
         Ok(b) => Ok(b),
-        Err(body::Error::Chunked(e)) => {
-            let text = format!("malformed request body: {e}\n");
-            Err(answer(client, 400, &text, Next::CloseUnread, req.head).await)
-        }
+        Err(body::Error::Chunked(e)) => Err(malformed_body(client, &e, req.head).await),
         Err(_) => Err(Next::Close),
     }
 }
@@ -249,6 +245,19 @@ where
         Ok(()) => how,
         Err(_) => Next::Close,
     }
+}
+
+/// The 400 for a chunked body that does not decode; the rest of it is not read.
+async fn malformed_body<Io>(
+    client: &mut Stream<Io>,
+    e: &super::http1::chunked::Error,
+    head: bool,
+) -> Next
+where
+    Io: AsyncRead + AsyncWrite + Unpin,
+{
+    let text = format!("malformed request body: {e}\n");
+    answer(client, 400, &text, Next::CloseUnread, head).await
 }
 
 /// What one attempt sends.
@@ -287,7 +296,7 @@ impl Attempt<'_> {
         let whole = match body {
             RequestBody::Buffered(b) if b.is_empty() => {
                 // The common case, a request with no body: one write.
-                up.send(&[]).await.map_err(|error| Failure::Backend {
+                up.flush().await.map_err(|error| Failure::Backend {
                     error,
                     again: req.idempotent,
                 })?;
@@ -437,27 +446,14 @@ impl Watch {
     }
 }
 
-/// Interim responses a replica may send before the watch ends.
-const MAX_INTERIM: usize = 8;
-
-/// Classifies what the replica has sent so far, dropping interim responses.
+/// Classifies what the replica has sent so far, dropping interim responses (too many
+/// of them are a refusal).
 fn early(up: &mut Upstream, interim: &mut usize) -> Early {
-    let mut fields = Fields::default();
-    while !up.io.data().is_empty() {
-        match http1::parse_response(up.io.data(), &mut fields, false) {
-            Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
-                *interim += 1;
-                if *interim > MAX_INTERIM {
-                    return Early::Refusal;
-                }
-                up.io.consume(r.len);
-            }
-            Ok(Some(r)) if r.status >= 400 || !r.keep_alive => return Early::Refusal,
-            Ok(Some(_)) => return Early::Answer,
-            Ok(None) => return Early::Nothing,
-            // Nothing sensible follows: the response read says what is wrong.
-            Err(_) => return Early::Refusal,
-        }
+    match up.final_head(&mut Fields::default(), false, interim) {
+        Ok(Some(r)) if r.status >= 400 || !r.keep_alive => Early::Refusal,
+        Ok(Some(_)) => Early::Answer,
+        Ok(None) => Early::Nothing,
+        // Nothing sensible follows: the response read says what is wrong.
+        Err(_) => Early::Refusal,
     }
-    Early::Nothing
 }

@@ -55,7 +55,7 @@ async fn send(pool: &Pool, port: u16, wire: Vec<u8>, head: bool) {
         return;
     };
     up.io.wbuf = wire;
-    if up.send(&[]).await.is_err() {
+    if up.flush().await.is_err() {
         return;
     }
     // The copy's bytes go with the write buffer's; the next request starts small.

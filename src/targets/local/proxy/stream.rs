@@ -105,23 +105,23 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Stream<Io> {
     /// From now until [`Stream::each_wait`], the deadline bounds all waits together,
     /// counted from the first (a request head).
     pub fn whole_wait(&mut self) {
-        if let Some(d) = &mut self.deadline {
-            d.whole = true;
-            d.since = None;
-        }
+        self.bound_whole(true);
     }
 
     /// A wait given up (its future dropped) does not count against the next one.
     pub fn reset_wait(&mut self) {
-        if let Some(d) = self.deadline.as_mut().filter(|d| !d.whole) {
-            d.since = None;
-        }
+        progress(&mut self.deadline);
     }
 
     /// The deadline bounds each wait again.
     pub fn each_wait(&mut self) {
+        self.bound_whole(false);
+    }
+
+    /// Whether the deadline bounds all waits together; the clock starts again.
+    fn bound_whole(&mut self, whole: bool) {
         if let Some(d) = &mut self.deadline {
-            d.whole = false;
+            d.whole = whole;
             d.since = None;
         }
     }
@@ -198,10 +198,7 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Stream<Io> {
             io, wbuf, deadline, ..
         } = self;
         let r = write_all(io, wbuf, deadline).await;
-        wbuf.clear();
-        if wbuf.capacity() > SHRINK_ABOVE {
-            *wbuf = Vec::new();
-        }
+        release(wbuf);
         r
     }
 
@@ -245,6 +242,26 @@ async fn write_all<Io: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Empties a write buffer, giving it back if one large message grew it.
+fn release(wbuf: &mut Vec<u8>) {
+    wbuf.clear();
+    if wbuf.capacity() > SHRINK_ABOVE {
+        *wbuf = Vec::new();
+    }
+}
+
+/// Reads what the socket has without waiting: whether it had anything (false when
+/// the readiness was left over from an earlier read); the end of the stream is an
+/// error, as the peer was expected to answer.
+fn try_fill(io: &tokio::net::TcpStream, rbuf: &mut Vec<u8>) -> io::Result<bool> {
+    match io.try_read_buf(rbuf) {
+        Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// A wait made progress: the next one starts its own clock (unless the limit is on the
 /// whole).
 fn progress(deadline: &mut Option<Deadline>) {
@@ -267,12 +284,8 @@ impl Stream<tokio::net::TcpStream> {
         loop {
             self.io.readable().await?;
             self.make_room();
-            match self.io.try_read_buf(&mut self.rbuf) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(_) => return Ok(()),
-                // Readiness left over from an earlier read: cleared now.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+            if try_fill(&self.io, &mut self.rbuf)? {
+                return Ok(());
             }
         }
     }
@@ -291,14 +304,9 @@ impl Stream<tokio::net::TcpStream> {
                 biased;
                 ready = io.readable() => {
                     ready?;
-                    match io.try_read_buf(rbuf) {
-                        Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                        Ok(_) => {
-                            wbuf.drain(..at);
-                            return Ok(false);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e),
+                    if try_fill(io, rbuf)? {
+                        wbuf.drain(..at);
+                        return Ok(false);
                     }
                 }
                 ready = io.writable() => {
@@ -312,10 +320,7 @@ impl Stream<tokio::net::TcpStream> {
                 () = tokio::time::sleep(limit) => return Err(io::ErrorKind::TimedOut.into()),
             }
         }
-        self.wbuf.clear();
-        if self.wbuf.capacity() > SHRINK_ABOVE {
-            self.wbuf = Vec::new();
-        }
+        release(&mut self.wbuf);
         Ok(true)
     }
 }
@@ -323,12 +328,17 @@ impl Stream<tokio::net::TcpStream> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncWriteExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A stream with a 60 s deadline over an in-memory pipe, and the pipe's other end.
+    fn timed_pair() -> (Stream<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        let (a, b) = tokio::io::duplex(64);
+        (Stream::new(a, 64).with_deadline(Duration::from_secs(60)), b)
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_sends_nothing_times_out_and_one_that_trickles_does_not_until_it_stops() {
-        let (a, mut b) = tokio::io::duplex(64);
-        let mut s = Stream::new(a, 64).with_deadline(Duration::from_secs(60));
+        let (mut s, mut b) = timed_pair();
         let trickle = tokio::spawn(async move {
             for _ in 0..5 {
                 tokio::time::sleep(Duration::from_secs(50)).await;
@@ -346,12 +356,6 @@ mod tests {
         assert_eq!(s.data(), b"xxxxx");
         trickle.abort();
     }
-}
-
-#[cfg(test)]
-mod shrink_tests {
-    use super::*;
-    use tokio::io::AsyncReadExt;
 
     #[tokio::test]
     async fn buffers_grown_by_one_large_message_are_given_back_once_empty() {
@@ -365,31 +369,20 @@ mod shrink_tests {
         flushed.unwrap();
         let mut b = read.unwrap();
         assert!(s.wbuf.capacity() <= SHRINK_ABOVE);
-        tokio::io::AsyncWriteExt::write_all(&mut b, &vec![b'y'; 200_000])
-            .await
-            .unwrap();
+        b.write_all(&vec![b'y'; 200_000]).await.unwrap();
         while s.data().len() < 200_000 {
             s.fill().await.unwrap();
         }
         assert!(s.rbuf.capacity() > SHRINK_ABOVE);
         s.consume(200_000);
-        tokio::io::AsyncWriteExt::write_all(&mut b, b"z")
-            .await
-            .unwrap();
+        b.write_all(b"z").await.unwrap();
         s.fill().await.unwrap();
         assert!(s.rbuf.capacity() <= SHRINK_ABOVE, "{}", s.rbuf.capacity());
     }
-}
-
-#[cfg(test)]
-mod whole_wait_tests {
-    use super::*;
-    use tokio::io::AsyncWriteExt;
 
     #[tokio::test(start_paused = true)]
     async fn a_head_sent_a_byte_at_a_time_gets_one_limit_in_all() {
-        let (a, mut b) = tokio::io::duplex(64);
-        let mut s = Stream::new(a, 64).with_deadline(Duration::from_secs(60));
+        let (mut s, mut b) = timed_pair();
         tokio::spawn(async move {
             for _ in 0..10 {
                 tokio::time::sleep(Duration::from_secs(25)).await;

@@ -75,16 +75,35 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Writes what is queued (a request), with `more` after it.
-    pub async fn send(&mut self, more: &[u8]) -> Result<(), Error> {
-        let r = match more.is_empty() {
-            true => self.io.flush().await,
-            false => self.io.send(more).await,
-        };
-        r.map_err(|source| Error::Io {
+    /// Writes what is queued (a request).
+    pub async fn flush(&mut self) -> Result<(), Error> {
+        self.io.flush().await.map_err(|source| Error::Io {
             port: self.port,
             source,
         })
+    }
+
+    /// The final response head at the start of what was read, interim (1xx) responses
+    /// consumed and counted in `interim` (across calls); `None` until a head is whole.
+    pub fn final_head(
+        &mut self,
+        fields: &mut Fields,
+        head: bool,
+        interim: &mut usize,
+    ) -> Result<Option<Response>, http1::BadResponse> {
+        while !self.io.data().is_empty() {
+            match http1::parse_response(self.io.data(), fields, head)? {
+                Some(r) if (100..200).contains(&r.status) && r.status != 101 => {
+                    *interim += 1;
+                    if *interim > MAX_INTERIM {
+                        return Err(http1::BadResponse::Malformed("too many 1xx responses"));
+                    }
+                    self.io.consume(r.len);
+                }
+                r => return Ok(r),
+            }
+        }
+        Ok(None)
     }
 
     /// Reads the final response head, skipping interim ones; its fields are in `fields`
@@ -93,26 +112,14 @@ impl Upstream {
         let port = self.port;
         let mut interim = 0;
         loop {
-            if !self.io.data().is_empty() {
-                match http1::parse_response(self.io.data(), fields, head) {
-                    Ok(Some(r)) if (100..200).contains(&r.status) && r.status != 101 => {
-                        interim += 1;
-                        if interim > MAX_INTERIM {
-                            let source = http1::BadResponse::Malformed("too many 1xx responses");
-                            return Err(Error::Response { port, source });
-                        }
-                        self.io.consume(r.len);
-                        continue;
-                    }
-                    Ok(Some(r)) if r.status == 101 => {
-                        let source =
-                            http1::BadResponse::Malformed("101 to a request without Upgrade");
-                        return Err(Error::Response { port, source });
-                    }
-                    Ok(Some(r)) => return Ok(r),
-                    Ok(None) => {}
-                    Err(source) => return Err(Error::Response { port, source }),
+            match self.final_head(fields, head, &mut interim) {
+                Ok(Some(r)) if r.status == 101 => {
+                    let source = http1::BadResponse::Malformed("101 to a request without Upgrade");
+                    return Err(Error::Response { port, source });
                 }
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                Err(source) => return Err(Error::Response { port, source }),
             }
             match self.io.fill().await {
                 Ok(0) if self.io.data().is_empty() => return Err(Error::Closed { port }),
@@ -182,7 +189,7 @@ impl Pool {
 
     /// An idle connection to `port` that is still open: the most recently used first,
     /// the warmest and the least likely closed.
-    pub fn checkout(&self, port: u16) -> Option<Upstream> {
+    fn checkout(&self, port: u16) -> Option<Upstream> {
         let mut idle = self.lock();
         let conns = idle.by_port.get_mut(&port)?;
         while let Some(up) = conns.pop() {
@@ -228,7 +235,7 @@ fn sweep(by_port: &mut ByPort, now: Instant) {
 }
 
 /// A new connection to the replica on `port`.
-pub async fn connect(port: u16) -> Result<Upstream, Error> {
+async fn connect(port: u16) -> Result<Upstream, Error> {
     let error = |source| Error::Connect { port, source };
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
         .await
