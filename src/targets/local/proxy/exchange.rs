@@ -327,10 +327,7 @@ impl Attempt<'_> {
                     let flushed = client.flush().await;
                     flushed.map_err(|e| Failure::Client(e.into()))?;
                 }
-                let whole = stream_body(reader, client, &mut up, chunked).await;
-                // A read from the client given up in the race does not count.
-                client.reset_wait();
-                whole?
+                stream_body(reader, client, &mut up, chunked).await?
             }
         };
         let replayable = matches!(body, RequestBody::Buffered(_));

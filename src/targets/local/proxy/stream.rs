@@ -108,11 +108,6 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Stream<Io> {
         self.bound_whole(true);
     }
 
-    /// A wait given up (its future dropped) does not count against the next one.
-    pub fn reset_wait(&mut self) {
-        progress(&mut self.deadline);
-    }
-
     /// The deadline bounds each wait again.
     pub fn each_wait(&mut self) {
         self.bound_whole(false);
@@ -144,6 +139,9 @@ impl<Io: AsyncRead + AsyncWrite + Unpin> Stream<Io> {
 
     /// Reads more; 0 at the end of the stream.
     pub async fn fill(&mut self) -> io::Result<usize> {
+        // A wait of its own: one given up before (its future dropped in a race) does
+        // not count against it.
+        progress(&mut self.deadline);
         self.make_room();
         poll_fn(|cx| {
             let Stream {
