@@ -313,6 +313,37 @@ mod tests {
     }
 
     #[test]
+    fn an_analysis_read_back_from_the_status_file_is_the_same_analysis() {
+        // The next step's `before` is the status the last step wrote, read back from
+        // its JSON file: its start must equal the one the samples hold, to the bit
+        // (this one read back 1 ulp off before serde_json's float_roundtrip).
+        let start = 1_796_053_485.366_468_7;
+        let mut s = Samples::default();
+        let idle = status(Phase::Progressing, 0, 0.0, 0.0, None);
+        let first = status(Phase::Progressing, 10, start, start, None);
+        assert!(advance(&mut s, &idle, &first, start));
+        let reread: CanaryStatus =
+            serde_json::from_slice(&serde_json::to_vec_pretty(&first).unwrap()).unwrap();
+        assert_eq!(reread.analysis_start.to_bits(), start.to_bits());
+        let second = CanaryStatus {
+            canary_weight: 20,
+            last_step_time: start + 3.0,
+            ..reread.clone()
+        };
+        assert!(advance(&mut s, &reread, &second, start + 3.0));
+        let weights: Vec<u32> = s
+            .current
+            .as_ref()
+            .unwrap()
+            .weights
+            .iter()
+            .map(|w| w.1)
+            .collect();
+        assert_eq!(weights, vec![10, 20], "one analysis, both steps");
+        assert!(s.last.is_none());
+    }
+
+    #[test]
     fn a_new_analysis_keeps_the_last_one_and_series_stay_bounded() {
         let mut s = Samples::default();
         let mut before = status(Phase::Initialized, 0, 0.0, 0.0, None);
