@@ -30,7 +30,7 @@ cargo test --all-targets "$@"
 # Tests against a real kube-apiserver and etcd (the envtest convention): ignored by
 # default, run when KUBEBUILDER_ASSETS names a folder holding the binaries.
 if [ -n "${KUBEBUILDER_ASSETS:-}" ] && [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ]; then
-  # Every test file holding one (tests/kube_*.rs, and tests/ui.rs's Kubernetes page).
+  # Every test file that holds one, found by the ignore reason they share.
   for t in $(grep -l 'needs KUBEBUILDER_ASSETS' tests/*.rs); do
     cargo test --test "$(basename "$t" .rs)" "$@" -- --ignored
   done
